@@ -1,0 +1,256 @@
+//! The configuration schema as it is written: every key optional, types checked, meaning not yet.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::{Table, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Int,
+    Bool,
+    List,
+}
+
+/// Every settable key, its section and type. Environment overrides and fragment checks use it;
+/// a unit test keeps it in step with the structs below.
+pub const KEYS: &[(&str, &str, Kind)] = &[
+    ("cluster", "name", Kind::Str),
+    ("cluster", "size", Kind::Int),
+    ("cluster", "token", Kind::Str),
+    ("member", "name", Kind::Str),
+    ("member", "advertise_address", Kind::Str),
+    ("member", "data_dir", Kind::Str),
+    ("member", "client_port", Kind::Int),
+    ("member", "peer_port", Kind::Int),
+    ("member", "metrics_port", Kind::Int),
+    ("discovery", "srv_domain", Kind::Str),
+    ("discovery", "srv_name", Kind::Str),
+    ("discovery", "peers", Kind::List),
+    ("discovery", "seeds", Kind::List),
+    ("discovery", "nameservers", Kind::List),
+    ("discovery", "timeout", Kind::Str),
+    ("tls", "mode", Kind::Str),
+    ("tls", "dir", Kind::Str),
+    ("tls", "ca_cert", Kind::Str),
+    ("tls", "ca_key", Kind::Str),
+    ("tls", "extra_sans", Kind::List),
+    ("tls", "cert_validity", Kind::Str),
+    ("etcd", "binary", Kind::Str),
+    ("etcd", "service_manager", Kind::Str),
+    ("etcd", "unit_path", Kind::Str),
+    ("etcd", "env_file", Kind::Str),
+    ("heal", "enabled", Kind::Bool),
+    ("heal", "interval", Kind::Str),
+];
+
+/// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
+pub const FLAGS_KEY: (&str, &str) = ("etcd", "flags");
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub cluster: RawCluster,
+    #[serde(default)]
+    pub member: RawMember,
+    #[serde(default)]
+    pub discovery: RawDiscovery,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub etcd: RawEtcd,
+    #[serde(default)]
+    pub heal: RawHeal,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub name: Option<String>,
+    pub size: Option<i64>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    pub name: Option<String>,
+    pub advertise_address: Option<String>,
+    pub data_dir: Option<String>,
+    pub client_port: Option<i64>,
+    pub peer_port: Option<i64>,
+    pub metrics_port: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub srv_domain: Option<String>,
+    pub srv_name: Option<String>,
+    pub peers: Option<Vec<String>>,
+    pub seeds: Option<Vec<String>>,
+    pub nameservers: Option<Vec<String>>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub mode: Option<String>,
+    pub dir: Option<String>,
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    pub extra_sans: Option<Vec<String>>,
+    pub cert_validity: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    pub binary: Option<String>,
+    pub service_manager: Option<String>,
+    pub unit_path: Option<String>,
+    pub env_file: Option<String>,
+    pub flags: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeal {
+    pub enabled: Option<bool>,
+    pub interval: Option<String>,
+}
+
+impl RawConfig {
+    /// Check one fragment: known sections and keys, right types. Names the first bad key.
+    pub fn check(table: &Table) -> Result<(), SchemaError> {
+        for (section, value) in table {
+            if !KEYS.iter().any(|(s, _, _)| s == section) {
+                return Err(SchemaError {
+                    key: section.clone(),
+                    message:
+                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal]"
+                            .into(),
+                });
+            }
+            let Value::Table(keys) = value else {
+                return Err(SchemaError {
+                    key: section.clone(),
+                    message: format!("expected a table ([{section}]), got a {}", value.type_str()),
+                });
+            };
+            for (key, value) in keys {
+                let full = format!("{section}.{key}");
+                if (section.as_str(), key.as_str()) == FLAGS_KEY {
+                    check_flags(value)?;
+                    continue;
+                }
+                let Some((_, _, kind)) = KEYS.iter().find(|(s, k, _)| s == section && k == key)
+                else {
+                    let known: Vec<&str> = KEYS
+                        .iter()
+                        .filter(|(s, _, _)| s == section)
+                        .map(|(_, k, _)| *k)
+                        .collect();
+                    return Err(SchemaError {
+                        key: full,
+                        message: format!("unknown key; [{section}] takes: {}", known.join(", ")),
+                    });
+                };
+                let ok = match kind {
+                    Kind::Str => value.is_str(),
+                    Kind::Int => value.is_integer(),
+                    Kind::Bool => value.is_bool(),
+                    Kind::List => value
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(Value::is_str)),
+                };
+                if !ok {
+                    let want = match kind {
+                        Kind::Str => "a string",
+                        Kind::Int => "a whole number",
+                        Kind::Bool => "true or false",
+                        Kind::List => "an array of strings",
+                    };
+                    return Err(SchemaError {
+                        key: full,
+                        message: format!("expected {want}, got a {}", value.type_str()),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn from_table(table: Table) -> Result<RawConfig, SchemaError> {
+        Self::check(&table)?;
+        Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| SchemaError {
+                key: "(config)".into(),
+                message: e.message().to_string(),
+            })
+    }
+}
+
+fn check_flags(value: &Value) -> Result<(), SchemaError> {
+    let Value::Table(flags) = value else {
+        return Err(SchemaError {
+            key: "etcd.flags".into(),
+            message: "expected a table of etcd flags, e.g. [etcd.flags] heartbeat-interval = 100"
+                .into(),
+        });
+    };
+    for (flag, v) in flags {
+        if !(v.is_str() || v.is_integer() || v.is_bool()) {
+            return Err(SchemaError {
+                key: format!("etcd.flags.{flag}"),
+                message: format!(
+                    "expected a string, number or boolean, got a {}",
+                    v.type_str()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key in KEYS is accepted by the serde structs with a value of its kind.
+    #[test]
+    fn keys_table_matches_structs() {
+        for (section, key, kind) in KEYS {
+            let value = match kind {
+                Kind::Str => Value::String("x".into()),
+                Kind::Int => Value::Integer(1),
+                Kind::Bool => Value::Boolean(true),
+                Kind::List => Value::Array(vec![Value::String("x".into())]),
+            };
+            let mut s = Table::new();
+            s.insert(key.to_string(), value);
+            let mut t = Table::new();
+            t.insert(section.to_string(), Value::Table(s));
+            RawConfig::from_table(t).unwrap_or_else(|e| panic!("{section}.{key}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn flags_table_is_checked() {
+        let t: Table = toml::from_str("[etcd.flags]\nx = [1]\n").unwrap();
+        assert_eq!(RawConfig::check(&t).unwrap_err().key, "etcd.flags.x");
+        let t: Table = toml::from_str("[etcd.flags]\nheartbeat-interval = 100\n").unwrap();
+        assert!(RawConfig::from_table(t).is_ok());
+        let t: Table = toml::from_str("[bogus]\nx = 1\n").unwrap();
+        assert_eq!(RawConfig::check(&t).unwrap_err().key, "bogus");
+    }
+}

@@ -1,0 +1,586 @@
+//! The decision: what to do with the local member, as a pure function of what was observed (the
+//! data dir, the discovered peers, what each peer answered). No I/O here; the table tests below
+//! are the specification.
+
+use crate::discovery::Peer;
+use crate::etcd::ids;
+use crate::urls::EtcdUrl;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The local data dir (etcd-rules.md 4: decide from the disk first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LocalState {
+    /// `<data_dir>/member/wal` exists: etcd will restart from its own state whatever flags say.
+    pub has_wal: bool,
+    /// `<data_dir>/member` exists.
+    pub has_member_dir: bool,
+}
+
+/// One member as a peer's MemberList shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: u64,
+    /// Empty until the member has started and published itself.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl MemberView {
+    /// Has published its name and client URLs, i.e. has run with its data.
+    pub fn started(&self) -> bool {
+        !self.name.is_empty() && !self.client_urls.is_empty()
+    }
+}
+
+/// What a peer's etcd said about its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub endpoint: String,
+    pub cluster_id: u64,
+    /// The answering member.
+    pub member_id: u64,
+    /// 0 when it knows no leader.
+    pub leader: u64,
+    pub is_learner: bool,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Cluster(ClusterView),
+    /// Not reachable, TLS refused, not etcd, ...: the reason, for logs.
+    NoAnswer(String),
+}
+
+/// Everything the decision looks at.
+#[derive(Debug, Clone)]
+pub struct Observations {
+    pub local: LocalState,
+    pub cluster_name: String,
+    pub token_override: Option<String>,
+    /// `cluster.size`, when set.
+    pub expected_size: Option<usize>,
+    pub peers: Vec<Peer>,
+    pub unresolved: Vec<String>,
+    /// Two consecutive discovery reads agreed.
+    pub stable: bool,
+    /// This node's entry among `peers`.
+    pub me: Option<Peer>,
+    /// This node's peer URL even when it is not among `peers` (joining through seeds).
+    pub my_peer_url: Option<EtcdUrl>,
+    pub answers: Vec<Answer>,
+}
+
+/// The `--initial-cluster` of a new cluster: identical on every initial member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialCluster {
+    /// `(name, peer URL)`, sorted by URL.
+    pub members: Vec<(String, String)>,
+    pub token: String,
+    pub my_name: String,
+}
+
+impl InitialCluster {
+    pub fn flag(&self) -> String {
+        self.members
+            .iter()
+            .map(|(n, u)| format!("{n}={u}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn member_ids(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .map(|(_, u)| ids::member_id(std::slice::from_ref(u), &self.token))
+            .collect()
+    }
+
+    /// The cluster ID etcd will compute for this initial cluster.
+    pub fn cluster_id(&self) -> u64 {
+        ids::cluster_id(&self.member_ids())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitReason {
+    /// Two consecutive discovery reads differed.
+    Unstable,
+    /// Named targets that do not resolve yet.
+    Unresolved(Vec<String>),
+    /// Discovery found nobody.
+    NoPeers,
+    /// This node is not in the discovered set.
+    NotInSet { found: String },
+    /// Fewer peers than `cluster.size`.
+    Incomplete { found: usize, expected: usize },
+}
+
+impl fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitReason::Unstable => write!(f, "the peer set changed between two reads"),
+            WaitReason::Unresolved(t) => write!(f, "SRV targets without an address: {}", t.join(", ")),
+            WaitReason::NoPeers => write!(f, "no peers found and no cluster answered"),
+            WaitReason::NotInSet { found } => write!(
+                f,
+                "this node is not among the discovered peers ({found}); check its address against the DNS records or discovery.peers, or set member.advertise_address"
+            ),
+            WaitReason::Incomplete { found, expected } => {
+                write!(f, "{found} of {expected} peers found (cluster.size = {expected})")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The data dir has a WAL: start etcd as it is.
+    Restart,
+    /// Form a new cluster with the peers (or be a late initial member of the one forming).
+    BootstrapNew(InitialCluster),
+    /// A cluster runs without this node: add it as a learner, start `existing`, promote.
+    Join {
+        cluster_id: u64,
+        endpoints: Vec<String>,
+    },
+    /// This node's peer URL was added but never started: start `existing` as that member.
+    AdoptUnstarted {
+        cluster_id: u64,
+        member_id: u64,
+        endpoints: Vec<String>,
+    },
+    /// This node's member has run before but its data is gone: remove the stale entry, re-add.
+    ReplaceStale {
+        cluster_id: u64,
+        member_id: u64,
+        endpoints: Vec<String>,
+    },
+    Wait(WaitReason),
+    Refuse(String),
+}
+
+/// The derived token: the cluster name plus a digest of the sorted peer URLs, so every initial
+/// member computes the same one and each new peer set (new cluster) gets a fresh one.
+pub fn derive_token(cluster_name: &str, sorted_peer_urls: &[String]) -> String {
+    let digest = ids::sha256_hex(sorted_peer_urls.join(",").as_bytes());
+    format!("{cluster_name}-{}", &digest[..12])
+}
+
+/// The initial cluster for the discovered set, when the set is complete enough to form one.
+fn initial_cluster(obs: &Observations) -> Result<InitialCluster, Action> {
+    if !obs.stable {
+        return Err(Action::Wait(WaitReason::Unstable));
+    }
+    if !obs.unresolved.is_empty() {
+        return Err(Action::Wait(WaitReason::Unresolved(obs.unresolved.clone())));
+    }
+    if obs.peers.is_empty() {
+        return Err(Action::Wait(WaitReason::NoPeers));
+    }
+    let found = obs.peers.len();
+    if let Some(expected) = obs.expected_size {
+        if found < expected {
+            return Err(Action::Wait(WaitReason::Incomplete { found, expected }));
+        }
+        if found > expected {
+            return Err(Action::Refuse(format!(
+                "discovery lists {found} peers but cluster.size is {expected}; refusing to guess which {expected} form the cluster (fix the records or cluster.size)"
+            )));
+        }
+    }
+    let Some(me) = &obs.me else {
+        let found = obs
+            .peers
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.peer_url))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Action::Wait(WaitReason::NotInSet { found }));
+    };
+    let mut members: Vec<(String, String)> = obs
+        .peers
+        .iter()
+        .map(|p| (p.name.clone(), p.peer_url.to_string()))
+        .collect();
+    members.sort_by(|a, b| a.1.cmp(&b.1));
+    let urls: Vec<String> = members.iter().map(|(_, u)| u.clone()).collect();
+    let token = obs
+        .token_override
+        .clone()
+        .unwrap_or_else(|| derive_token(&obs.cluster_name, &urls));
+    Ok(InitialCluster {
+        members,
+        token,
+        my_name: me.name.clone(),
+    })
+}
+
+pub fn decide(obs: &Observations) -> Action {
+    if obs.local.has_wal {
+        return Action::Restart;
+    }
+    if obs.local.has_member_dir {
+        return Action::Refuse(
+            "the data dir holds a member/ directory without a WAL (an interrupted or damaged start); move it aside before retrying"
+                .into(),
+        );
+    }
+
+    let clusters: Vec<&ClusterView> = obs
+        .answers
+        .iter()
+        .filter_map(|a| match a {
+            Answer::Cluster(c) => Some(c),
+            Answer::NoAnswer(_) => None,
+        })
+        .collect();
+    let mut by_id: BTreeMap<u64, Vec<&ClusterView>> = BTreeMap::new();
+    for c in &clusters {
+        by_id.entry(c.cluster_id).or_default().push(c);
+    }
+    if by_id.len() > 1 {
+        let desc = by_id
+            .iter()
+            .map(|(id, views)| {
+                let eps: Vec<&str> = views.iter().map(|v| v.endpoint.as_str()).collect();
+                format!("cluster {id:x} at {}", eps.join(" "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Action::Refuse(format!(
+            "peers answer as two different clusters ({desc}); a split like this needs an operator"
+        ));
+    }
+
+    let planned = initial_cluster(obs);
+    let Some((&cluster_id, views)) = by_id.iter().next() else {
+        return match planned {
+            Ok(ic) => Action::BootstrapNew(ic),
+            Err(action) => action,
+        };
+    };
+
+    // One cluster answers. Prefer what a voter with a leader says about membership.
+    let view = views
+        .iter()
+        .copied()
+        .max_by_key(|v| (!v.is_learner, v.leader != 0, v.members.len()))
+        .expect("non-empty group");
+    let endpoints: Vec<String> = views
+        .iter()
+        .filter(|v| !v.is_learner)
+        .map(|v| v.endpoint.clone())
+        .collect();
+    let my_url = obs
+        .me
+        .as_ref()
+        .map(|m| m.peer_url.to_string())
+        .or_else(|| obs.my_peer_url.as_ref().map(ToString::to_string));
+    let mine = my_url
+        .as_ref()
+        .and_then(|u| view.members.iter().find(|m| m.peer_urls.contains(u)));
+
+    if let Some(m) = mine {
+        if m.started() {
+            // It ran with data that is no longer here (etcd-rules.md 12).
+            return Action::ReplaceStale {
+                cluster_id,
+                member_id: m.id,
+                endpoints,
+            };
+        }
+    }
+    if let Ok(ic) = &planned {
+        if ic.cluster_id() == cluster_id {
+            // The cluster our peer set forms, already started by faster peers: this node is one
+            // of its initial members and starts with the same flags.
+            return Action::BootstrapNew(ic.clone());
+        }
+    }
+    if my_url.is_none() {
+        return match planned {
+            Err(action) => action,
+            Ok(_) => Action::Refuse(
+                "a cluster answers but this node's own peer URL is unknown; set member.advertise_address".into(),
+            ),
+        };
+    }
+    match mine {
+        Some(m) => Action::AdoptUnstarted {
+            cluster_id,
+            member_id: m.id,
+            endpoints,
+        },
+        None => Action::Join {
+            cluster_id,
+            endpoints,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn peer(i: u8) -> Peer {
+        let ip: IpAddr = format!("10.0.0.{i}").parse().unwrap();
+        Peer {
+            name: format!("etcd{i}"),
+            peer_url: EtcdUrl::https(ip, 2380),
+            client_url: EtcdUrl::https(ip, 2379),
+            ips: vec![ip],
+            dns_name: None,
+        }
+    }
+
+    fn obs(n: u8, me: Option<u8>) -> Observations {
+        Observations {
+            local: LocalState::default(),
+            cluster_name: "prod".into(),
+            token_override: None,
+            expected_size: None,
+            peers: (1..=n).map(peer).collect(),
+            unresolved: vec![],
+            stable: true,
+            me: me.map(peer),
+            my_peer_url: me.map(|i| peer(i).peer_url),
+            answers: vec![],
+        }
+    }
+
+    fn member(i: u8, started: bool, token: &str) -> MemberView {
+        let url = peer(i).peer_url.to_string();
+        MemberView {
+            id: ids::member_id(std::slice::from_ref(&url), token),
+            name: if started {
+                format!("etcd{i}")
+            } else {
+                String::new()
+            },
+            peer_urls: vec![url],
+            client_urls: if started {
+                vec![peer(i).client_url.to_string()]
+            } else {
+                vec![]
+            },
+            is_learner: false,
+        }
+    }
+
+    fn answer(cluster_id: u64, from: u8, members: Vec<MemberView>) -> Answer {
+        Answer::Cluster(ClusterView {
+            endpoint: peer(from).client_url.to_string(),
+            cluster_id,
+            member_id: members[0].id,
+            leader: members[0].id,
+            is_learner: false,
+            members,
+        })
+    }
+
+    fn planned(o: &Observations) -> InitialCluster {
+        match decide(o) {
+            Action::BootstrapNew(ic) => ic,
+            other => panic!("expected BootstrapNew, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wal_means_restart_whatever_else_is_seen() {
+        let mut o = obs(3, Some(1));
+        o.local.has_wal = true;
+        o.local.has_member_dir = true;
+        o.stable = false;
+        o.answers = vec![
+            answer(1, 2, vec![member(2, true, "x")]),
+            answer(2, 3, vec![member(3, true, "y")]),
+        ];
+        assert_eq!(decide(&o), Action::Restart);
+    }
+
+    #[test]
+    fn member_dir_without_wal_is_refused() {
+        let mut o = obs(3, Some(1));
+        o.local.has_member_dir = true;
+        assert!(matches!(decide(&o), Action::Refuse(_)));
+    }
+
+    #[test]
+    fn complete_stable_set_forms_a_new_cluster_identically_on_every_node() {
+        let ics: Vec<InitialCluster> = (1..=3).map(|i| planned(&obs(3, Some(i)))).collect();
+        assert_eq!(
+            ics[0].flag(),
+            "etcd1=https://10.0.0.1:2380,etcd2=https://10.0.0.2:2380,etcd3=https://10.0.0.3:2380"
+        );
+        assert!(ics
+            .iter()
+            .all(|ic| ic.flag() == ics[0].flag() && ic.token == ics[0].token));
+        assert_eq!(ics[1].my_name, "etcd2");
+        assert!(ics[0].token.starts_with("prod-"));
+        // Another peer set, another token.
+        assert_ne!(planned(&obs(5, Some(1))).token, ics[0].token);
+        let mut o = obs(3, Some(1));
+        o.token_override = Some("fixed".into());
+        assert_eq!(planned(&o).token, "fixed");
+    }
+
+    type Change = Box<dyn Fn(&mut Observations)>;
+
+    #[test]
+    fn waits_for_a_complete_stable_set_that_includes_this_node() {
+        let table: Vec<(Change, WaitReason)> = vec![
+            (Box::new(|o| o.stable = false), WaitReason::Unstable),
+            (
+                Box::new(|o| o.unresolved = vec!["etcd4.lab.test".into()]),
+                WaitReason::Unresolved(vec!["etcd4.lab.test".into()]),
+            ),
+            (
+                Box::new(|o| o.expected_size = Some(5)),
+                WaitReason::Incomplete {
+                    found: 3,
+                    expected: 5,
+                },
+            ),
+            (Box::new(|o| o.peers.clear()), WaitReason::NoPeers),
+        ];
+        for (change, reason) in table {
+            let mut o = obs(3, Some(1));
+            change(&mut o);
+            assert_eq!(decide(&o), Action::Wait(reason));
+        }
+        let o = obs(3, None);
+        assert!(matches!(
+            decide(&o),
+            Action::Wait(WaitReason::NotInSet { .. })
+        ));
+    }
+
+    #[test]
+    fn more_peers_than_cluster_size_is_refused() {
+        let mut o = obs(4, Some(1));
+        o.expected_size = Some(3);
+        assert!(matches!(decide(&o), Action::Refuse(m) if m.contains("cluster.size is 3")));
+    }
+
+    #[test]
+    fn two_clusters_answering_is_refused() {
+        let mut o = obs(3, Some(1));
+        o.answers = vec![
+            answer(0xaa, 2, vec![member(2, true, "x")]),
+            Answer::NoAnswer("connection refused".into()),
+            answer(0xbb, 3, vec![member(3, true, "y")]),
+        ];
+        match decide(&o) {
+            Action::Refuse(m) => {
+                assert!(m.contains("cluster aa") && m.contains("cluster bb"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_forming_cluster_of_our_own_peer_set_is_joined_as_initial_member() {
+        let ic = planned(&obs(3, Some(1)));
+        let mut o = obs(3, Some(3));
+        // etcd1 and etcd2 already run; etcd3 was listed at bootstrap but has not started.
+        let members = vec![
+            member(1, true, &ic.token),
+            member(2, true, &ic.token),
+            member(3, false, &ic.token),
+        ];
+        o.answers = vec![
+            answer(ic.cluster_id(), 1, members.clone()),
+            answer(ic.cluster_id(), 2, members),
+        ];
+        assert!(matches!(decide(&o), Action::BootstrapNew(x) if x.my_name == "etcd3"));
+    }
+
+    #[test]
+    fn peers_that_answer_nothing_do_not_block_a_new_cluster() {
+        let mut o = obs(3, Some(1));
+        o.answers = vec![
+            Answer::NoAnswer("refused".into()),
+            Answer::NoAnswer("timeout".into()),
+        ];
+        assert!(matches!(decide(&o), Action::BootstrapNew(_)));
+    }
+
+    #[test]
+    fn lost_data_of_a_started_member_is_a_stale_self_even_in_its_own_cluster() {
+        let ic = planned(&obs(3, Some(1)));
+        let mut o = obs(3, Some(1));
+        let members = vec![
+            member(1, true, &ic.token),
+            member(2, true, &ic.token),
+            member(3, true, &ic.token),
+        ];
+        o.answers = vec![answer(ic.cluster_id(), 2, members.clone())];
+        assert_eq!(
+            decide(&o),
+            Action::ReplaceStale {
+                cluster_id: ic.cluster_id(),
+                member_id: members[0].id,
+                endpoints: vec!["https://10.0.0.2:2379".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn another_cluster_means_join_adopt_or_replace() {
+        // The cluster was formed by etcd1..3 with token "old"; SRV now lists 4 members.
+        let members = vec![
+            member(1, true, "old"),
+            member(2, true, "old"),
+            member(3, true, "old"),
+        ];
+        let cid = ids::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+        let mut o = obs(4, Some(4));
+        o.answers = vec![answer(cid, 1, members.clone())];
+        assert!(matches!(decide(&o), Action::Join { cluster_id, .. } if cluster_id == cid));
+
+        let mut with_unstarted = members.clone();
+        with_unstarted.push(member(4, false, "old"));
+        o.answers = vec![answer(cid, 1, with_unstarted.clone())];
+        assert!(
+            matches!(decide(&o), Action::AdoptUnstarted { member_id, .. } if member_id == with_unstarted[3].id)
+        );
+
+        let mut o = obs(4, Some(2));
+        o.answers = vec![answer(cid, 1, members.clone())];
+        assert!(
+            matches!(decide(&o), Action::ReplaceStale { member_id, .. } if member_id == members[1].id)
+        );
+
+        // Seeds only: not in any peer set, but the own URL is known.
+        let mut o = obs(0, None);
+        o.my_peer_url = Some(peer(9).peer_url);
+        o.answers = vec![answer(cid, 1, members.clone())];
+        assert!(matches!(decide(&o), Action::Join { .. }));
+        // ...and unknown: cannot join.
+        o.my_peer_url = None;
+        assert!(matches!(decide(&o), Action::Wait(WaitReason::NoPeers)));
+    }
+
+    #[test]
+    fn learners_are_not_used_as_endpoints() {
+        let members = vec![member(1, true, "old"), member(2, true, "old")];
+        let mut o = obs(3, Some(3));
+        let mut learner = match answer(7, 2, members.clone()) {
+            Answer::Cluster(c) => c,
+            _ => unreachable!(),
+        };
+        learner.is_learner = true;
+        o.answers = vec![answer(7, 1, members), Answer::Cluster(learner)];
+        match decide(&o) {
+            Action::Join { endpoints, .. } => {
+                assert_eq!(endpoints, vec!["https://10.0.0.1:2379".to_string()])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

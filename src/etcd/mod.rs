@@ -1,0 +1,3 @@
+//! Talking to etcd and rendering its configuration.
+
+pub mod ids;
