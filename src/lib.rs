@@ -1,9 +1,14 @@
 //! etcd-bootstrap: turns a freshly booted VM into a healthy, TLS-secured etcd member.
 
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod decide;
 pub mod discovery;
 pub mod error;
 pub mod etcd;
 pub mod fsutil;
+pub mod observe;
+pub mod service;
+pub mod tls;
 pub mod urls;

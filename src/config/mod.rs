@@ -114,7 +114,21 @@ pub struct HealConfig {
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
+    s.serialize_str(&format_duration(*d))
+}
+
+/// A duration in the largest whole unit that `humantime` reads back ("365d", "90s", "1500ms").
+pub fn format_duration(d: Duration) -> String {
+    let (secs, ms) = (d.as_secs(), d.subsec_millis());
+    if ms != 0 || secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, len) in [("d", 86400), ("h", 3600), ("m", 60)] {
+        if secs % len == 0 {
+            return format!("{}{unit}", secs / len);
+        }
+    }
+    format!("{secs}s")
 }
 
 fn ser_display_list<S: serde::Serializer>(v: &[EtcdUrl], s: S) -> Result<S::Ok, S::Error> {
@@ -476,7 +490,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         ca_cert,
         ca_key,
         extra_sans,
-        cert_validity: v.duration("tls.cert_validity", t.cert_validity, "365days")?,
+        cert_validity: v.duration("tls.cert_validity", t.cert_validity, "365d")?,
     };
     if tls.cert_validity < Duration::from_secs(60) {
         return Err(v.err("tls.cert_validity", "must be at least 1 minute"));

@@ -1,3 +1,5 @@
 //! Talking to etcd and rendering its configuration.
 
+pub mod client;
 pub mod ids;
+pub mod render;

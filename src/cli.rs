@@ -1,0 +1,175 @@
+//! The command line: parse, validate the configuration, dispatch, map errors to exit codes.
+
+use crate::commands;
+use crate::config::Config;
+use crate::error::{exit_code_for, ConfigError};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "etcd-bootstrap",
+    version,
+    about = "Turns a freshly booted VM into a healthy, TLS-secured etcd member"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file; drop-ins are read from config.d/ beside it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bootstrap or restart the local member, then keep it running and watched.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exit 0 as soon as the local member is healthy (for cloud-init runcmd).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Dry run: observe, print the decision and the files it would write; change nothing.
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Members, leader, learners, raft index, DB size, health, certificate expiry.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        /// Client URLs to ask (default: this node's local client URL).
+        #[arg(long, value_delimiter = ',')]
+        endpoints: Vec<String>,
+    },
+    /// Validate the configuration and print the effective result.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Certificate authority for tls.mode = "local-ca".
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Make ca.crt and ca.key (0600) in DIR.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value = "etcd-bootstrap CA")]
+        common_name: String,
+        /// How long the CA is valid, e.g. "10years".
+        #[arg(long, default_value = "10years", value_parser = humantime::parse_duration)]
+        validity: Duration,
+    },
+}
+
+fn init_logging() {
+    let filter = std::env::var("ETCD_BOOTSTRAP_LOG").unwrap_or_else(|_| {
+        "info,h2=warn,tonic=warn,hyper=warn,tower=warn,hickory_resolver=warn,hickory_proto=warn,hickory_net=warn".into()
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    Config::load(arg.config.as_deref(), &env)
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code_for(&e))
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config, once } => commands::run::run(load(&config)?, once).await,
+        Command::Plan { config } => commands::plan::plan(load(&config)?).await,
+        Command::Status {
+            config,
+            output,
+            endpoints,
+        } => {
+            let cfg = load(&config)?;
+            let status = commands::status::collect(&cfg, &endpoints).await?;
+            match output {
+                Output::Table => print!("{}", commands::status::table(&status)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+            }
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let cfg = load(&config)?;
+            if cfg.files.is_empty() {
+                println!("# no config file read; values from the environment and defaults");
+            }
+            for f in &cfg.files {
+                println!("# read {}", f.display());
+            }
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Command::Ca {
+            command:
+                CaCommand::Init {
+                    out,
+                    common_name,
+                    validity,
+                },
+        } => {
+            let (cert, key) = crate::tls::ca::init(&out, &common_name, validity)?;
+            println!("wrote {} and {} (0600)", cert.display(), key.display());
+            println!("keep the key safe: with tls.mode = \"local-ca\" every node that holds it can sign certificates");
+            Ok(())
+        }
+    }
+}

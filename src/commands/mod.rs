@@ -1,0 +1,5 @@
+//! One module per command.
+
+pub mod plan;
+pub mod run;
+pub mod status;

@@ -1,0 +1,75 @@
+//! `etcd-bootstrap plan`: observe and decide like `run`, print the decision and the files it would
+//! write, change nothing.
+
+use crate::config::Config;
+use crate::decide::{self, Action};
+use crate::error::Refused;
+use crate::etcd::render;
+use crate::observe::Observer;
+use anyhow::Result;
+
+pub async fn plan(cfg: Config) -> Result<()> {
+    let observer = Observer::new(&cfg)?;
+    let observed = observer.observe().await?;
+    let action = decide::decide(&observed.obs);
+    println!("peers:    {}", observed.discovered.describe());
+    println!("stable:   {}", observed.obs.stable);
+    println!(
+        "this node: {} ({}), {}",
+        observed.me.name,
+        observed.me.peer_url(&cfg),
+        if observed.obs.me.is_some() {
+            "in the peer set"
+        } else {
+            "not in the peer set"
+        }
+    );
+    for a in &observed.obs.answers {
+        match a {
+            decide::Answer::Cluster(c) => println!(
+                "answer:   {} is in cluster {:x} ({} members, leader {})",
+                c.endpoint,
+                c.cluster_id,
+                c.members.len(),
+                if c.leader != 0 {
+                    format!("{:x}", c.leader)
+                } else {
+                    "none".into()
+                }
+            ),
+            decide::Answer::NoAnswer(why) => println!("answer:   none ({why})"),
+        }
+    }
+    println!("decision: {}", super::run::describe(&action));
+    let state = match &action {
+        Action::Restart => Some(render::ClusterState::FromDisk),
+        Action::BootstrapNew(ic) => Some(render::ClusterState::New(ic.clone())),
+        _ => None,
+    };
+    if let Some(state) = state {
+        for f in &observed.tls.files {
+            match &f.change {
+                Some(why) => println!(
+                    "would write {} (mode {:o}): {why}",
+                    f.path.display(),
+                    f.mode
+                ),
+                None => println!("would keep  {}", f.path.display()),
+            }
+        }
+        println!("would write {}:", cfg.etcd.env_file.display());
+        print!("{}", indent(&render::env_file(&cfg, &observed.me, &state)));
+        if cfg.etcd.service_manager == crate::config::ServiceManagerKind::Systemd {
+            println!("would write {}:", cfg.etcd.unit_path.display());
+            print!("{}", indent(&render::unit(&cfg)));
+        }
+    }
+    if let Action::Refuse(why) = action {
+        return Err(Refused(why).into());
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}

@@ -1,0 +1,227 @@
+//! `etcd-bootstrap status`: members, leader, learners, raft index, DB size, health and certificate
+//! expiry, as a table or as JSON.
+
+use crate::config::Config;
+use crate::etcd::client;
+use crate::tls::{self, ClientMaterial};
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct MemberStatus {
+    pub id: String,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+    pub is_leader: bool,
+    pub started: bool,
+    pub healthy: bool,
+    pub version: Option<String>,
+    pub raft_index: Option<u64>,
+    pub raft_term: Option<u64>,
+    pub db_size: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub cluster_id: String,
+    pub leader: String,
+    pub members: Vec<MemberStatus>,
+    pub certificates: Vec<CertStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertStatus {
+    pub file: String,
+    pub subject: Option<String>,
+    pub not_after: Option<String>,
+    pub expires_in_days: Option<i64>,
+    pub error: Option<String>,
+}
+
+pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
+    let material = ClientMaterial::from_dir(&cfg.tls.dir)
+        .context("reading the client certificate (has this node been bootstrapped?)")?;
+    let endpoints = if endpoints.is_empty() {
+        vec![super::run::local_endpoint(cfg)]
+    } else {
+        endpoints.to_vec()
+    };
+    let mut c = client::connect(&endpoints, &material, client::PROBE_TIMEOUT).await?;
+    let list = c.member_list().await.context("listing members")?;
+    let header = list
+        .header()
+        .context("MemberList answer without a header")?;
+    let cluster_id = header.cluster_id();
+    let mut leader = 0u64;
+    let mut members = Vec::new();
+    for m in list.members() {
+        let view = client::member_view(m);
+        let mut st = MemberStatus {
+            id: format!("{:x}", view.id),
+            name: view.name.clone(),
+            peer_urls: view.peer_urls.clone(),
+            client_urls: view.client_urls.clone(),
+            is_learner: view.is_learner,
+            is_leader: false,
+            started: view.started(),
+            healthy: false,
+            version: None,
+            raft_index: None,
+            raft_term: None,
+            db_size: None,
+            error: None,
+        };
+        match view.client_urls.first() {
+            None => st.error = Some("not started".into()),
+            Some(url) => match member_status(url, &material).await {
+                Ok(s) => {
+                    leader = leader.max(s.leader());
+                    st.version = Some(s.version().to_string());
+                    st.raft_index = Some(s.raft_index());
+                    st.raft_term = Some(s.raft_term());
+                    st.db_size = Some(s.db_size());
+                    st.healthy = s.errors().is_empty() && s.leader() != 0;
+                    if !s.errors().is_empty() {
+                        st.error = Some(s.errors().join("; "));
+                    }
+                }
+                Err(e) => st.error = Some(format!("{e:#}")),
+            },
+        }
+        members.push((view.id, st));
+    }
+    for (id, st) in &mut members {
+        st.is_leader = *id == leader;
+    }
+    let certificates = tls::describe_dir(&cfg.tls.dir)
+        .into_iter()
+        .map(|(file, info)| match info {
+            Ok(i) => CertStatus {
+                file,
+                subject: Some(i.subject),
+                not_after: Some(i.not_after),
+                expires_in_days: Some(i.expires_in_secs.div_euclid(86400)),
+                error: None,
+            },
+            Err(e) => CertStatus {
+                file,
+                subject: None,
+                not_after: None,
+                expires_in_days: None,
+                error: Some(e),
+            },
+        })
+        .collect();
+    Ok(Status {
+        cluster_id: format!("{cluster_id:x}"),
+        leader: format!("{leader:x}"),
+        members: members.into_iter().map(|(_, s)| s).collect(),
+        certificates,
+    })
+}
+
+async fn member_status(
+    url: &str,
+    material: &ClientMaterial,
+) -> Result<etcd_client::StatusResponse> {
+    let mut c = client::connect(&[url.to_string()], material, client::PROBE_TIMEOUT).await?;
+    Ok(c.status().await?)
+}
+
+pub fn table(s: &Status) -> String {
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "NAME".into(),
+        "PEER URL".into(),
+        "CLIENT URL".into(),
+        "ROLE".into(),
+        "VERSION".into(),
+        "RAFT INDEX".into(),
+        "DB SIZE".into(),
+        "HEALTH".into(),
+    ]];
+    for m in &s.members {
+        let role = if m.is_leader {
+            "leader"
+        } else if m.is_learner {
+            "learner"
+        } else if m.started {
+            "follower"
+        } else {
+            "unstarted"
+        };
+        rows.push(vec![
+            m.id.clone(),
+            m.name.clone(),
+            m.peer_urls.join(","),
+            m.client_urls.join(","),
+            role.into(),
+            m.version.clone().unwrap_or_default(),
+            m.raft_index.map(|i| i.to_string()).unwrap_or_default(),
+            m.db_size.map(human_bytes).unwrap_or_default(),
+            if m.healthy {
+                "healthy".into()
+            } else {
+                m.error.clone().unwrap_or_else(|| "unhealthy".into())
+            },
+        ]);
+    }
+    let mut out = format!("cluster {}  leader {}\n", s.cluster_id, s.leader);
+    out.push_str(&render_rows(&rows));
+    out.push('\n');
+    let mut certs = vec![vec![
+        "CERTIFICATE".to_string(),
+        "SUBJECT".into(),
+        "EXPIRES".into(),
+        "IN".into(),
+    ]];
+    for c in &s.certificates {
+        certs.push(vec![
+            c.file.clone(),
+            c.subject.clone().unwrap_or_default(),
+            c.not_after
+                .clone()
+                .unwrap_or_else(|| c.error.clone().unwrap_or_default()),
+            c.expires_in_days
+                .map(|d| format!("{d} days"))
+                .unwrap_or_default(),
+        ]);
+    }
+    out.push_str(&render_rows(&certs));
+    out
+}
+
+fn render_rows(rows: &[Vec<String>]) -> String {
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let sep: String = widths
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+\n";
+    let mut out = sep.clone();
+    for (i, r) in rows.iter().enumerate() {
+        for (c, cell) in r.iter().enumerate() {
+            out.push_str(&format!("| {:<w$} ", cell, w = widths[c]));
+        }
+        out.push_str("|\n");
+        if i == 0 {
+            out.push_str(&sep);
+        }
+    }
+    out.push_str(&sep);
+    out
+}
+
+fn human_bytes(b: i64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MB", b as f64 / 1048576.0)
+    } else {
+        format!("{:.0} kB", b as f64 / 1024.0)
+    }
+}

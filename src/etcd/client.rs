@@ -1,0 +1,103 @@
+//! A thin layer over etcd-client: mTLS connections, bounded in time, and the questions the
+//! bootstrapper asks (who are you, which cluster, who is in it, are you healthy).
+
+use crate::decide::{Answer, ClusterView, MemberView};
+use crate::tls::ClientMaterial;
+use anyhow::{bail, Context, Result};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use std::time::Duration;
+
+/// Connect timeout and per-request timeout for probes of peers that may not be up yet.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn connect(
+    endpoints: &[String],
+    tls: &ClientMaterial,
+    timeout: Duration,
+) -> Result<Client> {
+    let tls_options = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    let options = ConnectOptions::new()
+        .with_tls(tls_options)
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout);
+    let connect = Client::connect(endpoints, Some(options));
+    tokio::time::timeout(timeout, connect)
+        .await
+        .with_context(|| format!("connecting to {} timed out", endpoints.join(",")))?
+        .with_context(|| format!("connecting to {}", endpoints.join(",")))
+}
+
+/// What `endpoint` says about its cluster, or why it said nothing.
+pub async fn probe(endpoint: &str, tls: &ClientMaterial) -> Answer {
+    match tokio::time::timeout(2 * PROBE_TIMEOUT, probe_inner(endpoint, tls)).await {
+        Ok(Ok(view)) => Answer::Cluster(view),
+        Ok(Err(e)) => Answer::NoAnswer(format!("{e:#}")),
+        Err(_) => Answer::NoAnswer("timed out".into()),
+    }
+}
+
+async fn probe_inner(endpoint: &str, tls: &ClientMaterial) -> Result<ClusterView> {
+    let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;
+    let status = client.status().await.context("Maintenance.Status")?;
+    let header = status.header().context("Status answer without a header")?;
+    let mut view = ClusterView {
+        endpoint: endpoint.to_string(),
+        cluster_id: header.cluster_id(),
+        member_id: header.member_id(),
+        leader: status.leader(),
+        is_learner: status.is_learner(),
+        members: vec![],
+    };
+    match client.member_list().await {
+        Ok(list) => view.members = list.members().iter().map(member_view).collect(),
+        // A learner refuses most RPCs (etcd-rules.md 9); its status alone is still an answer.
+        Err(e) if view.is_learner => {
+            tracing::debug!(%endpoint, error = %e, "learner refused MemberList")
+        }
+        Err(e) => return Err(e).context("Cluster.MemberList"),
+    }
+    Ok(view)
+}
+
+pub fn member_view(m: &etcd_client::Member) -> MemberView {
+    MemberView {
+        id: m.id(),
+        name: m.name().to_string(),
+        peer_urls: m.peer_urls().to_vec(),
+        client_urls: m.client_urls().to_vec(),
+        is_learner: m.is_learner(),
+    }
+}
+
+/// Healthy as `etcdctl endpoint health` means it: the member knows a leader and a linearizable
+/// read goes through (which needs a quorum).
+pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<ClusterView> {
+    let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;
+    let status = client.status().await.context("Maintenance.Status")?;
+    if !status.errors().is_empty() {
+        bail!("member reports errors: {}", status.errors().join("; "));
+    }
+    if status.leader() == 0 {
+        bail!("no leader yet");
+    }
+    client
+        .get("health", None)
+        .await
+        .context("linearizable read (needs a quorum)")?;
+    let header = status.header().context("Status answer without a header")?;
+    let members = client
+        .member_list()
+        .await
+        .map(|l| l.members().iter().map(member_view).collect())
+        .unwrap_or_default();
+    Ok(ClusterView {
+        endpoint: endpoint.to_string(),
+        cluster_id: header.cluster_id(),
+        member_id: header.member_id(),
+        leader: status.leader(),
+        is_learner: status.is_learner(),
+        members,
+    })
+}

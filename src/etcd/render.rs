@@ -1,0 +1,151 @@
+//! etcd's configuration as files: the `ETCD_*` environment file and the systemd unit that reads it.
+//! The same environment is handed to etcd by the `process` service manager.
+
+use crate::config::Config;
+use crate::decide::InitialCluster;
+use crate::tls::TlsPaths;
+use crate::urls::EtcdUrl;
+use std::net::IpAddr;
+
+/// How etcd is to join on this start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Form (or be a late initial member of) a new cluster.
+    New(InitialCluster),
+    /// Join a running cluster: `--initial-cluster` is its current membership.
+    Existing { initial_cluster: String },
+    /// The WAL decides; no `--initial-*` flags at all.
+    FromDisk,
+}
+
+/// This member's identity on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalMember {
+    pub name: String,
+    pub ip: IpAddr,
+}
+
+impl LocalMember {
+    pub fn peer_url(&self, cfg: &Config) -> EtcdUrl {
+        EtcdUrl::https(self.ip, cfg.member.peer_port)
+    }
+
+    pub fn client_url(&self, cfg: &Config) -> EtcdUrl {
+        EtcdUrl::https(self.ip, cfg.member.client_port)
+    }
+}
+
+/// The environment file, `KEY=value` lines in a stable order.
+pub fn env_file(cfg: &Config, me: &LocalMember, state: &ClusterState) -> String {
+    let tls = TlsPaths::new(&cfg.tls.dir);
+    let local = |port: u16| EtcdUrl::https(IpAddr::from([127, 0, 0, 1]), port);
+    let mut vars: Vec<(String, String)> = vec![
+        ("ETCD_NAME".into(), me.name.clone()),
+        (
+            "ETCD_DATA_DIR".into(),
+            cfg.member.data_dir.display().to_string(),
+        ),
+        ("ETCD_LISTEN_PEER_URLS".into(), me.peer_url(cfg).to_string()),
+        (
+            "ETCD_LISTEN_CLIENT_URLS".into(),
+            format!("{},{}", me.client_url(cfg), local(cfg.member.client_port)),
+        ),
+        (
+            "ETCD_ADVERTISE_CLIENT_URLS".into(),
+            me.client_url(cfg).to_string(),
+        ),
+        (
+            "ETCD_INITIAL_ADVERTISE_PEER_URLS".into(),
+            me.peer_url(cfg).to_string(),
+        ),
+        // /health, /metrics (and /livez, /readyz where etcd has them) without a client
+        // certificate, on loopback only (etcd-rules.md 26).
+        (
+            "ETCD_LISTEN_METRICS_URLS".into(),
+            format!("http://127.0.0.1:{}", cfg.member.metrics_port),
+        ),
+        ("ETCD_CLIENT_CERT_AUTH".into(), "true".into()),
+        ("ETCD_TRUSTED_CA_FILE".into(), tls.ca.display().to_string()),
+        (
+            "ETCD_CERT_FILE".into(),
+            tls.server_cert.display().to_string(),
+        ),
+        ("ETCD_KEY_FILE".into(), tls.server_key.display().to_string()),
+        ("ETCD_PEER_CLIENT_CERT_AUTH".into(), "true".into()),
+        (
+            "ETCD_PEER_TRUSTED_CA_FILE".into(),
+            tls.ca.display().to_string(),
+        ),
+        (
+            "ETCD_PEER_CERT_FILE".into(),
+            tls.peer_cert.display().to_string(),
+        ),
+        (
+            "ETCD_PEER_KEY_FILE".into(),
+            tls.peer_key.display().to_string(),
+        ),
+    ];
+    match state {
+        ClusterState::New(ic) => {
+            vars.push(("ETCD_INITIAL_CLUSTER".into(), ic.flag()));
+            vars.push(("ETCD_INITIAL_CLUSTER_STATE".into(), "new".into()));
+            vars.push(("ETCD_INITIAL_CLUSTER_TOKEN".into(), ic.token.clone()));
+        }
+        ClusterState::Existing { initial_cluster } => {
+            vars.push(("ETCD_INITIAL_CLUSTER".into(), initial_cluster.clone()));
+            vars.push(("ETCD_INITIAL_CLUSTER_STATE".into(), "existing".into()));
+        }
+        ClusterState::FromDisk => {}
+    }
+    for (flag, value) in &cfg.etcd.flags {
+        vars.push((
+            format!("ETCD_{}", flag.replace('-', "_").to_ascii_uppercase()),
+            value.clone(),
+        ));
+    }
+    let mut out = String::from(
+        "# Written by etcd-bootstrap: edits are overwritten. Set extra flags in [etcd.flags].\n",
+    );
+    for (k, v) in vars {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out
+}
+
+/// Parse an environment file back into pairs (for the `process` manager).
+pub fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The systemd unit, in the spirit of the classic guides.
+pub fn unit(cfg: &Config) -> String {
+    format!(
+        "# Written by etcd-bootstrap: edits are overwritten.\n\
+[Unit]\n\
+Description=etcd key-value store (managed by etcd-bootstrap)\n\
+Documentation=https://etcd.io/docs/\n\
+After=network-online.target\n\
+Wants=network-online.target\n\
+\n\
+[Service]\n\
+# etcd signals READY only once it has joined through raft, which needs a quorum: joining\n\
+# members can take a while, so the start timeout is generous (etcd-rules.md 25).\n\
+Type=notify\n\
+EnvironmentFile={env}\n\
+ExecStart={binary}\n\
+Restart=always\n\
+RestartSec=5s\n\
+TimeoutStartSec=600\n\
+LimitNOFILE=65536\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n",
+        env = cfg.etcd.env_file.display(),
+        binary = cfg.etcd.binary.display(),
+    )
+}

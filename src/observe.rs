@@ -1,0 +1,178 @@
+//! Gathering what `decide` looks at: the data dir, the peers, what each peer answers. Also works
+//! out this member's name, address and certificates (in memory), which the action then uses.
+
+use crate::config::Config;
+use crate::decide::{Answer, LocalState, Observations};
+use crate::discovery::{self, Discovered, Source};
+use crate::error::Refused;
+use crate::etcd::client;
+use crate::etcd::render::LocalMember;
+use crate::tls::{self, Identity, Signer, TlsPlan};
+use anyhow::{Context, Result};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Pause between the two discovery reads that must agree.
+const STABILITY_PAUSE: Duration = Duration::from_millis(500);
+
+pub struct Observer<'a> {
+    pub cfg: &'a Config,
+    pub sources: Vec<Box<dyn Source>>,
+    pub signer: Box<dyn Signer>,
+}
+
+pub struct Observed {
+    pub obs: Observations,
+    pub discovered: Discovered,
+    pub me: LocalMember,
+    pub identity: Identity,
+    pub tls: TlsPlan,
+}
+
+pub fn local_state(data_dir: &Path) -> LocalState {
+    LocalState {
+        has_wal: data_dir.join("member/wal").is_dir(),
+        has_member_dir: data_dir.join("member").exists(),
+    }
+}
+
+/// The short host name, read from the kernel (no NSS).
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().split('.').next().unwrap_or("").to_string())
+        .filter(|h| !h.is_empty())
+}
+
+impl<'a> Observer<'a> {
+    pub fn new(cfg: &'a Config) -> Result<Self> {
+        Ok(Observer {
+            cfg,
+            sources: discovery::sources(cfg)?,
+            signer: tls::signer(cfg)?,
+        })
+    }
+
+    pub async fn observe(&self) -> Result<Observed> {
+        let cfg = self.cfg;
+        let local = local_state(&cfg.member.data_dir);
+        let (discovered, stable) =
+            discovery::read_stable(&self.sources, STABILITY_PAUSE, 4).await?;
+        let local_ips = discovery::local_addresses()?;
+        let me = discovery::find_self(
+            &discovered.peers,
+            &local_ips,
+            cfg.member.advertise_address,
+            cfg.member.peer_port,
+        )?
+        .cloned();
+        let hostname = hostname();
+        let name = match (&me, &cfg.member.name) {
+            (Some(p), Some(n)) if &p.name != n => {
+                return Err(Refused(format!(
+                    "member.name is {n:?} but discovery names this node {:?} ({}); the names in --initial-cluster must agree on every node: drop member.name or make them match",
+                    p.name, p.peer_url
+                ))
+                .into())
+            }
+            (Some(p), _) => p.name.clone(),
+            (None, Some(n)) => n.clone(),
+            (None, None) => hostname.clone().context(
+                "cannot tell this member's name: set member.name (no host name and not found in discovery)",
+            )?,
+        };
+        let ip: IpAddr = match (cfg.member.advertise_address, &me) {
+            (Some(a), _) => a,
+            (None, Some(p)) => p.ips[0],
+            (None, None) => *local_ips
+                .iter()
+                .find(|ip| ip.is_ipv4())
+                .or(local_ips.first())
+                .context("this machine has no non-loopback address")?,
+        };
+        let my_peer_url = me.as_ref().map(|p| p.peer_url.clone()).or_else(|| {
+            cfg.member
+                .advertise_address
+                .map(|a| crate::urls::EtcdUrl::https(a, cfg.member.peer_port))
+        });
+        let member = LocalMember { name, ip };
+        let identity = Identity::new(
+            cfg,
+            &member.name,
+            ip,
+            me.as_ref().and_then(|p| p.dns_name.as_deref()),
+            hostname.as_deref(),
+        );
+        let tls = tls::plan(
+            cfg,
+            self.signer.as_ref(),
+            &identity,
+            time::OffsetDateTime::now_utc(),
+        )?;
+        let answers = if local.has_wal {
+            vec![]
+        } else {
+            let material = tls.client_material(&cfg.tls.dir)?;
+            let own = member.client_url(cfg).to_string();
+            let mut endpoints: Vec<String> = discovered
+                .peers
+                .iter()
+                .map(|p| p.client_url.to_string())
+                .chain(discovered.client_endpoints.iter().map(ToString::to_string))
+                .filter(|e| *e != own)
+                .collect();
+            endpoints.sort();
+            endpoints.dedup();
+            probe_all(&endpoints, &material).await
+        };
+        for a in &answers {
+            match a {
+                Answer::Cluster(c) => tracing::info!(
+                    endpoint = %c.endpoint,
+                    cluster = %format!("{:x}", c.cluster_id),
+                    members = c.members.len(),
+                    leader = c.leader != 0,
+                    "peer answers as a cluster member"
+                ),
+                Answer::NoAnswer(why) => tracing::debug!(%why, "peer does not answer"),
+            }
+        }
+        let obs = Observations {
+            local,
+            cluster_name: cfg.cluster.name.clone(),
+            token_override: cfg.cluster.token.clone(),
+            expected_size: cfg.cluster.size,
+            peers: discovered.peers.clone(),
+            unresolved: discovered.unresolved.clone(),
+            stable,
+            me,
+            my_peer_url,
+            answers,
+        };
+        Ok(Observed {
+            obs,
+            discovered,
+            me: member,
+            identity,
+            tls,
+        })
+    }
+}
+
+async fn probe_all(endpoints: &[String], material: &tls::ClientMaterial) -> Vec<Answer> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let e = e.clone();
+        let m = material.clone();
+        set.spawn(async move { (i, client::probe(&e, &m).await) });
+    }
+    let mut out: Vec<(usize, Answer)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(pair) = r {
+            out.push(pair);
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, a)| a).collect()
+}

@@ -1,0 +1,83 @@
+//! `tls.mode = "local-ca"`: the node holds the CA certificate and key and signs its own leaves.
+
+use super::Signer;
+use crate::config::TlsConfig;
+use crate::error::ConfigError;
+use anyhow::{Context, Result};
+use rcgen::{CertificateParams, Issuer, KeyPair};
+
+pub struct LocalCa {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl LocalCa {
+    pub fn load(tls: &TlsConfig) -> Result<LocalCa> {
+        let cert_path = tls.ca_cert.as_ref().context("tls.ca_cert is not set")?;
+        let key_path = tls.ca_key.as_ref().context("tls.ca_key is not set")?;
+        let bad = |key: &str, path: &std::path::Path, msg: String| {
+            ConfigError::new(key, path.display().to_string(), msg)
+        };
+        let ca_pem = std::fs::read_to_string(cert_path)
+            .map_err(|e| bad("tls.ca_cert", cert_path, format!("cannot read: {e}")))?;
+        let parsed =
+            super::inspect::parse_pem(&ca_pem).map_err(|m| bad("tls.ca_cert", cert_path, m))?;
+        let is_ca = parsed
+            .cert()
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        if !is_ca {
+            return Err(bad(
+                "tls.ca_cert",
+                cert_path,
+                "is not a CA certificate (basicConstraints CA:TRUE missing)".into(),
+            )
+            .into());
+        }
+        let key_pem = std::fs::read_to_string(key_path)
+            .map_err(|e| bad("tls.ca_key", key_path, format!("cannot read: {e}")))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| {
+            bad(
+                "tls.ca_key",
+                key_path,
+                format!("not a PKCS#8 PEM private key (ECDSA P-256/P-384, Ed25519 or RSA): {e}"),
+            )
+        })?;
+        use rcgen::PublicKeyData;
+        if key.subject_public_key_info() != parsed.cert().public_key().raw {
+            return Err(bad(
+                "tls.ca_key",
+                key_path,
+                format!(
+                    "does not belong to the CA certificate {}",
+                    cert_path.display()
+                ),
+            )
+            .into());
+        }
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| {
+            bad(
+                "tls.ca_cert",
+                cert_path,
+                format!("cannot be used to sign: {e}"),
+            )
+        })?;
+        Ok(LocalCa { ca_pem, issuer })
+    }
+}
+
+impl Signer for LocalCa {
+    fn describe(&self) -> String {
+        "the local CA".into()
+    }
+
+    fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    fn sign(&self, params: &CertificateParams, key: &KeyPair) -> Result<String> {
+        Ok(params.signed_by(key, &self.issuer)?.pem())
+    }
+}
