@@ -221,8 +221,10 @@ private_update() { # SUITE
     fi
     printf 'deb [%s] %s %s main\n' "$opts" "$MIRROR_URI" "$suite" >"$d/sources.list"
     log "apt-get update (private, suite $suite)"
+    # The machine's apt.conf.d applies here too (proxies, and on machines whose mirror is
+    # a frozen snapshot, Acquire::Check-Valid-Until "false"); nothing is relaxed here.
     apt_private "$suite" apt-get update ||
-        die "apt-get update for suite '$suite' failed (network? signature? see above)"
+        die "apt-get update for suite '$suite' failed (network? signature? see above; an 'expired' Release file means the mirror is a frozen snapshot and the machine's apt configuration would have to set Acquire::Check-Valid-Until \"false\")"
     PRIVATE_UPDATED[$suite]=1
 }
 
