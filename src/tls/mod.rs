@@ -382,3 +382,189 @@ pub fn describe_dir(dir: &Path) -> Vec<(String, Result<CertInfo, String>)> {
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        cfg: Config,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        ca::init(
+            &dir.path().join("ca"),
+            "test CA",
+            Duration::from_secs(86400 * 3650),
+        )
+        .unwrap();
+        let d = dir.path().display();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[cluster]\nname = \"t\"\n[discovery]\nsrv_domain = \"lab.test\"\n[tls]\ndir = \"{d}/pki\"\nca_cert = \"{d}/ca/ca.crt\"\nca_key = \"{d}/ca/ca.key\"\nextra_sans = [\"etcd.example.com\", \"192.0.2.7\"]\n"
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p), &[]).unwrap();
+        Fixture { dir, cfg }
+    }
+
+    fn identity(cfg: &Config, ip: &str) -> Identity {
+        Identity::new(
+            cfg,
+            "etcd1",
+            ip.parse().unwrap(),
+            Some("etcd1.lab.test"),
+            Some("vm-1"),
+        )
+    }
+
+    fn changed(plan: &TlsPlan) -> Vec<String> {
+        plan.changed()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn now() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+
+    #[test]
+    fn issues_everything_once_then_keeps_it() {
+        let f = fixture();
+        let signer = signer(&f.cfg).unwrap();
+        let id = identity(&f.cfg, "10.0.0.1");
+        let first = plan(&f.cfg, signer.as_ref(), &id, now()).unwrap();
+        assert_eq!(changed(&first).len(), 7);
+        first.apply().unwrap();
+        let key = f.cfg.tls.dir.join("server.key");
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = plan(&f.cfg, signer.as_ref(), &id, now()).unwrap();
+        assert!(
+            changed(&again).is_empty(),
+            "re-run re-issued {:?}",
+            changed(&again)
+        );
+        // The server certificate carries every SAN the member needs.
+        let pem = std::fs::read_to_string(f.cfg.tls.dir.join("server.crt")).unwrap();
+        let parsed = inspect::parse_pem(&pem).unwrap();
+        let text = format!("{:?}", parsed.cert().subject_alternative_name());
+        for want in [
+            "etcd1",
+            "etcd1.lab.test",
+            "lab.test",
+            "vm-1",
+            "localhost",
+            "etcd.example.com",
+        ] {
+            assert!(
+                text.contains(&format!("DNSName(\"{want}\")")),
+                "{want} missing: {text}"
+            );
+        }
+        for want in ["10.0.0.1", "127.0.0.1", "::1", "192.0.2.7"] {
+            let ip: IpAddr = want.parse().unwrap();
+            let bytes = match ip {
+                IpAddr::V4(v) => v.octets().to_vec(),
+                IpAddr::V6(v) => v.octets().to_vec(),
+            };
+            assert!(
+                text.contains(&format!("IPAddress({bytes:?})")),
+                "{want} missing: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn reissues_what_is_no_longer_right() {
+        let f = fixture();
+        let signer = signer(&f.cfg).unwrap();
+        let id = identity(&f.cfg, "10.0.0.1");
+        plan(&f.cfg, signer.as_ref(), &id, now())
+            .unwrap()
+            .apply()
+            .unwrap();
+
+        // A new address: server and peer certificates must cover it; the client one has no SANs.
+        let moved = plan(
+            &f.cfg,
+            signer.as_ref(),
+            &identity(&f.cfg, "10.0.0.2"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            changed(&moved),
+            vec!["server.key", "server.crt", "peer.key", "peer.crt"]
+        );
+        assert!(moved
+            .files
+            .iter()
+            .any(|f| f.change.as_deref() == Some("does not cover 10.0.0.2")));
+
+        // Two thirds of the lifetime gone.
+        let later = now() + time::Duration::days(250);
+        assert_eq!(
+            changed(&plan(&f.cfg, signer.as_ref(), &id, later).unwrap()).len(),
+            6
+        );
+
+        // A key that does not belong to its certificate, and a key readable by others.
+        let dir = &f.cfg.tls.dir;
+        std::fs::copy(dir.join("peer.key"), dir.join("server.key")).unwrap();
+        std::fs::set_permissions(
+            dir.join("client.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let p = plan(&f.cfg, signer.as_ref(), &id, now()).unwrap();
+        assert_eq!(
+            changed(&p),
+            vec!["server.key", "server.crt", "client.key", "client.crt"]
+        );
+        p.apply().unwrap();
+
+        // Another CA: everything is re-issued.
+        std::fs::rename(f.dir.path().join("ca"), f.dir.path().join("old-ca")).unwrap();
+        ca::init(
+            &f.dir.path().join("ca"),
+            "new CA",
+            Duration::from_secs(86400 * 3650),
+        )
+        .unwrap();
+        let new_signer = signer_for(&f.cfg);
+        let p = plan(&f.cfg, new_signer.as_ref(), &id, now()).unwrap();
+        assert_eq!(changed(&p).len(), 7);
+    }
+
+    fn signer_for(cfg: &Config) -> Box<dyn Signer> {
+        signer(cfg).unwrap()
+    }
+
+    #[test]
+    fn a_ca_key_that_does_not_match_is_a_config_error() {
+        let f = fixture();
+        ca::init(
+            &f.dir.path().join("other"),
+            "other",
+            Duration::from_secs(86400),
+        )
+        .unwrap();
+        std::fs::copy(
+            f.dir.path().join("other/ca.key"),
+            f.dir.path().join("ca/ca.key"),
+        )
+        .unwrap();
+        let err = signer(&f.cfg).err().unwrap();
+        assert_eq!(crate::error::exit_code_for(&err), 2);
+        assert!(format!("{err:#}").contains("`tls.ca_key`"), "{err:#}");
+    }
+}

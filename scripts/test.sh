@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, the command-line contract, and the real-etcd integration tests
+# in the network-namespace lab (etcd 3.4.23 and 3.5.30, dnsmasq). Installs what it needs first.
+# Needs root (network namespaces). Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "scripts/test.sh: must run as root (the lab uses network namespaces)" >&2
+    exit 2
+fi
+
+scripts/install-deps.sh
+export CARGO_TERM_COLOR=never
+cargo build --all-targets
+# Lab tests serialize themselves; unit and CLI tests run in parallel.
+cargo test --all-targets "$@"

@@ -1,0 +1,396 @@
+//! The network-namespace lab for integration tests: real etcd, real dnsmasq, one namespace per
+//! "host". Everything is torn down in `Drop`, so also when a test fails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_etcd-bootstrap");
+
+/// Lab tests share two cores: run them one at a time so that timings stay meaningful.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn lab_sh() -> PathBuf {
+    repo().join("scripts/lab.sh")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V3_4,
+    V3_5,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V3_4 => "3.4.23",
+            Version::V3_5 => "3.5.30",
+        }
+    }
+
+    /// Directory with `etcd` and `etcdctl`, as installed by scripts/install-deps.sh.
+    pub fn dir(self) -> PathBuf {
+        let cache = std::env::var("ETCD_BOOTSTRAP_LAB_CACHE")
+            .unwrap_or_else(|_| "/var/cache/etcd-bootstrap-lab".into());
+        let env = fs::read_to_string(Path::new(&cache).join("env")).unwrap_or_else(|_| {
+            panic!("{cache}/env is missing: run scripts/install-deps.sh first")
+        });
+        let key = match self {
+            Version::V3_4 => "ETCD_34_DIR=",
+            Version::V3_5 => "ETCD_35_DIR=",
+        };
+        let dir = env
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} not in {cache}/env"));
+        PathBuf::from(dir)
+    }
+}
+
+pub struct Lab {
+    pub name: String,
+    pub subnet: String,
+    pub hosts: usize,
+    pub version: Version,
+    pub dir: tempfile::TempDir,
+    runners: BTreeMap<usize, Child>,
+}
+
+pub struct LabOptions {
+    pub hosts: usize,
+    pub srv: bool,
+}
+
+impl Lab {
+    /// A lab named `ebt-<id>` on 10.210.<id>.0/24 with `hosts` hosts and SRV records for all.
+    pub fn up(id: u8, version: Version, opts: LabOptions) -> Lab {
+        let name = format!("ebt{id}");
+        let subnet = format!("10.210.{id}");
+        // Leftovers of an earlier, killed run would make `up` refuse.
+        let _ = Command::new(lab_sh())
+            .args(["down", "--name", &name, "--grace", "0"])
+            .output();
+        let mut args = vec![
+            "up".to_string(),
+            "--name".into(),
+            name.clone(),
+            "--subnet".into(),
+            subnet.clone(),
+            "--hosts".into(),
+            opts.hosts.to_string(),
+            "--domain".into(),
+            "lab.test".into(),
+        ];
+        if !opts.srv {
+            args.push("--no-srv".into());
+        }
+        let out = Command::new(lab_sh())
+            .args(&args)
+            .output()
+            .expect("running lab.sh");
+        assert!(
+            out.status.success(),
+            "lab.sh up failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .unwrap();
+        let lab = Lab {
+            name,
+            subnet,
+            hosts: opts.hosts,
+            version,
+            dir,
+            runners: BTreeMap::new(),
+        };
+        let ca = lab.dir.path().join("ca");
+        let out = Command::new(BIN)
+            .args(["ca", "init", "--out"])
+            .arg(&ca)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ca init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    pub fn ip(&self, host: usize) -> String {
+        format!("{}.{}", self.subnet, 10 + host)
+    }
+
+    pub fn host_dir(&self, host: usize) -> PathBuf {
+        self.dir.path().join(format!("h{host}"))
+    }
+
+    pub fn config_path(&self, host: usize) -> PathBuf {
+        self.host_dir(host).join("config.toml")
+    }
+
+    /// Write host `host`'s config: the common part plus `discovery` (the [discovery] body).
+    pub fn write_config(&self, host: usize, size: usize, discovery: &str) {
+        let d = self.host_dir(host);
+        fs::create_dir_all(&d).unwrap();
+        let ca = self.dir.path().join("ca");
+        let text = format!(
+            r#"[cluster]
+name = "lab"
+size = {size}
+
+[member]
+data_dir = "{d}/data"
+
+[discovery]
+{discovery}
+timeout = "90s"
+
+[tls]
+mode = "local-ca"
+dir = "{d}/pki"
+ca_cert = "{ca}/ca.crt"
+ca_key = "{ca}/ca.key"
+
+[etcd]
+binary = "{bin}/etcd"
+service_manager = "process"
+env_file = "{d}/etcd.env"
+unit_path = "{d}/etcd.service"
+
+[heal]
+interval = "5s"
+"#,
+            d = d.display(),
+            ca = ca.display(),
+            bin = self.version.dir().display(),
+        );
+        fs::write(self.config_path(host), text).unwrap();
+    }
+
+    /// Configure every host for SRV discovery.
+    pub fn configure_srv(&self, size: usize) {
+        for h in 1..=self.hosts {
+            self.write_config(h, size, "srv_domain = \"lab.test\"");
+        }
+    }
+
+    /// Configure every host with the static peer list of all hosts.
+    pub fn configure_static(&self) {
+        let peers: Vec<String> = (1..=self.hosts)
+            .map(|h| format!("\"node{h}=https://{}:2380\"", self.ip(h)))
+            .collect();
+        for h in 1..=self.hosts {
+            self.write_config(h, self.hosts, &format!("peers = [{}]", peers.join(", ")));
+        }
+    }
+
+    pub fn netns(&self, host: usize) -> String {
+        format!("{}-h{host}", self.name)
+    }
+
+    /// Run a command inside host `host` and wait for it.
+    pub fn exec(&self, host: usize, cmd: &Path, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns(host)])
+            .arg(cmd)
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Start `etcd-bootstrap run` in each of `hosts`, all at the same instant.
+    pub fn start(&mut self, hosts: &[usize]) {
+        let mut cmds: Vec<(usize, Command)> = hosts
+            .iter()
+            .map(|&h| {
+                let log = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.host_dir(h).join("bootstrap.log"))
+                    .unwrap();
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &self.netns(h), BIN, "run", "--config"])
+                    .arg(self.config_path(h))
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log);
+                (h, c)
+            })
+            .collect();
+        for (h, c) in cmds.iter_mut() {
+            let child = c.spawn().expect("spawning etcd-bootstrap");
+            self.runners.insert(*h, child);
+        }
+    }
+
+    /// SIGTERM the bootstrapper of `host` (which stops its etcd) and wait for it.
+    pub fn stop(&mut self, host: usize) {
+        if let Some(mut child) = self.runners.remove(&host) {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        let hosts: Vec<usize> = self.runners.keys().copied().collect();
+        for h in &hosts {
+            if let Some(c) = self.runners.get(h) {
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            }
+        }
+        for h in hosts {
+            self.stop(h);
+        }
+    }
+
+    /// Is the bootstrapper of `host` still running?
+    pub fn running(&mut self, host: usize) -> bool {
+        self.runners
+            .get_mut(&host)
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    pub fn log(&self, host: usize) -> String {
+        fs::read_to_string(self.host_dir(host).join("bootstrap.log")).unwrap_or_default()
+    }
+
+    pub fn endpoints(&self) -> String {
+        (1..=self.hosts)
+            .map(|h| format!("https://{}:2379", self.ip(h)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// etcdctl inside `host` with that host's generated client certificate.
+    pub fn etcdctl(&self, host: usize, endpoints: &str, args: &[&str]) -> Output {
+        let pki = self.host_dir(host).join("pki");
+        self.etcdctl_with(
+            host,
+            endpoints,
+            &pki.join("ca.crt"),
+            &pki.join("client.crt"),
+            &pki.join("client.key"),
+            args,
+        )
+    }
+
+    pub fn etcdctl_with(
+        &self,
+        host: usize,
+        endpoints: &str,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        args: &[&str],
+    ) -> Output {
+        let mut full: Vec<String> = vec![
+            format!("--endpoints={endpoints}"),
+            format!("--cacert={}", ca.display()),
+            format!("--cert={}", cert.display()),
+            format!("--key={}", key.display()),
+            "--dial-timeout=3s".into(),
+            "--command-timeout=5s".into(),
+        ];
+        full.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns(host), "env", "ETCDCTL_API=3"])
+            .arg(self.version.dir().join("etcdctl"))
+            .args(&refs)
+            .output()
+            .expect("etcdctl");
+        out
+    }
+
+    /// Wait until `endpoint health` passes on all hosts' endpoints; the time it took.
+    pub fn wait_healthy(&self, hosts: usize, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let eps: Vec<String> = (1..=hosts)
+            .map(|h| format!("https://{}:2379", self.ip(h)))
+            .collect();
+        let eps = eps.join(",");
+        loop {
+            if self.host_dir(1).join("pki/client.key").exists() {
+                let out = self.etcdctl(1, &eps, &["endpoint", "health"]);
+                if out.status.success() {
+                    return start.elapsed();
+                }
+            }
+            if start.elapsed() > timeout {
+                self.dump_logs();
+                panic!("cluster not healthy within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn dump_logs(&self) {
+        for h in 1..=self.hosts {
+            let log = self.log(h);
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("---- host {h} bootstrap.log (last 40 lines) ----");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+
+    /// `etcdctl member list -w json`, parsed.
+    pub fn members(&self, host: usize) -> Vec<serde_json::Value> {
+        let out = self.etcdctl(
+            host,
+            &format!("https://{}:2379", self.ip(host)),
+            &["member", "list", "-w", "json"],
+        );
+        assert!(
+            out.status.success(),
+            "member list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["members"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for (_, c) in self.runners.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new(lab_sh())
+            .args(["down", "--name", &self.name, "--grace", "1"])
+            .output();
+    }
+}
