@@ -122,7 +122,8 @@ fn check_config_prints_the_effective_config() {
 /// Each bad input: exit 2, one line on stderr naming the key and where it came from.
 #[test]
 fn bad_input_exits_2_with_one_line_naming_the_key() {
-    let cases: &[(&str, &[(&str, &str)], &str, &str)] = &[
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(&str, Env, &str, &str)] = &[
         (
             "[cluster]\nname = \"\"\n",
             &[],
