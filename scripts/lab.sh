@@ -83,7 +83,8 @@ in_range() { [[ $1 =~ ^(0|[1-9][0-9]{0,4})$ ]] && (($1 >= $2 && $1 <= $3)); }
 # Accepts "A.B.C", "A.B.C.0" or "A.B.C.0/24"; prints "A.B.C".
 normalize_subnet() {
     local s=${1%/24}
-    s=${s%.0}
+    # Only a fourth octet ".0" is dropped: "10.77.0" is already A.B.C.
+    [[ $s =~ ^[0-9]+\.[0-9]+\.[0-9]+\.0$ ]] && s=${s%.0}
     [[ $s =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || return 1
     local o
     for o in "${BASH_REMATCH[@]:1}"; do ((10#$o <= 255)) || return 1; done
