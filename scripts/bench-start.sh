@@ -32,7 +32,13 @@
 # generated env files) as DIR/VERSION-METHOD-TRIAL.
 #
 # Prints: a table (version, method, each trial in ms, median) with the ratio
-# median(b)/median(a) per version, and the size of the release binary.
+# median(b)/median(a) per version, and the size of the release binary. Under it, per
+# trial, how long etcd itself stalled before starting its raft member (the longest of
+# the N members, from etcd's own log): etcd started with --initial-cluster-state new
+# first asks every other member's peer URL whether the cluster already exists, with a
+# 1 s timeout each; a peer whose listener is already open but not yet serving (its etcd
+# started within a few ms of this one) costs the full second. So a trial takes 0, 1 or
+# 2 s (3 members) longer depending on how closely the etcd processes started.
 # Needs root, scripts/install-deps.sh and `cargo build --release` to have run.
 
 set -euo pipefail
@@ -247,9 +253,9 @@ trial() { # METHOD ETCD_DIR TRIAL
     done
     stamp
     if ((ok)); then
-        echo $((NOW - t0))
+        echo "$((NOW - t0)) $(max_stall "$t")"
     else
-        echo FAIL
+        echo "FAIL -"
         {
             printf '\n==== FAIL: method %s, %s, trial %d: not healthy within %ds ====\n' \
                 "$method" "$(basename "$edir")" "$n" "$TRIAL_TIMEOUT_S"
@@ -272,6 +278,28 @@ trial() { # METHOD ETCD_DIR TRIAL
     rm -rf "$t"
 }
 
+# The longest stall (seconds, one decimal) of the members of trial directory DIR between
+# etcd opening its backend and starting its raft member (see the header), or "?".
+max_stall() { # DIR
+    local f max="" s
+    for f in "$1"/h*/log; do
+        s=$(awk '
+            function t(line,  m, a) {
+                if (match(line, /"ts":"[0-9-]+T[0-9:.]+/)) { m = substr(line, RSTART, RLENGTH); sub(/.*T/, "", m) }
+                else m = $2
+                split(m, a, ":"); return a[1] * 3600 + a[2] * 60 + a[3]
+            }
+            # 3.4 (capnslog) and 3.5 (zap JSON) markers
+            /embed: advertise client URLs|"msg":"opened backend db"/ { p = t($0) }
+            (/etcdserver: starting member|"msg":"starting local member"/) && p != "" {
+                d = t($0) - p; if (d < 0) d += 86400; printf "%.1f\n", d; exit
+            }' "$f" 2>/dev/null)
+        [[ -n $s ]] || { echo "?"; return; }
+        if [[ -z $max ]] || awk -v a="$s" -v b="$max" 'BEGIN { exit !(a > b) }'; then max=$s; fi
+    done
+    echo "${max:-?}"
+}
+
 median() { # numbers... (FAIL ignored) -> median or "-"
     local v=() s
     for s in "$@"; do [[ $s =~ ^[0-9]+$ ]] && v+=("$s"); done
@@ -289,7 +317,7 @@ note "making certificates in advance (cfssl $CFSSL_VERSION; etcd-bootstrap ca in
 make_cfssl_certs
 "$BIN" ca init --out "$WORK/ebca" >/dev/null
 
-declare -A RES=()
+declare -A RES=() STALL=()
 for v in $VERSIONS; do
     case "$v" in
     3.4) edir=$ETCD_34_DIR ;;
@@ -297,9 +325,11 @@ for v in $VERSIONS; do
     esac
     for ((r = 1; r <= RUNS; r++)); do
         for m in a b; do
-            res=$(trial "$m" "$edir" "$r")
+            out=$(trial "$m" "$edir" "$r")
+            read -r res stall <<<"$out"
             RES[$v,$m]+="${RES[$v,$m]:+ }$res"
-            if [[ $res == FAIL ]]; then note "etcd $v, method $m, trial $r: FAIL"; else note "etcd $v, method $m, trial $r: $res ms"; fi
+            STALL[$v,$m]+="${STALL[$v,$m]:+ }$stall"
+            if [[ $res == FAIL ]]; then note "etcd $v, method $m, trial $r: FAIL"; else note "etcd $v, method $m, trial $r: $res ms (etcd peer-probe stall ${stall}s)"; fi
         done
     done
 done
@@ -324,6 +354,15 @@ for v in $VERSIONS; do
         for x in "${vals[@]}"; do line+=$(printf ' %7s' "$x"); done
         MED[$m]=$(median "${vals[@]}")
         line+=$(printf ' %8s' "${MED[$m]}")
+        echo "$line"
+    done
+    for m in a b; do
+        read -r -a vals <<<"${STALL[$v,$m]}"
+        line=$(printf '%-8s %-7s' "" "$m stall")
+        for x in "${vals[@]}"; do
+            [[ $x =~ ^[0-9.]+$ ]] && x+=s
+            line+=$(printf ' %7s' "$x")
+        done
         echo "$line"
     done
     if [[ ${MED[a]} =~ ^[0-9]+$ && ${MED[b]} =~ ^[0-9]+$ && ${MED[a]} -gt 0 ]]; then
