@@ -57,6 +57,11 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         endpoints: Vec<String>,
     },
+    /// Remove the local member from the cluster, stop etcd, move its data aside.
+    Leave {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Validate the configuration and print the effective result.
     CheckConfig {
         #[command(flatten)]
@@ -147,6 +152,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Leave { config } => commands::leave::leave(load(&config)?).await,
         Command::CheckConfig { config } => {
             let cfg = load(&config)?;
             if cfg.files.is_empty() {

@@ -159,6 +159,8 @@ pub enum Action {
         member_id: u64,
         endpoints: Vec<String>,
     },
+    /// The data dir holds an interrupted start (`member/` without a WAL): move it aside, look again.
+    MoveAside(String),
     Wait(WaitReason),
     Refuse(String),
 }
@@ -224,9 +226,9 @@ pub fn decide(obs: &Observations) -> Action {
         return Action::Restart;
     }
     if obs.local.has_member_dir {
-        return Action::Refuse(
-            "the data dir holds a member/ directory without a WAL (an interrupted or damaged start); move it aside before retrying"
-                .into(),
+        // Nothing was committed without a WAL; keep it aside rather than start over it.
+        return Action::MoveAside(
+            "the data dir holds member/ without a WAL (an interrupted start)".into(),
         );
     }
 
@@ -294,10 +296,13 @@ pub fn decide(obs: &Observations) -> Action {
             };
         }
     }
-    if let Ok(ic) = &planned {
-        if ic.cluster_id() == cluster_id {
-            // The cluster our peer set forms, already started by faster peers: this node is one
-            // of its initial members and starts with the same flags.
+    if let (Ok(ic), Some(m)) = (&planned, mine) {
+        // Only an entry with the ID etcd derives from this URL and the token is an initial
+        // member; one made by MemberAdd (a learner that never started) must be adopted.
+        if ic.cluster_id() == cluster_id && !m.is_learner && ic.member_ids().contains(&m.id) {
+            // The cluster our peer set forms, already started by faster peers, lists this node
+            // as an initial member that has not started: start with the same flags. (Not listed
+            // at all means it was removed: that is a join, never `new`.)
             return Action::BootstrapNew(ic.clone());
         }
     }
@@ -404,10 +409,10 @@ mod tests {
     }
 
     #[test]
-    fn member_dir_without_wal_is_refused() {
+    fn member_dir_without_wal_is_moved_aside() {
         let mut o = obs(3, Some(1));
         o.local.has_member_dir = true;
-        assert!(matches!(decide(&o), Action::Refuse(_)));
+        assert!(matches!(decide(&o), Action::MoveAside(_)));
     }
 
     #[test]
@@ -498,6 +503,43 @@ mod tests {
             answer(ic.cluster_id(), 2, members),
         ];
         assert!(matches!(decide(&o), Action::BootstrapNew(x) if x.my_name == "etcd3"));
+    }
+
+    #[test]
+    fn a_removed_member_of_its_own_initial_cluster_joins_rather_than_bootstraps() {
+        let ic = planned(&obs(3, Some(1)));
+        let mut o = obs(3, Some(3));
+        let members = vec![member(1, true, &ic.token), member(2, true, &ic.token)];
+        o.answers = vec![answer(ic.cluster_id(), 1, members)];
+        assert!(
+            matches!(decide(&o), Action::Join { .. }),
+            "{:?}",
+            decide(&o)
+        );
+    }
+
+    #[test]
+    fn an_added_but_unstarted_learner_of_our_own_cluster_is_adopted_not_bootstrapped() {
+        let ic = planned(&obs(3, Some(1)));
+        let mut o = obs(3, Some(3));
+        // etcd3 was removed, then re-added as a learner (MemberAdd gives it a new ID), and the
+        // agent died before starting etcd.
+        let mut learner = member(3, false, "not-the-token");
+        learner.is_learner = true;
+        let members = vec![
+            member(1, true, &ic.token),
+            member(2, true, &ic.token),
+            learner.clone(),
+        ];
+        o.answers = vec![answer(ic.cluster_id(), 1, members)];
+        assert_eq!(
+            decide(&o),
+            Action::AdoptUnstarted {
+                cluster_id: ic.cluster_id(),
+                member_id: learner.id,
+                endpoints: vec!["https://10.0.0.1:2379".into()]
+            }
+        );
     }
 
     #[test]

@@ -3,10 +3,12 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod datadir;
 pub mod decide;
 pub mod discovery;
 pub mod error;
 pub mod etcd;
+pub mod failpoint;
 pub mod fsutil;
 pub mod observe;
 pub mod service;

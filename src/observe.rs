@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Pause between the two discovery reads that must agree.
-const STABILITY_PAUSE: Duration = Duration::from_millis(500);
+const STABILITY_PAUSE: Duration = Duration::from_millis(250);
 
 pub struct Observer<'a> {
     pub cfg: &'a Config,

@@ -107,14 +107,7 @@ fn foreign_client_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path:
 
 fn srv_cluster(id: u8, version: Version, n: usize) {
     let _g = serial();
-    let mut lab = Lab::up(
-        id,
-        version,
-        LabOptions {
-            hosts: n,
-            srv: true,
-        },
-    );
+    let mut lab = Lab::up(id, version, LabOptions::srv(n));
     lab.configure_srv(n);
 
     // `plan` observes and prints, and writes nothing.
@@ -184,6 +177,7 @@ fn static_cluster(id: u8, version: Version) {
         LabOptions {
             hosts: 3,
             srv: false,
+            dns_hosts: None,
         },
     );
     lab.configure_static();

@@ -1,9 +1,11 @@
 //! `etcd-bootstrap run`: observe, decide, act; then keep etcd running and watched.
 
 use crate::config::{Config, ServiceManagerKind};
+use crate::datadir;
 use crate::decide::{self, Action, WaitReason};
 use crate::error::{ConfigError, Refused};
-use crate::etcd::{client, render};
+use crate::etcd::{client, membership, render};
+use crate::failpoint;
 use crate::observe::{self, Observer};
 use crate::service::{self, ServiceManager};
 use crate::tls::ClientMaterial;
@@ -31,32 +33,34 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         )
         .into());
     }
+    let marker = datadir::left_marker(&cfg.member.data_dir);
+    if marker.exists() {
+        return Err(Refused(format!(
+            "this node left the cluster (`etcd-bootstrap leave`); delete {} to let it join again",
+            marker.display()
+        ))
+        .into());
+    }
     let mut shutdown = Shutdown::new()?;
     let manager = service::manager(&cfg);
+    let observer = Observer::new(&cfg)?;
     let started = Instant::now();
 
     let material = tokio::select! {
-        r = bring_up(&cfg, manager.as_ref()) => r?,
-        _ = shutdown.wait() => {
-            tracing::info!("signal received before etcd was started; exiting");
-            return Ok(());
-        }
-    };
-    let local = local_endpoint(&cfg);
-    let deadline = Instant::now() + cfg.discovery.timeout;
-    tokio::select! {
-        r = wait_healthy(&local, &material, deadline) => {
-            if let Err(e) = r {
+        r = converge(&cfg, &observer, manager.as_ref()) => match r {
+            Ok(m) => m,
+            Err(e) => {
                 let _ = manager.stop().await;
                 return Err(e);
             }
-        }
+        },
         _ = shutdown.wait() => {
+            tracing::info!("signal received; stopping");
             manager.stop().await?;
             return Ok(());
         }
-    }
-    tracing::info!(elapsed = ?started.elapsed(), "local member is healthy");
+    };
+    tracing::info!(elapsed = ?started.elapsed(), "local member is a healthy voter");
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("etcd member healthy"),
@@ -64,11 +68,60 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
     if once {
         return Ok(());
     }
-    watch(&cfg, manager.as_ref(), &material, &mut shutdown).await
+    watch(&cfg, &observer, manager.as_ref(), material, &mut shutdown).await
 }
 
-/// Decide what to do and start etcd accordingly. Returns the client material to talk to it.
-async fn bring_up(cfg: &Config, manager: &dyn ServiceManager) -> Result<ClientMaterial> {
+/// Bring the local member up, make sure it is a voter, wait until it is healthy. If, while it
+/// comes up, the peers say it was removed (a restart from the data of a removed member), move
+/// the data aside and go again.
+async fn converge(
+    cfg: &Config,
+    observer: &Observer<'_>,
+    manager: &dyn ServiceManager,
+) -> Result<ClientMaterial> {
+    for round in 0..3 {
+        let (material, voters) = bring_up(cfg, observer, manager).await?;
+        let deadline = Instant::now() + cfg.discovery.timeout;
+        let ready = async {
+            ensure_voter(cfg, observer, &material, voters, deadline).await?;
+            wait_healthy(&local_endpoint(cfg), &material, deadline).await
+        };
+        let removed = async {
+            loop {
+                tokio::time::sleep(REMOVED_CHECK).await;
+                if client::check_health(&local_endpoint(cfg), &material)
+                    .await
+                    .is_ok()
+                {
+                    continue;
+                }
+                if let Some(reason) = removed_reason(cfg, observer, &material).await {
+                    return reason;
+                }
+            }
+        };
+        tokio::select! {
+            r = ready => return r.map(|_| material),
+            reason = removed => {
+                tracing::warn!(%reason, round, "the member being started is no longer part of the cluster; moving its data aside and joining again");
+                manager.stop().await?;
+                datadir::move_aside(&cfg.member.data_dir)?;
+            }
+        }
+    }
+    bail!("the local member was removed again each time it was started; see the logs of the other members")
+}
+
+/// How often a member that is coming up is checked for having been removed.
+const REMOVED_CHECK: Duration = Duration::from_secs(5);
+
+/// Decide what to do and start etcd accordingly. Returns the client material to talk to it and,
+/// after a join, the voting members to ask for promotion.
+async fn bring_up(
+    cfg: &Config,
+    observer: &Observer<'_>,
+    manager: &dyn ServiceManager,
+) -> Result<(ClientMaterial, Vec<String>)> {
     let local = observe::local_state(&cfg.member.data_dir);
     let tls_paths = crate::tls::TlsPaths::new(&cfg.tls.dir);
     // The restart path: data and configuration are there; nothing to discover or ask.
@@ -78,10 +131,9 @@ async fn bring_up(cfg: &Config, manager: &dyn ServiceManager) -> Result<ClientMa
             .with_context(|| format!("reading {}", cfg.etcd.env_file.display()))?;
         let changed = manager.install(&env, &render::unit(cfg))?;
         manager.start(changed).await?;
-        return ClientMaterial::from_dir(&cfg.tls.dir);
+        return Ok((ClientMaterial::from_dir(&cfg.tls.dir)?, vec![]));
     }
 
-    let observer = Observer::new(cfg)?;
     let deadline = Instant::now() + cfg.discovery.timeout;
     let mut attempt = 0u32;
     loop {
@@ -114,9 +166,16 @@ async fn bring_up(cfg: &Config, manager: &dyn ServiceManager) -> Result<ClientMa
         );
         let action = decide::decide(&observed.obs);
         tracing::info!(action = %describe(&action), "decided");
+        let material = observed.tls.client_material(&cfg.tls.dir)?;
+        let mut voters = vec![];
         let state = match action {
             Action::Restart => render::ClusterState::FromDisk,
             Action::BootstrapNew(ic) => render::ClusterState::New(ic),
+            Action::MoveAside(why) => {
+                tracing::warn!(reason = %why, "moving the data dir aside");
+                datadir::move_aside(&cfg.member.data_dir)?;
+                continue;
+            }
             Action::Wait(reason) => {
                 if Instant::now() >= deadline {
                     let msg = format!(
@@ -135,23 +194,121 @@ async fn bring_up(cfg: &Config, manager: &dyn ServiceManager) -> Result<ClientMa
                 continue;
             }
             Action::Refuse(why) => return Err(Refused(why).into()),
-            Action::Join { .. } | Action::AdoptUnstarted { .. } | Action::ReplaceStale { .. } => {
-                bail!(
-                    "a running cluster answered and this node must join it ({}), which this version does not support yet; nothing was changed",
-                    describe(&action)
-                );
+            Action::Join { ref endpoints, .. }
+            | Action::AdoptUnstarted { ref endpoints, .. }
+            | Action::ReplaceStale { ref endpoints, .. } => {
+                let my_url = observed.me.peer_url(cfg).to_string();
+                let mut c = membership::connect(endpoints, &material).await?;
+                let (my_id, members) = match action {
+                    Action::ReplaceStale { member_id, .. } => {
+                        tracing::warn!(member = %format!("{member_id:x}"), "this node's data is gone: removing its stale member, then adding it again");
+                        membership::remove(&mut c, member_id, deadline).await?;
+                        failpoint::hit("join:after-remove");
+                        membership::add_learner(&mut c, &my_url, deadline).await?
+                    }
+                    Action::AdoptUnstarted { member_id, .. } => {
+                        (member_id, membership::list(&mut c).await?)
+                    }
+                    _ => {
+                        failpoint::hit("join:before-add");
+                        membership::add_learner(&mut c, &my_url, deadline).await?
+                    }
+                };
+                failpoint::hit("join:after-add");
+                voters = endpoints.clone();
+                render::ClusterState::Existing {
+                    initial_cluster: membership::initial_cluster(
+                        &members,
+                        my_id,
+                        &observed.me.name,
+                    ),
+                }
             }
         };
-        let material = observed.tls.client_material(&cfg.tls.dir)?;
-        for (path, written) in observed.tls.apply()? {
-            tracing::info!(file = %path.display(), ?written, "certificate material written");
+        for f in observed.tls.changed() {
+            tracing::info!(file = %f.path.display(), reason = f.change.as_deref().unwrap_or(""), "writing certificate material");
         }
+        observed.tls.apply()?;
+        failpoint::hit("new:after-certs");
         let env = render::env_file(cfg, &observed.me, &state);
         let changed = manager.install(&env, &render::unit(cfg))?;
+        failpoint::hit("new:after-env");
         tracing::info!(manager = %manager.describe(), changed, "starting etcd");
         manager.start(changed).await?;
-        return Ok(material);
+        if matches!(state, render::ClusterState::Existing { .. }) {
+            failpoint::hit("join:after-start");
+        }
+        return Ok((material, voters));
     }
+}
+
+/// If the local member is a learner, promote it through a voting member once it has caught up.
+async fn ensure_voter(
+    cfg: &Config,
+    observer: &Observer<'_>,
+    material: &ClientMaterial,
+    mut voters: Vec<String>,
+    deadline: Instant,
+) -> Result<()> {
+    let local = local_endpoint(cfg);
+    let (my_id, is_learner) = loop {
+        match local_status(&local, material).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(
+                    "the local member did not answer before discovery.timeout; see etcd's log",
+                ))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    if !is_learner {
+        return Ok(());
+    }
+    if voters.is_empty() {
+        let found = crate::discovery::read_all(&observer.sources).await?;
+        voters = found
+            .peers
+            .iter()
+            .map(|p| p.client_url.to_string())
+            .chain(found.client_endpoints.iter().map(ToString::to_string))
+            .filter(|e| !e.contains(&format!("://{}:", local_ip_of_env(cfg).unwrap_or_default())))
+            .collect();
+    }
+    tracing::info!(member = %format!("{my_id:x}"), "local member is a learner; promoting it once it is in sync");
+    failpoint::hit("join:before-promote");
+    let mut c = membership::connect(&voters, material).await?;
+    membership::promote(&mut c, my_id, deadline).await
+}
+
+async fn local_status(endpoint: &str, material: &ClientMaterial) -> Result<(u64, bool)> {
+    let mut c = client::connect(&[endpoint.to_string()], material, client::PROBE_TIMEOUT).await?;
+    let s = c.status().await?;
+    let id = s
+        .header()
+        .map(|h| h.member_id())
+        .context("Status without header")?;
+    Ok((id, s.is_learner()))
+}
+
+/// This member's advertise IP, as written in the environment file.
+fn local_ip_of_env(cfg: &Config) -> Option<String> {
+    let env = std::fs::read_to_string(&cfg.etcd.env_file).ok()?;
+    let url = render::parse_env(&env)
+        .into_iter()
+        .find(|(k, _)| k == "ETCD_INITIAL_ADVERTISE_PEER_URLS")?
+        .1;
+    let url = crate::urls::EtcdUrl::parse(&url).ok()?;
+    Some(url.host.to_string())
+}
+
+/// This member's peer URL, as written in the environment file.
+fn my_peer_url(cfg: &Config) -> Option<String> {
+    let env = std::fs::read_to_string(&cfg.etcd.env_file).ok()?;
+    render::parse_env(&env)
+        .into_iter()
+        .find(|(k, _)| k == "ETCD_INITIAL_ADVERTISE_PEER_URLS")
+        .map(|(_, v)| v)
 }
 
 /// Backoff with jitter between observations: 1 s, 2 s, then 3-5 s.
@@ -194,15 +351,19 @@ async fn wait_healthy(endpoint: &str, material: &ClientMaterial, deadline: Insta
     }
 }
 
-/// Keep etcd running; report health changes. (Self-healing builds on this loop.)
+/// Keep etcd running and healthy: every `heal.interval`, check the local member; when it is not
+/// healthy, ask the peers whether it was removed (or belongs to another cluster) and, if so, move
+/// its data aside and join again.
 async fn watch(
     cfg: &Config,
+    observer: &Observer<'_>,
     manager: &dyn ServiceManager,
-    material: &ClientMaterial,
+    mut material: ClientMaterial,
     shutdown: &mut Shutdown,
 ) -> Result<()> {
     let endpoint = local_endpoint(cfg);
     let mut healthy = true;
+    let mut rejoin_pending = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(cfg.heal.interval) => {}
@@ -214,7 +375,14 @@ async fn watch(
             }
         }
         notify(&[sd_notify::NotifyState::Watchdog]);
-        let now = client::check_health(&endpoint, material).await;
+        if datadir::left_marker(&cfg.member.data_dir).exists() {
+            tracing::info!(
+                "this node left the cluster (`etcd-bootstrap leave`); stopping etcd and exiting"
+            );
+            manager.stop().await?;
+            return Ok(());
+        }
+        let now = client::check_health(&endpoint, &material).await;
         match (&now, healthy) {
             (Ok(_), false) => {
                 tracing::info!("local member is healthy again");
@@ -227,7 +395,103 @@ async fn watch(
             _ => {}
         }
         healthy = now.is_ok();
+        if healthy || !cfg.heal.enabled {
+            continue;
+        }
+        if !rejoin_pending {
+            let Some(reason) = removed_reason(cfg, observer, &material).await else {
+                continue;
+            };
+            tracing::warn!(%reason, "the local member is no longer part of the cluster; healing: stop etcd, move its data aside, join again");
+            notify(&[sd_notify::NotifyState::Status(&format!(
+                "healing: {reason}"
+            ))]);
+            manager.stop().await?;
+            failpoint::hit("heal:after-stop");
+            datadir::move_aside(&cfg.member.data_dir)?;
+            failpoint::hit("heal:after-move");
+        }
+        let healed = tokio::select! {
+            r = converge(cfg, observer, manager) => r,
+            _ = shutdown.wait() => {
+                manager.stop().await?;
+                return Ok(());
+            }
+        };
+        match healed {
+            Ok(m) => {
+                material = m;
+                rejoin_pending = false;
+                healthy = true;
+                tracing::info!("healed: the local member is a healthy voter again");
+                notify(&[sd_notify::NotifyState::Status("etcd member healthy")]);
+            }
+            Err(e) => {
+                // The data is already aside: keep trying to join at every interval.
+                rejoin_pending = true;
+                tracing::error!(error = %format!("{e:#}"), "re-joining failed; trying again after heal.interval");
+                notify(&[sd_notify::NotifyState::Status("healing failed; retrying")]);
+            }
+        }
     }
+}
+
+/// Why the local member is out of the cluster, if the peers say so: a healthy voter's member list
+/// without our peer URL, or a different cluster ID than ours (etcd-rules.md 13-14).
+async fn removed_reason(
+    cfg: &Config,
+    observer: &Observer<'_>,
+    material: &ClientMaterial,
+) -> Option<String> {
+    let my_url = my_peer_url(cfg)?;
+    let local_cluster = {
+        let local = local_endpoint(cfg);
+        match client::connect(&[local], material, client::PROBE_TIMEOUT).await {
+            Ok(mut c) => c
+                .status()
+                .await
+                .ok()
+                .and_then(|s| s.header().map(|h| h.cluster_id())),
+            Err(_) => None,
+        }
+    };
+    let found = crate::discovery::read_all(&observer.sources).await.ok()?;
+    let own_client = my_url.replace(
+        &format!(":{}", cfg.member.peer_port),
+        &format!(":{}", cfg.member.client_port),
+    );
+    let mut endpoints: Vec<String> = found
+        .peers
+        .iter()
+        .map(|p| p.client_url.to_string())
+        .chain(found.client_endpoints.iter().map(ToString::to_string))
+        .filter(|e| *e != own_client)
+        .collect();
+    endpoints.sort();
+    endpoints.dedup();
+    for e in endpoints {
+        if let decide::Answer::Cluster(view) = client::probe(&e, material).await {
+            if view.is_learner || view.leader == 0 {
+                continue;
+            }
+            if let Some(local) = local_cluster {
+                if local != view.cluster_id {
+                    return Some(format!(
+                        "cluster ID mismatch: local {local:x}, {e} is in {:x}",
+                        view.cluster_id
+                    ));
+                }
+            }
+            if !view.members.iter().any(|m| m.peer_urls.contains(&my_url)) {
+                return Some(format!(
+                    "{my_url} is not in the member list of cluster {:x} (asked {e})",
+                    view.cluster_id
+                ));
+            }
+            return None;
+        }
+    }
+    None
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -254,6 +518,7 @@ pub fn describe(action: &Action) -> String {
         Action::ReplaceStale { cluster_id, member_id, .. } => format!(
             "replace this node's stale member {member_id:x} in cluster {cluster_id:x} (its data is gone)"
         ),
+        Action::MoveAside(r) => format!("move the data dir aside: {r}"),
         Action::Wait(r) => format!("wait: {r}"),
         Action::Refuse(r) => format!("refuse: {r}"),
     }

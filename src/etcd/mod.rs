@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod ids;
+pub mod membership;
 pub mod render;

@@ -291,7 +291,7 @@ pub fn plan(
                         signer.describe()
                     )
                 })?;
-                tracing::info!(file = %cert_path.display(), %reason, "issuing certificate");
+                tracing::debug!(file = %cert_path.display(), %reason, "certificate to issue");
                 files.push(PlannedFile {
                     path: key_path,
                     content: key.serialize_pem(),

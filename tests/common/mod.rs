@@ -72,6 +72,18 @@ pub struct Lab {
 pub struct LabOptions {
     pub hosts: usize,
     pub srv: bool,
+    /// Hosts published in DNS at first (default: all).
+    pub dns_hosts: Option<Vec<usize>>,
+}
+
+impl LabOptions {
+    pub fn srv(hosts: usize) -> LabOptions {
+        LabOptions {
+            hosts,
+            srv: true,
+            dns_hosts: None,
+        }
+    }
 }
 
 impl Lab {
@@ -96,6 +108,16 @@ impl Lab {
         ];
         if !opts.srv {
             args.push("--no-srv".into());
+        }
+        if let Some(hosts) = &opts.dns_hosts {
+            args.push("--dns-hosts".into());
+            args.push(
+                hosts
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
         }
         let out = Command::new(lab_sh())
             .args(&args)
@@ -175,7 +197,7 @@ env_file = "{d}/etcd.env"
 unit_path = "{d}/etcd.service"
 
 [heal]
-interval = "5s"
+interval = "2s"
 "#,
             d = d.display(),
             ca = ca.display(),
@@ -217,6 +239,11 @@ interval = "5s"
 
     /// Start `etcd-bootstrap run` in each of `hosts`, all at the same instant.
     pub fn start(&mut self, hosts: &[usize]) {
+        self.start_with_env(hosts, &[]);
+    }
+
+    /// Like `start`, with extra environment variables (e.g. a fail point).
+    pub fn start_with_env(&mut self, hosts: &[usize], env: &[(&str, &str)]) {
         let mut cmds: Vec<(usize, Command)> = hosts
             .iter()
             .map(|&h| {
@@ -228,6 +255,7 @@ interval = "5s"
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", &self.netns(h), BIN, "run", "--config"])
                     .arg(self.config_path(h))
+                    .envs(env.iter().copied())
                     .stdin(Stdio::null())
                     .stdout(log.try_clone().unwrap())
                     .stderr(log);
@@ -276,6 +304,83 @@ interval = "5s"
         self.runners
             .get_mut(&host)
             .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Wait for the bootstrapper of `host` to exit; its exit code (None: killed by a signal).
+    pub fn wait_exit(&mut self, host: usize, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        let child = self.runners.get_mut(&host).expect("no runner");
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.runners.remove(&host);
+                return st.code();
+            }
+            if start.elapsed() > timeout {
+                panic!("bootstrapper of host {host} still running after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Add or remove a host's DNS records.
+    pub fn dns(&self, flag: &str, host: usize) {
+        let out = Command::new(lab_sh())
+            .args(["dns", "--name", &self.name, flag, &host.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lab.sh dns: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Wait until member list (asked through `via`) shows exactly `hosts` as started voters and
+    /// nothing else, and they are all healthy. The time it took.
+    pub fn wait_voters(&self, via: usize, hosts: &[usize], timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let want: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("https://{}:2380", self.ip(*h)))
+            .collect();
+        let eps: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("https://{}:2379", self.ip(*h)))
+            .collect();
+        let mut last = String::new();
+        loop {
+            let out = self.etcdctl(
+                via,
+                &format!("https://{}:2379", self.ip(via)),
+                &["member", "list", "-w", "json"],
+            );
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let members = v["members"].as_array().cloned().unwrap_or_default();
+                let mut urls: Vec<String> = members
+                    .iter()
+                    .filter(|m| {
+                        m["isLearner"].as_bool() != Some(true)
+                            && !m["name"].as_str().unwrap_or("").is_empty()
+                    })
+                    .flat_map(|m| m["peerURLs"].as_array().cloned().unwrap_or_default())
+                    .map(|u| u.as_str().unwrap_or("").to_string())
+                    .collect();
+                urls.sort();
+                last = format!("{members:?}");
+                if urls == want && members.len() == hosts.len() {
+                    let h = self.etcdctl(via, &eps.join(","), &["endpoint", "health"]);
+                    if h.status.success() {
+                        return start.elapsed();
+                    }
+                }
+            }
+            if start.elapsed() > timeout {
+                self.dump_logs();
+                panic!("members never became exactly {want:?} within {timeout:?}; last: {last}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn log(&self, host: usize) -> String {

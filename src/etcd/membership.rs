@@ -1,0 +1,236 @@
+//! Membership changes made idempotent and retried (etcd-rules.md 6-10, 15): add as a learner
+//! (adopting the entry when an earlier, timed-out add went through), promote once in sync, remove.
+//! Every call goes to voting members; every wait ends at a deadline.
+
+use crate::decide::MemberView;
+use crate::etcd::client;
+use crate::tls::ClientMaterial;
+use anyhow::{bail, Context, Result};
+use etcd_client::{Client, MemberAddOptions};
+use std::time::{Duration, Instant};
+
+/// How long one membership call may take before we look at the member list to see what happened.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors that mean "not now": the cluster is busy with another change or not yet ready.
+const RETRYABLE: &[&str] = &[
+    "too many learner members",
+    "unhealthy cluster",
+    "not enough started members",
+    "leader changed",
+    "request timed out",
+    "no leader",
+    "can only promote a learner member which is in sync with leader",
+    "learner member not ready",
+    "Unavailable",
+    "transport error",
+    "connection refused",
+    "Timeout expired",
+    "timed out",
+    "deadline",
+    "cancelled",
+];
+
+fn retryable(msg: &str) -> bool {
+    RETRYABLE.iter().any(|r| msg.contains(r))
+}
+
+/// Backoff with jitter: 0.5 s doubling to 5 s, plus up to 50%.
+pub async fn backoff(attempt: u32) {
+    let base = Duration::from_millis(500 * (1u64 << attempt.min(4))).min(Duration::from_secs(5));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let jitter = base.mul_f64((nanos % 500) as f64 / 1000.0);
+    tokio::time::sleep(base + jitter).await;
+}
+
+/// A connection for membership calls, which may wait on raft longer than a probe.
+pub async fn connect(endpoints: &[String], tls: &ClientMaterial) -> Result<Client> {
+    client::connect(endpoints, tls, CALL_TIMEOUT).await
+}
+
+pub async fn list(c: &mut Client) -> Result<Vec<MemberView>> {
+    let resp = tokio::time::timeout(CALL_TIMEOUT, c.member_list())
+        .await
+        .context("MemberList timed out")?
+        .context("MemberList")?;
+    Ok(resp.members().iter().map(client::member_view).collect())
+}
+
+fn find_by_url<'a>(members: &'a [MemberView], url: &str) -> Option<&'a MemberView> {
+    members
+        .iter()
+        .find(|m| m.peer_urls.iter().any(|u| u == url))
+}
+
+/// Add `peer_url` as a learner, or adopt it when it is already listed. Returns the member ID
+/// and the membership after the add.
+pub async fn add_learner(
+    c: &mut Client,
+    peer_url: &str,
+    deadline: Instant,
+) -> Result<(u64, Vec<MemberView>)> {
+    let mut attempt = 0;
+    loop {
+        // A previous attempt (ours, or of an earlier run that was killed) may have gone through.
+        if let Ok(members) = list(c).await {
+            if let Some(m) = find_by_url(&members, peer_url) {
+                tracing::info!(member = %format!("{:x}", m.id), %peer_url, "peer URL already listed; adopting that entry");
+                return Ok((m.id, members));
+            }
+        }
+        let call = c.member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()));
+        let err = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(resp)) => {
+                let id = resp
+                    .member()
+                    .map(|m| m.id())
+                    .context("MemberAdd answer without the new member")?;
+                let members = resp.member_list().iter().map(client::member_view).collect();
+                tracing::info!(member = %format!("{id:x}"), %peer_url, "added as a learner");
+                return Ok((id, members));
+            }
+            Ok(Err(e)) => format!("{e}"),
+            Err(_) => "MemberAdd timed out".to_string(),
+        };
+        if err.contains("Peer URLs already exists") {
+            continue; // adopt on the next round
+        }
+        if !retryable(&err) {
+            bail!("adding {peer_url} as a learner: {err}");
+        }
+        if Instant::now() >= deadline {
+            bail!("adding {peer_url} as a learner did not succeed before the deadline: {err}");
+        }
+        tracing::info!(error = %err, "the cluster cannot take a new member yet; retrying");
+        backoff(attempt).await;
+        attempt += 1;
+    }
+}
+
+/// Remove member `id`; a member that is already gone counts as removed.
+pub async fn remove(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let err = match tokio::time::timeout(CALL_TIMEOUT, c.member_remove(id)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(member = %format!("{id:x}"), "member removed");
+                return Ok(());
+            }
+            Ok(Err(e)) => format!("{e}"),
+            Err(_) => "MemberRemove timed out".to_string(),
+        };
+        if err.contains("member not found") {
+            return Ok(());
+        }
+        if let Ok(members) = list(c).await {
+            if !members.iter().any(|m| m.id == id) {
+                return Ok(());
+            }
+        }
+        if !retryable(&err) || Instant::now() >= deadline {
+            bail!("removing member {id:x}: {err}");
+        }
+        tracing::info!(error = %err, "cannot remove the member yet; retrying");
+        backoff(attempt).await;
+        attempt += 1;
+    }
+}
+
+/// Promote learner `id`, retrying while it catches up with the leader.
+pub async fn promote(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let err = match tokio::time::timeout(CALL_TIMEOUT, c.member_promote(id)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(member = %format!("{id:x}"), "promoted to voter");
+                return Ok(());
+            }
+            Ok(Err(e)) => format!("{e}"),
+            Err(_) => "MemberPromote timed out".to_string(),
+        };
+        if err.contains("can only promote a learner member") && !err.contains("in sync") {
+            return Ok(()); // already a voter
+        }
+        if let Ok(members) = list(c).await {
+            match members.iter().find(|m| m.id == id) {
+                Some(m) if !m.is_learner => return Ok(()),
+                None => {
+                    bail!("member {id:x} is no longer in the cluster; it was removed while joining")
+                }
+                _ => {}
+            }
+        }
+        if !retryable(&err) || Instant::now() >= deadline {
+            bail!("promoting member {id:x}: {err}");
+        }
+        tracing::debug!(error = %err, "learner not ready for promotion; retrying");
+        backoff(attempt.min(2)).await;
+        attempt += 1;
+    }
+}
+
+/// `--initial-cluster` for `existing`: the whole membership, learners and unstarted members
+/// included, with a unique placeholder name for each unnamed one (etcd-rules.md 6-7).
+pub fn initial_cluster(members: &[MemberView], my_id: u64, my_name: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for m in members {
+        let name = if m.id == my_id {
+            my_name.to_string()
+        } else if m.name.is_empty() {
+            format!("unstarted-{:x}", m.id)
+        } else {
+            m.name.clone()
+        };
+        for u in &m.peer_urls {
+            parts.push(format!("{name}={u}"));
+        }
+    }
+    parts.sort();
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: u64, name: &str, url: &str) -> MemberView {
+        MemberView {
+            id,
+            name: name.into(),
+            peer_urls: vec![url.into()],
+            client_urls: vec![],
+            is_learner: false,
+        }
+    }
+
+    #[test]
+    fn initial_cluster_names_every_member_uniquely() {
+        let members = vec![
+            m(1, "etcd1", "https://10.0.0.1:2380"),
+            m(0xa, "", "https://10.0.0.2:2380"),
+            m(0xb, "", "https://10.0.0.3:2380"),
+            m(7, "", "https://10.0.0.4:2380"),
+        ];
+        assert_eq!(
+            initial_cluster(&members, 7, "etcd4"),
+            "etcd1=https://10.0.0.1:2380,etcd4=https://10.0.0.4:2380,unstarted-a=https://10.0.0.2:2380,unstarted-b=https://10.0.0.3:2380"
+        );
+    }
+
+    #[test]
+    fn classifies_etcd_errors() {
+        assert!(retryable("etcdserver: too many learner members in cluster"));
+        assert!(retryable("etcdserver: unhealthy cluster"));
+        assert!(retryable(
+            "etcdserver: re-configuration failed due to not enough started members"
+        ));
+        assert!(retryable(
+            "etcdserver: can only promote a learner member which is in sync with leader"
+        ));
+        assert!(!retryable("etcdserver: Peer URLs already exists"));
+        assert!(!retryable("etcdserver: permission denied"));
+    }
+}

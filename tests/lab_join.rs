@@ -1,0 +1,324 @@
+//! Joining and self-healing in the namespace lab, on real etcd 3.4.23 and 3.5.30: growing a
+//! cluster with concurrent joiners, a wiped member, a member removed by hand, `leave`, and a kill
+//! at every fail point followed by a re-run.
+
+mod common;
+
+use common::{serial, Lab, LabOptions, Version};
+use std::time::{Duration, Instant};
+
+const WITHIN: Duration = Duration::from_secs(120);
+
+fn put(lab: &Lab, host: usize, key: &str, value: &str) {
+    let out = lab.etcdctl(
+        host,
+        &format!("https://{}:2379", lab.ip(host)),
+        &["put", key, value],
+    );
+    assert!(
+        out.status.success(),
+        "put: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn get(lab: &Lab, host: usize, key: &str) -> String {
+    let out = lab.etcdctl(
+        host,
+        &format!("https://{}:2379", lab.ip(host)),
+        &["get", "--print-value-only", key],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn member_id(lab: &Lab, via: usize, host: usize) -> String {
+    let url = format!("https://{}:2380", lab.ip(host));
+    lab.members(via)
+        .iter()
+        .find(|m| {
+            m["peerURLs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u.as_str() == Some(&url))
+        })
+        .map(|m| format!("{:x}", m["ID"].as_u64().unwrap()))
+        .expect("member not found")
+}
+
+/// `etcdctl member remove`, retried while etcd says the cluster is not ready for it (right after a
+/// change it wants every voter connected for 5 s: etcd-rules.md 10).
+fn remove_member(lab: &Lab, via: usize, id: &str) {
+    let start = Instant::now();
+    loop {
+        let out = lab.etcdctl(
+            via,
+            &format!("https://{}:2379", lab.ip(via)),
+            &["member", "remove", id],
+        );
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains("unhealthy cluster") && start.elapsed() < Duration::from_secs(30),
+            "member remove: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A healthy 3-member cluster on hosts 1-3 of a lab with `hosts` hosts (the rest not in DNS).
+fn three(id: u8, version: Version, hosts: usize) -> Lab {
+    let mut lab = Lab::up(
+        id,
+        version,
+        LabOptions {
+            hosts,
+            srv: true,
+            dns_hosts: Some(vec![1, 2, 3]),
+        },
+    );
+    lab.configure_srv(3);
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    lab
+}
+
+fn grow_3_to_5(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = three(id, version, 5);
+    put(&lab, 1, "/before", "grow");
+    lab.dns("--add-host", 4);
+    lab.dns("--add-host", 5);
+    let t = Instant::now();
+    lab.start(&[4, 5]);
+    lab.wait_voters(1, &[1, 2, 3, 4, 5], WITHIN);
+    eprintln!(
+        "etcd {}: two concurrent joiners were voters after {:?}",
+        version.as_str(),
+        t.elapsed()
+    );
+    assert_eq!(get(&lab, 5, "/before"), "grow");
+    for h in [4, 5] {
+        assert!(
+            lab.log(h).contains("added as a learner"),
+            "host {h} did not join as a learner"
+        );
+        assert!(
+            lab.log(h).contains("promoted to voter"),
+            "host {h} was not promoted"
+        );
+    }
+    lab.stop_all();
+}
+
+fn wiped_member(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = three(id, version, 3);
+    put(&lab, 1, "/before", "wipe");
+    let old = member_id(&lab, 1, 2);
+    lab.stop(2);
+    std::fs::remove_dir_all(lab.host_dir(2).join("data")).unwrap();
+    let t = Instant::now();
+    lab.start(&[2]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    eprintln!(
+        "etcd {}: wiped member was a healthy voter again after {:?}",
+        version.as_str(),
+        t.elapsed()
+    );
+    assert_ne!(
+        member_id(&lab, 1, 2),
+        old,
+        "the stale entry was not replaced"
+    );
+    assert_eq!(
+        get(&lab, 2, "/before"),
+        "wipe",
+        "key written before the wipe not readable through it"
+    );
+    assert!(lab.log(2).contains("removing its stale member"));
+    lab.stop_all();
+}
+
+fn removed_member(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = three(id, version, 3);
+    put(&lab, 1, "/before", "remove");
+    let victim = member_id(&lab, 1, 3);
+    remove_member(&lab, 1, &victim);
+    let t = Instant::now();
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    let took = t.elapsed();
+    eprintln!(
+        "etcd {}: removed member re-added and healthy after {took:?}",
+        version.as_str()
+    );
+    assert!(lab
+        .log(3)
+        .contains("no longer part of the cluster; healing"));
+    assert!(
+        lab.running(3),
+        "the bootstrapper should keep running after healing"
+    );
+    let moved = std::fs::read_dir(lab.host_dir(3))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("data.removed-")
+        })
+        .count();
+    assert_eq!(moved, 1, "the removed member's data was not moved aside");
+    assert_eq!(get(&lab, 3, "/before"), "remove");
+    lab.stop_all();
+}
+
+fn leave(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = three(id, version, 3);
+    let cfg = lab.config_path(3);
+    let out = lab.exec(
+        3,
+        std::path::Path::new(common::BIN),
+        &["leave", "--config", cfg.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "leave: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lab.wait_exit(3, Duration::from_secs(30)),
+        Some(0),
+        "the agent should stop after leave"
+    );
+    lab.wait_voters(1, &[1, 2], WITHIN);
+    assert!(
+        !lab.host_dir(3).join("data").exists(),
+        "data dir not moved aside"
+    );
+    assert!(std::fs::read_dir(lab.host_dir(3)).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("data.removed-")));
+    // A later boot does not add it back.
+    lab.start(&[3]);
+    assert_eq!(lab.wait_exit(3, Duration::from_secs(30)), Some(3));
+    // Leaving now would leave one voter of two: refused.
+    let cfg2 = lab.config_path(2);
+    lab.stop(1);
+    let out = lab.exec(
+        2,
+        std::path::Path::new(common::BIN),
+        &["leave", "--config", cfg2.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "leave without quorum: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.stop_all();
+}
+
+/// Kill the joining (wiped) member at each join fail point, re-run: it converges every time.
+fn fail_points(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = three(id, version, 3);
+    put(&lab, 1, "/before", "failpoints");
+    for fp in [
+        "join:after-remove",
+        "join:after-add",
+        "join:after-start",
+        "join:before-promote",
+    ] {
+        lab.stop(3);
+        std::fs::remove_dir_all(lab.host_dir(3).join("data")).unwrap();
+        lab.start_with_env(&[3], &[("ETCD_BOOTSTRAP_FAILPOINT", fp)]);
+        assert_eq!(
+            lab.wait_exit(3, WITHIN),
+            None,
+            "{fp}: not killed at the fail point"
+        );
+        assert!(
+            lab.log(3).contains(&format!("failpoint=\"{fp}\""))
+                || lab.log(3).contains(&format!("failpoint={fp}"))
+        );
+        lab.start(&[3]);
+        lab.wait_voters(1, &[1, 2, 3], WITHIN);
+        assert_eq!(get(&lab, 3, "/before"), "failpoints", "{fp}");
+    }
+    // Heal fail points: remove the member, the agent dies in the middle of healing, a re-run heals.
+    for fp in ["heal:after-stop", "heal:after-move"] {
+        lab.stop(3);
+        lab.start_with_env(&[3], &[("ETCD_BOOTSTRAP_FAILPOINT", fp)]);
+        lab.wait_voters(1, &[1, 2, 3], WITHIN);
+        let victim = member_id(&lab, 1, 3);
+        remove_member(&lab, 1, &victim);
+        assert_eq!(
+            lab.wait_exit(3, WITHIN),
+            None,
+            "{fp}: not killed at the fail point"
+        );
+        lab.start(&[3]);
+        lab.wait_voters(1, &[1, 2, 3], WITHIN);
+        assert_eq!(get(&lab, 3, "/before"), "failpoints", "{fp}");
+    }
+    lab.stop_all();
+}
+
+#[test]
+fn grow_3_to_5_etcd_3_4() {
+    grow_3_to_5(11, Version::V3_4);
+}
+
+#[test]
+fn grow_3_to_5_etcd_3_5() {
+    grow_3_to_5(12, Version::V3_5);
+}
+
+#[test]
+fn wiped_member_etcd_3_4() {
+    wiped_member(13, Version::V3_4);
+}
+
+#[test]
+fn wiped_member_etcd_3_5() {
+    wiped_member(14, Version::V3_5);
+}
+
+#[test]
+fn removed_member_etcd_3_4() {
+    removed_member(15, Version::V3_4);
+}
+
+#[test]
+fn removed_member_etcd_3_5() {
+    removed_member(16, Version::V3_5);
+}
+
+#[test]
+fn leave_etcd_3_4() {
+    leave(17, Version::V3_4);
+}
+
+#[test]
+fn leave_etcd_3_5() {
+    leave(18, Version::V3_5);
+}
+
+#[test]
+fn fail_points_etcd_3_4() {
+    fail_points(19, Version::V3_4);
+}
+
+#[test]
+fn fail_points_etcd_3_5() {
+    fail_points(20, Version::V3_5);
+}
