@@ -4,6 +4,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod datadir;
+pub mod deadpeers;
 pub mod decide;
 pub mod discovery;
 pub mod error;

@@ -2,6 +2,7 @@
 
 use crate::config::{Config, ServiceManagerKind};
 use crate::datadir;
+use crate::deadpeers;
 use crate::decide::{self, Action, WaitReason};
 use crate::error::{ConfigError, Refused};
 use crate::etcd::{client, membership, render};
@@ -364,6 +365,7 @@ async fn watch(
     let endpoint = local_endpoint(cfg);
     let mut healthy = true;
     let mut rejoin_pending = false;
+    let mut dead = deadpeers::Tracker::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(cfg.heal.interval) => {}
@@ -395,7 +397,15 @@ async fn watch(
             _ => {}
         }
         healthy = now.is_ok();
-        if healthy || !cfg.heal.enabled {
+        if healthy {
+            if let (true, Some(limit)) = (cfg.heal.enabled, cfg.heal.remove_dead_after) {
+                if let Err(e) = remove_dead_peer(cfg, observer, &material, &mut dead, limit).await {
+                    tracing::warn!(error = %format!("{e:#}"), "dead-peer check failed");
+                }
+            }
+            continue;
+        }
+        if !cfg.heal.enabled {
             continue;
         }
         if !rejoin_pending {
@@ -434,6 +444,61 @@ async fn watch(
             }
         }
     }
+}
+
+/// On the leader's node only: track unreachable members and remove one that the policy says is
+/// dead (`heal.remove_dead_after`).
+async fn remove_dead_peer(
+    cfg: &Config,
+    observer: &Observer<'_>,
+    material: &ClientMaterial,
+    tracker: &mut deadpeers::Tracker,
+    limit: Duration,
+) -> Result<()> {
+    let local = local_endpoint(cfg);
+    let mut c = client::connect(
+        std::slice::from_ref(&local),
+        material,
+        client::PROBE_TIMEOUT,
+    )
+    .await?;
+    let status = c.status().await.context("local Status")?;
+    let my_id = status
+        .header()
+        .map(|h| h.member_id())
+        .context("Status without header")?;
+    if status.leader() != my_id {
+        *tracker = deadpeers::Tracker::default();
+        return Ok(());
+    }
+    let members = membership::list(&mut c).await?;
+    let mut health = Vec::new();
+    for m in &members {
+        let reachable = match m.client_urls.first() {
+            _ if m.id == my_id => true,
+            Some(url) => matches!(
+                client::probe(url, material).await,
+                decide::Answer::Cluster(_)
+            ),
+            None => false,
+        };
+        health.push(deadpeers::MemberHealth {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            is_learner: m.is_learner,
+            reachable,
+        });
+    }
+    let now = Instant::now();
+    tracker.update(&health, now);
+    let found = crate::discovery::read_all(&observer.sources).await?;
+    let discovered = found.peers.iter().map(|p| p.peer_url.to_string()).collect();
+    if let Some((id, why)) = deadpeers::pick(&health, tracker, now, limit, my_id, &discovered) {
+        tracing::warn!(reason = %why, "removing a dead member (heal.remove_dead_after)");
+        membership::remove(&mut c, id, now + cfg.heal.interval).await?;
+    }
+    Ok(())
 }
 
 /// Why the local member is out of the cluster, if the peers say so: a healthy voter's member list

@@ -111,6 +111,19 @@ pub struct HealConfig {
     pub enabled: bool,
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,
+    /// Opt-in: remove a member unreachable for longer than this (see `deadpeers`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub remove_dead_after: Option<Duration>,
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -552,9 +565,24 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     };
 
     // [heal]
+    let interval = v.duration("heal.interval", raw.heal.interval, "15s")?;
+    let remove_dead_after = match raw.heal.remove_dead_after.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => {
+            let d = v.duration("heal.remove_dead_after", Some(text), "")?;
+            if d < interval * 2 {
+                return Err(v.err(
+                    "heal.remove_dead_after",
+                    "must be at least two heal.interval: a member is judged dead only after several checks",
+                ));
+            }
+            Some(d)
+        }
+    };
     let heal = HealConfig {
         enabled: raw.heal.enabled.unwrap_or(true),
-        interval: v.duration("heal.interval", raw.heal.interval, "15s")?,
+        interval,
+        remove_dead_after,
     };
 
     Ok(Config {

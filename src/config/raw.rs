@@ -42,6 +42,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("etcd", "env_file", Kind::Str),
     ("heal", "enabled", Kind::Bool),
     ("heal", "interval", Kind::Str),
+    ("heal", "remove_dead_after", Kind::Str),
 ];
 
 /// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
@@ -126,6 +127,7 @@ pub struct RawEtcd {
 pub struct RawHeal {
     pub enabled: Option<bool>,
     pub interval: Option<String>,
+    pub remove_dead_after: Option<String>,
 }
 
 impl RawConfig {
