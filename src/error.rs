@@ -4,7 +4,6 @@
 //! chain, so `main` can pick the exit code without every layer knowing about exit codes.
 
 use std::fmt;
-use std::process::ExitCode;
 
 /// A problem with the configuration or the command line: exit code 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +69,6 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
         }
     }
     1
-}
-
-pub fn exit(code: u8) -> ExitCode {
-    ExitCode::from(code)
 }
 
 #[cfg(test)]

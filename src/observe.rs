@@ -114,16 +114,7 @@ impl<'a> Observer<'a> {
             vec![]
         } else {
             let material = tls.client_material(&cfg.tls.dir)?;
-            let own = member.client_url(cfg).to_string();
-            let mut endpoints: Vec<String> = discovered
-                .peers
-                .iter()
-                .map(|p| p.client_url.to_string())
-                .chain(discovered.client_endpoints.iter().map(ToString::to_string))
-                .filter(|e| *e != own)
-                .collect();
-            endpoints.sort();
-            endpoints.dedup();
+            let endpoints = discovered.endpoints_except(&member.client_url(cfg).to_string());
             probe_all(&endpoints, &material).await
         };
         for a in &answers {

@@ -268,13 +268,8 @@ async fn ensure_voter(
     }
     if voters.is_empty() {
         let found = crate::discovery::read_all(&observer.sources).await?;
-        voters = found
-            .peers
-            .iter()
-            .map(|p| p.client_url.to_string())
-            .chain(found.client_endpoints.iter().map(ToString::to_string))
-            .filter(|e| !e.contains(&format!("://{}:", local_ip_of_env(cfg).unwrap_or_default())))
-            .collect();
+        voters =
+            found.endpoints_except(&own_url(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default());
     }
     tracing::info!(member = %format!("{my_id:x}"), "local member is a learner; promoting it once it is in sync");
     failpoint::hit("join:before-promote");
@@ -292,23 +287,13 @@ async fn local_status(endpoint: &str, material: &ClientMaterial) -> Result<(u64,
     Ok((id, s.is_learner()))
 }
 
-/// This member's advertise IP, as written in the environment file.
-fn local_ip_of_env(cfg: &Config) -> Option<String> {
-    let env = std::fs::read_to_string(&cfg.etcd.env_file).ok()?;
-    let url = render::parse_env(&env)
-        .into_iter()
-        .find(|(k, _)| k == "ETCD_INITIAL_ADVERTISE_PEER_URLS")?
-        .1;
-    let url = crate::urls::EtcdUrl::parse(&url).ok()?;
-    Some(url.host.to_string())
-}
-
-/// This member's peer URL, as written in the environment file.
-fn my_peer_url(cfg: &Config) -> Option<String> {
+/// This member's own URL as the environment file gives it to etcd (`var` is
+/// ETCD_INITIAL_ADVERTISE_PEER_URLS or ETCD_ADVERTISE_CLIENT_URLS).
+fn own_url(cfg: &Config, var: &str) -> Option<String> {
     let env = std::fs::read_to_string(&cfg.etcd.env_file).ok()?;
     render::parse_env(&env)
         .into_iter()
-        .find(|(k, _)| k == "ETCD_INITIAL_ADVERTISE_PEER_URLS")
+        .find(|(k, _)| k == var)
         .map(|(_, v)| v)
 }
 
@@ -508,7 +493,7 @@ async fn removed_reason(
     observer: &Observer<'_>,
     material: &ClientMaterial,
 ) -> Option<String> {
-    let my_url = my_peer_url(cfg)?;
+    let my_url = own_url(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS")?;
     let local_cluster = {
         let local = local_endpoint(cfg);
         match client::connect(&[local], material, client::PROBE_TIMEOUT).await {
@@ -521,19 +506,8 @@ async fn removed_reason(
         }
     };
     let found = crate::discovery::read_all(&observer.sources).await.ok()?;
-    let own_client = my_url.replace(
-        &format!(":{}", cfg.member.peer_port),
-        &format!(":{}", cfg.member.client_port),
-    );
-    let mut endpoints: Vec<String> = found
-        .peers
-        .iter()
-        .map(|p| p.client_url.to_string())
-        .chain(found.client_endpoints.iter().map(ToString::to_string))
-        .filter(|e| *e != own_client)
-        .collect();
-    endpoints.sort();
-    endpoints.dedup();
+    let endpoints =
+        found.endpoints_except(&own_url(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default());
     for e in endpoints {
         if let decide::Answer::Cluster(view) = client::probe(&e, material).await {
             if view.is_learner || view.leader == 0 {

@@ -54,6 +54,21 @@ impl Discovered {
         self.client_endpoints.dedup();
     }
 
+    /// Every client endpoint found (peers' client URLs, SRV client records, seeds) except
+    /// `own`, sorted and deduplicated: the places to ask about the cluster.
+    pub fn endpoints_except(&self, own: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .peers
+            .iter()
+            .map(|p| p.client_url.to_string())
+            .chain(self.client_endpoints.iter().map(ToString::to_string))
+            .filter(|e| e != own)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// A short description for logs: `etcd1=https://10.0.0.11:2380, ...`.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self
