@@ -205,6 +205,7 @@ async fn bring_up(
                         tracing::warn!(member = %format!("{member_id:x}"), "this node's data is gone: removing its stale member, then adding it again");
                         membership::remove(&mut c, member_id, deadline).await?;
                         failpoint::hit("join:after-remove");
+                        failpoint::hit("join:before-add");
                         membership::add_learner(&mut c, &my_url, deadline).await?
                     }
                     Action::AdoptUnstarted { member_id, .. } => {

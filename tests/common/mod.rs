@@ -208,8 +208,13 @@ interval = "2s"
 
     /// Configure every host for SRV discovery.
     pub fn configure_srv(&self, size: usize) {
+        self.configure_srv_with(size, "");
+    }
+
+    /// SRV discovery plus `extra` lines in [discovery].
+    pub fn configure_srv_with(&self, size: usize, extra: &str) {
         for h in 1..=self.hosts {
-            self.write_config(h, size, "srv_domain = \"lab.test\"");
+            self.write_config(h, size, &format!("srv_domain = \"lab.test\"\n{extra}"));
         }
     }
 
