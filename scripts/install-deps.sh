@@ -45,7 +45,7 @@ readonly CFSSL_DIR_PATH="$CACHE/cfssl-$CFSSL_VERSION"
 #   for generated units), ca-certificates, procps (pgrep/pkill), psmisc (fuser/killall
 #   for debugging), libsqlite3-0 (sid's cfssl links against it), util-linux (flock).
 readonly APT_PACKAGES=(protobuf-compiler dnsmasq-base dnsutils iproute2 file systemd
-    ca-certificates procps psmisc libsqlite3-0 util-linux)
+    ca-certificates procps psmisc libsqlite3-0 util-linux curl)
 
 export DEBIAN_FRONTEND=noninteractive
 

@@ -58,6 +58,19 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// A run-time failure that retrying will not fix (a signer that refuses us): exit code 1 at once
+/// instead of waiting out `discovery.timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal(pub String);
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
 /// The exit code for an error chain: 2 for config errors, 3 for refusals, 1 otherwise.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -83,5 +96,15 @@ mod tests {
         let r: anyhow::Result<()> = Err(Refused("two clusters".into()).into());
         assert_eq!(exit_code_for(&r.context("deciding").unwrap_err()), 3);
         assert_eq!(exit_code_for(&anyhow::anyhow!("io")), 1);
+    }
+
+    /// `Fatal` is attached as context; it must still be found under further context.
+    #[test]
+    fn fatal_is_found_as_context() {
+        let e = anyhow::anyhow!("HTTP 400")
+            .context(Fatal("signer refused".into()))
+            .context("observing");
+        assert!(e.downcast_ref::<Fatal>().is_some());
+        assert_eq!(exit_code_for(&e), 1);
     }
 }

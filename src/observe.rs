@@ -46,11 +46,11 @@ pub fn hostname() -> Option<String> {
 }
 
 impl<'a> Observer<'a> {
-    pub fn new(cfg: &'a Config) -> Result<Self> {
+    pub async fn new(cfg: &'a Config) -> Result<Self> {
         Ok(Observer {
             cfg,
             sources: discovery::sources(cfg)?,
-            signer: tls::signer(cfg)?,
+            signer: tls::signer(cfg).await?,
         })
     }
 
@@ -109,7 +109,8 @@ impl<'a> Observer<'a> {
             self.signer.as_ref(),
             &identity,
             time::OffsetDateTime::now_utc(),
-        )?;
+        )
+        .await?;
         let answers = if local.has_wal {
             vec![]
         } else {

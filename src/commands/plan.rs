@@ -9,7 +9,7 @@ use crate::observe::Observer;
 use anyhow::Result;
 
 pub async fn plan(cfg: Config) -> Result<()> {
-    let observer = Observer::new(&cfg)?;
+    let observer = Observer::new(&cfg).await?;
     let observed = observer.observe().await?;
     let action = decide::decide(&observed.obs);
     println!("peers:    {}", observed.discovered.describe());

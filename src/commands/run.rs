@@ -44,7 +44,7 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
     }
     let mut shutdown = Shutdown::new()?;
     let manager = service::manager(&cfg);
-    let observer = Observer::new(&cfg)?;
+    let observer = Observer::new(&cfg).await?;
     let started = Instant::now();
 
     let material = tokio::select! {
@@ -143,7 +143,8 @@ async fn bring_up(
             Ok(o) => o,
             Err(e)
                 if e.chain()
-                    .any(|c| c.is::<Refused>() || c.is::<ConfigError>()) =>
+                    .any(|c| c.is::<Refused>() || c.is::<ConfigError>())
+                    || e.downcast_ref::<crate::error::Fatal>().is_some() =>
             {
                 return Err(e)
             }

@@ -74,6 +74,7 @@ pub struct DiscoveryConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     LocalCa,
+    Cfssl,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +88,17 @@ pub struct TlsConfig {
     pub extra_sans: Vec<String>,
     #[serde(serialize_with = "ser_duration")]
     pub cert_validity: Duration,
+    /// cfssl: the signer's base URL (https).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cfssl_url: Option<String>,
+    /// cfssl: file holding the shared HMAC key in hex; without it the unauthenticated /sign is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cfssl_auth_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cfssl_profile: Option<String>,
+    /// PEM to trust for the signer's HTTPS (default: the system roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -457,7 +469,8 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     let t = raw.tls;
     let mode = match t.mode.as_deref().unwrap_or("local-ca") {
         "local-ca" => TlsMode::LocalCa,
-        m @ ("cfssl" | "files") => {
+        "cfssl" => TlsMode::Cfssl,
+        m @ "files" => {
             return Err(v.err(
                 "tls.mode",
                 format!("{m:?} is not available in this version yet; use \"local-ca\""),
@@ -487,6 +500,44 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
                 v.readable_file(key, p)?;
             }
         }
+        TlsMode::Cfssl => {
+            if ca_key.is_some() {
+                return Err(v.err(
+                    "tls.ca_key",
+                    "must not be set with tls.mode = \"cfssl\": the CA key stays on the signer",
+                ));
+            }
+        }
+    }
+    let cfssl_url = t.cfssl_url.filter(|s| !s.is_empty());
+    let cfssl_auth_key_file = t
+        .cfssl_auth_key_file
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let signer_ca = t.signer_ca.filter(|s| !s.is_empty()).map(PathBuf::from);
+    if mode == TlsMode::Cfssl {
+        let url = cfssl_url.as_deref().ok_or_else(|| {
+            v.err(
+                "tls.cfssl_url",
+                "is required with tls.mode = \"cfssl\" (e.g. https://signer.example.com:8888)",
+            )
+        })?;
+        let parsed =
+            EtcdUrl::parse(url.trim_end_matches('/')).map_err(|m| v.err("tls.cfssl_url", m))?;
+        if parsed.scheme != "https" {
+            return Err(v.err(
+                "tls.cfssl_url",
+                "must be https: the certificates it returns are trusted by the whole cluster",
+            ));
+        }
+        for (key, p) in [
+            ("tls.cfssl_auth_key_file", &cfssl_auth_key_file),
+            ("tls.signer_ca", &signer_ca),
+        ] {
+            if let Some(p) = p {
+                v.readable_file(key, p)?;
+            }
+        }
     }
     let extra_sans = t.extra_sans.unwrap_or_default();
     for san in &extra_sans {
@@ -504,6 +555,10 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         ca_key,
         extra_sans,
         cert_validity: v.duration("tls.cert_validity", t.cert_validity, "365d")?,
+        cfssl_url,
+        cfssl_auth_key_file,
+        cfssl_profile: t.cfssl_profile.filter(|s| !s.is_empty()),
+        signer_ca,
     };
     if tls.cert_validity < Duration::from_secs(60) {
         return Err(v.err("tls.cert_validity", "must be at least 1 minute"));
@@ -728,6 +783,23 @@ heartbeat-interval = 200
                 "[etcd.flags]",
                 "[heal]\ninterval = \"0s\"\n[etcd.flags]",
                 "heal.interval",
+            ),
+            (
+                "[etcd.flags]",
+                "[heal]\nremove_dead_after = \"1s\"\n[etcd.flags]",
+                "heal.remove_dead_after",
+            ),
+            ("[tls]", "[tls]\nmode = \"cfssl\"", "tls.ca_key"),
+            ("ca_key = \"@DIR@/ca.key\"", "mode = \"cfssl\"", "tls.cfssl_url"),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "mode = \"cfssl\"\ncfssl_url = \"http://10.0.0.1:8888\"",
+                "tls.cfssl_url",
+            ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "mode = \"cfssl\"\ncfssl_url = \"https://10.0.0.1:8888\"\ncfssl_auth_key_file = \"/nonexistent\"",
+                "tls.cfssl_auth_key_file",
             ),
         ];
         for (from, to, key) in cases {

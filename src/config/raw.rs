@@ -36,6 +36,10 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("tls", "ca_key", Kind::Str),
     ("tls", "extra_sans", Kind::List),
     ("tls", "cert_validity", Kind::Str),
+    ("tls", "cfssl_url", Kind::Str),
+    ("tls", "cfssl_auth_key_file", Kind::Str),
+    ("tls", "cfssl_profile", Kind::Str),
+    ("tls", "signer_ca", Kind::Str),
     ("etcd", "binary", Kind::Str),
     ("etcd", "service_manager", Kind::Str),
     ("etcd", "unit_path", Kind::Str),
@@ -110,6 +114,10 @@ pub struct RawTls {
     pub ca_key: Option<String>,
     pub extra_sans: Option<Vec<String>>,
     pub cert_validity: Option<String>,
+    pub cfssl_url: Option<String>,
+    pub cfssl_auth_key_file: Option<String>,
+    pub cfssl_profile: Option<String>,
+    pub signer_ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,6 +2,7 @@
 
 use super::Signer;
 use crate::config::TlsConfig;
+use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use anyhow::{Context, Result};
 use rcgen::{CertificateParams, Issuer, KeyPair};
@@ -77,7 +78,11 @@ impl Signer for LocalCa {
         &self.ca_pem
     }
 
-    fn sign(&self, params: &CertificateParams, key: &KeyPair) -> Result<String> {
-        Ok(params.signed_by(key, &self.issuer)?.pem())
+    fn sign<'a>(
+        &'a self,
+        params: &'a CertificateParams,
+        key: &'a KeyPair,
+    ) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move { Ok(params.signed_by(key, &self.issuer)?.pem()) })
     }
 }

@@ -8,10 +8,12 @@
 //! writing anything.
 
 pub mod ca;
+mod cfssl;
 mod inspect;
 mod local_ca;
 
 use crate::config::{Config, TlsMode};
+use crate::discovery::BoxFuture;
 use crate::fsutil::{self, Written};
 use anyhow::{Context, Result};
 use rcgen::{
@@ -107,13 +109,18 @@ pub trait Signer {
     /// The CA certificate (PEM) that every member and client trusts.
     fn ca_pem(&self) -> &str;
     /// Sign `params` for `key` (the private key stays here).
-    fn sign(&self, params: &CertificateParams, key: &KeyPair) -> Result<String>;
+    fn sign<'a>(
+        &'a self,
+        params: &'a CertificateParams,
+        key: &'a KeyPair,
+    ) -> BoxFuture<'a, Result<String>>;
 }
 
 /// The signer the configuration asks for.
-pub fn signer(cfg: &Config) -> Result<Box<dyn Signer>> {
+pub async fn signer(cfg: &Config) -> Result<Box<dyn Signer>> {
     match cfg.tls.mode {
         TlsMode::LocalCa => Ok(Box::new(local_ca::LocalCa::load(&cfg.tls)?)),
+        TlsMode::Cfssl => Ok(Box::new(cfssl::Cfssl::connect(&cfg.tls).await?)),
     }
 }
 
@@ -222,7 +229,7 @@ impl TlsPlan {
 }
 
 /// Work out the TLS directory for `identity`: keep what is still right, issue the rest.
-pub fn plan(
+pub async fn plan(
     cfg: &Config,
     signer: &dyn Signer,
     identity: &Identity,
@@ -284,12 +291,12 @@ pub fn plan(
                 let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
                     .context("generating an ECDSA P-256 key")?;
                 let params = leaf_params(kind, identity, now, cfg.tls.cert_validity)?;
-                let cert = signer.sign(&params, &key).with_context(|| {
-                    format!(
+                let cert = signer.sign(&params, &key).await.map_err(|e| {
+                    e.context(crate::error::Fatal(format!(
                         "issuing the {} certificate via {}",
                         kind.file_stem(),
                         signer.describe()
-                    )
+                    )))
                 })?;
                 tracing::debug!(file = %cert_path.display(), %reason, "certificate to issue");
                 files.push(PlannedFile {
@@ -434,12 +441,12 @@ mod tests {
         time::OffsetDateTime::now_utc()
     }
 
-    #[test]
-    fn issues_everything_once_then_keeps_it() {
+    #[tokio::test]
+    async fn issues_everything_once_then_keeps_it() {
         let f = fixture();
-        let signer = signer(&f.cfg).unwrap();
+        let signer = signer(&f.cfg).await.unwrap();
         let id = identity(&f.cfg, "10.0.0.1");
-        let first = plan(&f.cfg, signer.as_ref(), &id, now()).unwrap();
+        let first = plan(&f.cfg, signer.as_ref(), &id, now()).await.unwrap();
         assert_eq!(changed(&first).len(), 7);
         first.apply().unwrap();
         let key = f.cfg.tls.dir.join("server.key");
@@ -447,7 +454,7 @@ mod tests {
             std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let again = plan(&f.cfg, signer.as_ref(), &id, now()).unwrap();
+        let again = plan(&f.cfg, signer.as_ref(), &id, now()).await.unwrap();
         assert!(
             changed(&again).is_empty(),
             "re-run re-issued {:?}",
@@ -483,12 +490,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reissues_what_is_no_longer_right() {
+    #[tokio::test]
+    async fn reissues_what_is_no_longer_right() {
         let f = fixture();
-        let signer = signer(&f.cfg).unwrap();
+        let signer = signer(&f.cfg).await.unwrap();
         let id = identity(&f.cfg, "10.0.0.1");
         plan(&f.cfg, signer.as_ref(), &id, now())
+            .await
             .unwrap()
             .apply()
             .unwrap();
@@ -500,6 +508,7 @@ mod tests {
             &identity(&f.cfg, "10.0.0.2"),
             now(),
         )
+        .await
         .unwrap();
         assert_eq!(
             changed(&moved),
@@ -513,7 +522,7 @@ mod tests {
         // Two thirds of the lifetime gone.
         let later = now() + time::Duration::days(250);
         assert_eq!(
-            changed(&plan(&f.cfg, signer.as_ref(), &id, later).unwrap()).len(),
+            changed(&plan(&f.cfg, signer.as_ref(), &id, later).await.unwrap()).len(),
             6
         );
 
@@ -525,7 +534,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
-        let p = plan(&f.cfg, signer.as_ref(), &id, now()).unwrap();
+        let p = plan(&f.cfg, signer.as_ref(), &id, now()).await.unwrap();
         assert_eq!(
             changed(&p),
             vec!["server.key", "server.crt", "client.key", "client.crt"]
@@ -540,17 +549,17 @@ mod tests {
             Duration::from_secs(86400 * 3650),
         )
         .unwrap();
-        let new_signer = signer_for(&f.cfg);
-        let p = plan(&f.cfg, new_signer.as_ref(), &id, now()).unwrap();
+        let new_signer = signer_for(&f.cfg).await;
+        let p = plan(&f.cfg, new_signer.as_ref(), &id, now()).await.unwrap();
         assert_eq!(changed(&p).len(), 7);
     }
 
-    fn signer_for(cfg: &Config) -> Box<dyn Signer> {
-        signer(cfg).unwrap()
+    async fn signer_for(cfg: &Config) -> Box<dyn Signer> {
+        signer(cfg).await.unwrap()
     }
 
-    #[test]
-    fn a_ca_key_that_does_not_match_is_a_config_error() {
+    #[tokio::test]
+    async fn a_ca_key_that_does_not_match_is_a_config_error() {
         let f = fixture();
         ca::init(
             &f.dir.path().join("other"),
@@ -563,7 +572,7 @@ mod tests {
             f.dir.path().join("ca/ca.key"),
         )
         .unwrap();
-        let err = signer(&f.cfg).err().unwrap();
+        let err = signer(&f.cfg).await.err().unwrap();
         assert_eq!(crate::error::exit_code_for(&err), 2);
         assert!(format!("{err:#}").contains("`tls.ca_key`"), "{err:#}");
     }

@@ -169,9 +169,18 @@ impl Lab {
 
     /// Write host `host`'s config: the common part plus `discovery` (the [discovery] body).
     pub fn write_config(&self, host: usize, size: usize, discovery: &str) {
+        let ca = self.dir.path().join("ca");
+        let tls = format!(
+            "mode = \"local-ca\"\nca_cert = \"{ca}/ca.crt\"\nca_key = \"{ca}/ca.key\"",
+            ca = ca.display()
+        );
+        self.write_config_tls(host, size, discovery, &tls);
+    }
+
+    /// Like `write_config`, with the body of [tls] (besides `dir`) given.
+    pub fn write_config_tls(&self, host: usize, size: usize, discovery: &str, tls: &str) {
         let d = self.host_dir(host);
         fs::create_dir_all(&d).unwrap();
-        let ca = self.dir.path().join("ca");
         let text = format!(
             r#"[cluster]
 name = "lab"
@@ -185,10 +194,8 @@ data_dir = "{d}/data"
 timeout = "90s"
 
 [tls]
-mode = "local-ca"
 dir = "{d}/pki"
-ca_cert = "{ca}/ca.crt"
-ca_key = "{ca}/ca.key"
+{tls}
 
 [etcd]
 binary = "{bin}/etcd"
@@ -200,7 +207,6 @@ unit_path = "{d}/etcd.service"
 interval = "2s"
 "#,
             d = d.display(),
-            ca = ca.display(),
             bin = self.version.dir().display(),
         );
         fs::write(self.config_path(host), text).unwrap();
