@@ -14,22 +14,12 @@ use std::time::Instant;
 pub async fn leave(cfg: Config) -> Result<()> {
     let material = ClientMaterial::from_dir(&cfg.tls.dir)
         .context("reading the client certificate (has this node been bootstrapped?)")?;
-    let local = super::run::local_endpoint(&cfg);
-    let mut c = client::connect(
-        std::slice::from_ref(&local),
-        &material,
-        client::PROBE_TIMEOUT,
-    )
-    .await
-    .context("the local member does not answer; start it first (leave goes through the cluster)")?;
-    let status = c
-        .status()
+    let (mut c, whoami) = client::who_is(&super::run::local_endpoint(&cfg), &material)
         .await
-        .context("asking the local member who it is")?;
-    let my_id = status
-        .header()
-        .map(|h| h.member_id())
-        .context("Status without header")?;
+        .context(
+            "the local member does not answer; start it first (leave goes through the cluster)",
+        )?;
+    let my_id = whoami.member_id;
     let members = membership::list(&mut c).await?;
     let me = members
         .iter()

@@ -255,8 +255,8 @@ async fn ensure_voter(
 ) -> Result<()> {
     let local = local_endpoint(cfg);
     let (my_id, is_learner) = loop {
-        match local_status(&local, material).await {
-            Ok(s) => break s,
+        match client::who_is(&local, material).await {
+            Ok((_, me)) => break (me.member_id, me.is_learner),
             Err(e) if Instant::now() >= deadline => {
                 return Err(e.context(
                     "the local member did not answer before discovery.timeout; see etcd's log",
@@ -277,16 +277,6 @@ async fn ensure_voter(
     failpoint::hit("join:before-promote");
     let mut c = membership::connect(&voters, material).await?;
     membership::promote(&mut c, my_id, deadline).await
-}
-
-async fn local_status(endpoint: &str, material: &ClientMaterial) -> Result<(u64, bool)> {
-    let mut c = client::connect(&[endpoint.to_string()], material, client::PROBE_TIMEOUT).await?;
-    let s = c.status().await?;
-    let id = s
-        .header()
-        .map(|h| h.member_id())
-        .context("Status without header")?;
-    Ok((id, s.is_learner()))
 }
 
 /// This member's own URL as the environment file gives it to etcd (`var` is
@@ -442,19 +432,9 @@ async fn remove_dead_peer(
     tracker: &mut deadpeers::Tracker,
     limit: Duration,
 ) -> Result<()> {
-    let local = local_endpoint(cfg);
-    let mut c = client::connect(
-        std::slice::from_ref(&local),
-        material,
-        client::PROBE_TIMEOUT,
-    )
-    .await?;
-    let status = c.status().await.context("local Status")?;
-    let my_id = status
-        .header()
-        .map(|h| h.member_id())
-        .context("Status without header")?;
-    if status.leader() != my_id {
+    let (mut c, me) = client::who_is(&local_endpoint(cfg), material).await?;
+    let my_id = me.member_id;
+    if me.leader != my_id {
         *tracker = deadpeers::Tracker::default();
         return Ok(());
     }
@@ -496,17 +476,10 @@ async fn removed_reason(
     material: &ClientMaterial,
 ) -> Option<String> {
     let my_url = own_url(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS")?;
-    let local_cluster = {
-        let local = local_endpoint(cfg);
-        match client::connect(&[local], material, client::PROBE_TIMEOUT).await {
-            Ok(mut c) => c
-                .status()
-                .await
-                .ok()
-                .and_then(|s| s.header().map(|h| h.cluster_id())),
-            Err(_) => None,
-        }
-    };
+    let local_cluster = client::who_is(&local_endpoint(cfg), material)
+        .await
+        .ok()
+        .map(|(_, me)| me.cluster_id);
     let found = crate::discovery::read_all(&observer.sources).await.ok()?;
     let endpoints =
         found.endpoints_except(&own_url(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default());

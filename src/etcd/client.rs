@@ -39,15 +39,13 @@ pub async fn probe(endpoint: &str, tls: &ClientMaterial) -> Answer {
 }
 
 async fn probe_inner(endpoint: &str, tls: &ClientMaterial) -> Result<ClusterView> {
-    let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;
-    let status = client.status().await.context("Maintenance.Status")?;
-    let header = status.header().context("Status answer without a header")?;
+    let (mut client, me) = who_is(endpoint, tls).await?;
     let mut view = ClusterView {
         endpoint: endpoint.to_string(),
-        cluster_id: header.cluster_id(),
-        member_id: header.member_id(),
-        leader: status.leader(),
-        is_learner: status.is_learner(),
+        cluster_id: me.cluster_id,
+        member_id: me.member_id,
+        leader: me.leader,
+        is_learner: me.is_learner,
         members: vec![],
     };
     match client.member_list().await {
@@ -73,7 +71,7 @@ pub fn member_view(m: &etcd_client::Member) -> MemberView {
 
 /// Healthy as `etcdctl endpoint health` means it: the member knows a leader and a linearizable
 /// read goes through (which needs a quorum).
-pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<ClusterView> {
+pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<()> {
     let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;
     let status = client.status().await.context("Maintenance.Status")?;
     if !status.errors().is_empty() {
@@ -86,18 +84,29 @@ pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<Cluste
         .get("health", None)
         .await
         .context("linearizable read (needs a quorum)")?;
+    Ok(())
+}
+
+/// What a member says about itself in Maintenance.Status (it answers on learners too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whoami {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    /// 0 when it knows no leader.
+    pub leader: u64,
+    pub is_learner: bool,
+}
+
+/// Connect to `endpoint` and ask who it is; the connection is returned for further calls.
+pub async fn who_is(endpoint: &str, tls: &ClientMaterial) -> Result<(Client, Whoami)> {
+    let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;
+    let status = client.status().await.context("Maintenance.Status")?;
     let header = status.header().context("Status answer without a header")?;
-    let members = client
-        .member_list()
-        .await
-        .map(|l| l.members().iter().map(member_view).collect())
-        .unwrap_or_default();
-    Ok(ClusterView {
-        endpoint: endpoint.to_string(),
-        cluster_id: header.cluster_id(),
+    let me = Whoami {
         member_id: header.member_id(),
+        cluster_id: header.cluster_id(),
         leader: status.leader(),
         is_learner: status.is_learner(),
-        members,
-    })
+    };
+    Ok((client, me))
 }
