@@ -29,6 +29,10 @@ const RETRYABLE: &[&str] = &[
     "timed out",
     "deadline",
     "cancelled",
+    // etcd 3.4 can answer a MemberAdd made right after a MemberRemove with this while the
+    // removal is still being applied. (`remove` treats it as done before asking here, and
+    // `promote` checks the member list before retrying.)
+    "member not found",
 ];
 
 fn retryable(msg: &str) -> bool {
@@ -230,6 +234,7 @@ mod tests {
         assert!(retryable(
             "etcdserver: can only promote a learner member which is in sync with leader"
         ));
+        assert!(retryable("etcdserver: member not found"));
         assert!(!retryable("etcdserver: Peer URLs already exists"));
         assert!(!retryable("etcdserver: permission denied"));
     }
