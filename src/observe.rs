@@ -7,7 +7,7 @@ use crate::discovery::{self, Discovered, Source};
 use crate::error::Refused;
 use crate::etcd::client;
 use crate::etcd::render::LocalMember;
-use crate::tls::{self, Identity, Signer, TlsPlan};
+use crate::tls::{self, CertSource, Identity, TlsPlan};
 use anyhow::{Context, Result};
 use std::net::IpAddr;
 use std::path::Path;
@@ -19,7 +19,7 @@ const STABILITY_PAUSE: Duration = Duration::from_millis(250);
 pub struct Observer<'a> {
     pub cfg: &'a Config,
     pub sources: Vec<Box<dyn Source>>,
-    pub signer: Box<dyn Signer>,
+    pub certs: Box<dyn CertSource>,
 }
 
 pub struct Observed {
@@ -50,7 +50,7 @@ impl<'a> Observer<'a> {
         Ok(Observer {
             cfg,
             sources: discovery::sources(cfg)?,
-            signer: tls::signer(cfg).await?,
+            certs: tls::source(cfg).await?,
         })
     }
 
@@ -104,13 +104,10 @@ impl<'a> Observer<'a> {
             me.as_ref().and_then(|p| p.dns_name.as_deref()),
             hostname.as_deref(),
         );
-        let tls = tls::plan(
-            cfg,
-            self.signer.as_ref(),
-            &identity,
-            time::OffsetDateTime::now_utc(),
-        )
-        .await?;
+        let tls = self
+            .certs
+            .plan(cfg, &identity, time::OffsetDateTime::now_utc())
+            .await?;
         let answers = if local.has_wal {
             vec![]
         } else {

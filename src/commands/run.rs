@@ -23,6 +23,16 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         )
         .into());
     }
+    match crate::install::ensure(&cfg).await? {
+        crate::install::Outcome::NotConfigured => {}
+        crate::install::Outcome::AlreadyInstalled(why) => {
+            tracing::debug!(%why, "etcd already installed")
+        }
+        crate::install::Outcome::Installed(files) => tracing::info!(
+            files = %files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "),
+            "installed etcd"
+        ),
+    }
     if !cfg.etcd.binary.is_file() {
         return Err(ConfigError::new(
             "etcd.binary",
@@ -128,6 +138,13 @@ async fn bring_up(
     // The restart path: data and configuration are there; nothing to discover or ask.
     if local.has_wal && cfg.etcd.env_file.is_file() && tls_paths.client_cert.is_file() {
         tracing::info!(data_dir = %cfg.member.data_dir.display(), "WAL present: restarting etcd from its own data");
+        if let Some(why) = crate::tls::due_on_disk(cfg, time::OffsetDateTime::now_utc()) {
+            tracing::info!(reason = %why, "certificates need renewing before etcd starts");
+            let mut material = None;
+            if let Err(e) = renew_certificates(cfg, observer, None, &mut material).await {
+                tracing::warn!(error = %format!("{e:#}"), "renewing before the start failed; starting etcd with the certificates in place, the heal loop tries again");
+            }
+        }
         let env = std::fs::read_to_string(&cfg.etcd.env_file)
             .with_context(|| format!("reading {}", cfg.etcd.env_file.display()))?;
         let changed = manager.install(&env, &render::unit(cfg))?;
@@ -361,6 +378,13 @@ async fn watch(
             manager.stop().await?;
             return Ok(());
         }
+        let mut renewed = Some(material.clone());
+        if let Err(e) = renew_certificates(cfg, observer, Some(manager), &mut renewed).await {
+            tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; the current certificates stay in place; trying again after heal.interval");
+        }
+        if let Some(m) = renewed {
+            material = m;
+        }
         let now = client::check_health(&endpoint, &material).await;
         match (&now, healthy) {
             (Ok(_), false) => {
@@ -421,6 +445,87 @@ async fn watch(
             }
         }
     }
+}
+
+/// Renew what is due: certificates with less than a third of their lifetime left or that no
+/// longer cover this member's names, from a fresh read of the CA. etcd reads its leaf
+/// certificates at every handshake, so those are replaced in place with no restart; a changed CA
+/// is only read at start, so then etcd restarts (through `manager`, when it is running).
+async fn renew_certificates(
+    cfg: &Config,
+    observer: &Observer<'_>,
+    manager: Option<&dyn ServiceManager>,
+    material: &mut Option<ClientMaterial>,
+) -> Result<()> {
+    let identity = current_identity(cfg, observer).await?;
+    let source = crate::tls::source(cfg).await?;
+    let plan = source
+        .plan(cfg, &identity, time::OffsetDateTime::now_utc())
+        .await?;
+    if plan.changed().next().is_none() {
+        return Ok(());
+    }
+    if plan.ca_changed && manager.is_some() {
+        // Members that see a new CA at the same moment should not all restart together.
+        let pause = jitter(cfg.heal.interval);
+        tracing::info!(
+            ?pause,
+            "the CA changed; renewing and restarting etcd after a random pause"
+        );
+        tokio::time::sleep(pause).await;
+    }
+    for f in plan.changed() {
+        tracing::info!(file = %f.path.display(), reason = f.change.as_deref().unwrap_or(""), source = %source.describe(), "renewing certificate material");
+    }
+    plan.apply()?;
+    *material = Some(ClientMaterial::from_dir(&cfg.tls.dir)?);
+    if let (true, Some(manager)) = (plan.ca_changed, manager) {
+        manager.start(true).await?;
+        tracing::warn!("the CA changed: restarted etcd so that it trusts the new CA (the previous one stays trusted for tls.ca_overlap)");
+    }
+    Ok(())
+}
+
+/// This member's identity as its running configuration says: name and address from etcd's
+/// environment file, the SRV target name from discovery, the host name from the kernel.
+async fn current_identity(cfg: &Config, observer: &Observer<'_>) -> Result<crate::tls::Identity> {
+    let env = std::fs::read_to_string(&cfg.etcd.env_file)
+        .with_context(|| format!("reading {}", cfg.etcd.env_file.display()))?;
+    let vars = render::parse_env(&env);
+    let get = |k: &str| {
+        vars.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .with_context(|| format!("{k} is not in {}", cfg.etcd.env_file.display()))
+    };
+    let name = get("ETCD_NAME")?;
+    let peer_url = get("ETCD_INITIAL_ADVERTISE_PEER_URLS")?;
+    let ip = crate::urls::EtcdUrl::parse(&peer_url)
+        .map_err(|m| anyhow::anyhow!("{peer_url}: {m}"))?
+        .ip()
+        .with_context(|| format!("{peer_url} has no IP address"))?;
+    let found = crate::discovery::read_all(&observer.sources)
+        .await
+        .context("reading discovery for this member's names")?;
+    let dns_name = found
+        .peers
+        .iter()
+        .find(|p| p.peer_url.to_string() == peer_url)
+        .and_then(|p| p.dns_name.clone());
+    Ok(crate::tls::Identity::new(
+        cfg,
+        &name,
+        ip,
+        dns_name.as_deref(),
+        observe::hostname().as_deref(),
+    ))
+}
+
+/// A random duration up to `max`.
+fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    max.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
 }
 
 /// On the leader's node only: track unreachable members and remove one that the policy says is

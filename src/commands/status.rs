@@ -96,7 +96,7 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
     for (id, st) in &mut members {
         st.is_leader = *id == leader;
     }
-    let certificates = tls::describe_dir(&cfg.tls.dir)
+    let certificates = tls::describe(cfg)
         .into_iter()
         .map(|(file, info)| match info {
             Ok(i) => CertStatus {

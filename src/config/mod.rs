@@ -75,6 +75,23 @@ pub struct DiscoveryConfig {
 pub enum TlsMode {
     LocalCa,
     Cfssl,
+    Files,
+}
+
+/// The pre-issued material of `tls.mode = "files"`: each an absolute path or an https URL.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TlsSources {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub peer_cert: String,
+    pub peer_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_client_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_client_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,7 +116,38 @@ pub struct TlsConfig {
     /// PEM to trust for the signer's HTTPS (default: the system roots).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signer_ca: Option<PathBuf>,
+    /// cfssl: a profile per certificate kind (`server`, `peer`, `client`, `apiserver-client`),
+    /// overriding `cfssl_profile`.
+    pub cfssl_profiles: BTreeMap<String, String>,
+    /// files: where each certificate and key comes from (`ca_cert` is the CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<TlsSources>,
+    /// files: SHA-256 (hex) a fetched file must have, by destination file name.
+    pub sha256_pins: BTreeMap<String, String>,
+    /// Also keep a client certificate for kube-apiserver (kubeadm's external etcd).
+    pub apiserver_client: bool,
+    pub apiserver_client_subject: String,
+    pub apiserver_client_dir: PathBuf,
+    /// After the CA changes, how long the previous CA stays trusted beside the new one.
+    #[serde(serialize_with = "ser_duration")]
+    pub ca_overlap: Duration,
 }
+
+/// The kinds of certificate `tls.cfssl_profiles` can name.
+pub const CERT_KINDS: [&str; 4] = ["server", "peer", "client", "apiserver-client"];
+
+/// The destination file names in `tls.dir` that `tls.sha256_pins` can name.
+pub const PINNABLE: [&str; 9] = [
+    "ca.crt",
+    "server.crt",
+    "server.key",
+    "peer.crt",
+    "peer.key",
+    "client.crt",
+    "client.key",
+    "apiserver-etcd-client.crt",
+    "apiserver-etcd-client.key",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -114,6 +162,12 @@ pub struct EtcdConfig {
     pub service_manager: ServiceManagerKind,
     pub unit_path: PathBuf,
     pub env_file: PathBuf,
+    /// Install etcd from this release tarball (verified against `sha256`) into `install_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub install_dir: PathBuf,
     /// Extra etcd flags, `flag-name -> value` as etcd takes it on its command line.
     pub flags: BTreeMap<String, String>,
 }
@@ -277,6 +331,59 @@ impl Validator<'_> {
             .map(|_| ())
             .map_err(|e| self.err(key, format!("cannot read {}: {e}", path.display())))
     }
+}
+
+/// A pre-issued file's location: an absolute path or an https URL.
+fn check_location(v: &Validator<'_>, key: &str, value: &str) -> Result<(), ConfigError> {
+    if let Some(rest) = value.strip_prefix("https://") {
+        if rest.is_empty() || rest.starts_with('/') || value.contains(char::is_whitespace) {
+            return Err(v.err(key, format!("{value:?} is not a valid https URL")));
+        }
+        return Ok(());
+    }
+    if value.contains("://") {
+        return Err(v.err(
+            key,
+            format!("{value:?}: only absolute paths and https URLs are accepted (key material is never fetched in the clear)"),
+        ));
+    }
+    let p = Path::new(value);
+    if !p.is_absolute() {
+        return Err(v.err(
+            key,
+            format!("must be an absolute path or an https URL, got {value:?}"),
+        ));
+    }
+    v.readable_file(key, p)
+}
+
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `CN=name,O=group,OU=unit` into attribute pairs; CN required, O and OU may repeat.
+pub fn parse_subject(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let (attr, value) = part.trim().split_once('=').ok_or_else(|| {
+            format!("{text:?}: expected CN=...,O=... (comma-separated ATTR=value)")
+        })?;
+        let attr = attr.trim().to_ascii_uppercase();
+        let value = value.trim();
+        if !["CN", "O", "OU"].contains(&attr.as_str()) {
+            return Err(format!(
+                "{text:?}: attribute {attr:?} is not one of CN, O, OU"
+            ));
+        }
+        if value.is_empty() {
+            return Err(format!("{text:?}: {attr} has an empty value"));
+        }
+        out.push((attr, value.to_string()));
+    }
+    if out.iter().filter(|(a, _)| a == "CN").count() != 1 {
+        return Err(format!("{text:?}: needs exactly one CN"));
+    }
+    Ok(out)
 }
 
 fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
@@ -470,12 +577,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     let mode = match t.mode.as_deref().unwrap_or("local-ca") {
         "local-ca" => TlsMode::LocalCa,
         "cfssl" => TlsMode::Cfssl,
-        m @ "files" => {
-            return Err(v.err(
-                "tls.mode",
-                format!("{m:?} is not available in this version yet; use \"local-ca\""),
-            ))
-        }
+        "files" => TlsMode::Files,
         m => {
             return Err(v.err(
                 "tls.mode",
@@ -483,7 +585,11 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
             ))
         }
     };
-    let ca_cert = t.ca_cert.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let ca_cert = t
+        .ca_cert
+        .clone()
+        .filter(|s| !s.is_empty() && mode != TlsMode::Files)
+        .map(PathBuf::from);
     let ca_key = t.ca_key.filter(|s| !s.is_empty()).map(PathBuf::from);
     match mode {
         TlsMode::LocalCa => {
@@ -500,11 +606,14 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
                 v.readable_file(key, p)?;
             }
         }
-        TlsMode::Cfssl => {
+        TlsMode::Cfssl | TlsMode::Files => {
             if ca_key.is_some() {
                 return Err(v.err(
                     "tls.ca_key",
-                    "must not be set with tls.mode = \"cfssl\": the CA key stays on the signer",
+                    format!(
+                        "must not be set with tls.mode = {:?}: the CA key never needs to be on a member in this mode",
+                        if mode == TlsMode::Cfssl { "cfssl" } else { "files" }
+                    ),
                 ));
             }
         }
@@ -515,6 +624,11 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
     let signer_ca = t.signer_ca.filter(|s| !s.is_empty()).map(PathBuf::from);
+    if mode == TlsMode::Files {
+        if let Some(p) = &signer_ca {
+            v.readable_file("tls.signer_ca", p)?;
+        }
+    }
     if mode == TlsMode::Cfssl {
         let url = cfssl_url.as_deref().ok_or_else(|| {
             v.err(
@@ -548,9 +662,122 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
             ));
         }
     }
+    let dir = v.path("tls.dir", t.dir, "/etc/etcd/pki")?;
+    let mut cfssl_profiles = BTreeMap::new();
+    for entry in t.cfssl_profiles.unwrap_or_default() {
+        let (kind, profile) = entry
+            .split_once('=')
+            .filter(|(k, p)| CERT_KINDS.contains(k) && !p.is_empty())
+            .ok_or_else(|| {
+                v.err(
+                    "tls.cfssl_profiles",
+                    format!(
+                        "{entry:?}: expected KIND=PROFILE with KIND one of {}",
+                        CERT_KINDS.join(", ")
+                    ),
+                )
+            })?;
+        cfssl_profiles.insert(kind.to_string(), profile.to_string());
+    }
+    if !cfssl_profiles.is_empty() && mode != TlsMode::Cfssl {
+        return Err(v.err(
+            "tls.cfssl_profiles",
+            "is only used with tls.mode = \"cfssl\"",
+        ));
+    }
+    let apiserver_client = t.apiserver_client.unwrap_or(false);
+    let location = |key: &str, value: Option<String>| -> Result<Option<String>, ConfigError> {
+        let Some(value) = value.filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        if mode != TlsMode::Files {
+            if key == "tls.ca_cert" {
+                return Ok(Some(value));
+            }
+            return Err(v.err(key, "is only used with tls.mode = \"files\""));
+        }
+        check_location(&v, key, &value)?;
+        Ok(Some(value))
+    };
+    let ca_source = location("tls.ca_cert", t.ca_cert.clone())?;
+    let server_cert = location("tls.server_cert", t.server_cert)?;
+    let server_key = location("tls.server_key", t.server_key)?;
+    let peer_cert = location("tls.peer_cert", t.peer_cert)?;
+    let peer_key = location("tls.peer_key", t.peer_key)?;
+    let client_cert = location("tls.client_cert", t.client_cert)?;
+    let client_key = location("tls.client_key", t.client_key)?;
+    let apiserver_client_cert = location("tls.apiserver_client_cert", t.apiserver_client_cert)?;
+    let apiserver_client_key = location("tls.apiserver_client_key", t.apiserver_client_key)?;
+    let sources = if mode == TlsMode::Files {
+        let need = |key: &str, value: Option<String>| {
+            value.ok_or_else(|| {
+                v.err(
+                    key,
+                    "is required with tls.mode = \"files\" (an absolute path or an https URL)",
+                )
+            })
+        };
+        if apiserver_client {
+            need("tls.apiserver_client_cert", apiserver_client_cert.clone())?;
+            need("tls.apiserver_client_key", apiserver_client_key.clone())?;
+        } else if apiserver_client_cert.is_some() || apiserver_client_key.is_some() {
+            return Err(v.err(
+                "tls.apiserver_client",
+                "must be true when tls.apiserver_client_cert/key are set",
+            ));
+        }
+        Some(TlsSources {
+            ca: need("tls.ca_cert", ca_source)?,
+            server_cert: need("tls.server_cert", server_cert)?,
+            server_key: need("tls.server_key", server_key)?,
+            peer_cert: need("tls.peer_cert", peer_cert)?,
+            peer_key: need("tls.peer_key", peer_key)?,
+            client_cert: need("tls.client_cert", client_cert)?,
+            client_key: need("tls.client_key", client_key)?,
+            apiserver_client_cert,
+            apiserver_client_key,
+        })
+    } else {
+        None
+    };
+    let mut sha256_pins = BTreeMap::new();
+    for entry in t.sha256_pins.unwrap_or_default() {
+        let (file, hex) = entry.split_once('=').ok_or_else(|| {
+            v.err(
+                "tls.sha256_pins",
+                format!("{entry:?}: expected FILE=SHA256HEX, e.g. \"server.crt=9f86d0...\""),
+            )
+        })?;
+        if !PINNABLE.contains(&file) {
+            return Err(v.err(
+                "tls.sha256_pins",
+                format!("{file:?} is not one of {}", PINNABLE.join(", ")),
+            ));
+        }
+        if !is_sha256_hex(hex) {
+            return Err(v.err(
+                "tls.sha256_pins",
+                format!("{entry:?}: the digest must be 64 hex digits"),
+            ));
+        }
+        sha256_pins.insert(file.to_string(), hex.to_ascii_lowercase());
+    }
+    if !sha256_pins.is_empty() && mode != TlsMode::Files {
+        return Err(v.err("tls.sha256_pins", "is only used with tls.mode = \"files\""));
+    }
+    let apiserver_client_subject = t
+        .apiserver_client_subject
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "CN=kube-apiserver-etcd-client".to_string());
+    parse_subject(&apiserver_client_subject)
+        .map_err(|m| v.err("tls.apiserver_client_subject", m))?;
+    let apiserver_client_dir = match t.apiserver_client_dir.filter(|s| !s.is_empty()) {
+        None => dir.clone(),
+        Some(d) => v.path("tls.apiserver_client_dir", Some(d), "")?,
+    };
     let tls = TlsConfig {
         mode,
-        dir: v.path("tls.dir", t.dir, "/etc/etcd/pki")?,
+        dir,
         ca_cert,
         ca_key,
         extra_sans,
@@ -559,6 +786,13 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         cfssl_auth_key_file,
         cfssl_profile: t.cfssl_profile.filter(|s| !s.is_empty()),
         signer_ca,
+        cfssl_profiles,
+        sources,
+        sha256_pins,
+        apiserver_client,
+        apiserver_client_subject,
+        apiserver_client_dir,
+        ca_overlap: v.duration("tls.ca_overlap", t.ca_overlap, "72h")?,
     };
     if tls.cert_validity < Duration::from_secs(60) {
         return Err(v.err("tls.cert_validity", "must be at least 1 minute"));
@@ -607,8 +841,49 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         }
         flags.insert(flag, text);
     }
+    let install_dir = v.path("etcd.install_dir", e.install_dir, "/usr/local/bin")?;
+    let download_url = e.download_url.filter(|s| !s.is_empty());
+    let sha256 = e.sha256.filter(|s| !s.is_empty());
+    match (&download_url, &sha256) {
+        (Some(url), Some(sum)) => {
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || url.contains(char::is_whitespace)
+            {
+                return Err(v.err(
+                    "etcd.download_url",
+                    format!("{url:?} is not an http(s) URL of an etcd release tarball"),
+                ));
+            }
+            if !is_sha256_hex(sum) {
+                return Err(v.err(
+                    "etcd.sha256",
+                    "must be the tarball's SHA-256 as 64 hex digits (from the release's SHA256SUMS)",
+                ));
+            }
+        }
+        (Some(_), None) => {
+            return Err(v.err(
+                "etcd.sha256",
+                "is required with etcd.download_url: nothing is installed without a checksum",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(v.err(
+                "etcd.download_url",
+                "is required with etcd.sha256 (or remove etcd.sha256)",
+            ))
+        }
+        (None, None) => {}
+    }
+    let default_binary = match download_url {
+        Some(_) => install_dir.join("etcd").display().to_string(),
+        None => "/usr/bin/etcd".to_string(),
+    };
     let etcd = EtcdConfig {
-        binary: v.path("etcd.binary", e.binary, "/usr/bin/etcd")?,
+        binary: v.path("etcd.binary", e.binary, &default_binary)?,
+        download_url,
+        sha256: sha256.map(|s| s.to_ascii_lowercase()),
+        install_dir,
         service_manager,
         unit_path: v.path(
             "etcd.unit_path",
@@ -801,14 +1076,106 @@ heartbeat-interval = 200
                 "mode = \"cfssl\"\ncfssl_url = \"https://10.0.0.1:8888\"\ncfssl_auth_key_file = \"/nonexistent\"",
                 "tls.cfssl_auth_key_file",
             ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "ca_key = \"@DIR@/ca.key\"\ncfssl_profiles = [\"server=x\"]",
+                "tls.cfssl_profiles",
+            ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "mode = \"cfssl\"\ncfssl_url = \"https://10.0.0.1:8888\"\ncfssl_profiles = [\"router=x\"]",
+                "tls.cfssl_profiles",
+            ),
+            ("[tls]", "[tls]\nmode = \"files\"", "tls.ca_key"),
+            (
+                "ca_cert = \"@DIR@/ca.crt\"\nca_key = \"@DIR@/ca.key\"",
+                "mode = \"files\"\nca_cert = \"@DIR@/ca.crt\"",
+                "tls.server_cert",
+            ),
+            (
+                "ca_cert = \"@DIR@/ca.crt\"\nca_key = \"@DIR@/ca.key\"",
+                "mode = \"files\"\nca_cert = \"http://10.0.0.1/ca.crt\"",
+                "tls.ca_cert",
+            ),
+            (
+                "ca_cert = \"@DIR@/ca.crt\"\nca_key = \"@DIR@/ca.key\"",
+                "mode = \"files\"\nca_cert = \"ca.crt\"",
+                "tls.ca_cert",
+            ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "ca_key = \"@DIR@/ca.key\"\nserver_cert = \"@DIR@/ca.crt\"",
+                "tls.server_cert",
+            ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "ca_key = \"@DIR@/ca.key\"\nsha256_pins = [\"server.crt=abc\"]",
+                "tls.sha256_pins",
+            ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "ca_key = \"@DIR@/ca.key\"\napiserver_client_subject = \"O=x\"",
+                "tls.apiserver_client_subject",
+            ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "ca_key = \"@DIR@/ca.key\"\napiserver_client_subject = \"CN=a,C=US\"",
+                "tls.apiserver_client_subject",
+            ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "ca_key = \"@DIR@/ca.key\"\nca_overlap = \"a while\"",
+                "tls.ca_overlap",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\ndownload_url = \"https://x.test/etcd.tar.gz\"\n[etcd.flags]",
+                "etcd.sha256",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nsha256 = \"00\"\n[etcd.flags]",
+                "etcd.download_url",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\ndownload_url = \"https://x.test/e.tar.gz\"\nsha256 = \"xyz\"\n[etcd.flags]",
+                "etcd.sha256",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\ndownload_url = \"ftp://x.test/e.tar.gz\"\nsha256 = \"@SUM@\"\n[etcd.flags]",
+                "etcd.download_url",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\ninstall_dir = \"bin\"\n[etcd.flags]",
+                "etcd.install_dir",
+            ),
         ];
         for (from, to, key) in cases {
             assert!(GOOD.contains(from), "case pattern {from:?} not in GOOD");
-            let (_d, p) = setup(&GOOD.replacen(from, to, 1));
+            let (_d, p) = setup(
+                &GOOD
+                    .replacen(from, to, 1)
+                    .replace("@SUM@", &"ab".repeat(32)),
+            );
             let e = Config::load(Some(&p), &[]).expect_err(&format!("{key} should fail"));
             assert_eq!(e.key, *key, "{e}");
             assert!(!e.source.is_empty(), "{e}");
         }
+    }
+
+    #[test]
+    fn an_etcd_download_puts_the_binary_in_install_dir() {
+        let sum = "ab".repeat(32);
+        let (_d, p) = setup(&GOOD.replace(
+            "[etcd.flags]",
+            &format!("[etcd]\ndownload_url = \"https://x.test/etcd-v3.5.30-linux-amd64.tar.gz\"\nsha256 = \"{sum}\"\ninstall_dir = \"/opt/etcd\"\n[etcd.flags]"),
+        ));
+        let c = Config::load(Some(&p), &[]).unwrap();
+        assert_eq!(c.etcd.binary, PathBuf::from("/opt/etcd/etcd"));
+        assert_eq!(c.etcd.sha256.as_deref(), Some(sum.as_str()));
     }
 
     #[test]

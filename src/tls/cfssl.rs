@@ -3,7 +3,7 @@
 //! on it. With `tls.cfssl_auth_key_file` the request goes to `/api/v1/cfssl/authsign`, signed with
 //! HMAC-SHA256 under the shared key (hex, as in cfssl's `auth_keys`); without, to `/sign`.
 
-use super::Signer;
+use super::{Kind, Signer};
 use crate::config::TlsConfig;
 use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
@@ -18,6 +18,7 @@ pub struct Cfssl {
     http: reqwest::Client,
     auth_key: Option<Vec<u8>>,
     profile: Option<String>,
+    profiles: std::collections::BTreeMap<String, String>,
     ca_pem: String,
 }
 
@@ -58,32 +59,7 @@ impl Cfssl {
             .context("tls.cfssl_url is not set")?
             .trim_end_matches('/')
             .to_string();
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5));
-        if let Some(ca) = &tls.signer_ca {
-            let pem = std::fs::read(ca).map_err(|e| {
-                ConfigError::new(
-                    "tls.signer_ca",
-                    ca.display().to_string(),
-                    format!("cannot read: {e}"),
-                )
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                ConfigError::new(
-                    "tls.signer_ca",
-                    ca.display().to_string(),
-                    format!("not a PEM certificate: {e}"),
-                )
-            })?;
-            builder = builder
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(cert);
-        }
-        let http = builder
-            .build()
-            .context("building the HTTPS client for the signer")?;
+        let http = crate::fetch::client(tls.signer_ca.as_deref(), Duration::from_secs(15))?;
         let auth_key = match &tls.cfssl_auth_key_file {
             None => None,
             Some(p) => {
@@ -108,6 +84,7 @@ impl Cfssl {
             http,
             auth_key,
             profile: tls.cfssl_profile.clone(),
+            profiles: tls.cfssl_profiles.clone(),
             ca_pem: String::new(),
         };
         let body =
@@ -168,6 +145,7 @@ impl Signer for Cfssl {
 
     fn sign<'a>(
         &'a self,
+        kind: Kind,
         params: &'a CertificateParams,
         key: &'a KeyPair,
     ) -> BoxFuture<'a, Result<String>> {
@@ -192,7 +170,11 @@ impl Signer for Cfssl {
                 })
                 .collect();
             let mut request = serde_json::json!({"certificate_request": csr, "hosts": hosts});
-            if let Some(p) = &self.profile {
+            if let Some(p) = self
+                .profiles
+                .get(kind.profile_name())
+                .or(self.profile.as_ref())
+            {
                 request["profile"] = serde_json::Value::String(p.clone());
             }
             let result = match &self.auth_key {

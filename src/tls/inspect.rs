@@ -1,6 +1,7 @@
 //! Reading certificates back: is an existing one still right for this member?
 
 use super::{Identity, Kind};
+use base64::Engine;
 use rcgen::{KeyPair, PublicKeyData};
 use serde::Serialize;
 use std::fs::Metadata;
@@ -57,92 +58,158 @@ pub fn info(pem: &str) -> Result<CertInfo, String> {
     })
 }
 
-/// `Ok` when the pair on disk can stay; otherwise why it must be re-issued.
-pub fn check_existing(
-    cert_pem: &str,
-    key_pem: &str,
-    ca: &Parsed,
-    kind: Kind,
-    identity: &Identity,
-    now: time::OffsetDateTime,
-    key_meta: Option<Metadata>,
-) -> Result<(), String> {
+/// The PEM blocks of `text`, each re-encoded the same way so that blocks compare equal when their
+/// contents do.
+pub fn pem_blocks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for pem in Pem::iter_from_buffer(text.as_bytes()).map_while(Result::ok) {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&pem.contents);
+        let mut block = format!("-----BEGIN {}-----\n", pem.label);
+        for line in b64.as_bytes().chunks(64) {
+            block.push_str(std::str::from_utf8(line).unwrap_or_default());
+            block.push('\n');
+        }
+        block.push_str(&format!("-----END {}-----\n", pem.label));
+        out.push(block);
+    }
+    out
+}
+
+/// Every certificate of a CA file (a bundle during a CA change).
+pub fn parse_bundle(pem: &str) -> Result<Vec<Parsed>, String> {
+    let blocks = pem_blocks(pem);
+    if blocks.is_empty() {
+        return Err("holds no PEM block".into());
+    }
+    blocks.iter().map(|b| parse_pem(b)).collect()
+}
+
+/// The certificate in `cert_pem`, when `key_pem` is its private key.
+pub fn check_pair(cert_pem: &str, key_pem: &str) -> Result<Parsed, String> {
     let parsed = parse_pem(cert_pem)?;
-    let cert = parsed.cert();
-    let key = KeyPair::from_pem(key_pem).map_err(|e| format!("the key does not parse: {e}"))?;
-    if key.subject_public_key_info() != cert.public_key().raw {
+    let key = KeyPair::from_pem(key_pem)
+        .map_err(|e| format!("the key is not a PKCS#8 PEM private key: {e}"))?;
+    if key.subject_public_key_info() != parsed.cert().public_key().raw {
         return Err("the certificate does not match its key".into());
     }
-    if key_meta.is_some_and(|m| m.permissions().mode() & 0o077 != 0) {
-        return Err("the key file is readable by others".into());
+    Ok(parsed)
+}
+
+/// Signed by one of `cas`.
+pub fn check_chain(cert: &X509Certificate<'_>, cas: &[&Parsed]) -> Result<(), String> {
+    let signed = cas.iter().any(|ca| {
+        let ca = ca.cert();
+        cert.issuer() == ca.subject() && cert.verify_signature(Some(ca.public_key())).is_ok()
+    });
+    if signed {
+        Ok(())
+    } else {
+        Err(format!("not signed by the CA (issuer {})", cert.issuer()))
     }
-    let ca_cert = ca.cert();
-    if cert.issuer() != ca_cert.subject()
-        || cert.verify_signature(Some(ca_cert.public_key())).is_err()
-    {
-        return Err("not signed by the current CA".into());
+}
+
+/// Within its validity period.
+pub fn check_dates(cert: &X509Certificate<'_>, now: time::OffsetDateTime) -> Result<(), String> {
+    let t = now.unix_timestamp();
+    if t >= cert.validity().not_after.timestamp() {
+        return Err(format!("expired on {}", cert.validity().not_after));
     }
+    if t < cert.validity().not_before.timestamp() {
+        return Err(format!("not valid before {}", cert.validity().not_before));
+    }
+    Ok(())
+}
+
+/// Less than a third of its lifetime left: time to renew.
+pub fn due_for_renewal(cert: &X509Certificate<'_>, now: time::OffsetDateTime) -> bool {
     let nb = cert.validity().not_before.timestamp();
     let na = cert.validity().not_after.timestamp();
-    let t = now.unix_timestamp();
-    if t >= na {
-        return Err("expired".into());
-    }
-    if t < nb {
-        return Err("not valid yet".into());
-    }
-    if na - t < (na - nb) / 3 {
-        return Err("less than a third of its lifetime left".into());
-    }
+    na - now.unix_timestamp() < (na - nb) / 3
+}
+
+/// Carries the extended key usages `kind` needs.
+pub fn check_usage(cert: &X509Certificate<'_>, kind: Kind) -> Result<(), String> {
     let eku = cert
         .extended_key_usage()
         .ok()
         .flatten()
         .map(|e| (e.value.server_auth, e.value.client_auth))
         .unwrap_or((false, false));
-    let want = match kind {
-        Kind::Client => (false, true),
-        Kind::Server | Kind::Peer => (true, true),
+    let want = if kind.is_client_only() {
+        (false, true)
+    } else {
+        (true, true)
     };
     if (want.0 && !eku.0) || (want.1 && !eku.1) {
-        return Err("missing serverAuth/clientAuth usage".into());
+        return Err(if want.0 {
+            "lacks the serverAuth and clientAuth extended key usages".into()
+        } else {
+            "lacks the clientAuth extended key usage".into()
+        });
     }
-    if kind != Kind::Client {
-        let (dns, ips) = sans(&cert);
-        let missing: Vec<String> = identity
-            .dns_names
-            .iter()
-            .filter(|n| !dns.contains(n))
-            .cloned()
-            .chain(
-                identity
-                    .ips
-                    .iter()
-                    .filter(|ip| !ips.contains(ip))
-                    .map(|ip| ip.to_string()),
-            )
-            .collect();
-        if !missing.is_empty() {
-            return Err(format!("does not cover {}", missing.join(", ")));
-        }
+    Ok(())
+}
+
+/// Covers every name and address in `dns_names` and `ips`.
+pub fn check_sans<'n>(
+    cert: &X509Certificate<'_>,
+    dns_names: impl IntoIterator<Item = &'n String>,
+    ips: impl IntoIterator<Item = &'n IpAddr>,
+) -> Result<(), String> {
+    let (dns, have_ips) = sans(cert);
+    let missing: Vec<String> = dns_names
+        .into_iter()
+        .filter(|n| !dns.contains(n))
+        .cloned()
+        .chain(
+            ips.into_iter()
+                .filter(|ip| !have_ips.contains(ip))
+                .map(|ip| ip.to_string()),
+        )
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("does not cover {}", missing.join(", ")))
+    }
+}
+
+/// `Ok` when the pair on disk can stay; otherwise why it must be re-issued.
+#[allow(clippy::too_many_arguments)]
+pub fn check_existing(
+    cert_pem: &str,
+    key_pem: &str,
+    ca: &Parsed,
+    kind: Kind,
+    identity: &Identity,
+    expected_cn: &str,
+    now: time::OffsetDateTime,
+    key_meta: Option<Metadata>,
+) -> Result<(), String> {
+    let parsed = check_pair(cert_pem, key_pem)?;
+    let cert = parsed.cert();
+    if key_meta.is_some_and(|m| m.permissions().mode() & 0o077 != 0) {
+        return Err("the key file is readable by others".into());
+    }
+    check_chain(&cert, &[ca]).map_err(|_| "not signed by the current CA".to_string())?;
+    check_dates(&cert, now)?;
+    if due_for_renewal(&cert, now) {
+        return Err("less than a third of its lifetime left".into());
+    }
+    check_usage(&cert, kind)?;
+    if !kind.is_client_only() {
+        check_sans(&cert, &identity.dns_names, &identity.ips)?;
     }
     if cert
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
-        != Some(expected_cn(kind, identity).as_str())
+        != Some(expected_cn)
     {
-        return Err("issued for another member name".into());
+        return Err("issued for another name".into());
     }
     Ok(())
-}
-
-fn expected_cn(kind: Kind, identity: &Identity) -> String {
-    match kind {
-        Kind::Client => format!("{}-client", identity.member_name),
-        _ => identity.member_name.clone(),
-    }
 }
 
 fn sans(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<IpAddr>) {

@@ -1,6 +1,6 @@
 //! `tls.mode = "local-ca"`: the node holds the CA certificate and key and signs its own leaves.
 
-use super::Signer;
+use super::{Kind, Signer};
 use crate::config::TlsConfig;
 use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
@@ -80,6 +80,7 @@ impl Signer for LocalCa {
 
     fn sign<'a>(
         &'a self,
+        _kind: Kind,
         params: &'a CertificateParams,
         key: &'a KeyPair,
     ) -> BoxFuture<'a, Result<String>> {

@@ -9,6 +9,7 @@
 
 pub mod ca;
 mod cfssl;
+mod files;
 mod inspect;
 mod local_ca;
 
@@ -36,9 +37,12 @@ pub enum Kind {
     Peer,
     /// Used by etcd-bootstrap (and operators with etcdctl) to talk to etcd.
     Client,
+    /// For kube-apiserver (`tls.apiserver_client`), kubeadm's `apiserver-etcd-client`.
+    ApiserverClient,
 }
 
 impl Kind {
+    /// The certificates every member holds.
     pub const ALL: [Kind; 3] = [Kind::Server, Kind::Peer, Kind::Client];
 
     pub fn file_stem(self) -> &'static str {
@@ -46,7 +50,44 @@ impl Kind {
             Kind::Server => "server",
             Kind::Peer => "peer",
             Kind::Client => "client",
+            Kind::ApiserverClient => "apiserver-etcd-client",
         }
+    }
+
+    /// The name `tls.cfssl_profiles` uses for this kind.
+    pub fn profile_name(self) -> &'static str {
+        match self {
+            Kind::ApiserverClient => "apiserver-client",
+            k => k.file_stem(),
+        }
+    }
+
+    fn is_client_only(self) -> bool {
+        matches!(self, Kind::Client | Kind::ApiserverClient)
+    }
+
+    /// The certificates this configuration keeps.
+    pub fn wanted(cfg: &Config) -> Vec<Kind> {
+        let mut kinds = Kind::ALL.to_vec();
+        if cfg.tls.apiserver_client {
+            kinds.push(Kind::ApiserverClient);
+        }
+        kinds
+    }
+
+    fn dir(self, cfg: &Config) -> &Path {
+        match self {
+            Kind::ApiserverClient => &cfg.tls.apiserver_client_dir,
+            _ => &cfg.tls.dir,
+        }
+    }
+
+    pub fn cert_path(self, cfg: &Config) -> PathBuf {
+        self.dir(cfg).join(format!("{}.crt", self.file_stem()))
+    }
+
+    pub fn key_path(self, cfg: &Config) -> PathBuf {
+        self.dir(cfg).join(format!("{}.key", self.file_stem()))
     }
 }
 
@@ -54,6 +95,8 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub member_name: String,
+    /// The address in this member's peer and client URLs.
+    pub advertise: IpAddr,
     pub dns_names: BTreeSet<String>,
     pub ips: BTreeSet<IpAddr>,
 }
@@ -97,6 +140,7 @@ impl Identity {
         }
         Identity {
             member_name: member_name.to_string(),
+            advertise,
             dns_names,
             ips,
         }
@@ -104,23 +148,42 @@ impl Identity {
 }
 
 /// Issues certificates for keys made on this node.
-pub trait Signer {
+pub trait Signer: Send + Sync {
     fn describe(&self) -> String;
     /// The CA certificate (PEM) that every member and client trusts.
     fn ca_pem(&self) -> &str;
     /// Sign `params` for `key` (the private key stays here).
     fn sign<'a>(
         &'a self,
+        kind: Kind,
         params: &'a CertificateParams,
         key: &'a KeyPair,
     ) -> BoxFuture<'a, Result<String>>;
 }
 
-/// The signer the configuration asks for.
-pub async fn signer(cfg: &Config) -> Result<Box<dyn Signer>> {
+/// Where a member's certificates come from: one provider per `tls.mode`.
+pub trait CertSource: Send + Sync {
+    fn describe(&self) -> String;
+    /// Work out the TLS directory for `identity`: keep what is still right, get the rest.
+    fn plan<'a>(
+        &'a self,
+        cfg: &'a Config,
+        identity: &'a Identity,
+        now: time::OffsetDateTime,
+    ) -> BoxFuture<'a, Result<TlsPlan>>;
+}
+
+/// The certificate source the configuration asks for. Reads the CA now (the local CA's files, the
+/// signer's `/info`, the pre-issued CA), so a renewal that calls this again sees a changed CA.
+pub async fn source(cfg: &Config) -> Result<Box<dyn CertSource>> {
     match cfg.tls.mode {
-        TlsMode::LocalCa => Ok(Box::new(local_ca::LocalCa::load(&cfg.tls)?)),
-        TlsMode::Cfssl => Ok(Box::new(cfssl::Cfssl::connect(&cfg.tls).await?)),
+        TlsMode::LocalCa => Ok(Box::new(Issuing(Box::new(local_ca::LocalCa::load(
+            &cfg.tls,
+        )?)))),
+        TlsMode::Cfssl => Ok(Box::new(Issuing(Box::new(
+            cfssl::Cfssl::connect(&cfg.tls).await?,
+        )))),
+        TlsMode::Files => Ok(Box::new(files::Files::new(&cfg.tls)?)),
     }
 }
 
@@ -138,6 +201,8 @@ pub struct PlannedFile {
 #[derive(Debug, Clone)]
 pub struct TlsPlan {
     pub files: Vec<PlannedFile>,
+    /// The CA certificate changed: etcd reads its trusted CAs only at start, so it must restart.
+    pub ca_changed: bool,
 }
 
 /// Paths of the material etcd and clients use.
@@ -217,7 +282,8 @@ impl TlsPlan {
     }
 
     /// Write what changed: keys 0600 before their certificates (a kill in between leaves a
-    /// mismatched pair, which the next run detects and re-issues).
+    /// mismatched pair, which the next run detects and re-issues). etcd reads its leaf
+    /// certificates at every handshake, so renewed ones are served without a restart.
     pub fn apply(&self) -> Result<Vec<(PathBuf, Written)>> {
         let mut out = Vec::new();
         for f in self.changed() {
@@ -228,37 +294,49 @@ impl TlsPlan {
     }
 }
 
-/// Work out the TLS directory for `identity`: keep what is still right, issue the rest.
-pub async fn plan(
+/// `local-ca` and `cfssl`: keys made here, certificates signed by a `Signer`.
+struct Issuing(Box<dyn Signer>);
+
+impl CertSource for Issuing {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn plan<'a>(
+        &'a self,
+        cfg: &'a Config,
+        identity: &'a Identity,
+        now: time::OffsetDateTime,
+    ) -> BoxFuture<'a, Result<TlsPlan>> {
+        Box::pin(issue_plan(cfg, self.0.as_ref(), identity, now))
+    }
+}
+
+async fn issue_plan(
     cfg: &Config,
     signer: &dyn Signer,
     identity: &Identity,
     now: time::OffsetDateTime,
 ) -> Result<TlsPlan> {
-    let dir = &cfg.tls.dir;
-    let paths = TlsPaths::new(dir);
+    let paths = TlsPaths::new(&cfg.tls.dir);
     let ca_pem = signer.ca_pem().to_string();
     let ca = inspect::parse_pem(&ca_pem)
         .map_err(|m| anyhow::anyhow!("parsing the CA certificate: {m}"))?;
-    let mut files = Vec::new();
-    let on_disk_ca = std::fs::read_to_string(&paths.ca).ok();
-    files.push(PlannedFile {
+    let bundle = ca_bundle(&ca_pem, &paths.ca, cfg.tls.ca_overlap, now);
+    let mut files = vec![PlannedFile {
         path: paths.ca.clone(),
-        content: ca_pem.clone(),
+        content: bundle.content,
         mode: 0o644,
-        change: match on_disk_ca {
-            Some(c) if c == ca_pem => None,
-            Some(_) => Some("the CA certificate differs".into()),
-            None => Some("missing".into()),
-        },
-    });
-    for kind in Kind::ALL {
-        let cert_path = dir.join(format!("{}.crt", kind.file_stem()));
-        let key_path = dir.join(format!("{}.key", kind.file_stem()));
+        change: bundle.change,
+    }];
+    for kind in Kind::wanted(cfg) {
+        let cert_path = kind.cert_path(cfg);
+        let key_path = kind.key_path(cfg);
         let existing = (
             std::fs::read_to_string(&cert_path).ok(),
             std::fs::read_to_string(&key_path).ok(),
         );
+        let expected_cn = expected_cn(cfg, kind, identity);
         let verdict = match &existing {
             (Some(cert), Some(key)) => inspect::check_existing(
                 cert,
@@ -266,6 +344,7 @@ pub async fn plan(
                 &ca,
                 kind,
                 identity,
+                &expected_cn,
                 now,
                 key_path.metadata().ok(),
             ),
@@ -290,8 +369,8 @@ pub async fn plan(
             Err(reason) => {
                 let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
                     .context("generating an ECDSA P-256 key")?;
-                let params = leaf_params(kind, identity, now, cfg.tls.cert_validity)?;
-                let cert = signer.sign(&params, &key).await.map_err(|e| {
+                let params = leaf_params(cfg, kind, identity, now, cfg.tls.cert_validity)?;
+                let cert = signer.sign(kind, &params, &key).await.map_err(|e| {
                     e.context(crate::error::Fatal(format!(
                         "issuing the {} certificate via {}",
                         kind.file_stem(),
@@ -314,10 +393,92 @@ pub async fn plan(
             }
         }
     }
-    Ok(TlsPlan { files })
+    Ok(TlsPlan {
+        files,
+        ca_changed: bundle.ca_changed,
+    })
+}
+
+/// The CN a certificate of `kind` is issued with.
+fn expected_cn(cfg: &Config, kind: Kind, identity: &Identity) -> String {
+    match kind {
+        Kind::Client => format!("{}-client", identity.member_name),
+        Kind::ApiserverClient => crate::config::parse_subject(&cfg.tls.apiserver_client_subject)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(a, _)| a == "CN")
+            .map(|(_, v)| v)
+            .unwrap_or_default(),
+        Kind::Server | Kind::Peer => identity.member_name.clone(),
+    }
+}
+
+/// The content `ca.crt` should have.
+struct Bundle {
+    content: String,
+    change: Option<String>,
+    ca_changed: bool,
+}
+
+/// `ca.crt` holds the current CA and, for `tls.ca_overlap` after a change, the previous one: a
+/// member that already switched keeps trusting peers and clients whose certificates the old CA
+/// signed until they have switched too.
+fn ca_bundle(current: &str, path: &Path, overlap: Duration, now: time::OffsetDateTime) -> Bundle {
+    let on_disk = std::fs::read_to_string(path).ok();
+    let Some(on_disk) = on_disk else {
+        return Bundle {
+            content: current.to_string(),
+            change: Some("missing".into()),
+            ca_changed: false,
+        };
+    };
+    let current_blocks = inspect::pem_blocks(current);
+    let disk_blocks = inspect::pem_blocks(&on_disk);
+    let still_valid = |b: &String| {
+        inspect::info(b).is_ok_and(|i| i.expires_in_secs > 0) && !current_blocks.contains(b)
+    };
+    let same_ca = disk_blocks.starts_with(&current_blocks);
+    let previous: Vec<String> = if same_ca {
+        let written = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(time::OffsetDateTime::from);
+        let in_overlap = written.is_some_and(|w| now < w + overlap);
+        disk_blocks[current_blocks.len()..]
+            .iter()
+            .filter(|b| in_overlap && still_valid(b))
+            .cloned()
+            .collect()
+    } else {
+        disk_blocks
+            .iter()
+            .filter(|b| still_valid(b))
+            .cloned()
+            .collect()
+    };
+    let content = if previous.is_empty() {
+        current.to_string()
+    } else {
+        let mut c = current_blocks.concat();
+        c.push_str(&previous.concat());
+        c
+    };
+    let change = if content == on_disk {
+        None
+    } else if same_ca {
+        Some("the previous CA left the bundle (tls.ca_overlap ended, or it expired)".into())
+    } else {
+        Some("the CA changed; the previous CA stays trusted beside it for tls.ca_overlap".into())
+    };
+    Bundle {
+        content,
+        change,
+        ca_changed: !same_ca,
+    }
 }
 
 fn leaf_params(
+    cfg: &Config,
     kind: Kind,
     identity: &Identity,
     now: time::OffsetDateTime,
@@ -325,30 +486,42 @@ fn leaf_params(
 ) -> Result<CertificateParams> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    let cn = match kind {
-        Kind::Client => format!("{}-client", identity.member_name),
-        _ => identity.member_name.clone(),
-    };
-    dn.push(DnType::CommonName, cn);
-    dn.push(DnType::OrganizationName, "etcd-bootstrap");
+    if kind == Kind::ApiserverClient {
+        for (attr, value) in crate::config::parse_subject(&cfg.tls.apiserver_client_subject)
+            .map_err(|m| anyhow::anyhow!("tls.apiserver_client_subject: {m}"))?
+        {
+            let t = match attr.as_str() {
+                "CN" => DnType::CommonName,
+                "O" => DnType::OrganizationName,
+                _ => DnType::OrganizationalUnitName,
+            };
+            dn.push(t, value);
+        }
+    } else {
+        dn.push(DnType::CommonName, expected_cn(cfg, kind, identity));
+        dn.push(DnType::OrganizationName, "etcd-bootstrap");
+    }
     params.distinguished_name = dn;
-    // Backdated a little: clocks of freshly booted VMs are not always in step.
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::try_from(validity).context("certificate validity")?;
+    // Backdated a little: clocks of freshly booted VMs are not always in step. A tenth of the
+    // lifetime at most, so that short-lived certificates are not renewed at once.
+    let validity = time::Duration::try_from(validity).context("certificate validity")?;
+    params.not_before = now - std::cmp::min(time::Duration::minutes(5), validity / 10);
+    params.not_after = now + validity;
     params.serial_number = Some(random_serial()?);
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = match kind {
-        Kind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        Kind::Server | Kind::Peer => vec![
+    params.extended_key_usages = if kind.is_client_only() {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    } else {
+        vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
-        ],
+        ]
     };
-    if kind != Kind::Client {
+    if !kind.is_client_only() {
         for n in &identity.dns_names {
             params.subject_alt_names.push(SanType::DnsName(
                 n.as_str()
@@ -371,23 +544,50 @@ pub(crate) fn random_serial() -> Result<SerialNumber> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-/// Expiry and subject of each certificate in `dir`, for `status`.
-pub fn describe_dir(dir: &Path) -> Vec<(String, Result<CertInfo, String>)> {
-    let paths = TlsPaths::new(dir);
-    [
-        ("ca.crt", paths.ca),
-        ("server.crt", paths.server_cert),
-        ("peer.crt", paths.peer_cert),
-        ("client.crt", paths.client_cert),
-    ]
-    .into_iter()
-    .map(|(name, p)| {
-        let info = std::fs::read_to_string(&p)
+/// Why the certificates on disk need renewing before etcd starts from them, judged from the files
+/// alone (no CA or signer is asked): a certificate missing, unreadable, expired or, where this node
+/// can issue, due for renewal.
+pub fn due_on_disk(cfg: &Config, now: time::OffsetDateTime) -> Option<String> {
+    for kind in Kind::wanted(cfg) {
+        let path = kind.cert_path(cfg);
+        let parsed = match std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|pem| inspect::info(&pem));
-        (name.to_string(), info)
-    })
-    .collect()
+            .and_then(|pem| inspect::parse_pem(&pem))
+        {
+            Ok(p) => p,
+            Err(e) => return Some(format!("{}: {e}", path.display())),
+        };
+        let cert = parsed.cert();
+        if let Err(e) = inspect::check_dates(&cert, now) {
+            return Some(format!("{}: {e}", path.display()));
+        }
+        if cfg.tls.mode != TlsMode::Files && inspect::due_for_renewal(&cert, now) {
+            return Some(format!(
+                "{}: less than a third of its lifetime left",
+                path.display()
+            ));
+        }
+    }
+    None
+}
+
+/// Expiry and subject of each certificate this configuration keeps, for `status`. For a CA bundle,
+/// the first (current) CA.
+pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
+    let paths = TlsPaths::new(&cfg.tls.dir);
+    std::iter::once(("ca.crt".to_string(), paths.ca))
+        .chain(
+            Kind::wanted(cfg)
+                .into_iter()
+                .map(|k| (format!("{}.crt", k.file_stem()), k.cert_path(cfg))),
+        )
+        .map(|(name, p)| {
+            let info = std::fs::read_to_string(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| inspect::info(&pem));
+            (name, info)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -444,9 +644,9 @@ mod tests {
     #[tokio::test]
     async fn issues_everything_once_then_keeps_it() {
         let f = fixture();
-        let signer = signer(&f.cfg).await.unwrap();
+        let signer = source(&f.cfg).await.unwrap();
         let id = identity(&f.cfg, "10.0.0.1");
-        let first = plan(&f.cfg, signer.as_ref(), &id, now()).await.unwrap();
+        let first = signer.plan(&f.cfg, &id, now()).await.unwrap();
         assert_eq!(changed(&first).len(), 7);
         first.apply().unwrap();
         let key = f.cfg.tls.dir.join("server.key");
@@ -454,7 +654,7 @@ mod tests {
             std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let again = plan(&f.cfg, signer.as_ref(), &id, now()).await.unwrap();
+        let again = signer.plan(&f.cfg, &id, now()).await.unwrap();
         assert!(
             changed(&again).is_empty(),
             "re-run re-issued {:?}",
@@ -493,23 +693,20 @@ mod tests {
     #[tokio::test]
     async fn reissues_what_is_no_longer_right() {
         let f = fixture();
-        let signer = signer(&f.cfg).await.unwrap();
+        let signer = source(&f.cfg).await.unwrap();
         let id = identity(&f.cfg, "10.0.0.1");
-        plan(&f.cfg, signer.as_ref(), &id, now())
+        signer
+            .plan(&f.cfg, &id, now())
             .await
             .unwrap()
             .apply()
             .unwrap();
 
         // A new address: server and peer certificates must cover it; the client one has no SANs.
-        let moved = plan(
-            &f.cfg,
-            signer.as_ref(),
-            &identity(&f.cfg, "10.0.0.2"),
-            now(),
-        )
-        .await
-        .unwrap();
+        let moved = signer
+            .plan(&f.cfg, &identity(&f.cfg, "10.0.0.2"), now())
+            .await
+            .unwrap();
         assert_eq!(
             changed(&moved),
             vec!["server.key", "server.crt", "peer.key", "peer.crt"]
@@ -522,7 +719,7 @@ mod tests {
         // Two thirds of the lifetime gone.
         let later = now() + time::Duration::days(250);
         assert_eq!(
-            changed(&plan(&f.cfg, signer.as_ref(), &id, later).await.unwrap()).len(),
+            changed(&signer.plan(&f.cfg, &id, later).await.unwrap()).len(),
             6
         );
 
@@ -534,7 +731,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
-        let p = plan(&f.cfg, signer.as_ref(), &id, now()).await.unwrap();
+        let p = signer.plan(&f.cfg, &id, now()).await.unwrap();
         assert_eq!(
             changed(&p),
             vec!["server.key", "server.crt", "client.key", "client.crt"]
@@ -550,12 +747,12 @@ mod tests {
         )
         .unwrap();
         let new_signer = signer_for(&f.cfg).await;
-        let p = plan(&f.cfg, new_signer.as_ref(), &id, now()).await.unwrap();
+        let p = new_signer.plan(&f.cfg, &id, now()).await.unwrap();
         assert_eq!(changed(&p).len(), 7);
     }
 
-    async fn signer_for(cfg: &Config) -> Box<dyn Signer> {
-        signer(cfg).await.unwrap()
+    async fn signer_for(cfg: &Config) -> Box<dyn CertSource> {
+        source(cfg).await.unwrap()
     }
 
     #[tokio::test]
@@ -572,8 +769,88 @@ mod tests {
             f.dir.path().join("ca/ca.key"),
         )
         .unwrap();
-        let err = signer(&f.cfg).await.err().unwrap();
+        let err = source(&f.cfg).await.err().unwrap();
         assert_eq!(crate::error::exit_code_for(&err), 2);
         assert!(format!("{err:#}").contains("`tls.ca_key`"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn a_ca_change_keeps_the_old_ca_trusted_for_the_overlap() {
+        let f = fixture();
+        let id = identity(&f.cfg, "10.0.0.1");
+        let old = source(&f.cfg).await.unwrap();
+        let first = old.plan(&f.cfg, &id, now()).await.unwrap();
+        assert!(!first.ca_changed, "a first install is not a CA change");
+        first.apply().unwrap();
+        let old_ca = std::fs::read_to_string(f.dir.path().join("ca/ca.crt")).unwrap();
+        std::fs::remove_dir_all(f.dir.path().join("ca")).unwrap();
+        ca::init(
+            &f.dir.path().join("ca"),
+            "new CA",
+            Duration::from_secs(86400 * 3650),
+        )
+        .unwrap();
+        let new_ca = std::fs::read_to_string(f.dir.path().join("ca/ca.crt")).unwrap();
+        let new = source(&f.cfg).await.unwrap();
+        let p = new.plan(&f.cfg, &id, now()).await.unwrap();
+        assert!(p.ca_changed);
+        p.apply().unwrap();
+        let bundle = std::fs::read_to_string(f.cfg.tls.dir.join("ca.crt")).unwrap();
+        let blocks = inspect::pem_blocks(&bundle);
+        assert_eq!(blocks.len(), 2, "{bundle}");
+        assert_eq!(blocks[0], inspect::pem_blocks(&new_ca)[0], "new CA first");
+        assert_eq!(blocks[1], inspect::pem_blocks(&old_ca)[0], "old CA kept");
+        // Settled: nothing to do, not a change any more.
+        let again = new.plan(&f.cfg, &id, now()).await.unwrap();
+        assert!(!again.ca_changed);
+        assert!(changed(&again).is_empty(), "{:?}", changed(&again));
+        // After the overlap the old CA leaves the bundle, without counting as a CA change.
+        let later = now() + time::Duration::hours(73);
+        let p = new.plan(&f.cfg, &id, later).await.unwrap();
+        assert!(!p.ca_changed);
+        let ca = p.files.iter().find(|f| f.path.ends_with("ca.crt")).unwrap();
+        assert!(ca.change.is_some());
+        assert_eq!(inspect::pem_blocks(&ca.content).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_apiserver_client_certificate_with_the_configured_subject() {
+        let mut f = fixture();
+        f.cfg.tls.apiserver_client = true;
+        f.cfg.tls.apiserver_client_subject =
+            "CN=kube-apiserver-etcd-client,O=system:masters".into();
+        f.cfg.tls.apiserver_client_dir = f.dir.path().join("kube");
+        let id = identity(&f.cfg, "10.0.0.1");
+        let s = source(&f.cfg).await.unwrap();
+        s.plan(&f.cfg, &id, now()).await.unwrap().apply().unwrap();
+        let pem =
+            std::fs::read_to_string(f.dir.path().join("kube/apiserver-etcd-client.crt")).unwrap();
+        let parsed = inspect::parse_pem(&pem).unwrap();
+        let subject = parsed.cert().subject().to_string();
+        assert!(
+            subject.contains("CN=kube-apiserver-etcd-client"),
+            "{subject}"
+        );
+        assert!(subject.contains("O=system:masters"), "{subject}");
+        inspect::check_usage(&parsed.cert(), Kind::ApiserverClient).unwrap();
+        assert!(inspect::check_usage(&parsed.cert(), Kind::Server).is_err());
+        let key = f.dir.path().join("kube/apiserver-etcd-client.key");
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = s.plan(&f.cfg, &id, now()).await.unwrap();
+        assert!(changed(&again).is_empty(), "{:?}", changed(&again));
+        let names: Vec<String> = describe(&f.cfg).into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"apiserver-etcd-client.crt".to_string()));
+    }
+
+    #[test]
+    fn short_lived_certificates_are_not_due_at_once() {
+        let f = fixture();
+        let id = identity(&f.cfg, "10.0.0.1");
+        let t = now();
+        let p = leaf_params(&f.cfg, Kind::Server, &id, t, Duration::from_secs(120)).unwrap();
+        assert_eq!(p.not_after - p.not_before, time::Duration::seconds(132));
     }
 }
