@@ -409,7 +409,7 @@ fn agent_unit_passes_systemd_analyze_verify() {
         ("Type", "notify"),
         ("After", "network-online.target"),
         ("Wants", "network-online.target"),
-        ("Restart", "always"),
+        ("Restart", "on-failure"),
         ("TimeoutStartSec", "infinity"),
         ("WatchdogSec", "2min"),
     ] {
