@@ -424,6 +424,7 @@ async fn watch(
         }
         let healed = tokio::select! {
             r = converge(cfg, observer, manager) => r,
+            never = keep_watchdog_fed(cfg.heal.interval) => match never {},
             _ = shutdown.wait() => {
                 manager.stop().await?;
                 return Ok(());
@@ -611,6 +612,15 @@ async fn removed_reason(
         }
     }
     None
+}
+
+/// A re-join can take longer than `WatchdogSec` (it is bounded by discovery.timeout instead):
+/// keep the watchdog fed while it runs.
+async fn keep_watchdog_fed(interval: Duration) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(interval).await;
+        notify(&[sd_notify::NotifyState::Watchdog]);
+    }
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
