@@ -45,9 +45,10 @@ readonly CFSSL_DIR_PATH="$CACHE/cfssl-$CFSSL_VERSION"
 #   for generated units), ca-certificates, procps (pgrep/pkill), psmisc (fuser/killall
 #   for debugging), libsqlite3-0 (sid's cfssl links against it), util-linux (flock),
 #   cloud-init (`cloud-init schema` for cloudinit/*.yaml), ignition (ignition-validate and
-#   the real Ignition binary, which tests/deliverables.rs runs on ignition/*.ign).
+#   the real Ignition binary, which tests/deliverables.rs runs on ignition/*.ign), openssl
+#   (s_server/s_client/verify in tests/lab_tls.rs), tar (the etcd release tarball).
 readonly APT_PACKAGES=(protobuf-compiler dnsmasq-base dnsutils iproute2 file systemd
-    ca-certificates procps psmisc libsqlite3-0 util-linux curl cloud-init ignition)
+    ca-certificates procps psmisc libsqlite3-0 util-linux curl cloud-init ignition openssl tar)
 # Where Debian's ignition package puts the Ignition binary (it is meant for the initramfs).
 readonly IGNITION_BIN=/usr/lib/dracut/modules.d/30ignition/ignition
 

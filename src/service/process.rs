@@ -121,8 +121,18 @@ impl ServiceManager for Process {
         Ok(fsutil::write_atomic(&self.env_path, env_file.as_bytes(), 0o644)?.changed())
     }
 
-    fn start(&self, _changed: bool) -> BoxFuture<'_, Result<()>> {
+    fn start(&self, changed: bool) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
+            let running = self
+                .task
+                .lock()
+                .expect("poisoned")
+                .as_ref()
+                .is_some_and(|t| !t.is_finished());
+            if running && changed {
+                tracing::info!("configuration changed; restarting etcd");
+                self.stop().await?;
+            }
             let text = std::fs::read_to_string(&self.env_path)
                 .with_context(|| format!("reading {}", self.env_path.display()))?;
             let env = render::parse_env(&text);

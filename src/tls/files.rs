@@ -162,7 +162,7 @@ fn check(
     let ips = required_sans(kind, identity);
     inspect::check_sans(&c, std::iter::empty(), &ips).map_err(|m| {
         cert.bad(format!(
-            "{m}: this member is reached at {}; re-issue it with that IP address as a SAN",
+            "{m}: this member is reached at {}; re-issue it with these addresses as SANs",
             ips.iter()
                 .map(IpAddr::to_string)
                 .collect::<Vec<_>>()

@@ -2,7 +2,6 @@
 
 use super::{Identity, Kind};
 use base64::Engine;
-use rcgen::{KeyPair, PublicKeyData};
 use serde::Serialize;
 use std::fs::Metadata;
 use std::net::IpAddr;
@@ -87,12 +86,24 @@ pub fn parse_bundle(pem: &str) -> Result<Vec<Parsed>, String> {
 /// The certificate in `cert_pem`, when `key_pem` is its private key.
 pub fn check_pair(cert_pem: &str, key_pem: &str) -> Result<Parsed, String> {
     let parsed = parse_pem(cert_pem)?;
-    let key = KeyPair::from_pem(key_pem)
-        .map_err(|e| format!("the key is not a PKCS#8 PEM private key: {e}"))?;
-    if key.subject_public_key_info() != parsed.cert().public_key().raw {
+    if public_key_of(key_pem)? != parsed.cert().public_key().raw {
         return Err("the certificate does not match its key".into());
     }
     Ok(parsed)
+}
+
+/// The SubjectPublicKeyInfo (DER) of a PEM private key in any of the forms signers write:
+/// PKCS#8 ("PRIVATE KEY"), SEC1 ("EC PRIVATE KEY", cfssl's) or PKCS#1 ("RSA PRIVATE KEY").
+pub fn public_key_of(key_pem: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
+    let der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| format!("the key is not a usable ECDSA, Ed25519 or RSA key: {e}"))?;
+    signing
+        .public_key()
+        .map(|k| k.as_ref().to_vec())
+        .ok_or_else(|| "cannot derive the public key of the key".to_string())
 }
 
 /// Signed by one of `cas`.

@@ -43,7 +43,7 @@ impl LocalCa {
             bad(
                 "tls.ca_key",
                 key_path,
-                format!("not a PKCS#8 PEM private key (ECDSA P-256/P-384, Ed25519 or RSA): {e}"),
+                format!("not a PKCS#8 PEM private key (ECDSA P-256/P-384, Ed25519 or RSA): {e}; an \"EC PRIVATE KEY\" or \"RSA PRIVATE KEY\" converts with `openssl pkcs8 -topk8 -nocrypt -in KEY -out ca-pkcs8.key`"),
             )
         })?;
         use rcgen::PublicKeyData;

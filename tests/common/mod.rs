@@ -310,6 +310,69 @@ interval = "2s"
         }
     }
 
+    /// The PID of the etcd running for `host` (found by its ETCD_DATA_DIR).
+    pub fn etcd_pid(&self, host: usize) -> Option<u32> {
+        let want = format!(
+            "ETCD_DATA_DIR={}",
+            self.host_dir(host).join("data").display()
+        );
+        fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "etcd")
+                    && fs::read(format!("/proc/{pid}/environ"))
+                        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+            })
+    }
+
+    /// The serial number (hex) of the certificate served at `ip:port`, seen from `host`.
+    pub fn served_serial(&self, host: usize, ip: &str, port: u16) -> Option<String> {
+        let pem = self.served_cert(host, ip, port)?;
+        let mut child = Command::new("openssl")
+            .args(["x509", "-noout", "-serial"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        use std::io::Write;
+        child.stdin.take()?.write_all(pem.as_bytes()).ok()?;
+        let out = child.wait_with_output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .strip_prefix("serial=")
+            .map(str::to_string)
+    }
+
+    /// The PEM certificate served at `ip:port`, seen from `host` (with its client certificate).
+    pub fn served_cert(&self, host: usize, ip: &str, port: u16) -> Option<String> {
+        let pki = self.host_dir(host).join("pki");
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns(host),
+                "timeout",
+                "5",
+                "openssl",
+                "s_client",
+            ])
+            .arg("-connect")
+            .arg(format!("{ip}:{port}"))
+            .arg("-cert")
+            .arg(pki.join("client.crt"))
+            .arg("-key")
+            .arg(pki.join("client.key"))
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let begin = text.find("-----BEGIN CERTIFICATE-----")?;
+        let end = text.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
+        Some(format!("{}\n", &text[begin..end]))
+    }
+
     /// Is the bootstrapper of `host` still running?
     pub fn running(&mut self, host: usize) -> bool {
         self.runners
