@@ -161,6 +161,11 @@ impl Samples {
         vars.insert("binary_url", String::new());
         vars.insert("binary_sha256", String::new());
         vars.insert("etcd_binary", "/usr/bin/etcd".to_string());
+        vars.insert(
+            "etcd_download_url",
+            "https://releases.example.com/v3.5.30/etcd-v3.5.30-linux-amd64.tar.gz".to_string(),
+        );
+        vars.insert("etcd_sha256", "ab".repeat(32));
         Samples { dir, vars }
     }
 }
