@@ -43,9 +43,13 @@ readonly CFSSL_DIR_PATH="$CACHE/cfssl-$CFSSL_VERSION"
 #   protobuf-compiler (protoc: building etcd's gRPC API), dnsmasq-base (the lab's DNS
 #   server), dnsutils (dig), iproute2 (ip netns), file, systemd (systemd-analyze verify
 #   for generated units), ca-certificates, procps (pgrep/pkill), psmisc (fuser/killall
-#   for debugging), libsqlite3-0 (sid's cfssl links against it), util-linux (flock).
+#   for debugging), libsqlite3-0 (sid's cfssl links against it), util-linux (flock),
+#   cloud-init (`cloud-init schema` for cloudinit/*.yaml), ignition (ignition-validate and
+#   the real Ignition binary, which tests/deliverables.rs runs on ignition/*.ign).
 readonly APT_PACKAGES=(protobuf-compiler dnsmasq-base dnsutils iproute2 file systemd
-    ca-certificates procps psmisc libsqlite3-0 util-linux curl)
+    ca-certificates procps psmisc libsqlite3-0 util-linux curl cloud-init ignition)
+# Where Debian's ignition package puts the Ignition binary (it is meant for the initramfs).
+readonly IGNITION_BIN=/usr/lib/dracut/modules.d/30ignition/ignition
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -95,6 +99,15 @@ ensure_apt_packages() {
         SYSTEM_APT_UPDATED=1
     fi
     apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "${missing[@]}"
+    # cloud-init is here for its schema checker only. Its package enables cloud-init's boot
+    # services; on a build machine they must never run (they would reconfigure it from
+    # whatever datasource they find), so switch cloud-init off for boots, as cloud-init
+    # documents: the file /etc/cloud/cloud-init.disabled. Only when this script installed it.
+    if [[ " ${missing[*]} " == *" cloud-init "* && ! -e /etc/cloud/cloud-init.disabled ]]; then
+        log "cloud-init installed for its schema checker only: creating /etc/cloud/cloud-init.disabled so that it never runs at boot here"
+        mkdir -p /etc/cloud
+        : >/etc/cloud/cloud-init.disabled
+    fi
 }
 
 # systemd-analyze must really be able to verify a unit: the tests check generated
@@ -357,6 +370,7 @@ write_env() { # CFSSL_DIR_OR_EMPTY
 main() {
     ensure_apt_packages
     check_systemd_analyze
+    [[ -x $IGNITION_BIN ]] || die "the ignition package is installed but $IGNITION_BIN is missing (dpkg -L ignition)"
 
     if ((CHECK_ONLY)) && [[ ! -d $CACHE ]]; then
         die "cache $CACHE does not exist"
@@ -381,6 +395,8 @@ main() {
     printf '%-16s %-50s %s\n' dig "$(command -v dig)" "$(dig -v 2>&1 | awk '{print $2}')"
     printf '%-16s %-50s %s\n' ip "$(command -v ip)" "$(ip -V | sed -n 's/.*iproute2-\([^ ,]*\).*/\1/p')"
     printf '%-16s %-50s %s\n' systemd-analyze "$(command -v systemd-analyze)" "$(systemd-analyze --version | awk 'NR==1 {print $2}')"
+    printf '%-16s %-50s %s\n' cloud-init "$(command -v cloud-init)" "$(cloud-init --version 2>&1 | awk '{print $2}')"
+    printf '%-16s %-50s %s\n' ignition "$IGNITION_BIN" "$(ignition-validate --version | awk '{print $NF}')"
     printf '%-16s %-50s %s\n' etcd-3.4 "$ETCD34_DIR/etcd" "$(etcd_version_of "$ETCD34_DIR/etcd") ($(awk '{printf "%s%s=%s", sep, $1, $2; sep = " "}' "$ETCD34_DIR/DEB-VERSIONS"))"
     printf '%-16s %-50s %s\n' etcdctl-3.4 "$ETCD34_DIR/etcdctl" "$("$ETCD34_DIR/etcdctl" version | awk 'NR==1 {print $3}')"
     printf '%-16s %-50s %s\n' etcd-3.5 "$ETCD35_DIR/etcd" "$(etcd_version_of "$ETCD35_DIR/etcd") ($(awk '{printf "%s%s=%s", sep, $1, $2; sep = " "}' "$ETCD35_DIR/DEB-VERSIONS"))"
