@@ -12,10 +12,10 @@
 # package's own etcd.service is disabled and a preset keeps it so), linux-image-amd64,
 # ca-certificates, openssl. /etc/machine-id says "uninitialized": every VM is a "first boot"
 # (own machine-id; systemd applies the preset policy, which Ignition relies on).
-# Plus one test aid, ebvm-report.service: it prints "EBVM-STATUS etcd=<state>
-# agent=<state>" on the serial console whenever the state of etcd.service or
-# etcd-bootstrap.service changes, so the test can see `systemctl is-active etcd`
-# from outside.
+# Plus one test aid, ebvm-report.service: it prints "EBVM-STATUS <host> etcd=<state>
+# agent=<state> agent-enabled=<state>" on the serial console whenever `systemctl
+# is-active` of etcd.service or etcd-bootstrap.service (or is-enabled of the latter)
+# changes, so the test can see them from outside.
 #
 # The mirror is the machine's own (the bookworm `URIs:` of its apt sources); no host
 # name is written here.
@@ -118,7 +118,7 @@ cat >"$ROOT/usr/local/sbin/ebvm-report" <<'EOF'
 # whenever it changes, and every 60 s.
 last="" n=0
 while :; do
-    s="etcd=$(systemctl is-active etcd.service) agent=$(systemctl is-active etcd-bootstrap.service)"
+    s="etcd=$(systemctl is-active etcd.service) agent=$(systemctl is-active etcd-bootstrap.service) agent-enabled=$(systemctl is-enabled etcd-bootstrap.service 2>/dev/null)"
     if [ "$s" != "$last" ] || [ "$n" -ge 30 ]; then
         echo "EBVM-STATUS $(hostname) $s" >/dev/ttyS0
         last=$s n=0

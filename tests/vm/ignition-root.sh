@@ -60,6 +60,14 @@ python3 "$HERE/render.py" "$TEMPLATE" \
     die "rendering $TEMPLATE failed"
 log "rendered $TEMPLATE -> $D/config.ign"
 
+# Debian's Ignition relabels the files it wrote for SELinux at the end of the files stage
+# (`setfiles`), even with SELINUX=disabled. The image has no SELinux (no policy, no
+# policycoreutils): a stub `setfiles` first on PATH records what would have been relabeled.
+mkdir -p "$D/bin"
+printf '#!/bin/sh\nprintf "%%s\\n" "$*" >"%s/setfiles.args"\ncat >"%s/setfiles.paths"\n' "$D" "$D" >"$D/bin/setfiles"
+chmod 755 "$D/bin/setfiles"
+export PATH=$D/bin:$PATH
+
 log "ignition fetch stage"
 IGNITION_CONFIG_FILE=$D/config.ign "$IGNITION" -platform file -stage fetch \
     -config-cache "$D/cache.json" -state-file "$D/state" -log-to-stdout || die "ignition fetch stage failed"
@@ -83,7 +91,12 @@ touch "$ROOT/etc/cloud/cloud-init.disabled"
 rm -f "$ROOT/etc/selinux/config"
 rmdir "$ROOT/etc/selinux" 2>/dev/null || true
 
+# Ignition enables units only through its preset; nothing here may enable it otherwise.
+[[ ! -e $ROOT/etc/systemd/system/multi-user.target.wants/etcd-bootstrap.service ]] ||
+    die "etcd-bootstrap.service is already enabled in the root (the test must see the preset work)"
 log "what Ignition wrote:"
 find "$ROOT/etc/etcd-bootstrap" "$ROOT/etc/systemd/system-preset" "$ROOT/usr/local/bin" \
     "$ROOT/etc/systemd/system" -newer "$D/config.ign" -type f -printf '%m %p\n' 2>/dev/null | sed "s|$ROOT||" >&2 || true
 cat "$ROOT"/etc/systemd/system-preset/*ignition* >&2 2>/dev/null || true
+log "relabel request (setfiles stub): $(cat "$D/setfiles.args" 2>/dev/null) for $(tr -cd '\0' <"$D/setfiles.paths" 2>/dev/null | wc -c) paths"
+[[ -x $ROOT/usr/local/bin/etcd-bootstrap ]] || die "Ignition did not write /usr/local/bin/etcd-bootstrap"
