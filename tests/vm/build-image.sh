@@ -104,7 +104,7 @@ echo 'disable etcd.service' >"$ROOT/etc/systemd/system-preset/10-ebvm.preset"
 # Less work on a slow emulated CPU.
 in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
     fstrim.timer systemd-timesyncd.service >/dev/null 2>&1 || true
-in_root systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null
+in_root systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
 mkdir -p "$ROOT/etc/cloud/cloud.cfg.d"
 cat >"$ROOT/etc/cloud/cloud.cfg.d/90-ebvm.cfg" <<'EOF'
 datasource_list: [NoCloud, None]
@@ -138,7 +138,7 @@ ExecStart=/usr/local/sbin/ebvm-report
 [Install]
 WantedBy=multi-user.target
 EOF
-in_root systemctl enable ebvm-report.service >/dev/null
+in_root systemctl enable ebvm-report.service >/dev/null 2>&1
 
 rm -f "$ROOT/usr/sbin/policy-rc.d"
 in_root apt-get clean

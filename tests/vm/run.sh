@@ -177,7 +177,7 @@ fi
 t=$(date +%s)
 cp -a "$IMAGE/root" "$WORK/root"
 install -m 0755 "$BIN" "$WORK/root/usr/local/bin/etcd-bootstrap"
-mkfs.ext4 -q -F -L root -d "$WORK/root" "$WORK/base.img" 3G || die "mkfs.ext4 -d failed"
+mkfs.ext4 -q -F -L root -d "$WORK/root" "$WORK/base.img" 3G >/dev/null || die "mkfs.ext4 -d failed"
 TIMING[disk]="$(($(date +%s) - t)) s"
 log "disk image ready (${TIMING[disk]})"
 
@@ -362,9 +362,18 @@ ctl() { # I ARGS... : etcdctl through etcdI's client URL, mTLS with the test's c
         --cacert "$WORK/ca/ca.crt" --cert "$WORK/client.crt" --key "$WORK/client.key" \
         --dial-timeout 3s --command-timeout 8s "$@"
 }
+# The console log of VM I's latest boot (names end with the start time in seconds).
+latest_console() { # I
+    local fs=()
+    shopt -s nullglob
+    fs=("$LOGS/etcd$1.console."*)
+    shopt -u nullglob
+    ((${#fs[@]})) && printf '%s\n' "${fs[-1]}"
+    return 0
+}
 console_state() { # I -> last "etcd=... agent=..." the VM printed on its console
     local f
-    f=$(ls -t "$LOGS"/etcd"$1".console.* 2>/dev/null | head -n1)
+    f=$(latest_console "$1")
     [[ -n $f ]] || return 0
     tr -d '\r' <"$f" | grep -a 'EBVM-STATUS' | tail -n1 | sed 's/.*EBVM-STATUS [^ ]* //'
 }
@@ -439,11 +448,26 @@ if ((CLUSTER_OK)); then
     ok=1
     for k in 1 2 3; do ctl 1 put "/vmtest/key$k" "value$k" >/dev/null || ok=0; done
     [[ $(ctl 3 get --print-value-only /vmtest/key2 2>/dev/null) == value2 ]] || ok=0
+    # mTLS: no client certificate, or one from another CA, is refused.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=stranger" -addext extendedKeyUsage=clientAuth \
+        -keyout "$WORK/stranger.key" -out "$WORK/stranger.crt" 2>/dev/null
+    if ip netns exec "$NS" timeout 15 "$ETCDCTL" --endpoints "https://$SUBNET.11:2379" \
+        --cacert "$WORK/ca/ca.crt" --dial-timeout 3s --command-timeout 5s get /vmtest/key1 >/dev/null 2>&1; then
+        ok=0
+        log "a client without a certificate was served"
+    fi
+    if ip netns exec "$NS" timeout 15 "$ETCDCTL" --endpoints "https://$SUBNET.11:2379" \
+        --cacert "$WORK/ca/ca.crt" --cert "$WORK/stranger.crt" --key "$WORK/stranger.key" \
+        --dial-timeout 3s --command-timeout 5s get /vmtest/key1 >/dev/null 2>&1; then
+        ok=0
+        log "a client with a certificate from another CA was served"
+    fi
     if ((ok)); then
-        pass "keys written through etcd1 read back through etcd3"
+        pass "keys written through etcd1 read back through etcd3; clients without a certificate or with another CA's are refused"
         KEYS_OK=1
     else
-        fail "keys written through etcd1 not readable through etcd3"
+        fail "keys written through etcd1 not readable through etcd3, or mTLS not enforced (see above)"
     fi
 else
     fail "keys (skipped: no cluster)"
@@ -482,7 +506,7 @@ if ((HEAL_OK)); then
     t=$(date +%s)
     if "$HERE/ignition-root.sh" "$WORK" "$IMAGE/root" "$BIN" 4 "$SUBNET" "$GW" "$DOMAIN" "$CLUSTER" "$(mac 4)" \
         >"$LOGS/ignition.log" 2>&1; then
-        mkfs.ext4 -q -F -L root -d "$WORK/root-ign" "$WORK/ign.img" 3G || die "mkfs.ext4 -d (Ignition root) failed"
+        mkfs.ext4 -q -F -L root -d "$WORK/root-ign" "$WORK/ign.img" 3G >/dev/null || die "mkfs.ext4 -d (Ignition root) failed"
         rm -rf "$WORK/root-ign"
         qemu-img create -q -f qcow2 -F raw -b "$WORK/ign.img" "$WORK/etcd4.qcow2"
         TIMING[ignition-apply]="$(($(date +%s) - t)) s"
@@ -494,7 +518,7 @@ if ((HEAL_OK)); then
             TIMING[join]="$(($(date +%s) - t)) s"
             # The unit was enabled by nothing but Ignition's preset, applied by systemd at the
             # first boot (the image's machine-id is "uninitialized").
-            c4=$(ls -t "$LOGS"/etcd4.console.* | head -n1)
+            c4=$(latest_console 4)
             if [[ $(console_state 4) == *agent-enabled=enabled* ]] &&
                 grep -aq 'Populated /etc with preset unit settings' "$c4"; then
                 pass "Ignition VM: etcd-bootstrap.service enabled by Ignition's preset at first boot; etcd4 joined as a started voter, 4 healthy, old keys read through etcd4 (${TIMING[join]})"
