@@ -409,7 +409,7 @@ fn agent_unit_passes_systemd_analyze_verify() {
         ("Type", "notify"),
         ("After", "network-online.target"),
         ("Wants", "network-online.target"),
-        ("Restart", "always"),
+        ("Restart", "on-failure"),
         ("TimeoutStartSec", "infinity"),
         ("WatchdogSec", "2min"),
     ] {
@@ -961,4 +961,171 @@ fn ignition_refuses_a_binary_with_the_wrong_hash() {
         !root.join("usr/local/bin/etcd-bootstrap").exists(),
         "{ign}: the unverified binary was written"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The user-data's runcmd, run for real (curl, sha256sum, sh) with systemctl recorded
+// ---------------------------------------------------------------------------------------------
+
+struct RuncmdRun {
+    code: Option<i32>,
+    log: String,
+    /// The systemctl calls, one line each.
+    systemctl: Vec<String>,
+    /// /usr/local/bin/etcd-bootstrap after the run, with its mode.
+    binary: Option<(Vec<u8>, u32)>,
+}
+
+/// Runs `runcmd` of a rendered cloud-config as cloud-init does (each entry an argv, here
+/// `sh -ec SCRIPT`), in a private mount namespace where /usr/local/bin and /etc/systemd/system
+/// are empty tmpfs mounts (so the host's are never touched) and `systemctl` is a stub that
+/// records its arguments. `preseed` is put at /usr/local/bin/etcd-bootstrap first (a binary
+/// already in the image); `own_etcd_unit` creates /etc/systemd/system/etcd.service first.
+fn run_runcmd(cfg: &Value, what: &str, preseed: Option<&[u8]>, own_etcd_unit: bool) -> RuncmdRun {
+    let cmds = cfg["runcmd"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no runcmd"));
+    assert_eq!(cmds.len(), 1, "{what}: one runcmd entry expected");
+    let argv: Vec<&str> = cmds[0]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: runcmd entry is not an argv list"))
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let stub = w.join("stub");
+    fs::create_dir_all(&stub).unwrap();
+    fs::create_dir_all(w.join("out")).unwrap();
+    fs::write(
+        stub.join("systemctl"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}/systemctl.log'\n",
+            w.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(stub.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
+    if let Some(data) = preseed {
+        fs::write(w.join("preseed"), data).unwrap();
+    }
+    // Inside the namespace: fresh mounts, the optional pre-existing files, the runcmd entry,
+    // then a copy of /usr/local/bin out for the checks.
+    let wrapper = r#"set -e
+mount -t tmpfs tmpfs /usr/local/bin
+mount -t tmpfs tmpfs /etc/systemd/system
+if [ -e "$W/preseed" ]; then install -m 0755 "$W/preseed" /usr/local/bin/etcd-bootstrap; fi
+if [ -n "$OWN_UNIT" ]; then : > /etc/systemd/system/etcd.service; fi
+set +e
+"$@"
+rc=$?
+cp -a /usr/local/bin/. "$W/out/"
+exit $rc
+"#;
+    let path = format!("{}:{}", stub.display(), std::env::var("PATH").unwrap());
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(wrapper)
+        .arg("wrapper")
+        .args(&argv)
+        .env("W", w)
+        .env("OWN_UNIT", if own_etcd_unit { "1" } else { "" })
+        .env("PATH", &path);
+    for v in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(v);
+    }
+    let out = tool(&mut cmd, "unshare (util-linux; needs root)");
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !log.contains("mount: ") && !log.contains("unshare: "),
+        "{what}: the private mount namespace could not be set up (run as root): {log}"
+    );
+    let systemctl = fs::read_to_string(w.join("systemctl.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let bin = w.join("out/etcd-bootstrap");
+    let binary = fs::read(&bin).ok().map(|d| {
+        let m = fs::metadata(&bin).unwrap().permissions().mode() & 0o7777;
+        (d, m)
+    });
+    RuncmdRun {
+        code: out.status.code(),
+        log,
+        systemctl,
+        binary,
+    }
+}
+
+const STARTS: &[&str] = &[
+    "daemon-reload",
+    "enable etcd-bootstrap.service",
+    "start --no-block etcd-bootstrap.service",
+];
+
+/// The runcmd downloads the binary with curl (served on 127.0.0.1), installs it only when its
+/// SHA-256 matches, stops the distribution's etcd.service, enables the agent and starts it
+/// without blocking; with binary_url "" it uses the binary already in the image, and fails
+/// clearly when there is none.
+#[test]
+fn user_data_runcmd_installs_the_binary_and_starts_the_unit() {
+    let s = Samples::new();
+    let server = Server::start("/etcd-bootstrap", SERVED);
+    let url = format!("http://127.0.0.1:{}/etcd-bootstrap", server.port);
+    for f in cloud_init_files() {
+        let cfg_with = |u: &str, sha: &str| {
+            let mut vars = s.vars.clone();
+            vars.insert("binary_url", u.to_string());
+            vars.insert("binary_sha256", sha.to_string());
+            yaml(&render(&read(&f), &vars), &f)
+        };
+
+        // Downloaded, verified, installed, started.
+        let r = run_runcmd(&cfg_with(&url, &sha256_hex(SERVED)), &f, None, false);
+        assert_eq!(r.code, Some(0), "{f}: runcmd failed: {}", r.log);
+        assert_eq!(
+            r.binary,
+            Some((SERVED.to_vec(), 0o755)),
+            "{f}: binary not installed 0755"
+        );
+        let mut want = vec!["disable --now etcd.service"];
+        want.extend(STARTS);
+        assert_eq!(r.systemctl, want, "{f}: systemctl calls");
+
+        // A wrong checksum: nothing installed, nothing started.
+        let r = run_runcmd(&cfg_with(&url, &sha256_hex(b"other")), &f, None, false);
+        assert_ne!(r.code, Some(0), "{f}: a wrong checksum was accepted");
+        assert!(r.log.contains("FAILED"), "{f}: {}", r.log);
+        assert_eq!(r.binary, None, "{f}: an unverified binary was installed");
+        assert!(
+            r.systemctl.is_empty(),
+            "{f}: started anyway: {:?}",
+            r.systemctl
+        );
+
+        // Already in the image.
+        let r = run_runcmd(&cfg_with("", ""), &f, Some(SERVED), false);
+        assert_eq!(r.code, Some(0), "{f}: {}", r.log);
+        assert_eq!(r.binary, Some((SERVED.to_vec(), 0o755)), "{f}");
+        assert_eq!(r.systemctl.last().map(String::as_str), Some(STARTS[2]));
+
+        // Not in the image and no URL: a clear failure.
+        let r = run_runcmd(&cfg_with("", ""), &f, None, false);
+        assert_ne!(r.code, Some(0), "{f}");
+        assert!(r.log.contains("set binary_url"), "{f}: {}", r.log);
+        assert!(r.systemctl.is_empty(), "{f}: {:?}", r.systemctl);
+
+        // etcd-bootstrap's own etcd.service already there: left alone.
+        let r = run_runcmd(&cfg_with("", ""), &f, Some(SERVED), true);
+        assert_eq!(r.code, Some(0), "{f}: {}", r.log);
+        assert_eq!(r.systemctl, STARTS, "{f}: systemctl calls");
+    }
 }
