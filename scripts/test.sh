@@ -15,3 +15,6 @@ export CARGO_TERM_COLOR=never
 cargo build --all-targets
 # Lab tests serialize themselves; unit and CLI tests run in parallel.
 cargo test --all-targets "$@"
+# The real-VM end-to-end test (tests/vm/README.md): Debian VMs under qemu with cloud-init and
+# Ignition; installs its own packages; ~20 minutes from nothing, less with the cached image.
+tests/vm/run.sh

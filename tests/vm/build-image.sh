@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# build-image.sh - the Debian bookworm root the VM test boots (the image's "recipe").
+#
+# Usage: tests/vm/build-image.sh OUTDIR
+#   Builds OUTDIR/root (a directory: the root file system, without etcd-bootstrap),
+#   OUTDIR/vmlinuz and OUTDIR/initrd.img (copied from root/boot), then touches
+#   OUTDIR/DONE. run.sh caches OUTDIR under /var/cache/etcd-bootstrap-lab/ keyed by
+#   the SHA-256 of this file, so any change here rebuilds the image.
+#
+# Contents: debootstrap --variant=minbase, then systemd, systemd-sysv, systemd-resolved,
+# udev, cloud-init (NoCloud only), etcd-server + etcd-client (bookworm's 3.4.23; the
+# package's own etcd.service is disabled and a preset keeps it so), linux-image-amd64,
+# ca-certificates, openssl. /etc/machine-id says "uninitialized": every VM is a "first boot"
+# (own machine-id; systemd applies the preset policy, which Ignition relies on).
+# Plus one test aid, ebvm-report.service: it prints "EBVM-STATUS <host> etcd=<state>
+# agent=<state> agent-enabled=<state>" on the serial console whenever `systemctl
+# is-active` of etcd.service or etcd-bootstrap.service (or is-enabled of the latter)
+# changes, so the test can see them from outside.
+#
+# The mirror is the machine's own (the bookworm `URIs:` of its apt sources); no host
+# name is written here.
+set -euo pipefail
+
+OUT=${1:?usage: build-image.sh OUTDIR}
+ROOT=$OUT/root
+SUITE=bookworm
+log() { printf 'build-image: %s\n' "$*" >&2; }
+die() {
+    printf 'build-image: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+mirror() {
+    local f=/etc/apt/sources.list.d/debian.sources u=""
+    if [[ -r $f ]]; then
+        u=$(awk 'BEGIN { RS = ""; FS = "\n" }
+            { uris = ""; suites = ""
+              for (i = 1; i <= NF; i++) {
+                if ($i ~ /^URIs:/) { uris = $i; sub(/^URIs:[ \t]*/, "", uris) }
+                if ($i ~ /^Suites:/) { suites = " " $i " " }
+              }
+              if (suites ~ / bookworm /) { split(uris, u, /[ \t]+/); print u[1]; exit } }' "$f")
+    fi
+    if [[ -z $u && -r /etc/apt/sources.list ]]; then
+        u=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list)
+    fi
+    [[ -n $u ]] || die "no bookworm mirror in the machine's apt configuration"
+    printf '%s\n' "$u"
+}
+
+MOUNTS=()
+cleanup() {
+    local i
+    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[i]}" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
+
+MIRROR=$(mirror)
+# A build killed before its trap ran may have left proc/sys/dev bound into the root.
+for m in proc sys dev; do umount -l "$ROOT/$m" 2>/dev/null || true; done
+rm -rf --one-file-system "$ROOT"
+mkdir -p "$OUT"
+log "debootstrap $SUITE from $MIRROR"
+# python3-cffi-backend first: cloud-init's dependency chain has a virtual package
+# debootstrap cannot resolve (lab-notes.md).
+debootstrap --variant=minbase \
+    --include=systemd,systemd-sysv,udev,python3-cffi-backend,ca-certificates,openssl \
+    "$SUITE" "$ROOT" "$MIRROR" >"$OUT/debootstrap.log" 2>&1 ||
+    {
+        tail -n 30 "$OUT/debootstrap.log" >&2
+        die "debootstrap failed (log: $OUT/debootstrap.log)"
+    }
+
+for m in proc sys dev; do
+    mount --bind "/$m" "$ROOT/$m"
+    MOUNTS+=("$ROOT/$m")
+done
+# resolv.conf in the chroot: a plain file while installing (later a symlink to
+# systemd-resolved's stub, dangling in a chroot).
+rm -f "$ROOT/etc/resolv.conf"
+cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
+chmod 755 "$ROOT/usr/sbin/policy-rc.d"
+log "apt-get install (cloud-init, etcd, kernel)"
+{
+    in_root apt-get update -q
+    in_root apt-get install -y -q --no-install-recommends \
+        cloud-init etcd-server etcd-client linux-image-amd64 initramfs-tools \
+        systemd-resolved iproute2 procps
+} >"$OUT/apt.log" 2>&1 || {
+    tail -n 30 "$OUT/apt.log" >&2
+    die "apt-get install in the image failed (log: $OUT/apt.log)"
+}
+
+log "configuring"
+# The package's etcd (127.0.0.1, its own data dir) must never run: etcd-bootstrap writes
+# its own /etc/systemd/system/etcd.service. Disabled now and by preset (first boot
+# applies presets, enable-only, and would otherwise enable it again).
+in_root systemctl disable etcd.service >/dev/null 2>&1 || true
+mkdir -p "$ROOT/etc/systemd/system-preset"
+echo 'disable etcd.service' >"$ROOT/etc/systemd/system-preset/10-ebvm.preset"
+# Less work on a slow emulated CPU.
+in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+    fstrim.timer systemd-timesyncd.service >/dev/null 2>&1 || true
+in_root systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
+mkdir -p "$ROOT/etc/cloud/cloud.cfg.d"
+cat >"$ROOT/etc/cloud/cloud.cfg.d/90-ebvm.cfg" <<'EOF'
+datasource_list: [NoCloud, None]
+EOF
+echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' >"$ROOT/etc/fstab"
+echo 'root:ebvm' | in_root chpasswd
+
+cat >"$ROOT/usr/local/sbin/ebvm-report" <<'EOF'
+#!/bin/sh
+# Test aid (tests/vm): print the state of etcd and the agent on the serial console
+# whenever it changes, and every 60 s.
+last="" n=0
+while :; do
+    s="etcd=$(systemctl is-active etcd.service) agent=$(systemctl is-active etcd-bootstrap.service) agent-enabled=$(systemctl is-enabled etcd-bootstrap.service 2>/dev/null)"
+    if [ "$s" != "$last" ] || [ "$n" -ge 30 ]; then
+        echo "EBVM-STATUS $(hostname) $s" >/dev/ttyS0
+        last=$s n=0
+    fi
+    n=$((n + 1))
+    sleep 2
+done
+EOF
+chmod 755 "$ROOT/usr/local/sbin/ebvm-report"
+cat >"$ROOT/etc/systemd/system/ebvm-report.service" <<'EOF'
+[Unit]
+Description=tests/vm: report etcd state on the serial console
+
+[Service]
+ExecStart=/usr/local/sbin/ebvm-report
+
+[Install]
+WantedBy=multi-user.target
+EOF
+in_root systemctl enable ebvm-report.service >/dev/null 2>&1
+
+rm -f "$ROOT/usr/sbin/policy-rc.d"
+in_root apt-get clean
+rm -rf "$ROOT"/var/lib/apt/lists/*
+rm -f "$ROOT/etc/resolv.conf"
+ln -s ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
+# Every VM generates its own machine-id at first boot (and applies presets then).
+echo uninitialized >"$ROOT/etc/machine-id"
+rm -f "$ROOT/var/lib/dbus/machine-id"
+rm -f "$ROOT/etc/hostname"
+
+cleanup
+MOUNTS=()
+k=$(compgen -G "$ROOT/boot/vmlinuz-*" | head -n1) || true
+i=$(compgen -G "$ROOT/boot/initrd.img-*" | head -n1) || true
+[[ -n $k && -n $i ]] || die "no kernel/initrd in $ROOT/boot"
+cp "$k" "$OUT/vmlinuz"
+cp "$i" "$OUT/initrd.img"
+touch "$OUT/DONE"
+log "done: $(du -sh "$ROOT" | cut -f1) root, kernel $(basename "$k")"

@@ -1,0 +1,555 @@
+#!/usr/bin/env bash
+# tests/vm/run.sh - the real-VM end-to-end test of etcd-bootstrap (see tests/vm/README.md).
+#
+# Usage: tests/vm/run.sh [--keep-logs]      (as root; Debian bookworm)
+#
+# 1. image: a Debian bookworm root (tests/vm/build-image.sh: systemd, cloud-init,
+#    etcd-server 3.4.23), cached in $CACHE/vm/image-<sha256 of build-image.sh>;
+#    the release binary goes to /usr/local/bin/etcd-bootstrap; mkfs.ext4 -d makes
+#    the disk, each VM boots a qcow2 overlay of it.
+# 2. network: namespace ebvm-br with bridge br0 (10.99.1.1/24), one tap per VM,
+#    dnsmasq on 10.99.1.1 with A + SRV records (_etcd-server-ssl / _etcd-client-ssl
+#    ._tcp.vm.test) for etcd1..3; etcd4 (the Ignition VM) is published before it boots.
+# 3. cluster: 3 VMs (qemu, TCG unless KVM really runs, 1 vCPU, 768 MiB) booted at
+#    once, each with a NoCloud seed (the project's cloudinit/ SRV + local-CA
+#    user-data, rendered; meta-data; network-config v2 static address by MAC).
+#    Pass: every console reports etcd=active, etcdctl over mTLS (a client cert
+#    signed by the test's CA) sees 3 started voters and a healthy cluster.
+# 4. replaced disk: keys written, VM 2 stopped, its disk replaced by a fresh overlay
+#    (same seed, name, address), booted. Pass: etcd2 a started voter again (new
+#    member ID), cluster healthy, the keys readable through etcd2.
+# 5. Ignition: the project's ignition/ config (rendered) applied by the real Ignition
+#    (-platform file, stages fetch + files) to a copy of the root before mkfs; the
+#    VM boots without a cloud-init seed. Pass: etcd4 a started voter, keys readable.
+# Everything runs inside namespace ebvm-br; the trap tears everything down. Logs
+# (consoles, dnsmasq, Ignition) stay in the printed directory on failure.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${ETCD_BOOTSTRAP_LAB_CACHE:-/var/cache/etcd-bootstrap-lab}
+NS=ebvm-br
+SUBNET=10.99.1
+GW=$SUBNET.1
+DOMAIN=vm.test
+CLUSTER=vmtest
+MEM_MB=${EBVM_MEM_MB:-768}
+BOOT_WAIT_S=${EBVM_BOOT_WAIT_S:-900}  # 3 VMs, start to healthy cluster
+HEAL_WAIT_S=${EBVM_HEAL_WAIT_S:-600}  # replaced disk, boot to healthy voter
+JOIN_WAIT_S=${EBVM_JOIN_WAIT_S:-600}  # Ignition VM, boot to healthy voter
+KEEP_LOGS=0
+[[ ${1:-} == --keep-logs ]] && KEEP_LOGS=1
+
+T0=$(date +%s)
+log() { printf 'vm [%4ds]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
+die() {
+    printf 'vm: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+
+# ---------------------------------------------------------------------------
+# Dependencies (Debian packages from the machine's own sources)
+# ---------------------------------------------------------------------------
+export DEBIAN_FRONTEND=noninteractive
+pkg_version() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | awk '$3 == "installed" { print $4 }'; }
+install_deps() {
+    local want=(debootstrap qemu-system-x86 qemu-utils genisoimage e2fsprogs dnsmasq-base
+        ignition python3 openssl iproute2 procps) missing=() p
+    for p in "${want[@]}"; do [[ -n $(pkg_version "$p") ]] || missing+=("$p"); done
+    ((${#missing[@]} == 0)) && return 0
+    log "installing: ${missing[*]}"
+    apt-get -o DPkg::Lock::Timeout=120 update -q >/dev/null
+    # A newer qemu-utils (backports) conflicts with bookworm's qemu-system-x86: take the
+    # pair from the same release (lab-notes.md).
+    local qs qu
+    qs=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')
+    qu=$(pkg_version qemu-utils)
+    if [[ -n $qu && $qu != "$qs" && -z $(pkg_version qemu-system-x86) ]]; then
+        log "removing qemu-utils $qu (does not match qemu-system-x86 $qs)"
+        apt-get -o DPkg::Lock::Timeout=120 remove -y -q qemu-utils >/dev/null
+        missing+=(qemu-utils)
+    fi
+    apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------------------
+# Teardown
+# ---------------------------------------------------------------------------
+WORK=""
+LOGS=""
+PIDS=()
+cleanup() {
+    local rc=$? p
+    set +e
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    if ip netns list 2>/dev/null | grep -qw "^$NS"; then
+        # Anything left in the namespace (nothing should be).
+        for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+        ip netns del "$NS" 2>/dev/null
+    fi
+    rm -rf "/etc/netns/$NS"
+    if [[ -n $WORK ]]; then
+        rm -rf "$WORK/root" "$WORK/root-ign" "$WORK"/*.img "$WORK"/*.qcow2 "$WORK"/*.iso
+        if ((rc != 0 || KEEP_LOGS)); then
+            printf 'vm: logs kept in %s\n' "$LOGS" >&2
+            # Keep only the logs.
+            find "$WORK" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# One run at a time on a machine (the namespace and subnet are fixed).
+exec 8>/run/ebvm.lock
+flock -n 8 || die "another tests/vm/run.sh is running (lock /run/ebvm.lock)"
+if ip netns list | grep -qw "^$NS"; then
+    log "removing a leftover namespace $NS"
+    for p in $(ip netns pids "$NS"); do kill -9 "$p" 2>/dev/null || true; done
+    ip netns del "$NS"
+fi
+
+install_deps
+"$REPO/scripts/install-deps.sh" >/dev/null
+# shellcheck disable=SC1091
+source "$CACHE/env"
+ETCDCTL=$ETCD_34_DIR/etcdctl
+
+WORK=$(mktemp -d /var/tmp/ebvm.XXXXXX)
+LOGS=$WORK/logs
+mkdir -p "$LOGS"
+log "work dir $WORK"
+
+declare -A TIMING=()
+RESULTS=()
+PASSED=0
+FAILED=0
+pass() {
+    RESULTS+=("PASS  $1")
+    PASSED=$((PASSED + 1))
+    log "PASS: $1"
+}
+fail() {
+    RESULTS+=("FAIL  $1")
+    FAILED=$((FAILED + 1))
+    log "FAIL: $1"
+}
+
+# ---------------------------------------------------------------------------
+# 1. binary and image
+# ---------------------------------------------------------------------------
+BIN=${EBVM_BINARY:-}
+if [[ -z $BIN ]]; then
+    log "cargo build --release"
+    (cd "$REPO" && cargo build --release -q) || die "cargo build --release failed"
+    # .cargo/config.toml sets build.target, so the binary is under target/<triple>/release.
+    for BIN in "$REPO"/target/x86_64-unknown-linux-gnu/release/etcd-bootstrap "$REPO"/target/release/etcd-bootstrap; do
+        [[ -x $BIN ]] && break
+    done
+fi
+[[ -x $BIN ]] || die "no etcd-bootstrap binary (set EBVM_BINARY)"
+
+HASH=$(sha256sum "$HERE/build-image.sh" | cut -c1-16)
+IMAGE=$CACHE/vm/image-$HASH
+t=$(date +%s)
+if [[ -f $IMAGE/DONE ]]; then
+    log "image cached: $IMAGE"
+    TIMING[image]="$(($(date +%s) - t)) s (cached; built in $(cat "$IMAGE/BUILD-SECONDS" 2>/dev/null || echo '?') s)"
+else
+    log "building the image (debootstrap; a few minutes) into $IMAGE"
+    mkdir -p "$CACHE/vm"
+    rm -rf "$IMAGE.tmp"
+    "$HERE/build-image.sh" "$IMAGE.tmp" || die "image build failed"
+    echo "$(($(date +%s) - t))" >"$IMAGE.tmp/BUILD-SECONDS"
+    rm -rf "$IMAGE"
+    mv "$IMAGE.tmp" "$IMAGE"
+    # Older images are dropped (each is ~1 GB).
+    find "$CACHE/vm" -mindepth 1 -maxdepth 1 -name 'image-*' ! -name "image-$HASH" -exec rm -rf {} +
+    TIMING[image]="$(($(date +%s) - t)) s (built)"
+fi
+
+t=$(date +%s)
+cp -a "$IMAGE/root" "$WORK/root"
+install -m 0755 "$BIN" "$WORK/root/usr/local/bin/etcd-bootstrap"
+mkfs.ext4 -q -F -L root -d "$WORK/root" "$WORK/base.img" 3G >/dev/null || die "mkfs.ext4 -d failed"
+TIMING[disk]="$(($(date +%s) - t)) s"
+log "disk image ready (${TIMING[disk]})"
+
+# ---------------------------------------------------------------------------
+# 2. CA, client certificate, network, DNS
+# ---------------------------------------------------------------------------
+"$BIN" ca init --out "$WORK/ca" >/dev/null || die "etcd-bootstrap ca init failed"
+openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/client.key" 2>/dev/null
+openssl req -new -key "$WORK/client.key" -subj "/CN=vm-test-client" -out "$WORK/client.csr" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n' >"$WORK/client.ext"
+openssl x509 -req -in "$WORK/client.csr" -CA "$WORK/ca/ca.crt" -CAkey "$WORK/ca/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/client.ext" -out "$WORK/client.crt" 2>/dev/null ||
+    die "signing the test's client certificate failed"
+
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" link add br0 type bridge
+ip -n "$NS" addr add "$GW/24" dev br0
+ip -n "$NS" link set br0 up
+for i in 1 2 3 4; do
+    ip -n "$NS" tuntap add "tap$i" mode tap
+    ip -n "$NS" link set "tap$i" master br0
+    ip -n "$NS" link set "tap$i" up
+done
+
+DNS_PID=""
+start_dns() { # HOST_NUMBERS...
+    local args=() i
+    if [[ -n $DNS_PID ]]; then
+        kill "$DNS_PID" 2>/dev/null || true
+        wait "$DNS_PID" 2>/dev/null || true
+    fi
+    for i in "$@"; do
+        args+=("--host-record=etcd$i.$DOMAIN,$SUBNET.$((10 + i))"
+            "--srv-host=_etcd-server-ssl._tcp.$DOMAIN,etcd$i.$DOMAIN,2380,0,10"
+            "--srv-host=_etcd-client-ssl._tcp.$DOMAIN,etcd$i.$DOMAIN,2379,0,10")
+    done
+    ip netns exec "$NS" dnsmasq --no-daemon --no-resolv --no-hosts --log-queries \
+        --listen-address="$GW" --bind-interfaces --local-ttl=0 \
+        --local="/$DOMAIN/" "${args[@]}" >>"$LOGS/dnsmasq.log" 2>&1 &
+    DNS_PID=$!
+    PIDS+=("$DNS_PID")
+    local deadline=$(($(date +%s) + 10))
+    until ip netns exec "$NS" dig +short +time=1 +tries=1 "@$GW" SRV "_etcd-server-ssl._tcp.$DOMAIN" 2>/dev/null | grep -q "etcd$1\."; do
+        (($(date +%s) < deadline)) || die "dnsmasq does not answer within 10 s (log: $LOGS/dnsmasq.log)"
+        sleep 0.2
+    done
+}
+start_dns 1 2 3
+
+# ---------------------------------------------------------------------------
+# Seeds and VMs
+# ---------------------------------------------------------------------------
+mac() { printf '52:54:00:99:01:%02x\n' "$((10 + $1))"; }
+
+USERDATA_TEMPLATE=$REPO/cloudinit/srv-local-ca.yaml
+render_userdata() { # I -> stdout
+    local ca_cert ca_key
+    ca_cert=$(sed 's/^/      /' "$WORK/ca/ca.crt")
+    ca_key=$(sed 's/^/      /' "$WORK/ca/ca.key")
+    if [[ -f $USERDATA_TEMPLATE ]]; then
+        python3 "$HERE/render.py" "$USERDATA_TEMPLATE" \
+            cluster_name="$CLUSTER" cluster_size=3 srv_domain="$DOMAIN" nameservers="'$GW'" \
+            ca_cert_b64="$(base64 -w0 "$WORK/ca/ca.crt")" ca_key_b64="$(base64 -w0 "$WORK/ca/ca.key")" \
+            binary_url="" binary_sha256=""
+    else
+        cat <<EOF
+#cloud-config
+write_files:
+  - path: /etc/etcd-bootstrap/ca.crt
+    permissions: "0644"
+    content: |
+$ca_cert
+  - path: /etc/etcd-bootstrap/ca.key
+    permissions: "0600"
+    content: |
+$ca_key
+  - path: /etc/etcd-bootstrap/config.toml
+    content: |
+      [cluster]
+      name = "$CLUSTER"
+      size = 3
+      [discovery]
+      srv_domain = "$DOMAIN"
+      nameservers = ["$GW"]
+      [tls]
+      mode = "local-ca"
+      ca_cert = "/etc/etcd-bootstrap/ca.crt"
+      ca_key = "/etc/etcd-bootstrap/ca.key"
+  - path: /etc/systemd/system/etcd-bootstrap.service
+    content: |
+      [Unit]
+      Description=etcd-bootstrap
+      Wants=network-online.target
+      After=network-online.target
+      [Service]
+      Type=notify
+      ExecStart=/usr/local/bin/etcd-bootstrap run
+      Restart=on-failure
+      RestartSec=5s
+      [Install]
+      WantedBy=multi-user.target
+runcmd:
+  - [systemctl, daemon-reload]
+  - [systemctl, enable, --now, --no-block, etcd-bootstrap.service]
+EOF
+    fi
+}
+
+make_seed() { # I
+    local i=$1 d=$WORK/seed$1
+    mkdir -p "$d"
+    render_userdata "$i" >"$d/user-data" || die "rendering the user-data failed"
+    printf 'instance-id: ebvm-etcd%d\nlocal-hostname: etcd%d\n' "$i" "$i" >"$d/meta-data"
+    cat >"$d/network-config" <<EOF
+version: 2
+ethernets:
+  eth0:
+    match:
+      macaddress: "$(mac "$i")"
+    set-name: eth0
+    addresses: [$SUBNET.$((10 + i))/24]
+    nameservers:
+      addresses: [$GW]
+      search: [$DOMAIN]
+EOF
+    cp "$d/user-data" "$LOGS/user-data.etcd$i"
+    genisoimage -quiet -output "$WORK/seed$i.iso" -volid cidata -joliet -rock \
+        "$d/user-data" "$d/meta-data" "$d/network-config" || die "genisoimage failed"
+}
+
+ACCEL=tcg
+if [[ -w /dev/kvm && ${EBVM_ACCEL:-auto} != tcg ]]; then
+    # KVM opens on some machines but guests make no progress (lab-notes.md): use it
+    # only when a guest kernel really runs to its root mount (a panic without a root, here).
+    timeout 20 qemu-system-x86_64 -accel kvm -m 256 -nographic -no-reboot \
+        -kernel "$IMAGE/vmlinuz" -append "console=ttyS0 panic=-1" </dev/null >"$LOGS/kvm-probe.log" 2>&1 || true
+    if grep -qE 'VFS: |Kernel panic' "$LOGS/kvm-probe.log"; then
+        ACCEL=kvm
+    fi
+fi
+[[ ${EBVM_ACCEL:-auto} == tcg ]] && ACCEL=tcg
+log "accelerator: $ACCEL"
+
+declare -A VMPID=()
+boot_vm() { # I DISK [SEED_ISO]
+    local i=$1 disk=$2 seed=${3:-} extra=()
+    [[ -n $seed ]] && extra=(-drive "file=$seed,media=cdrom,readonly=on")
+    ip netns exec "$NS" qemu-system-x86_64 -accel "$ACCEL" -m "$MEM_MB" -smp 1 \
+        -name "ebvm-etcd$i" -display none -monitor none -serial "file:$LOGS/etcd$i.console.$(date +%s)" \
+        -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
+        -append "root=/dev/vda rw console=ttyS0 net.ifnames=0" \
+        -drive "file=$disk,if=virtio,format=qcow2,cache=unsafe" "${extra[@]}" \
+        -netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no" \
+        -device "virtio-net-pci,netdev=n0,mac=$(mac "$i")" \
+        </dev/null >>"$LOGS/etcd$i.qemu.log" 2>&1 &
+    VMPID[$i]=$!
+    PIDS+=("$!")
+}
+stop_vm() { # I
+    local p=${VMPID[$1]}
+    kill "$p" 2>/dev/null || true
+    local deadline=$(($(date +%s) + 10))
+    while kill -0 "$p" 2>/dev/null; do
+        (($(date +%s) < deadline)) || kill -9 "$p" 2>/dev/null || true
+        sleep 0.2
+    done
+    wait "$p" 2>/dev/null || true
+}
+new_disk() { # I
+    rm -f "$WORK/etcd$1.qcow2"
+    qemu-img create -q -f qcow2 -F raw -b "$WORK/base.img" "$WORK/etcd$1.qcow2"
+}
+
+# ---------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------
+ctl() { # I ARGS... : etcdctl through etcdI's client URL, mTLS with the test's client cert
+    local i=$1
+    shift
+    ip netns exec "$NS" timeout 15 "$ETCDCTL" --endpoints "https://$SUBNET.$((10 + i)):2379" \
+        --cacert "$WORK/ca/ca.crt" --cert "$WORK/client.crt" --key "$WORK/client.key" \
+        --dial-timeout 3s --command-timeout 8s "$@"
+}
+# The console log of VM I's latest boot (names end with the start time in seconds).
+latest_console() { # I
+    local fs=()
+    shopt -s nullglob
+    fs=("$LOGS/etcd$1.console."*)
+    shopt -u nullglob
+    ((${#fs[@]})) && printf '%s\n' "${fs[-1]}"
+    return 0
+}
+console_state() { # I -> last "etcd=... agent=..." the VM printed on its console
+    local f
+    f=$(latest_console "$1")
+    [[ -n $f ]] || return 0
+    tr -d '\r' <"$f" | grep -a 'EBVM-STATUS' | tail -n1 | sed 's/.*EBVM-STATUS [^ ]* //'
+}
+# Members as "name started|unstarted voter|learner id" lines, via etcdI.
+members() { # I
+    ctl "$1" member list -w json 2>/dev/null | python3 -c '
+import json, sys
+for m in json.load(sys.stdin).get("members", []):
+    print(m.get("name") or "-", "started" if m.get("clientURLs") else "unstarted",
+          "learner" if m.get("isLearner") else "voter", format(m["ID"], "x"))'
+}
+# True when VMs $@ all report etcd=active on their consoles, the member list (via the
+# first) has exactly those names as started voters, and every endpoint is healthy.
+healthy() { # I...
+    local i want have
+    for i in "$@"; do [[ $(console_state "$i") == etcd=active* ]] || return 1; done
+    want=$(printf 'etcd%s started voter\n' "$@" | sort)
+    have=$(members "$1" | awk '{ print $1, $2, $3 }' | sort) || return 1
+    [[ $want == "$have" ]] || return 1
+    ctl "$1" endpoint health --cluster >/dev/null 2>&1
+}
+wait_healthy() { # BOUND_S WHAT I...
+    local bound=$1 what=$2 deadline last=0 now
+    shift 2
+    deadline=$(($(date +%s) + bound))
+    while :; do
+        healthy "$@" && return 0
+        now=$(date +%s)
+        if ((now >= deadline)); then
+            log "$what: not healthy within $bound s; consoles: $(for i in "$@"; do printf 'etcd%s[%s] ' "$i" "$(console_state "$i")"; done)"
+            log "member list via etcd$1: $(members "$1" | tr '\n' ';')"
+            return 1
+        fi
+        if ((now - last >= 30)); then
+            log "$what: waiting; consoles: $(for i in "$@"; do printf 'etcd%s[%s] ' "$i" "$(console_state "$i")"; done)"
+            last=$now
+        fi
+        sleep 3
+    done
+}
+
+# ---------------------------------------------------------------------------
+# 3. three VMs from cloud-init
+# ---------------------------------------------------------------------------
+if [[ -f $USERDATA_TEMPLATE ]]; then
+    log "user-data: $USERDATA_TEMPLATE (rendered)"
+else
+    log "WARNING: $USERDATA_TEMPLATE missing; using the test's minimal user-data"
+fi
+for i in 1 2 3; do
+    make_seed "$i"
+    new_disk "$i"
+done
+t=$(date +%s)
+for i in 1 2 3; do boot_vm "$i" "$WORK/etcd$i.qcow2" "$WORK/seed$i.iso"; done
+log "3 VMs started; waiting up to $BOOT_WAIT_S s for a healthy cluster"
+CLUSTER_OK=0
+if wait_healthy "$BOOT_WAIT_S" "cluster" 1 2 3; then
+    TIMING[cluster]="$(($(date +%s) - t)) s"
+    pass "3 VMs from cloud-init: etcd.service active on each, 3 started voters, healthy over mTLS (${TIMING[cluster]})"
+    CLUSTER_OK=1
+else
+    TIMING[cluster]="failed after $(($(date +%s) - t)) s"
+    fail "3 VMs from cloud-init did not form a healthy cluster within $BOOT_WAIT_S s"
+fi
+
+# ---------------------------------------------------------------------------
+# 4. writes, then the replaced disk
+# ---------------------------------------------------------------------------
+KEYS_OK=0
+if ((CLUSTER_OK)); then
+    ok=1
+    for k in 1 2 3; do ctl 1 put "/vmtest/key$k" "value$k" >/dev/null || ok=0; done
+    [[ $(ctl 3 get --print-value-only /vmtest/key2 2>/dev/null) == value2 ]] || ok=0
+    # mTLS: no client certificate, or one from another CA, is refused.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=stranger" -addext extendedKeyUsage=clientAuth \
+        -keyout "$WORK/stranger.key" -out "$WORK/stranger.crt" 2>/dev/null
+    if ip netns exec "$NS" timeout 15 "$ETCDCTL" --endpoints "https://$SUBNET.11:2379" \
+        --cacert "$WORK/ca/ca.crt" --dial-timeout 3s --command-timeout 5s get /vmtest/key1 >/dev/null 2>&1; then
+        ok=0
+        log "a client without a certificate was served"
+    fi
+    if ip netns exec "$NS" timeout 15 "$ETCDCTL" --endpoints "https://$SUBNET.11:2379" \
+        --cacert "$WORK/ca/ca.crt" --cert "$WORK/stranger.crt" --key "$WORK/stranger.key" \
+        --dial-timeout 3s --command-timeout 5s get /vmtest/key1 >/dev/null 2>&1; then
+        ok=0
+        log "a client with a certificate from another CA was served"
+    fi
+    if ((ok)); then
+        pass "keys written through etcd1 read back through etcd3; clients without a certificate or with another CA's are refused"
+        KEYS_OK=1
+    else
+        fail "keys written through etcd1 not readable through etcd3, or mTLS not enforced (see above)"
+    fi
+else
+    fail "keys (skipped: no cluster)"
+fi
+
+HEAL_OK=0
+if ((KEYS_OK)); then
+    old_id=$(members 1 | awk '$1 == "etcd2" { print $4 }')
+    log "stopping etcd2 (member $old_id), replacing its disk with a fresh one"
+    stop_vm 2
+    new_disk 2
+    t=$(date +%s)
+    boot_vm 2 "$WORK/etcd2.qcow2" "$WORK/seed2.iso"
+    if wait_healthy "$HEAL_WAIT_S" "replaced disk" 1 2 3; then
+        new_id=$(members 1 | awk '$1 == "etcd2" { print $4 }')
+        got=$(ctl 2 get --print-value-only /vmtest/key1 2>/dev/null; ctl 2 get --print-value-only /vmtest/key3 2>/dev/null)
+        if [[ $new_id != "$old_id" && $got == $'value1\nvalue3' ]]; then
+            TIMING[heal]="$(($(date +%s) - t)) s"
+            pass "replaced disk: etcd2 a started voter again (member $old_id -> $new_id), healthy, old keys read through etcd2 (${TIMING[heal]})"
+            HEAL_OK=1
+        else
+            fail "replaced disk: member id $old_id -> ${new_id:-none}, keys via etcd2: '${got//$'\n'/,}'"
+        fi
+    else
+        TIMING[heal]="failed after $(($(date +%s) - t)) s"
+        fail "replaced disk: etcd2 not a healthy voter again within $HEAL_WAIT_S s"
+    fi
+else
+    fail "replaced disk (skipped: no cluster with keys)"
+fi
+
+# ---------------------------------------------------------------------------
+# 5. the Ignition VM
+# ---------------------------------------------------------------------------
+if ((HEAL_OK)); then
+    t=$(date +%s)
+    if "$HERE/ignition-root.sh" "$WORK" "$IMAGE/root" "$BIN" 4 "$SUBNET" "$GW" "$DOMAIN" "$CLUSTER" "$(mac 4)" \
+        >"$LOGS/ignition.log" 2>&1; then
+        mkfs.ext4 -q -F -L root -d "$WORK/root-ign" "$WORK/ign.img" 3G >/dev/null || die "mkfs.ext4 -d (Ignition root) failed"
+        rm -rf "$WORK/root-ign"
+        qemu-img create -q -f qcow2 -F raw -b "$WORK/ign.img" "$WORK/etcd4.qcow2"
+        TIMING[ignition-apply]="$(($(date +%s) - t)) s"
+        start_dns 1 2 3 4
+        t=$(date +%s)
+        boot_vm 4 "$WORK/etcd4.qcow2"
+        if wait_healthy "$JOIN_WAIT_S" "Ignition VM" 1 2 3 4 &&
+            [[ $(ctl 4 get --print-value-only /vmtest/key2 2>/dev/null) == value2 ]]; then
+            TIMING[join]="$(($(date +%s) - t)) s"
+            # The unit was enabled by nothing but Ignition's preset, applied by systemd at the
+            # first boot (the image's machine-id is "uninitialized").
+            c4=$(latest_console 4)
+            if [[ $(console_state 4) == *agent-enabled=enabled* ]] &&
+                grep -aq 'Populated /etc with preset unit settings' "$c4"; then
+                pass "Ignition VM: etcd-bootstrap.service enabled by Ignition's preset at first boot; etcd4 joined as a started voter, 4 healthy, old keys read through etcd4 (${TIMING[join]})"
+            else
+                fail "Ignition VM: etcd4 joined, but the console does not show the preset applied at first boot and the unit enabled ($(console_state 4))"
+            fi
+        else
+            TIMING[join]="failed after $(($(date +%s) - t)) s"
+            fail "Ignition VM: etcd4 not a healthy voter with the keys within $JOIN_WAIT_S s"
+        fi
+    else
+        tail -n 20 "$LOGS/ignition.log" >&2
+        fail "Ignition VM: applying the Ignition config failed (log: $LOGS/ignition.log)"
+    fi
+else
+    fail "Ignition VM (skipped: earlier phase failed)"
+fi
+
+# ---------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------
+for i in "${!VMPID[@]}"; do stop_vm "$i"; done
+echo
+printf '%s\n' "${RESULTS[@]}"
+echo
+printf '%-40s %s\n' "phase" "time" "image build" "${TIMING[image]:--}" \
+    "disk (copy root + binary, mkfs)" "${TIMING[disk]:--}" \
+    "boot 3 VMs to healthy cluster" "${TIMING[cluster]:--}" \
+    "replaced-disk heal (boot to voter)" "${TIMING[heal]:--}" \
+    "Ignition apply (fetch+files, mkfs)" "${TIMING[ignition-apply]:--}" \
+    "Ignition VM boot to voter" "${TIMING[join]:--}" \
+    "total" "$(($(date +%s) - T0)) s (accelerator $ACCEL)"
+echo "vm: $PASSED passed, $FAILED failed"
+((FAILED == 0))
