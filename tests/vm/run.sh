@@ -242,7 +242,7 @@ render_userdata() { # I -> stdout
         python3 "$HERE/render.py" "$USERDATA_TEMPLATE" \
             cluster_name="$CLUSTER" cluster_size=3 srv_domain="$DOMAIN" nameservers="'$GW'" \
             ca_cert_b64="$(base64 -w0 "$WORK/ca/ca.crt")" ca_key_b64="$(base64 -w0 "$WORK/ca/ca.key")" \
-            binary_url="" binary_sha256=""
+            binary_url="" binary_sha256="" etcd_download_url="" etcd_sha256=""
     else
         cat <<EOF
 #cloud-config
