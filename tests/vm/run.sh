@@ -52,7 +52,8 @@ die() {
 # Dependencies (Debian packages from the machine's own sources)
 # ---------------------------------------------------------------------------
 export DEBIAN_FRONTEND=noninteractive
-pkg_version() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | awk '$3 == "installed" { print $4 }'; }
+# The installed version of a package, or nothing (never fails: used in assignments under set -e).
+pkg_version() { { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null || true; } | awk '$3 == "installed" { print $4 }'; }
 install_deps() {
     local want=(debootstrap qemu-system-x86 qemu-utils genisoimage e2fsprogs dnsmasq-base
         ignition python3 openssl iproute2 procps) missing=() p
