@@ -101,7 +101,7 @@ if ((!SKIP_START)); then
         note "start-to-healthy, $n members (scripts/bench-start.sh --runs $RUNS)"
         "$HERE/bench-start.sh" --runs "$RUNS" --versions "$VERSIONS" --members "$n" \
             --name "ebbench$n" --subnet "10.200.24$n" --summary "$WORK/start$n" \
-            >"$WORK/bench-start-$n.out"
+            ${KEEP:+--keep-logs "$KEEP/start-$n"} >"$WORK/bench-start-$n.out"
         cat "$WORK/bench-start-$n.out" >&2
         while read -r v a b r; do START[$v,$n]="$a $b $r"; done <"$WORK/start$n"
     done
@@ -235,7 +235,7 @@ manual_join() { # -> RES ms
     t0=$NOW
     out=$(member_op add etcd4 --learner --peer-urls "https://$ip:2380") || die "member add: $out"
     cluster=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' <<<"$out")
-    id=$(sed -n 's/^Member \([0-9a-f]*\) added.*/\1/p' <<<"$out")
+    id=$(sed -n 's/^Member  *\([0-9a-f]*\) added.*/\1/p' <<<"$out")
     [[ -n $cluster && -n $id ]] || die "cannot read member add's answer: $out"
     ip netns exec "$(ns 4)" "$EDIR/etcd" --name etcd4 --data-dir "$c/data" \
         --listen-peer-urls "https://$ip:2380" --initial-advertise-peer-urls "https://$ip:2380" \
