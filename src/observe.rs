@@ -187,23 +187,10 @@ async fn probe_all(endpoints: &[String], material: &tls::ClientMaterial) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::Peer;
-    use crate::urls::EtcdUrl;
 
-    fn read(peers: usize, unresolved: usize) -> Discovered {
+    fn read(peers: u8, unresolved: usize) -> Discovered {
         Discovered {
-            peers: (0..peers)
-                .map(|i| {
-                    let ip: IpAddr = format!("10.0.0.{}", i + 1).parse().unwrap();
-                    Peer {
-                        name: format!("etcd{i}"),
-                        peer_url: EtcdUrl::https(ip, 2380),
-                        client_url: EtcdUrl::https(ip, 2379),
-                        ips: vec![ip],
-                        dns_name: None,
-                    }
-                })
-                .collect(),
+            peers: (1..=peers).map(crate::decide::tests::peer).collect(),
             unresolved: (0..unresolved).map(|i| format!("etcd{i}.x")).collect(),
             client_endpoints: vec![],
         }

@@ -19,8 +19,8 @@
 
 mod common;
 
-use common::{serial, Lab, LabOptions, Version};
-use std::path::{Path, PathBuf};
+use common::{serial, Lab, LabOptions, Signer, Version};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -98,31 +98,9 @@ fn one_cluster(lab: &mut Lab, hosts: &[usize]) -> Result<(), String> {
     want.sort();
     let mut cluster_ids = Vec::new();
     for &h in hosts {
-        let out = lab.etcdctl(
-            h,
-            &format!("https://{}:2379", lab.ip(h)),
-            &["member", "list", "-w", "json"],
-        );
-        if !out.status.success() {
-            return Err(format!(
-                "host {h}: member list: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| format!("host {h}: {e}"))?;
+        let v = lab.member_list(h)?;
         let members = v["members"].as_array().cloned().unwrap_or_default();
-        let mut started: Vec<String> = members
-            .iter()
-            .filter(|m| {
-                m["isLearner"].as_bool() != Some(true)
-                    && !m["name"].as_str().unwrap_or("").is_empty()
-            })
-            .flat_map(|m| m["peerURLs"].as_array().cloned().unwrap_or_default())
-            .map(|u| u.as_str().unwrap_or("").to_string())
-            .collect();
-        started.sort();
-        if started != want || members.len() != hosts.len() {
+        if common::started_voter_urls(&members) != want || members.len() != hosts.len() {
             return Err(format!("host {h} sees members {members:?}"));
         }
         cluster_ids.push(v["header"]["cluster_id"].as_u64());
@@ -152,29 +130,6 @@ fn one_cluster(lab: &mut Lab, hosts: &[usize]) -> Result<(), String> {
     Ok(())
 }
 
-fn lab_sh(args: &[&str]) {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lab.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn link(lab: &Lab, host: usize, state: &str) {
-    lab_sh(&[
-        "link",
-        "--name",
-        &lab.name,
-        "--host",
-        &host.to_string(),
-        state,
-    ]);
-}
-
 /// Copy the lab directory (configs, logs, data) somewhere that outlives the lab.
 fn keep_logs(lab: &Lab, tag: &str) -> PathBuf {
     let dest = PathBuf::from("/tmp/etcd-bootstrap-campaign").join(tag);
@@ -202,7 +157,7 @@ fn trial(plan: &Plan) -> Result<Duration, String> {
         },
     );
     lab.configure_srv(plan.members);
-    link(&lab, plan.late_link, "down");
+    lab.link(plan.late_link, "down");
     let t0 = Instant::now();
     for (at, ev) in &plan.events {
         let at = Duration::from_millis(*at);
@@ -212,7 +167,7 @@ fn trial(plan: &Plan) -> Result<Duration, String> {
         match ev {
             Event::Start(h) => lab.start(&[*h]),
             Event::DnsAppears(h) => lab.dns("--add-host", *h),
-            Event::LinkUp(h) => link(&lab, *h, "up"),
+            Event::LinkUp(h) => lab.link(*h, "up"),
         }
     }
     let hosts: Vec<usize> = (1..=plan.members).collect();
@@ -302,7 +257,7 @@ fn dns_server_down_at_boot_then_back_etcd_3_5() {
     let _g = serial();
     let mut lab = Lab::up(42, Version::V3_5, LabOptions::srv(3));
     lab.configure_srv(3);
-    lab_sh(&["dns", "--name", &lab.name, "--stop"]);
+    lab.dns_server(false);
     lab.start(&[1, 2, 3]);
     std::thread::sleep(Duration::from_secs(8));
     for h in 1..=3 {
@@ -312,7 +267,7 @@ fn dns_server_down_at_boot_then_back_etcd_3_5() {
             "host {h} started etcd without discovery"
         );
     }
-    lab_sh(&["dns", "--name", &lab.name, "--start"]);
+    lab.dns_server(true);
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
     one_cluster(&mut lab, &[1, 2, 3]).unwrap();
     lab.stop_all();
@@ -327,9 +282,9 @@ fn peer_cut_off_during_bootstrap_etcd_3_4() {
     lab.configure_srv(3);
     lab.start(&[1, 2, 3]);
     std::thread::sleep(Duration::from_millis(300));
-    link(&lab, 3, "down");
+    lab.link(3, "down");
     std::thread::sleep(Duration::from_secs(10));
-    link(&lab, 3, "up");
+    lab.link(3, "up");
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
     one_cluster(&mut lab, &[1, 2, 3]).unwrap();
     lab.stop_all();
@@ -342,23 +297,9 @@ fn peer_cut_off_during_bootstrap_etcd_3_4() {
 fn signer_down_then_back_etcd_3_5() {
     let _g = serial();
     let mut lab = Lab::up(44, Version::V3_5, LabOptions::srv(3));
-    let dir = lab.dir.path().join("signer");
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cfssl-signer.sh"))
-        .args(["up", "--name", &lab.name, "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cfssl-signer.sh up: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = format!("https://{}.1:8888", lab.subnet);
-    let tls = format!(
-        "mode = \"cfssl\"\ncfssl_url = \"{url}\"\ncfssl_auth_key_file = \"{}\"\ncfssl_profile = \"etcd\"\nsigner_ca = \"{}\"",
-        dir.join("auth.key").display(),
-        dir.join("ca.pem").display()
-    );
+    let signer = Signer::up(&lab);
+    let (dir, url) = (&signer.dir, &signer.url);
+    let tls = signer.tls(&dir.join("auth.key"), url);
     for h in 1..=3 {
         lab.write_config_tls(h, 3, "srv_domain = \"lab.test\"", &tls);
     }
@@ -378,7 +319,7 @@ fn signer_down_then_back_etcd_3_5() {
     assert_eq!(code, Some(1), "signer down: expected exit 1: {last}");
     assert!(took < Duration::from_secs(60), "signer down: took {took:?}");
     assert!(
-        last.contains(&url),
+        last.contains(url.as_str()),
         "the error does not name the signer: {last}"
     );
     for f in ["data", "etcd.env", "pki/peer.crt", "pki/server.crt"] {
