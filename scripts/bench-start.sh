@@ -5,6 +5,7 @@
 #
 # Usage: scripts/bench-start.sh [--runs 5] [--versions "3.4 3.5"] [--members 3]
 #                               [--name PREFIX] [--subnet A.B.C] [--keep-logs DIR]
+#                               [--summary FILE]
 #
 # Before any clock starts, once per script run: cfssl ($CFSSL_DIR) makes a CA, one
 # certificate per member (server auth + client auth; hosts = its IP, etcdI.lab.test,
@@ -39,6 +40,8 @@
 # 1 s timeout each; a peer whose listener is already open but not yet serving (its etcd
 # started within a few ms of this one) costs the full second. So a trial takes 0, 1 or
 # 2 s (3 members) longer depending on how closely the etcd processes started.
+# --summary FILE appends one line per version, "VERSION MEDIAN_A MEDIAN_B RATIO" (for
+# scripts/bench.sh, which puts every figure into one table).
 # Needs root, scripts/install-deps.sh and `cargo build --release` to have run.
 
 set -euo pipefail
@@ -54,6 +57,7 @@ MEMBERS=3
 NAME=ebbench
 SUBNET=10.200.249
 KEEP=""
+SUMMARY=""
 readonly DOMAIN=lab.test
 readonly TRIAL_TIMEOUT_S=60
 readonly POLL_S=0.05
@@ -72,6 +76,7 @@ while (($#)); do
     --name) NAME=${2:-}; shift ;;
     --subnet) SUBNET=${2:-}; shift ;;
     --keep-logs) KEEP=${2:-}; shift ;;
+    --summary) SUMMARY=${2:-}; shift ;;
     -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -102,11 +107,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Milliseconds, without forking (bash 5's EPOCHREALTIME), into NOW.
-stamp() {
-    local t=${EPOCHREALTIME//[!0-9]/}
-    NOW=$((10#$t / 1000))
-}
+# shellcheck source=lib/bench-common.sh
+. "$HERE/lib/bench-common.sh"
 ip_of() { printf '%s.%d\n' "$SUBNET" "$((10 + $1))"; }
 
 ENDPOINTS="" CLUSTER=""
@@ -174,16 +176,6 @@ unit_path = "$1/etcd.service"
 [heal]
 interval = "5s"
 EOF
-}
-
-# Does the process PID (in its network namespace) have a listener on TCP port 2379?
-listening_2379() {
-    local l
-    [[ -r /proc/$1/net/tcp ]] || return 1
-    while read -r _ l _ st _; do
-        [[ $l == *:094B && $st == 0A ]] && return 0
-    done </proc/"$1"/net/tcp
-    return 1
 }
 
 # Prints the milliseconds until all MEMBERS are healthy, or FAIL (and the log tails on
@@ -300,15 +292,6 @@ max_stall() { # DIR
     echo "${max:-?}"
 }
 
-median() { # numbers... (FAIL ignored) -> median or "-"
-    local v=() s
-    for s in "$@"; do [[ $s =~ ^[0-9]+$ ]] && v+=("$s"); done
-    ((${#v[@]})) || { echo -; return; }
-    mapfile -t v < <(printf '%s\n' "${v[@]}" | sort -n)
-    local k=${#v[@]}
-    if ((k % 2)); then echo "${v[k / 2]}"; else echo $(((v[k / 2 - 1] + v[k / 2]) / 2)); fi
-}
-
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
@@ -365,10 +348,9 @@ for v in $VERSIONS; do
         done
         echo "$line"
     done
-    if [[ ${MED[a]} =~ ^[0-9]+$ && ${MED[b]} =~ ^[0-9]+$ && ${MED[a]} -gt 0 ]]; then
-        printf '%-8s ratio median(b)/median(a) = %s\n' "$vv" "$(awk -v a="${MED[a]}" -v b="${MED[b]}" 'BEGIN { printf "%.2f", b / a }')"
-    else
-        printf '%-8s ratio median(b)/median(a) = n/a\n' "$vv"
+    printf '%-8s ratio median(b)/median(a) = %s\n' "$vv" "$(ratio "${MED[a]}" "${MED[b]}")"
+    if [[ -n $SUMMARY ]]; then
+        printf '%s %s %s %s\n' "$v" "${MED[a]}" "${MED[b]}" "$(ratio "${MED[a]}" "${MED[b]}")" >>"$SUMMARY"
     fi
     unset MED
 done

@@ -9,6 +9,7 @@
 #   lab.sh down --name PREFIX [--grace SECONDS]
 #   lab.sh exec --name PREFIX --host I|br -- CMD [ARGS...]
 #   lab.sh dns  --name PREFIX (--add-host I | --remove-host I)...
+#   lab.sh dns  --name PREFIX (--stop | --start)
 #   lab.sh link --name PREFIX --host I [--side bridge|host] (up|down)
 #   lab.sh list
 #
@@ -488,18 +489,32 @@ cmd_exec() {
 
 cmd_dns() {
     LAB_NAME=""
-    local adds=() removes=() i
+    local adds=() removes=() i power=""
     while (($#)); do
         case "$1" in
         --name) LAB_NAME=${2:-}; shift ;;
         --add-host) adds+=("${2:-}"); shift ;;
         --remove-host) removes+=("${2:-}"); shift ;;
+        --stop | --start) power=${1#--} ;;
         *) die "dns: unknown argument '$1'" ;;
         esac
         shift
     done
     valid_name "$LAB_NAME" || die "dns: --name PREFIX required"
-    ((${#adds[@]} + ${#removes[@]})) || die "dns: give --add-host I and/or --remove-host I"
+    if [[ -n $power ]]; then
+        ((${#adds[@]} + ${#removes[@]} == 0)) || die "dns: --$power takes no --add-host/--remove-host"
+        take_lock
+        load_config
+        # The DNS server down (nothing listens on port 53: queries are refused) or back.
+        stop_dnsmasq
+        if [[ $power == start ]]; then
+            start_dnsmasq
+            wait_dns "$(br_ns)"
+        fi
+        if [[ $power == start ]]; then log "lab $LAB_NAME DNS server started"; else log "lab $LAB_NAME DNS server stopped"; fi
+        return 0
+    fi
+    ((${#adds[@]} + ${#removes[@]})) || die "dns: give --add-host I and/or --remove-host I, or --stop or --start"
     take_lock
     load_config
     for i in "${adds[@]}" "${removes[@]}"; do check_host "$i"; done

@@ -15,6 +15,20 @@ use std::time::Duration;
 
 /// Pause between the two discovery reads that must agree.
 const STABILITY_PAUSE: Duration = Duration::from_millis(250);
+/// The same when the read before it already was the complete set that `cluster.size` asks for,
+/// every target resolved. The second read still has to agree, so a set that changes between
+/// the reads is still caught (and read again with the longer pause); what the longer pause buys
+/// is only more time for a set that is still incomplete to fill up, which a complete set does
+/// not need. It cuts 200 ms off the start of every member of a new cluster.
+const COMPLETE_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long to wait before reading discovery again, after reading `d`.
+fn stability_pause(expected: Option<usize>, d: &Discovered) -> Duration {
+    match expected {
+        Some(n) if d.unresolved.is_empty() && d.peers.len() == n => COMPLETE_PAUSE,
+        _ => STABILITY_PAUSE,
+    }
+}
 
 pub struct Observer<'a> {
     pub cfg: &'a Config,
@@ -58,7 +72,8 @@ impl<'a> Observer<'a> {
         let cfg = self.cfg;
         let local = local_state(&cfg.member.data_dir);
         let (discovered, stable) =
-            discovery::read_stable(&self.sources, STABILITY_PAUSE, 4).await?;
+            discovery::read_stable(&self.sources, |d| stability_pause(cfg.cluster.size, d), 4)
+                .await?;
         let local_ips = discovery::local_addresses()?;
         let me = discovery::find_self(
             &discovered.peers,
@@ -164,4 +179,26 @@ async fn probe_all(endpoints: &[String], material: &tls::ClientMaterial) -> Vec<
     }
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, a)| a).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(peers: u8, unresolved: usize) -> Discovered {
+        Discovered {
+            peers: (1..=peers).map(crate::decide::tests::peer).collect(),
+            unresolved: (0..unresolved).map(|i| format!("etcd{i}.x")).collect(),
+            client_endpoints: vec![],
+        }
+    }
+
+    #[test]
+    fn short_pause_only_for_a_complete_resolved_set_of_the_expected_size() {
+        assert_eq!(stability_pause(Some(3), &read(3, 0)), COMPLETE_PAUSE);
+        assert_eq!(stability_pause(Some(3), &read(2, 0)), STABILITY_PAUSE);
+        assert_eq!(stability_pause(Some(3), &read(3, 1)), STABILITY_PAUSE);
+        assert_eq!(stability_pause(Some(3), &read(4, 0)), STABILITY_PAUSE);
+        assert_eq!(stability_pause(None, &read(3, 0)), STABILITY_PAUSE);
+    }
 }

@@ -81,7 +81,7 @@ unit_path = "{d}/etcd.service"
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        names.retain(|n| n != "config.d");
+        names.retain(|n| n != "config.d" && n != "fixtures");
         assert_eq!(
             names,
             vec!["ca", "config.toml"],
@@ -119,73 +119,238 @@ fn check_config_prints_the_effective_config() {
     assert!(text.contains("50-test.toml"), "drop-in not listed: {text}");
 }
 
-/// Each bad input: exit 2, one line on stderr naming the key and where it came from.
-#[test]
-fn bad_input_exits_2_with_one_line_naming_the_key() {
-    type Env<'a> = &'a [(&'a str, &'a str)];
-    let cases: &[(&str, Env, &str, &str)] = &[
-        (
-            "[cluster]\nname = \"\"\n",
-            &[],
-            "cluster.name",
-            "50-test.toml",
-        ),
-        (
-            "[member]\nclient_port = \"2379\"\n",
-            &[],
-            "member.client_port",
-            "50-test.toml",
-        ),
-        ("[member]\nbogus = 1\n", &[], "member.bogus", "50-test.toml"),
-        (
-            "[discovery]\npeers = [\"a=https://10.9.9.1:2380/\"]\n",
-            &[],
-            "discovery.peers",
-            "50-test.toml",
-        ),
-        (
-            "[discovery]\ntimeout = \"forever\"\n",
-            &[],
-            "discovery.timeout",
-            "50-test.toml",
-        ),
-        (
-            "[tls]\nca_key = \"/nonexistent/ca.key\"\n",
-            &[],
+/// One bad input of the corpus: a drop-in (`{d}` stands for the test's directory), environment
+/// overrides, the key the one-line message must name (in backquotes), where the value came from,
+/// and the commands that must refuse it.
+struct Bad {
+    dropin: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    key: &'static str,
+    source: &'static str,
+    cmds: &'static [&'static str],
+}
+
+/// Every command that loads the config.
+const ALL: &[&str] = &["check-config", "run", "plan"];
+/// Certificate and key files are read by the commands that use them, not by check-config.
+const USE: &[&str] = &["run", "plan"];
+const DROPIN: &str = "50-test.toml";
+
+const fn bad(dropin: &'static str, key: &'static str) -> Bad {
+    Bad {
+        dropin,
+        env: &[],
+        key,
+        source: DROPIN,
+        cmds: ALL,
+    }
+}
+
+const fn bad_env(env: &'static [(&'static str, &'static str)], key: &'static str) -> Bad {
+    Bad {
+        dropin: "",
+        env,
+        key,
+        source: env[0].0,
+        cmds: ALL,
+    }
+}
+
+/// The bad-input corpus: malformed TOML, unknown keys and sections, wrong types, bad values,
+/// URLs and durations, missing, unreadable, non-PEM and mismatched CA files, bad environment
+/// overrides. ("SRV answers pointing nowhere" needs a DNS server: tests/lab_campaign.rs.)
+const CORPUS: &[Bad] = &[
+    // Malformed TOML.
+    Bad {
+        source: "50-test.toml:2",
+        ..bad("[member]\nname = \n", "(syntax)")
+    },
+    Bad {
+        source: "50-test.toml:1",
+        ..bad("[member\n", "(syntax)")
+    },
+    Bad {
+        source: "50-test.toml:3",
+        ..bad("[cluster]\nname = \"a\"\nname = \"b\"\n", "(syntax)")
+    },
+    Bad {
+        source: "50-test.toml:2",
+        ..bad("[tls]\nmode = \"local-ca\n", "(syntax)")
+    },
+    // Unknown keys and sections.
+    bad("[member]\nbogus = 1\n", "member.bogus"),
+    bad("[tls]\nmodee = \"local-ca\"\n", "tls.modee"),
+    bad("[bogus]\nx = 1\n", "bogus"),
+    // Wrong types.
+    bad("[member]\nclient_port = \"2379\"\n", "member.client_port"),
+    bad("[cluster]\nsize = \"3\"\n", "cluster.size"),
+    bad("[heal]\nenabled = \"yes\"\n", "heal.enabled"),
+    bad("cluster = 5\n", "cluster"),
+    // Bad values.
+    bad("[cluster]\nname = \"\"\n", "cluster.name"),
+    bad("[cluster]\nsize = 16\n", "cluster.size"),
+    bad("[member]\npeer_port = 0\n", "member.peer_port"),
+    bad("[member]\nname = \"a b\"\n", "member.name"),
+    bad(
+        "[member]\nadvertise_address = \"not-an-ip\"\n",
+        "member.advertise_address",
+    ),
+    bad(
+        "[member]\ndata_dir = \"relative/path\"\n",
+        "member.data_dir",
+    ),
+    bad("[tls]\nmode = \"magic\"\n", "tls.mode"),
+    bad(
+        "[etcd]\nservice_manager = \"upstart\"\n",
+        "etcd.service_manager",
+    ),
+    bad("[etcd]\nbinary = \"\"\n", "etcd.binary"),
+    bad(
+        "[discovery]\nnameservers = [\"not-an-ip\"]\n",
+        "discovery.nameservers",
+    ),
+    bad(
+        "[discovery]\npeers = []\nsrv_domain = \"lab..test\"\n",
+        "discovery.srv_domain",
+    ),
+    Bad {
+        source: "default",
+        ..bad("[member]\nclient_port = 2380\n", "member.peer_port")
+    },
+    Bad {
+        source: "default",
+        ..bad("[discovery]\npeers = []\n", "discovery.srv_domain")
+    },
+    // Bad URLs.
+    bad(
+        "[discovery]\npeers = [\"a=https://10.9.9.1:2380/\"]\n",
+        "discovery.peers",
+    ),
+    bad("[discovery]\npeers = [\"noequals\"]\n", "discovery.peers"),
+    bad("[discovery]\npeers = [\"a=http//x\"]\n", "discovery.peers"),
+    bad(
+        "[discovery]\npeers = [\"a=https://10.0.0.1:99999\"]\n",
+        "discovery.peers",
+    ),
+    bad("[discovery]\nseeds = [\"ftp://x\"]\n", "discovery.seeds"),
+    // Bad durations.
+    bad("[discovery]\ntimeout = \"forever\"\n", "discovery.timeout"),
+    bad("[discovery]\ntimeout = \"-1s\"\n", "discovery.timeout"),
+    bad("[heal]\ninterval = \"0s\"\n", "heal.interval"),
+    bad(
+        "[heal]\nremove_dead_after = \"x\"\n",
+        "heal.remove_dead_after",
+    ),
+    // CA files: missing, unreadable (a directory), not PEM, a key of another CA.
+    bad("[tls]\nca_key = \"/nonexistent/ca.key\"\n", "tls.ca_key"),
+    bad(
+        "[tls]\nca_cert = \"{d}/fixtures/nope.crt\"\n",
+        "tls.ca_cert",
+    ),
+    Bad {
+        source: "{d}/ca",
+        cmds: USE,
+        ..bad("[tls]\nca_cert = \"{d}/ca\"\n", "tls.ca_cert")
+    },
+    Bad {
+        source: "junk.pem",
+        cmds: USE,
+        ..bad(
+            "[tls]\nca_cert = \"{d}/fixtures/junk.pem\"\n",
+            "tls.ca_cert",
+        )
+    },
+    Bad {
+        source: "junk.pem",
+        cmds: USE,
+        ..bad("[tls]\nca_key = \"{d}/fixtures/junk.pem\"\n", "tls.ca_key")
+    },
+    Bad {
+        source: "fixtures/ca2/ca.key",
+        cmds: USE,
+        ..bad(
+            "[tls]\nca_key = \"{d}/fixtures/ca2/ca.key\"\n",
             "tls.ca_key",
-            "50-test.toml",
-        ),
-        ("[member]\nname = \n", &[], "(syntax)", "50-test.toml:2"),
-        (
-            "",
-            &[("ETCD_BOOTSTRAP_MEMBER_PEER_PORT", "70000")],
-            "member.peer_port",
-            "ETCD_BOOTSTRAP_MEMBER_PEER_PORT",
-        ),
-        (
-            "",
+        )
+    },
+    Bad {
+        source: "fixtures/ca2/ca.crt",
+        cmds: USE,
+        ..bad(
+            "[tls]\nca_cert = \"{d}/fixtures/ca2/ca.crt\"\n",
+            "tls.ca_key",
+        )
+    },
+    // Environment overrides.
+    bad_env(
+        &[("ETCD_BOOTSTRAP_MEMBER_PEER_PORT", "70000")],
+        "member.peer_port",
+    ),
+    Bad {
+        source: "environment",
+        ..bad_env(
             &[("ETCD_BOOTSTRAP_TLS_MODEE", "x")],
             "ETCD_BOOTSTRAP_TLS_MODEE",
-            "environment",
-        ),
-    ];
-    for (extra, env, key, source) in cases {
+        )
+    },
+    bad_env(&[("ETCD_BOOTSTRAP_CLUSTER_SIZE", "abc")], "cluster.size"),
+    bad_env(
+        &[("ETCD_BOOTSTRAP_DISCOVERY_TIMEOUT", "soon")],
+        "discovery.timeout",
+    ),
+    bad_env(&[("ETCD_BOOTSTRAP_HEAL_ENABLED", "maybe")], "heal.enabled"),
+    bad_env(
+        &[("ETCD_BOOTSTRAP_DISCOVERY_PEERS", "bad")],
+        "discovery.peers",
+    ),
+    bad_env(
+        &[("ETCD_BOOTSTRAP_MEMBER_ADVERTISE_ADDRESS", "x")],
+        "member.advertise_address",
+    ),
+    bad_env(
+        &[("ETCD_BOOTSTRAP_TLS_CA_CERT", "/nonexistent/ca.crt")],
+        "tls.ca_cert",
+    ),
+];
+
+/// Each bad input: exit 2, exactly one line on stderr naming the key (and where its value came
+/// from), and nothing written: no data dir, pki dir, env file or unit.
+#[test]
+fn bad_input_exits_2_with_one_line_naming_the_key() {
+    assert!(CORPUS.len() >= 30, "the corpus shrank: {}", CORPUS.len());
+    for case in CORPUS {
         let s = Setup::new();
-        let cfg = s.config(extra);
-        for cmd in ["check-config", "run", "plan"] {
-            let out = run(&[cmd, "--config", cfg.to_str().unwrap()], env);
+        let d = s.dir.path().display().to_string();
+        let fx = s.path("fixtures");
+        std::fs::create_dir_all(&fx).unwrap();
+        std::fs::write(fx.join("junk.pem"), "this is not PEM\n").unwrap();
+        let out = run(
+            &["ca", "init", "--out", fx.join("ca2").to_str().unwrap()],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut dropin = case.dropin.replace("{d}", &d);
+        if !case.cmds.contains(&"check-config") {
+            // run checks etcd.binary before it reads certificate files: give it one that exists.
+            dropin.push_str("[etcd]\nbinary = \"/bin/true\"\n");
+        }
+        let cfg = s.config(&dropin);
+        let source = case.source.replace("{d}", &d);
+        for cmd in case.cmds {
+            let out = run(&[cmd, "--config", cfg.to_str().unwrap()], case.env);
             let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(2), "{cmd} {key}: {err}");
-            assert_eq!(
-                err.trim().lines().count(),
-                1,
-                "{cmd} {key}: not one line: {err}"
+            let what = format!("{cmd} with {:?} {:?}", case.dropin, case.env);
+            assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{what}: not one line: {err}");
+            assert!(
+                err.contains(&format!("`{}`", case.key)),
+                "{what}: {err} does not name {}",
+                case.key
             );
             assert!(
-                err.contains(&format!("`{key}`")),
-                "{cmd}: {err} does not name {key}"
+                err.contains(&source),
+                "{what}: {err} does not name {source}"
             );
-            assert!(err.contains(source), "{cmd}: {err} does not name {source}");
             s.assert_nothing_written();
         }
     }

@@ -4,45 +4,9 @@
 
 mod common;
 
-use common::{serial, Lab, LabOptions, Version};
+use common::{serial, Lab, LabOptions, Signer, Version};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Signer {
-    dir: PathBuf,
-    url: String,
-}
-
-impl Signer {
-    fn up(lab: &Lab) -> Signer {
-        let dir = lab.dir.path().join("signer");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cfssl-signer.sh");
-        let out = Command::new(&script)
-            .args(["up", "--name", &lab.name, "--dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cfssl-signer.sh up: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Signer {
-            dir,
-            url: format!("https://{}.1:8888", lab.subnet),
-        }
-    }
-
-    fn tls(&self, key_file: &Path, url: &str) -> String {
-        format!(
-            "mode = \"cfssl\"\ncfssl_url = \"{url}\"\ncfssl_auth_key_file = \"{}\"\ncfssl_profile = \"etcd\"\nsigner_ca = \"{}\"",
-            key_file.display(),
-            self.dir.join("ca.pem").display()
-        )
-    }
-}
 
 fn configure(lab: &Lab, signer: &Signer, host: usize, key_file: &Path, url: &str) {
     lab.write_config_tls(

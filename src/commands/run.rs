@@ -253,6 +253,13 @@ async fn bring_up(
         let env = render::env_file(cfg, &observed.me, &state);
         let changed = manager.install(&env, &render::unit(cfg))?;
         failpoint::hit("new:after-env");
+        if let render::ClusterState::New(ic) = &state {
+            let delay = ic.start_delay();
+            if !delay.is_zero() {
+                tracing::info!(?delay, "new cluster: waiting my turn to start etcd");
+                tokio::time::sleep(delay).await;
+            }
+        }
         tracing::info!(manager = %manager.describe(), changed, "starting etcd");
         manager.start(changed).await?;
         if matches!(state, render::ClusterState::Existing { .. }) {

@@ -132,12 +132,12 @@ pub async fn read_all(sources: &[Box<dyn Source>]) -> Result<Discovered> {
 /// last read and whether it was stable.
 pub async fn read_stable(
     sources: &[Box<dyn Source>],
-    pause: Duration,
+    pause: impl Fn(&Discovered) -> Duration,
     attempts: usize,
 ) -> Result<(Discovered, bool)> {
     let mut previous = read_all(sources).await?;
     for _ in 1..attempts.max(2) {
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause(&previous)).await;
         let next = read_all(sources).await?;
         if next == previous {
             return Ok((next, true));

@@ -396,17 +396,33 @@ interval = "2s"
         }
     }
 
-    /// Add or remove a host's DNS records.
-    pub fn dns(&self, flag: &str, host: usize) {
+    /// `lab.sh SUB --name <this lab> ARGS...`, which must succeed.
+    fn lab_cmd(&self, sub: &str, args: &[&str]) {
         let out = Command::new(lab_sh())
-            .args(["dns", "--name", &self.name, flag, &host.to_string()])
+            .args([sub, "--name", &self.name])
+            .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "lab.sh dns: {}",
+            "lab.sh {sub} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Add or remove a host's DNS records.
+    pub fn dns(&self, flag: &str, host: usize) {
+        self.lab_cmd("dns", &[flag, &host.to_string()]);
+    }
+
+    /// Stop or start the lab's DNS server.
+    pub fn dns_server(&self, up: bool) {
+        self.lab_cmd("dns", &[if up { "--start" } else { "--stop" }]);
+    }
+
+    /// Pull (`"down"`) or plug back (`"up"`) a host's cable.
+    pub fn link(&self, host: usize, state: &str) {
+        self.lab_cmd("link", &["--host", &host.to_string(), state]);
     }
 
     /// Wait until member list (asked through `via`) shows exactly `hosts` as started voters and
@@ -423,24 +439,9 @@ interval = "2s"
             .collect();
         let mut last = String::new();
         loop {
-            let out = self.etcdctl(
-                via,
-                &format!("https://{}:2379", self.ip(via)),
-                &["member", "list", "-w", "json"],
-            );
-            if out.status.success() {
-                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if let Ok(v) = self.member_list(via) {
                 let members = v["members"].as_array().cloned().unwrap_or_default();
-                let mut urls: Vec<String> = members
-                    .iter()
-                    .filter(|m| {
-                        m["isLearner"].as_bool() != Some(true)
-                            && !m["name"].as_str().unwrap_or("").is_empty()
-                    })
-                    .flat_map(|m| m["peerURLs"].as_array().cloned().unwrap_or_default())
-                    .map(|u| u.as_str().unwrap_or("").to_string())
-                    .collect();
-                urls.sort();
+                let urls = started_voter_urls(&members);
                 last = format!("{members:?}");
                 if urls == want && members.len() == hosts.len() {
                     let h = self.etcdctl(via, &eps.join(","), &["endpoint", "health"]);
@@ -542,20 +543,77 @@ interval = "2s"
         }
     }
 
-    /// `etcdctl member list -w json`, parsed.
-    pub fn members(&self, host: usize) -> Vec<serde_json::Value> {
+    /// `etcdctl member list -w json` asked of `host` itself, parsed (header and members).
+    pub fn member_list(&self, host: usize) -> Result<serde_json::Value, String> {
         let out = self.etcdctl(
             host,
             &format!("https://{}:2379", self.ip(host)),
             &["member", "list", "-w", "json"],
         );
+        if !out.status.success() {
+            return Err(format!(
+                "host {host}: member list: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("host {host}: member list: {e}"))
+    }
+
+    /// The members in `host`'s member list.
+    pub fn members(&self, host: usize) -> Vec<serde_json::Value> {
+        let v = self.member_list(host).unwrap_or_else(|e| panic!("{e}"));
+        v["members"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// The peer URLs of the started voters of a member list (no learner, no added-but-unstarted
+/// member: those have no name yet), sorted.
+pub fn started_voter_urls(members: &[serde_json::Value]) -> Vec<String> {
+    let mut urls: Vec<String> = members
+        .iter()
+        .filter(|m| {
+            m["isLearner"].as_bool() != Some(true) && !m["name"].as_str().unwrap_or("").is_empty()
+        })
+        .flat_map(|m| m["peerURLs"].as_array().cloned().unwrap_or_default())
+        .map(|u| u.as_str().unwrap_or("").to_string())
+        .collect();
+    urls.sort();
+    urls
+}
+
+/// A real cfssl signer (scripts/cfssl-signer.sh) in the bridge namespace of a lab.
+pub struct Signer {
+    pub dir: PathBuf,
+    pub url: String,
+}
+
+impl Signer {
+    pub fn up(lab: &Lab) -> Signer {
+        let dir = lab.dir.path().join("signer");
+        let out = Command::new(repo().join("scripts/cfssl-signer.sh"))
+            .args(["up", "--name", &lab.name, "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
-            "member list: {}",
+            "cfssl-signer.sh up: {}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["members"].as_array().cloned().unwrap_or_default()
+        Signer {
+            dir,
+            url: format!("https://{}.1:8888", lab.subnet),
+        }
+    }
+
+    /// The body of [tls] for this signer, with an auth key file and a signer URL.
+    pub fn tls(&self, key_file: &Path, url: &str) -> String {
+        format!(
+            "mode = \"cfssl\"\ncfssl_url = \"{url}\"\ncfssl_auth_key_file = \"{}\"\ncfssl_profile = \"etcd\"\nsigner_ca = \"{}\"",
+            key_file.display(),
+            self.dir.join("ca.pem").display()
+        )
     }
 }
 

@@ -1,0 +1,451 @@
+#!/usr/bin/env bash
+# bench.sh - every figure of the benchmark in one table, on etcd 3.4.23 and 3.5.30.
+#
+# Usage: scripts/bench.sh [--runs 5] [--versions "3.4 3.5"] [--rss-seconds 180]
+#                         [--keep-logs DIR] [--skip-start]
+#
+# 1. start-to-healthy, 3 and 5 members started at the same instant: etcd-bootstrap (SRV
+#    discovery, certificates made at boot) against etcd's own static bootstrap (cfssl
+#    certificates made in advance), alternated, --runs trials each: scripts/bench-start.sh
+#    (labs ebbench3 / ebbench5 on 10.200.243 / 10.200.245). --skip-start leaves it out.
+# 2. per version, in one lab (ebbenchj, 10.200.244, 4 hosts) whose hosts 1-3 run a cluster
+#    formed by `etcd-bootstrap run` (heal.interval 1 s, etcd.binary a wrapper that records
+#    the instant etcd is exec'd, then execs the real etcd), --runs rounds of:
+#    a. join host 4 by hand, the documented procedure scripted with etcdctl: `member add
+#       --learner` (retried while etcd answers "unhealthy cluster"), start etcd with
+#       --initial-cluster-state existing and the cluster etcdctl printed (certificates made
+#       in advance), `member promote` retried until the learner is in sync; then host 4
+#       is removed and wiped again;
+#    b. join host 4 with etcd-bootstrap: its DNS records appear, `etcd-bootstrap run`;
+#       then removed and wiped again;
+#    c. wiped member: host 3's agent stopped, its data dir deleted, agent started;
+#    d. `etcdctl member remove` of host 3's member: its agent notices and re-adds it;
+#    e. restart path: host 2's agent stopped (etcd with it), started again: milliseconds
+#       from the spawn of `etcd-bootstrap run` to the wrapper's exec of etcd.
+#    a-d are timed until member list shows exactly the expected started voters (no
+#    learner) and `endpoint health` passes on all of them (polled every 100 ms).
+# 3. peak resident memory (VmHWM) of host 1's `etcd-bootstrap run` after all rounds and
+#    --rss-seconds more of its heal loop (interval 1 s), in the last version's lab.
+# 4. the size of the release binary.
+#
+# Prints ONE table (medians; every trial in the log) with the targets. Details of each step
+# go to stderr. Needs root, scripts/install-deps.sh and `cargo build --release`.
+# Default run time: about 15-20 minutes.
+
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+LAB="$HERE/lab.sh"
+CACHE="${ETCD_BOOTSTRAP_LAB_CACHE:-/var/cache/etcd-bootstrap-lab}"
+BIN="$REPO/target/x86_64-unknown-linux-gnu/release/etcd-bootstrap"
+RUNS=5
+VERSIONS="3.4 3.5"
+RSS_S=180
+KEEP=""
+SKIP_START=0
+readonly NAME=ebbenchj SUBNET=10.200.244 DOMAIN=lab.test
+readonly STEP_TIMEOUT_MS=120000
+
+# shellcheck source=lib/bench-common.sh
+. "$HERE/lib/bench-common.sh"
+
+die() {
+    printf 'bench: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+note() { printf 'bench: %s\n' "$*" >&2; }
+
+while (($#)); do
+    case "$1" in
+    --runs) RUNS=${2:-}; shift ;;
+    --versions) VERSIONS=${2:-}; shift ;;
+    --rss-seconds) RSS_S=${2:-}; shift ;;
+    --keep-logs) KEEP=${2:-}; shift ;;
+    --skip-start) SKIP_START=1 ;;
+    -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+done
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs N (>= 1)"
+[[ $RSS_S =~ ^[0-9]+$ ]] || die "--rss-seconds N"
+[[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces)"
+[[ -f $CACHE/env ]] || die "$CACHE/env missing: run scripts/install-deps.sh first"
+# shellcheck source=/dev/null
+. "$CACHE/env"
+[[ -x $BIN ]] || die "$BIN missing: run 'cargo build --release' first"
+for v in $VERSIONS; do [[ $v == 3.4 || $v == 3.5 ]] || die "unknown version '$v' (3.4 or 3.5)"; done
+
+WORK=$(mktemp -d /tmp/bench.XXXXXX)
+cleanup() {
+    "$LAB" down --name "$NAME" --grace 0 >/dev/null 2>&1 || true
+    if [[ -n $KEEP ]]; then { mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/; } 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ip_of() { printf '%s.%d\n' "$SUBNET" "$((10 + $1))"; }
+ns() { printf '%s-h%d\n' "$NAME" "$1"; }
+declare -A R=() # R[version,figure] = space-separated trial values
+
+record() { R[$1,$2]+="${R[$1,$2]:+ }$3"; note "etcd $1, $2: $3"; }
+
+# ---------------------------------------------------------------------------
+# 1. start-to-healthy (scripts/bench-start.sh)
+# ---------------------------------------------------------------------------
+declare -A START=()
+if ((!SKIP_START)); then
+    for n in 3 5; do
+        note "start-to-healthy, $n members (scripts/bench-start.sh --runs $RUNS)"
+        "$HERE/bench-start.sh" --runs "$RUNS" --versions "$VERSIONS" --members "$n" \
+            --name "ebbench$n" --subnet "10.200.24$n" --summary "$WORK/start$n" \
+            ${KEEP:+--keep-logs "$KEEP/start-$n"} >"$WORK/bench-start-$n.out"
+        cat "$WORK/bench-start-$n.out" >&2
+        while read -r v a b r; do START[$v,$n]="$a $b $r"; done <"$WORK/start$n"
+    done
+fi
+
+# ---------------------------------------------------------------------------
+# 2. join, heal, restart, memory: one lab per version
+# ---------------------------------------------------------------------------
+EDIR="" AGENT=() ETCD4=""
+
+ctl() { # HOST ENDPOINTS ARGS... : etcdctl inside HOST with host 1's client certificate
+    local h=$1 eps=$2
+    shift 2
+    local p="$WORK/lab/h1/pki"
+    ip netns exec "$(ns "$h")" env ETCDCTL_API=3 "$EDIR/etcdctl" --endpoints "$eps" \
+        --cacert "$p/ca.crt" --cert "$p/client.crt" --key "$p/client.key" \
+        --dial-timeout 1s --command-timeout 3s "$@"
+}
+eps_of() { local h s=""; for h in "$@"; do s+="${s:+,}https://$(ip_of "$h"):2379"; done; echo "$s"; }
+
+# Exactly HOSTS as started voters (no learner, nothing else) and all of them healthy?
+voters_are() { # HOSTS...
+    local want got
+    want=$(for h in "$@"; do echo "https://$(ip_of "$h"):2380"; done | sort | tr '\n' ' ')
+    got=$(ctl 1 "$(eps_of 1)" member list -w json 2>/dev/null |
+        jq -r '.members[] | if (.isLearner // false) or ((.name // "") == "") then "x" else .peerURLs[0] end' |
+        sort | tr '\n' ' ') || return 1
+    [[ $got == "$want" ]] && ctl 1 "$(eps_of "$@")" endpoint health >/dev/null 2>&1
+}
+
+wait_voters() { # T0 HOSTS... -> WV = ms since T0, or dies
+    local t0=$1
+    shift
+    while ! voters_are "$@"; do
+        stamp
+        ((NOW - t0 > STEP_TIMEOUT_MS)) && { tail -n 30 "$WORK"/lab/h*/log >&2; die "not exactly voters $* within $((STEP_TIMEOUT_MS / 1000)) s"; }
+        sleep 0.1
+    done
+    stamp
+    WV=$((NOW - t0))
+}
+
+member_id() { # HOST -> hex ID of its member
+    # (the simple format: JSON would give the 64-bit ID as a float)
+    ctl 1 "$(eps_of 1)" member list | awk -F', ' -v u="https://$(ip_of "$1"):2380" '$4 == u { print $1 }'
+}
+
+# etcdctl member ARGS, retried while etcd says the cluster is not ready (etcd-rules.md 10).
+member_op() {
+    local out i
+    for ((i = 0; i < 100; i++)); do
+        if out=$(ctl 1 "$(eps_of 1 2 3)" member "$@" 2>&1); then
+            printf '%s\n' "$out"
+            return 0
+        fi
+        [[ $out == *"unhealthy cluster"* || $out == *"not enough started"* || $out == *"in sync with leader"* || $out == *"deadline exceeded"* ]] || { echo "$out" >&2; return 1; }
+        sleep 0.2
+    done
+    echo "$out" >&2
+    return 1
+}
+
+write_config() { # HOST
+    local d="$WORK/lab/h$1"
+    mkdir -p "$d"
+    cat >"$d/config.toml" <<EOF
+[cluster]
+name = "bench"
+size = 3
+
+[member]
+data_dir = "$d/data"
+
+[discovery]
+srv_domain = "$DOMAIN"
+timeout = "90s"
+
+[tls]
+mode = "local-ca"
+dir = "$d/pki"
+ca_cert = "$WORK/ca/ca.crt"
+ca_key = "$WORK/ca/ca.key"
+
+[etcd]
+binary = "$d/etcd-wrapper"
+service_manager = "process"
+env_file = "$d/etcd.env"
+unit_path = "$d/etcd.service"
+
+[heal]
+interval = "1s"
+EOF
+    # Records the instant etcd is exec'd (restart-path figure), then becomes etcd.
+    printf '#!/bin/sh\nprintf "%%s\\n" "$(date +%%s%%N)" >>%s/etcd-exec\nexec %s/etcd "$@"\n' "$d" "$EDIR" >"$d/etcd-wrapper"
+    chmod 0755 "$d/etcd-wrapper"
+}
+
+start_agent() { # HOST
+    ip netns exec "$(ns "$1")" "$BIN" run --config "$WORK/lab/h$1/config.toml" </dev/null >>"$WORK/lab/h$1/log" 2>&1 &
+    AGENT[$1]=$!
+}
+
+stop_agent() { # HOST: SIGTERM (it stops its etcd), wait
+    local p=${AGENT[$1]:-}
+    [[ -n $p ]] || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    AGENT[$1]=""
+}
+
+# Host 4's certificate for the manual join, made in advance with cfssl from the lab's CA.
+make_manual_certs() {
+    local d="$WORK/manual"
+    mkdir -p "$d"
+    cat >"$d/config.json" <<'EOF'
+{"signing": {"default": {"expiry": "8760h",
+  "usages": ["signing", "digital signature", "key encipherment", "server auth", "client auth"]}}}
+EOF
+    printf '{"CN": "etcd4", "hosts": ["%s", "etcd4.%s", "127.0.0.1", "localhost"], "key": {"algo": "ecdsa", "size": 256}}\n' \
+        "$(ip_of 4)" "$DOMAIN" >"$d/csr.json"
+    (cd "$d" && "$CFSSL_DIR/cfssl" gencert -ca "$WORK/ca/ca.crt" -ca-key "$WORK/ca/ca.key" -config config.json \
+        csr.json 2>/dev/null | "$CFSSL_DIR/cfssljson" -bare etcd4)
+    [[ -s $d/etcd4.pem && -s $d/etcd4-key.pem ]] || die "cfssl did not make host 4's certificate"
+}
+
+manual_join() { # -> RES ms
+    local t0 out cluster id ip c="$WORK/manual" i
+    ip=$(ip_of 4)
+    rm -rf "$c/data"
+    stamp
+    t0=$NOW
+    out=$(member_op add etcd4 --learner --peer-urls "https://$ip:2380") || die "member add: $out"
+    cluster=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' <<<"$out")
+    id=$(sed -n 's/^Member  *\([0-9a-f]*\) added.*/\1/p' <<<"$out")
+    [[ -n $cluster && -n $id ]] || die "cannot read member add's answer: $out"
+    ip netns exec "$(ns 4)" "$EDIR/etcd" --name etcd4 --data-dir "$c/data" \
+        --listen-peer-urls "https://$ip:2380" --initial-advertise-peer-urls "https://$ip:2380" \
+        --listen-client-urls "https://$ip:2379,https://127.0.0.1:2379" --advertise-client-urls "https://$ip:2379" \
+        --client-cert-auth --trusted-ca-file "$WORK/ca/ca.crt" --cert-file "$c/etcd4.pem" --key-file "$c/etcd4-key.pem" \
+        --peer-client-cert-auth --peer-trusted-ca-file "$WORK/ca/ca.crt" --peer-cert-file "$c/etcd4.pem" \
+        --peer-key-file "$c/etcd4-key.pem" --initial-cluster "$cluster" --initial-cluster-state existing \
+        </dev/null >>"$c/log" 2>&1 &
+    ETCD4=$!
+    for ((i = 0; i < 600; i++)); do
+        ctl 1 "$(eps_of 1 2 3)" member promote "$id" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    wait_voters "$t0" 1 2 3 4
+    RES=$WV
+    # Undo: stop it, remove it, wipe it.
+    kill -KILL "$ETCD4" 2>/dev/null || true
+    wait "$ETCD4" 2>/dev/null || true
+    member_op remove "$id" >/dev/null || die "member remove $id failed"
+    rm -rf "$c/data"
+}
+
+bootstrap_join() { # -> RES ms
+    local t0 id
+    "$LAB" dns --name "$NAME" --add-host 4 >/dev/null
+    stamp
+    t0=$NOW
+    start_agent 4
+    wait_voters "$t0" 1 2 3 4
+    RES=$WV
+    # Undo: stop it, remove it, wipe it.
+    id=$(member_id 4)
+    stop_agent 4
+    "$LAB" dns --name "$NAME" --remove-host 4 >/dev/null
+    member_op remove "$id" >/dev/null || die "member remove $id failed"
+    rm -rf "$WORK/lab/h4/data" "$WORK/lab/h4/pki" "$WORK/lab/h4/etcd.env"
+}
+
+wiped() { # -> RES ms
+    local t0
+    stop_agent 3
+    rm -rf "$WORK/lab/h3/data"
+    stamp
+    t0=$NOW
+    start_agent 3
+    wait_voters "$t0" 1 2 3
+    RES=$WV
+}
+
+removed() { # -> RES ms
+    local t0 id
+    id=$(member_id 3)
+    stamp
+    t0=$NOW
+    member_op remove "$id" >/dev/null || die "member remove $id failed"
+    wait_voters "$t0" 1 2 3
+    RES=$WV
+}
+
+restart_path() { # -> RES ms from spawn to etcd exec'd
+    local t0 n f="$WORK/lab/h2/etcd-exec" i
+    stop_agent 2
+    n=$(wc -l <"$f")
+    stamp
+    t0=$NOW
+    start_agent 2
+    for ((i = 0; i < 1000; i++)); do
+        (($(wc -l <"$f") > n)) && break
+        sleep 0.01
+    done
+    local ns_ts
+    ns_ts=$(tail -n 1 "$f")
+    stamp
+    RES=$(((ns_ts / 1000000) - t0))
+    wait_voters "$NOW" 1 2 3
+}
+
+settle() { sleep "${1:-6}"; } # etcd 3.4: a member must be connected to every voter for 5 s before the next change
+
+RSS_KB="" RSS_VERSION=""
+last=${VERSIONS##* }
+for v in $VERSIONS; do
+    case "$v" in
+    3.4) EDIR=$ETCD_34_DIR vv=$ETCD_34_VERSION ;;
+    3.5) EDIR=$ETCD_35_DIR vv=$ETCD_35_VERSION ;;
+    esac
+    note "etcd $vv: join, heal and restart, $RUNS rounds"
+    "$LAB" down --name "$NAME" --grace 0 >/dev/null 2>&1 || true
+    rm -rf "$WORK/lab" "$WORK/ca" "$WORK/manual"
+    "$LAB" up --name "$NAME" --subnet "$SUBNET" --hosts 4 --domain "$DOMAIN" --dns-hosts 1,2,3 >/dev/null 2>"$WORK/lab-up.err" ||
+        { cat "$WORK/lab-up.err" >&2; die "lab.sh up failed"; }
+    "$BIN" ca init --out "$WORK/ca" >/dev/null
+    make_manual_certs
+    for h in 1 2 3 4; do write_config "$h"; done
+    AGENT=()
+    stamp
+    t_form=$NOW
+    for h in 1 2 3; do start_agent "$h"; done
+    wait_voters "$t_form" 1 2 3
+    note "cluster formed in $WV ms"
+    settle
+    for ((r = 1; r <= RUNS; r++)); do
+        manual_join
+        record "$v" manual_join "$RES"
+        settle
+        bootstrap_join
+        record "$v" bootstrap_join "$RES"
+        settle
+        wiped
+        record "$v" wiped "$RES"
+        settle
+        removed
+        record "$v" removed "$RES"
+        settle
+        restart_path
+        record "$v" restart "$RES"
+        settle 2
+    done
+    if [[ $v == "$last" ]]; then
+        note "memory: $RSS_S s more of host 1's heal loop (interval 1 s)"
+        sleep "$RSS_S"
+        RSS_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/${AGENT[1]}/status")
+        RSS_VERSION=$vv
+    fi
+    for h in 1 2 3 4; do stop_agent "$h" & done
+    wait
+    "$LAB" down --name "$NAME" --grace 0 >/dev/null 2>&1 || true
+done
+
+# ---------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------
+vname() { case "$1" in 3.4) echo "$ETCD_34_VERSION" ;; 3.5) echo "$ETCD_35_VERSION" ;; esac; }
+row() { # LABEL TARGET VALUES-PER-VERSION...
+    local label=$1 target=$2
+    shift 2
+    local line
+    line=$(printf '| %s |' "$label")
+    for x in "$@"; do line+=" $x |"; done
+    line+=" $target |"
+    echo "$line"
+}
+sec() { [[ $1 =~ ^[0-9]+$ ]] && awk -v m="$1" 'BEGIN { printf "%.2f s", m / 1000 }' || echo "$1"; }
+ms() { [[ $1 =~ ^[0-9]+$ ]] && echo "$1 ms" || echo "$1"; }
+verdict() { # VALUE LIMIT -> "ok"/"MISSED" (numbers; smaller is better)
+    [[ $1 =~ ^[0-9.]+$ ]] || { echo "?"; return; }
+    awk -v a="$1" -v b="$2" 'BEGIN { print (a <= b ? "ok" : "MISSED") }'
+}
+
+size=$(stat -c %s "$BIN")
+echo
+printf 'etcd-bootstrap benchmark, %s, %s, %d cores; medians of %d trials (all trials on stderr)\n\n' \
+    "$(date -u +%F)" "$(uname -m)" "$(nproc)" "$RUNS"
+hdr="| figure |" sep="|---|"
+for v in $VERSIONS; do hdr+=" etcd $(vname "$v") |"; sep+="---|"; done
+echo "$hdr target |"
+echo "$sep---|"
+if ((!SKIP_START)); then
+    for n in 3 5; do
+        a=() b=() q=()
+        for v in $VERSIONS; do
+            read -r ma mb rr <<<"${START[$v,$n]:-- - n/a}"
+            a+=("$(ms "$ma")") b+=("$(ms "$mb")") q+=("$rr ($(verdict "$rr" 1.25))")
+        done
+        row "start to healthy, $n members at once: etcd-bootstrap (SRV, certificates made at boot)" "" "${b[@]}"
+        row "start to healthy, $n members at once: etcd static bootstrap (cfssl certificates in advance)" "" "${a[@]}"
+        row "ratio etcd-bootstrap / static, $n members" "<= 1.25" "${q[@]}"
+    done
+fi
+declare -A LBL=(
+    [bootstrap_join]="join one member, learner to voter: etcd-bootstrap run"
+    [manual_join]="join one member, learner to voter: by hand (etcdctl member add --learner, start existing, promote)"
+    [wiped]="wiped data dir -> healthy voter"
+    [removed]="etcdctl member remove -> re-added, healthy voter (heal.interval 1 s)"
+    [restart]="restart path (data present): spawn of run -> etcd exec'd"
+)
+for f in bootstrap_join manual_join wiped removed restart; do
+    vals=()
+    for v in $VERSIONS; do
+        # shellcheck disable=SC2086
+        m=$(median ${R[$v,$f]:-})
+        case "$f" in
+        restart) vals+=("$(ms "$m") ($(verdict "$m" 50))") ;;
+        wiped) if [[ $v == 3.5 ]]; then vals+=("$(sec "$m") ($(verdict "$m" 10000))"); else vals+=("$(sec "$m")"); fi ;;
+        *) vals+=("$(sec "$m")") ;;
+        esac
+    done
+    case "$f" in
+    restart) t="< 50 ms" ;;
+    wiped) t="< 10 s on 3.5" ;;
+    *) t="" ;;
+    esac
+    row "${LBL[$f]}" "$t" "${vals[@]}"
+done
+mib=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }')
+cells=()
+for v in $VERSIONS; do cells+=("$mib MiB ($(verdict "$mib" 8))"); done
+row "release binary size ($size bytes)" "<= 8 MiB" "${cells[@]}"
+if [[ -n $RSS_KB ]]; then
+    rmib=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
+    cells=()
+    for v in $VERSIONS; do
+        if [[ $(vname "$v") == "$RSS_VERSION" ]]; then cells+=("$rmib MiB ($(verdict "$rmib" 20))"); else cells+=("-"); fi
+    done
+    row "peak RSS (VmHWM) of run: all rounds + ${RSS_S} s of heal loop, interval 1 s" "<= 20 MiB" "${cells[@]}"
+fi
+echo
+echo "trials (ms):"
+for v in $VERSIONS; do
+    for f in bootstrap_join manual_join wiped removed restart; do
+        printf '  %s %-15s %s\n' "$(vname "$v")" "$f" "${R[$v,$f]:-}"
+    done
+done
