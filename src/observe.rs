@@ -64,7 +64,11 @@ impl<'a> Observer<'a> {
         Ok(Observer {
             cfg,
             sources: discovery::sources(cfg)?,
-            certs: tls::source(cfg).await?,
+            certs: {
+                let certs = tls::source(cfg).await?;
+                certs.precheck(cfg, time::OffsetDateTime::now_utc()).await?;
+                certs
+            },
         })
     }
 

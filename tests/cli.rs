@@ -281,6 +281,45 @@ const CORPUS: &[Bad] = &[
             "tls.ca_key",
         )
     },
+    // tls.mode = "files": pre-issued material that fails a check (`{F}` = a files-mode [tls]
+    // whose every certificate and key is the fixture CA's own pair).
+    Bad {
+        source: "junk.pem",
+        cmds: USE,
+        ..bad(
+            "{F}server_cert = \"{d}/fixtures/junk.pem\"\n",
+            "tls.server_cert",
+        )
+    },
+    Bad {
+        source: "{d}/ca/ca.key",
+        cmds: USE,
+        ..bad("{F}server_key = \"{d}/ca/ca.key\"\n", "tls.server_key")
+    },
+    Bad {
+        source: "fixtures/ca2/ca.crt",
+        cmds: USE,
+        ..bad("{F}", "tls.server_cert")
+    },
+    Bad {
+        source: "fixtures/ca2/ca.crt",
+        cmds: USE,
+        ..bad(
+            "{F}sha256_pins = [\"ca.crt=0000000000000000000000000000000000000000000000000000000000000000\"]\n",
+            "tls.sha256_pins",
+        )
+    },
+    bad("{F}client_cert = \"{d}/fixtures/nope.crt\"\n", "tls.client_cert"),
+    bad(
+        "{F}client_key = \"http://10.9.9.9/client.key\"\n",
+        "tls.client_key",
+    ),
+    bad("[tls]\nmode = \"files\"\nca_key = \"\"\n", "tls.server_cert"),
+    // etcd installation.
+    bad(
+        "[etcd]\ndownload_url = \"https://x.test/etcd-v3.5.30-linux-amd64.tar.gz\"\n",
+        "etcd.sha256",
+    ),
     // Environment overrides.
     bad_env(
         &[("ETCD_BOOTSTRAP_MEMBER_PEER_PORT", "70000")],
@@ -329,7 +368,27 @@ fn bad_input_exits_2_with_one_line_naming_the_key() {
             &[],
         );
         assert!(out.status.success(), "{}", stderr(&out));
-        let mut dropin = case.dropin.replace("{d}", &d);
+        // The case's own lines after {F} override the files-mode defaults.
+        let overridden: Vec<&str> = case
+            .dropin
+            .lines()
+            .filter_map(|l| {
+                l.split_once(" = ")
+                    .map(|(k, _)| k.trim_start_matches("{F}"))
+            })
+            .collect();
+        let mut files_tls = String::from("[tls]\nmode = \"files\"\nca_key = \"\"\n");
+        let mut defaults = vec![("ca_cert".to_string(), "ca.crt")];
+        for k in ["server", "peer", "client"] {
+            defaults.push((format!("{k}_cert"), "ca.crt"));
+            defaults.push((format!("{k}_key"), "ca.key"));
+        }
+        for (key, file) in defaults {
+            if !overridden.contains(&key.as_str()) {
+                files_tls += &format!("{key} = \"{{d}}/fixtures/ca2/{file}\"\n");
+            }
+        }
+        let mut dropin = case.dropin.replace("{F}", &files_tls).replace("{d}", &d);
         if !case.cmds.contains(&"check-config") {
             // run checks etcd.binary before it reads certificate files: give it one that exists.
             dropin.push_str("[etcd]\nbinary = \"/bin/true\"\n");

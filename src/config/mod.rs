@@ -709,10 +709,12 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     let apiserver_client_cert = location("tls.apiserver_client_cert", t.apiserver_client_cert)?;
     let apiserver_client_key = location("tls.apiserver_client_key", t.apiserver_client_key)?;
     let sources = if mode == TlsMode::Files {
+        // A missing key has no source of its own: name where files mode was asked for.
         let need = |key: &str, value: Option<String>| {
             value.ok_or_else(|| {
-                v.err(
+                ConfigError::new(
                     key,
+                    merged.source_of("tls.mode"),
                     "is required with tls.mode = \"files\" (an absolute path or an https URL)",
                 )
             })
@@ -862,14 +864,16 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
             }
         }
         (Some(_), None) => {
-            return Err(v.err(
+            return Err(ConfigError::new(
                 "etcd.sha256",
+                merged.source_of("etcd.download_url"),
                 "is required with etcd.download_url: nothing is installed without a checksum",
             ))
         }
         (None, Some(_)) => {
-            return Err(v.err(
+            return Err(ConfigError::new(
                 "etcd.download_url",
+                merged.source_of("etcd.sha256"),
                 "is required with etcd.sha256 (or remove etcd.sha256)",
             ))
         }

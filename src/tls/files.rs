@@ -137,12 +137,13 @@ fn required_sans(kind: Kind, identity: &Identity) -> Vec<IpAddr> {
 }
 
 /// Check one certificate and key against the CA bundle: the message says which check failed.
+/// Without `identity`, everything but the addresses it must cover.
 fn check(
     kind: Kind,
     cert: &Fetched,
     key: &Fetched,
     cas: &[inspect::Parsed],
-    identity: &Identity,
+    identity: Option<&Identity>,
     now: time::OffsetDateTime,
 ) -> Result<(), ConfigError> {
     let parsed = inspect::parse_pem(&cert.text).map_err(|m| cert.bad(m))?;
@@ -159,6 +160,9 @@ fn check(
             kind.file_stem()
         ))
     })?;
+    let Some(identity) = identity else {
+        return Ok(());
+    };
     let ips = required_sans(kind, identity);
     inspect::check_sans(&c, std::iter::empty(), &ips).map_err(|m| {
         cert.bad(format!(
@@ -175,9 +179,37 @@ fn check(
     Ok(())
 }
 
+impl Files {
+    /// Fetch the CA and every pair, and check them.
+    async fn fetch_checked(
+        &self,
+        cfg: &Config,
+        identity: Option<&Identity>,
+        now: time::OffsetDateTime,
+    ) -> Result<(Fetched, Vec<(Kind, Fetched, Fetched)>)> {
+        let ca = self
+            .fetch("tls.ca_cert", "ca.crt", &self.sources.ca)
+            .await?;
+        let cas = inspect::parse_bundle(&ca.text).map_err(|m| ca.bad(m))?;
+        let pairs = self.fetch_all(cfg).await?;
+        for (kind, cert, key) in &pairs {
+            check(*kind, cert, key, &cas, identity, now)?;
+        }
+        Ok((ca, pairs))
+    }
+}
+
 impl CertSource for Files {
     fn describe(&self) -> String {
         "pre-issued files".into()
+    }
+
+    fn precheck<'a>(
+        &'a self,
+        cfg: &'a Config,
+        now: time::OffsetDateTime,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.fetch_checked(cfg, None, now).await.map(|_| ()) })
     }
 
     fn plan<'a>(
@@ -187,14 +219,7 @@ impl CertSource for Files {
         now: time::OffsetDateTime,
     ) -> BoxFuture<'a, Result<TlsPlan>> {
         Box::pin(async move {
-            let ca = self
-                .fetch("tls.ca_cert", "ca.crt", &self.sources.ca)
-                .await?;
-            let cas = inspect::parse_bundle(&ca.text).map_err(|m| ca.bad(m))?;
-            let pairs = self.fetch_all(cfg).await?;
-            for (kind, cert, key) in &pairs {
-                check(*kind, cert, key, &cas, identity, now)?;
-            }
+            let (ca, pairs) = self.fetch_checked(cfg, Some(identity), now).await?;
             let paths = TlsPaths::new(&cfg.tls.dir);
             let on_disk_ca = std::fs::read_to_string(&paths.ca).ok();
             let ca_changed = on_disk_ca.as_ref().is_some_and(|c| c != &ca.text);

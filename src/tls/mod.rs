@@ -171,6 +171,16 @@ pub trait CertSource: Send + Sync {
         identity: &'a Identity,
         now: time::OffsetDateTime,
     ) -> BoxFuture<'a, Result<TlsPlan>>;
+
+    /// Check what can be checked before this member's addresses are known, so that bad input
+    /// is refused before discovery starts waiting.
+    fn precheck<'a>(
+        &'a self,
+        _cfg: &'a Config,
+        _now: time::OffsetDateTime,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The certificate source the configuration asks for. Reads the CA now (the local CA's files, the
