@@ -173,7 +173,7 @@ async fn bring_up(
                     )));
                 }
                 tracing::warn!(error = %format!("{e:#}"), "observation failed; retrying");
-                pause(attempt).await;
+                pause(attempt, deadline).await;
                 continue;
             }
         };
@@ -209,7 +209,7 @@ async fn bring_up(
                 notify(&[sd_notify::NotifyState::Status(&format!(
                     "waiting: {reason}"
                 ))]);
-                pause(attempt).await;
+                pause(attempt, deadline).await;
                 continue;
             }
             Action::Refuse(why) => return Err(Refused(why).into()),
@@ -313,8 +313,9 @@ fn own_url(cfg: &Config, var: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// Backoff with jitter between observations: 1 s, 2 s, then 3-5 s.
-async fn pause(attempt: u32) {
+/// Backoff with jitter between observations: 1 s, 2 s, then 3-5 s; never past `deadline`, so
+/// that a wait bounded by discovery.timeout ends when it says.
+async fn pause(attempt: u32, deadline: Instant) {
     let base = match attempt {
         0 | 1 => 1000,
         2 => 2000,
@@ -326,7 +327,8 @@ async fn pause(attempt: u32) {
         .unwrap_or(0)
         % 1000) as u64;
     let extra = if attempt > 2 { jitter * 2 } else { jitter / 2 };
-    tokio::time::sleep(Duration::from_millis(base + extra)).await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::sleep(Duration::from_millis(base + extra).min(left)).await;
 }
 
 pub fn local_endpoint(cfg: &Config) -> String {
