@@ -13,15 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn cfssl() -> PathBuf {
-    let cache = std::env::var("ETCD_BOOTSTRAP_LAB_CACHE")
-        .unwrap_or_else(|_| "/var/cache/etcd-bootstrap-lab".into());
-    let env = std::fs::read_to_string(Path::new(&cache).join("env"))
-        .expect("lab cache env missing: run scripts/install-deps.sh");
-    let dir = env
-        .lines()
-        .find_map(|l| l.strip_prefix("CFSSL_DIR="))
-        .expect("CFSSL_DIR not in the lab cache env: run scripts/install-deps.sh");
-    PathBuf::from(dir).join("cfssl")
+    common::cache_dir("CFSSL_DIR").join("cfssl")
 }
 
 /// A CA made with `cfssl gencert -initca`, and leaf certificates issued from it.

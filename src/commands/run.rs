@@ -294,8 +294,8 @@ async fn ensure_voter(
     }
     if voters.is_empty() {
         let found = crate::discovery::read_all(&observer.sources).await?;
-        voters =
-            found.endpoints_except(&own_url(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default());
+        voters = found
+            .endpoints_except(&env_value(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default());
     }
     tracing::info!(member = %format!("{my_id:x}"), "local member is a learner; promoting it once it is in sync");
     failpoint::hit("join:before-promote");
@@ -303,9 +303,9 @@ async fn ensure_voter(
     membership::promote(&mut c, my_id, deadline).await
 }
 
-/// This member's own URL as the environment file gives it to etcd (`var` is
+/// A variable of etcd's environment file as etcd-bootstrap wrote it (this member's name, its
 /// ETCD_INITIAL_ADVERTISE_PEER_URLS or ETCD_ADVERTISE_CLIENT_URLS).
-fn own_url(cfg: &Config, var: &str) -> Option<String> {
+fn env_value(cfg: &Config, var: &str) -> Option<String> {
     let env = std::fs::read_to_string(&cfg.etcd.env_file).ok()?;
     render::parse_env(&env)
         .into_iter()
@@ -321,14 +321,9 @@ async fn pause(attempt: u32, deadline: Instant) {
         2 => 2000,
         _ => 3000,
     };
-    let jitter = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-        % 1000) as u64;
-    let extra = if attempt > 2 { jitter * 2 } else { jitter / 2 };
+    let extra = membership::jitter(Duration::from_millis(if attempt > 2 { 2000 } else { 500 }));
     let left = deadline.saturating_duration_since(Instant::now());
-    tokio::time::sleep(Duration::from_millis(base + extra).min(left)).await;
+    tokio::time::sleep((Duration::from_millis(base) + extra).min(left)).await;
 }
 
 pub fn local_endpoint(cfg: &Config) -> String {
@@ -477,7 +472,7 @@ async fn renew_certificates(
     }
     if plan.ca_changed && manager.is_some() {
         // Members that see a new CA at the same moment should not all restart together.
-        let pause = jitter(cfg.heal.interval);
+        let pause = membership::jitter(cfg.heal.interval);
         tracing::info!(
             ?pause,
             "the CA changed; renewing and restarting etcd after a random pause"
@@ -499,14 +494,8 @@ async fn renew_certificates(
 /// This member's identity as its running configuration says: name and address from etcd's
 /// environment file, the SRV target name from discovery, the host name from the kernel.
 async fn current_identity(cfg: &Config, observer: &Observer<'_>) -> Result<crate::tls::Identity> {
-    let env = std::fs::read_to_string(&cfg.etcd.env_file)
-        .with_context(|| format!("reading {}", cfg.etcd.env_file.display()))?;
-    let vars = render::parse_env(&env);
     let get = |k: &str| {
-        vars.iter()
-            .find(|(name, _)| name == k)
-            .map(|(_, v)| v.clone())
-            .with_context(|| format!("{k} is not in {}", cfg.etcd.env_file.display()))
+        env_value(cfg, k).with_context(|| format!("{k} is not in {}", cfg.etcd.env_file.display()))
     };
     let name = get("ETCD_NAME")?;
     let peer_url = get("ETCD_INITIAL_ADVERTISE_PEER_URLS")?;
@@ -529,13 +518,6 @@ async fn current_identity(cfg: &Config, observer: &Observer<'_>) -> Result<crate
         dns_name.as_deref(),
         observe::hostname().as_deref(),
     ))
-}
-
-/// A random duration up to `max`.
-fn jitter(max: Duration) -> Duration {
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    max.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
 }
 
 /// On the leader's node only: track unreachable members and remove one that the policy says is
@@ -590,14 +572,14 @@ async fn removed_reason(
     observer: &Observer<'_>,
     material: &ClientMaterial,
 ) -> Option<String> {
-    let my_url = own_url(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS")?;
+    let my_url = env_value(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS")?;
     let local_cluster = client::who_is(&local_endpoint(cfg), material)
         .await
         .ok()
         .map(|(_, me)| me.cluster_id);
     let found = crate::discovery::read_all(&observer.sources).await.ok()?;
     let endpoints =
-        found.endpoints_except(&own_url(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default());
+        found.endpoints_except(&env_value(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default());
     for e in endpoints {
         if let decide::Answer::Cluster(view) = client::probe(&e, material).await {
             if view.is_learner || view.leader == 0 {

@@ -42,12 +42,15 @@ fn retryable(msg: &str) -> bool {
 /// Backoff with jitter: 0.5 s doubling to 5 s, plus up to 50%.
 pub async fn backoff(attempt: u32) {
     let base = Duration::from_millis(500 * (1u64 << attempt.min(4))).min(Duration::from_secs(5));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let jitter = base.mul_f64((nanos % 500) as f64 / 1000.0);
-    tokio::time::sleep(base + jitter).await;
+    tokio::time::sleep(base + jitter(base / 2)).await;
+}
+
+/// A random duration up to `max`: the jitter of every backoff, so that nodes started together
+/// do not retry in step.
+pub fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    max.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
 }
 
 /// A connection for membership calls, which may wait on raft longer than a probe.

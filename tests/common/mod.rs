@@ -43,21 +43,24 @@ impl Version {
 
     /// Directory with `etcd` and `etcdctl`, as installed by scripts/install-deps.sh.
     pub fn dir(self) -> PathBuf {
-        let cache = std::env::var("ETCD_BOOTSTRAP_LAB_CACHE")
-            .unwrap_or_else(|_| "/var/cache/etcd-bootstrap-lab".into());
-        let env = fs::read_to_string(Path::new(&cache).join("env")).unwrap_or_else(|_| {
-            panic!("{cache}/env is missing: run scripts/install-deps.sh first")
-        });
-        let key = match self {
-            Version::V3_4 => "ETCD_34_DIR=",
-            Version::V3_5 => "ETCD_35_DIR=",
-        };
-        let dir = env
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("{key} not in {cache}/env"));
-        PathBuf::from(dir)
+        cache_dir(match self {
+            Version::V3_4 => "ETCD_34_DIR",
+            Version::V3_5 => "ETCD_35_DIR",
+        })
     }
+}
+
+/// A directory that scripts/install-deps.sh recorded in the lab cache's `env` file under `key`.
+pub fn cache_dir(key: &str) -> PathBuf {
+    let cache = std::env::var("ETCD_BOOTSTRAP_LAB_CACHE")
+        .unwrap_or_else(|_| "/var/cache/etcd-bootstrap-lab".into());
+    let env = fs::read_to_string(Path::new(&cache).join("env"))
+        .unwrap_or_else(|_| panic!("{cache}/env is missing: run scripts/install-deps.sh first"));
+    let dir = env
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{key} not in {cache}/env: run scripts/install-deps.sh"));
+    PathBuf::from(dir)
 }
 
 pub struct Lab {
