@@ -1,10 +1,124 @@
-//! The data dir is never deleted: a removed member's or an interrupted start's data is moved aside
-//! to `<data_dir>.removed-<UTC timestamp>`, and only the newest few of those are kept.
+//! The data dir and what lives beside it:
+//! - it is never deleted: a removed member's or an interrupted start's data is moved aside to
+//!   `<data_dir>.removed-<UTC timestamp>`, with a note of its raft index; old copies are pruned
+//!   by `decide::prune` (by the time in their name, never one that is ahead of the running member);
+//! - `<data_dir>.identity.json`: this node's identity record (its nonce, the cluster and member
+//!   it last belonged to, that cluster's membership), which survives a wiped data dir;
+//! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator).
 
+use crate::decide::prune;
+use crate::fsutil;
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const KEEP: usize = 3;
+
+/// Inside a moved-aside copy: why and when it was moved, and its raft index.
+const MOVED_NOTE: &str = "etcd-bootstrap-moved.json";
+
+/// While this file exists the heal loop neither re-adds this member nor removes any member, and
+/// etcd keeps running: for an operator working on the cluster by hand.
+pub fn pause_marker(data_dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.pause", data_dir.display()))
+}
+
+pub fn record_path(data_dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.identity.json", data_dir.display()))
+}
+
+/// A member of the last-known membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedMember {
+    pub id: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+/// This node's identity record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Record {
+    pub cluster_name: String,
+    /// Mixed into the token of a new cluster (see `decide::derive_token`).
+    pub nonce: String,
+    /// A data dir has existed since `nonce` was drawn: once that data is gone, a new nonce.
+    #[serde(default)]
+    pub nonce_used: bool,
+    /// The cluster and member this node last belonged to (hex, as etcdctl prints them).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    #[serde(default)]
+    pub member_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub peer_url: Option<String>,
+    #[serde(default)]
+    pub members: Vec<RecordedMember>,
+    /// The last raft index seen on the healthy local member.
+    #[serde(default)]
+    pub raft_index: Option<u64>,
+    /// The formation (digest of the initial members' nonces) of the cluster this node formed.
+    #[serde(default)]
+    pub formation: Option<String>,
+}
+
+fn hex_id(s: &Option<String>) -> Option<u64> {
+    s.as_deref().and_then(|h| u64::from_str_radix(h, 16).ok())
+}
+
+impl Record {
+    pub fn cluster(&self) -> Option<u64> {
+        hex_id(&self.cluster_id)
+    }
+
+    pub fn member(&self) -> Option<u64> {
+        hex_id(&self.member_id)
+    }
+
+    pub fn load(data_dir: &Path) -> Result<Option<Record>> {
+        let path = record_path(data_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+                format!(
+                    "{} is not an identity record; move it away to start over",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Write it when it changed (atomically, 0600).
+    pub fn save(&self, data_dir: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self).expect("a record serializes");
+        text.push('\n');
+        fsutil::write_atomic(&record_path(data_dir), text.as_bytes(), 0o600)?;
+        Ok(())
+    }
+
+    /// The record for this start: the stored one, with a new nonce when the data the old nonce
+    /// went into is gone (a new cluster formed now must not repeat the old one's IDs).
+    pub fn for_start(data_dir: &Path, cluster_name: &str, has_data: bool) -> Result<Record> {
+        let mut r = Record::load(data_dir)?.unwrap_or_default();
+        if r.nonce.is_empty() || (r.nonce_used && !has_data) {
+            r.nonce = new_nonce();
+            r.nonce_used = false;
+        }
+        r.nonce_used |= has_data;
+        r.cluster_name = cluster_name.to_string();
+        r.save(data_dir)?;
+        Ok(r)
+    }
+}
+
+fn new_nonce() -> String {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("the system RNG works");
+    crate::etcd::ids::hex(&b)
+}
 
 /// Written by `leave` before the member is removed: the node was decommissioned on purpose, so
 /// neither `run` nor the heal loop may add it back.
@@ -25,8 +139,22 @@ fn timestamp() -> String {
     )
 }
 
-/// Move `data_dir` aside (if it exists) and prune older copies beyond `KEEP`.
-pub fn move_aside(data_dir: &Path) -> Result<Option<PathBuf>> {
+#[derive(Serialize, Deserialize)]
+struct MovedNote {
+    reason: String,
+    raft_index: Option<u64>,
+    cluster_id: Option<String>,
+    member_id: Option<String>,
+}
+
+/// Move `data_dir` aside (if it exists), noting `reason` and the raft index it was at when known.
+/// Nothing is deleted here: `prune` runs once the member is healthy again and its raft index is
+/// known.
+pub fn move_aside(
+    data_dir: &Path,
+    reason: &str,
+    raft_index: Option<u64>,
+) -> Result<Option<PathBuf>> {
     if !data_dir.exists() {
         return Ok(None);
     }
@@ -40,14 +168,24 @@ pub fn move_aside(data_dir: &Path) -> Result<Option<PathBuf>> {
         ));
         n += 1;
     }
+    let record = Record::load(data_dir).ok().flatten().unwrap_or_default();
+    let note = MovedNote {
+        reason: reason.to_string(),
+        raft_index: raft_index.or(record.raft_index),
+        cluster_id: record.cluster_id.clone(),
+        member_id: record.member_id.clone(),
+    };
+    // The note goes in before the move, so every moved-aside copy has one.
+    let note_text = serde_json::to_string_pretty(&note).expect("a note serializes");
+    fsutil::write_atomic(&data_dir.join(MOVED_NOTE), note_text.as_bytes(), 0o600)?;
     std::fs::rename(data_dir, &target)
         .with_context(|| format!("moving {} to {}", data_dir.display(), target.display()))?;
-    tracing::warn!(from = %data_dir.display(), to = %target.display(), "data dir moved aside");
-    prune(data_dir)?;
+    tracing::warn!(from = %data_dir.display(), to = %target.display(), %reason, raft_index = ?note.raft_index, "data dir moved aside");
     Ok(Some(target))
 }
 
-fn prune(data_dir: &Path) -> Result<()> {
+/// Delete moved-aside copies that `decide::prune` allows, given the running member's raft index.
+pub fn prune(data_dir: &Path, running_index: Option<u64>) -> Result<()> {
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     let prefix = format!(
         "{}.removed-",
@@ -56,15 +194,24 @@ fn prune(data_dir: &Path) -> Result<()> {
             .map(|n| n.to_string_lossy())
             .unwrap_or_default()
     );
-    let mut old: Vec<PathBuf> = std::fs::read_dir(parent)
+    let copies: Vec<prune::MovedCopy> = std::fs::read_dir(parent)
         .with_context(|| format!("listing {}", parent.display()))?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
+        .map(|e| prune::MovedCopy {
+            raft_index: std::fs::read(e.path().join(MOVED_NOTE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<MovedNote>(&b).ok())
+                .and_then(|n| n.raft_index),
+            name: e.file_name().to_string_lossy().into_owned(),
+        })
         .collect();
-    old.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    while old.len() > KEEP {
-        let p = old.remove(0);
+    let (delete, kept) = prune::plan(&copies, KEEP, running_index);
+    for (name, why) in kept {
+        tracing::info!(path = %parent.join(&name).display(), %why, "keeping an old moved-aside data dir");
+    }
+    for name in delete {
+        let p = parent.join(name);
         tracing::info!(path = %p.display(), "pruning an old moved-aside data dir (keeping the newest {KEEP})");
         std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
     }
@@ -79,19 +226,34 @@ mod tests {
     fn moves_aside_and_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("etcd");
-        for i in 0..5 {
+        // The first copy is the most valuable: its raft index is ahead of the running member's.
+        let indexes = [900u64, 10, 20, 30, 40];
+        let mut moved = vec![];
+        for (i, idx) in indexes.iter().enumerate() {
             std::fs::create_dir_all(data.join("member/wal")).unwrap();
             std::fs::write(data.join("marker"), i.to_string()).unwrap();
-            let moved = move_aside(&data).unwrap().unwrap();
+            let to = move_aside(&data, "test", Some(*idx)).unwrap().unwrap();
             assert!(!data.exists());
             assert_eq!(
-                std::fs::read_to_string(moved.join("marker")).unwrap(),
+                std::fs::read_to_string(to.join("marker")).unwrap(),
                 i.to_string()
             );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            moved.push(to);
         }
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(left.len(), KEEP);
-        assert!(move_aside(&data).unwrap().is_none());
+        // Nothing is deleted while moving.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+        prune(&data, Some(100)).unwrap();
+        let left: Vec<PathBuf> = moved.iter().filter(|p| p.exists()).cloned().collect();
+        // The newest three, plus the one ahead of the running member; the one at 10 is gone.
+        assert_eq!(
+            left,
+            vec![
+                moved[0].clone(),
+                moved[2].clone(),
+                moved[3].clone(),
+                moved[4].clone()
+            ]
+        );
+        assert!(move_aside(&data, "test", None).unwrap().is_none());
     }
 }

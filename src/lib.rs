@@ -1,10 +1,10 @@
 //! etcd-bootstrap: turns a freshly booted VM into a healthy, TLS-secured etcd member.
 
+pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod datadir;
-pub mod deadpeers;
 pub mod decide;
 pub mod discovery;
 pub mod error;
@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod fsutil;
 pub mod install;
 pub mod observe;
+pub mod retry;
 pub mod service;
 pub mod tls;
 pub mod urls;

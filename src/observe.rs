@@ -1,16 +1,19 @@
 //! Gathering what `decide` looks at: the data dir, the peers, what each peer answers. Also works
 //! out this member's name, address and certificates (in memory), which the action then uses.
 
+use crate::agent::endpoint::{self, Endpoint};
 use crate::config::Config;
-use crate::decide::{Answer, LocalState, Observations};
+use crate::datadir::Record;
+use crate::decide::{AgentAnswer, Answer, LocalState, Observations};
 use crate::discovery::{self, Discovered, Source};
 use crate::error::Refused;
 use crate::etcd::client;
 use crate::etcd::render::LocalMember;
 use crate::tls::{self, CertSource, Identity, TlsPlan};
 use anyhow::{Context, Result};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Pause between the two discovery reads that must agree.
@@ -34,6 +37,9 @@ pub struct Observer<'a> {
     pub cfg: &'a Config,
     pub sources: Vec<Box<dyn Source>>,
     pub certs: Box<dyn CertSource>,
+    /// `run`: this node's agent endpoint, served with the planned peer certificate, and the
+    /// identity record kept on disk. `None` for `plan`, which writes and binds nothing.
+    pub endpoint: Option<Arc<Endpoint>>,
 }
 
 pub struct Observed {
@@ -69,12 +75,22 @@ impl<'a> Observer<'a> {
                 certs.precheck(cfg, time::OffsetDateTime::now_utc()).await?;
                 certs
             },
+            endpoint: None,
         })
+    }
+
+    pub fn with_endpoint(mut self, endpoint: Arc<Endpoint>) -> Self {
+        self.endpoint = Some(endpoint);
+        self
     }
 
     pub async fn observe(&self) -> Result<Observed> {
         let cfg = self.cfg;
         let local = local_state(&cfg.member.data_dir);
+        let record = match &self.endpoint {
+            Some(_) => Record::for_start(&cfg.member.data_dir, &cfg.cluster.name, local.has_wal)?,
+            None => Record::load(&cfg.member.data_dir)?.unwrap_or_default(),
+        };
         let (discovered, stable) =
             discovery::read_stable(&self.sources, |d| stability_pause(cfg.cluster.size, d), 4)
                 .await?;
@@ -127,13 +143,54 @@ impl<'a> Observer<'a> {
             .certs
             .plan(cfg, &identity, time::OffsetDateTime::now_utc())
             .await?;
-        let answers = if local.has_wal {
-            vec![]
+        let peer_material = tls.peer_material(&cfg.tls.dir)?;
+        if let Some(ep) = &self.endpoint {
+            ep.serve(SocketAddr::new(ip, cfg.member.agent_port), &peer_material)
+                .await?;
+        }
+        let (answers, agents) = if local.has_wal {
+            (vec![], vec![])
         } else {
             let material = tls.client_material(&cfg.tls.dir)?;
             let endpoints = discovered.endpoints_except(&member.client_url(cfg).to_string());
-            probe_all(&endpoints, &material).await
+            let own = member.peer_url(cfg).to_string();
+            let mut to_ask: Vec<(String, String, SocketAddr)> = discovered
+                .peers
+                .iter()
+                .filter(|p| p.peer_url.to_string() != own)
+                .map(|p| {
+                    let addr = SocketAddr::new(p.ips[0], cfg.member.agent_port);
+                    (p.peer_url.to_string(), p.name.clone(), addr)
+                })
+                .collect();
+            // Seeds and SRV client records: their hosts' agents confirm which cluster they are.
+            for e in &discovered.client_endpoints {
+                if let Some(ip) = e.ip().filter(|ip| *ip != member.ip) {
+                    if !to_ask.iter().any(|(_, _, a)| a.ip() == ip) {
+                        let addr = SocketAddr::new(ip, cfg.member.agent_port);
+                        to_ask.push((e.to_string(), e.to_string(), addr));
+                    }
+                }
+            }
+            tokio::join!(
+                probe_all(&endpoints, &material),
+                ask_agents(to_ask, &peer_material)
+            )
         };
+        for a in &agents {
+            match &a.report {
+                Ok(r) => tracing::info!(
+                    peer = %a.peer_url,
+                    cluster_name = %r.cluster_name,
+                    has_data = r.has_data,
+                    cluster = %r.cluster_id.map(|c| format!("{c:x}")).unwrap_or_default(),
+                    "peer's agent answers"
+                ),
+                Err(why) => {
+                    tracing::info!(peer = %a.peer_url, %why, "peer's agent does not answer")
+                }
+            }
+        }
         for a in &answers {
             match a {
                 Answer::Cluster(c) => tracing::info!(
@@ -157,6 +214,9 @@ impl<'a> Observer<'a> {
             me,
             my_peer_url,
             answers,
+            my_nonce: record.nonce.clone(),
+            agents,
+            recorded_cluster: record.cluster(),
         };
         Ok(Observed {
             obs,
@@ -166,6 +226,35 @@ impl<'a> Observer<'a> {
             tls,
         })
     }
+}
+
+async fn ask_agents(
+    to_ask: Vec<(String, String, SocketAddr)>,
+    material: &tls::ClientMaterial,
+) -> Vec<AgentAnswer> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (peer_url, name, addr)) in to_ask.into_iter().enumerate() {
+        let m = material.clone();
+        set.spawn(async move {
+            let report = endpoint::ask(addr, &m).await.map_err(|e| format!("{e:#}"));
+            (
+                i,
+                AgentAnswer {
+                    peer_url,
+                    name,
+                    report,
+                },
+            )
+        });
+    }
+    let mut out: Vec<(usize, AgentAnswer)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(pair) = r {
+            out.push(pair);
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, a)| a).collect()
 }
 
 async fn probe_all(endpoints: &[String], material: &tls::ClientMaterial) -> Vec<Answer> {

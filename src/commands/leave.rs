@@ -14,7 +14,7 @@ use std::time::Instant;
 pub async fn leave(cfg: Config) -> Result<()> {
     let material = ClientMaterial::from_dir(&cfg.tls.dir)
         .context("reading the client certificate (has this node been bootstrapped?)")?;
-    let (mut c, whoami) = client::who_is(&super::run::local_endpoint(&cfg), &material)
+    let (mut c, whoami) = client::who_is(&crate::agent::local_endpoint(&cfg), &material)
         .await
         .context(
             "the local member does not answer; start it first (leave goes through the cluster)",
@@ -71,7 +71,11 @@ pub async fn leave(cfg: Config) -> Result<()> {
     println!("removed member {my_id:x} ({}) from the cluster", me.name);
     let manager = service::manager(&cfg);
     manager.stop().await?;
-    if let Some(to) = datadir::move_aside(&cfg.member.data_dir)? {
+    if let Some(to) = datadir::move_aside(
+        &cfg.member.data_dir,
+        "left the cluster (etcd-bootstrap leave)",
+        Some(whoami.raft_index),
+    )? {
         println!("stopped etcd; its data is kept at {}", to.display());
     }
     Ok(())

@@ -40,7 +40,7 @@ pub async fn plan(cfg: Config) -> Result<()> {
             decide::Answer::NoAnswer(why) => println!("answer:   none ({why})"),
         }
     }
-    println!("decision: {}", super::run::describe(&action));
+    println!("decision: {}", crate::agent::describe(&action));
     let state = match &action {
         Action::Restart => Some(render::ClusterState::FromDisk),
         Action::BootstrapNew(ic) => Some(render::ClusterState::New(ic.clone())),

@@ -45,12 +45,12 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
     let material = ClientMaterial::from_dir(&cfg.tls.dir)
         .context("reading the client certificate (has this node been bootstrapped?)")?;
     let endpoints = if endpoints.is_empty() {
-        vec![super::run::local_endpoint(cfg)]
+        vec![crate::agent::local_endpoint(cfg)]
     } else {
         endpoints.to_vec()
     };
     let mut c = client::connect(&endpoints, &material, client::PROBE_TIMEOUT).await?;
-    let list = c.member_list().await.context("listing members")?;
+    let list = client::bounded("listing members", client::PROBE_TIMEOUT, c.member_list()).await?;
     let header = list
         .header()
         .context("MemberList answer without a header")?;
@@ -128,7 +128,7 @@ async fn member_status(
     material: &ClientMaterial,
 ) -> Result<etcd_client::StatusResponse> {
     let mut c = client::connect(&[url.to_string()], material, client::PROBE_TIMEOUT).await?;
-    Ok(c.status().await?)
+    client::bounded("Maintenance.Status", client::PROBE_TIMEOUT, c.status()).await
 }
 
 pub fn table(s: &Status) -> String {

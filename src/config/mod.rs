@@ -47,6 +47,9 @@ pub struct MemberConfig {
     pub client_port: u16,
     pub peer_port: u16,
     pub metrics_port: u16,
+    /// The agent's own endpoint (mTLS with the peer certificate), where peers' agents ask
+    /// whether this node holds data before anyone forms a new cluster.
+    pub agent_port: u16,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -444,12 +447,18 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         client_port: v.port("member.client_port", raw.member.client_port, 2379)?,
         peer_port: v.port("member.peer_port", raw.member.peer_port, 2380)?,
         metrics_port: v.port("member.metrics_port", raw.member.metrics_port, 2381)?,
+        agent_port: v.port("member.agent_port", raw.member.agent_port, 2378)?,
     };
-    let ports = BTreeSet::from([member.client_port, member.peer_port, member.metrics_port]);
-    if ports.len() != 3 {
+    let ports = BTreeSet::from([
+        member.client_port,
+        member.peer_port,
+        member.metrics_port,
+        member.agent_port,
+    ]);
+    if ports.len() != 4 {
         return Err(v.err(
             "member.peer_port",
-            "client_port, peer_port and metrics_port must all differ",
+            "client_port, peer_port, metrics_port and agent_port must all differ",
         ));
     }
 

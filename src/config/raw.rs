@@ -24,6 +24,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("member", "client_port", Kind::Int),
     ("member", "peer_port", Kind::Int),
     ("member", "metrics_port", Kind::Int),
+    ("member", "agent_port", Kind::Int),
     ("discovery", "srv_domain", Kind::Str),
     ("discovery", "srv_name", Kind::Str),
     ("discovery", "peers", Kind::List),
@@ -109,6 +110,7 @@ pub struct RawMember {
     pub client_port: Option<i64>,
     pub peer_port: Option<i64>,
     pub metrics_port: Option<i64>,
+    pub agent_port: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,6 +5,7 @@ use crate::decide::{Answer, ClusterView, MemberView};
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use std::future::Future;
 use std::time::Duration;
 
 /// Connect timeout and per-request timeout for probes of peers that may not be up yet.
@@ -29,6 +30,23 @@ pub async fn connect(
         .with_context(|| format!("connecting to {}", endpoints.join(",")))
 }
 
+/// One RPC, bounded: etcd-client connects lazily, so the TCP connect and the TLS handshake happen
+/// inside the first call, where a peer that accepts TCP but never finishes the handshake would
+/// otherwise hold it for minutes.
+pub async fn bounded<T, E>(
+    what: &str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.with_context(|| what.to_string()),
+        Err(_) => bail!("{what} did not answer within {limit:?}"),
+    }
+}
+
 /// What `endpoint` says about its cluster, or why it said nothing.
 pub async fn probe(endpoint: &str, tls: &ClientMaterial) -> Answer {
     match tokio::time::timeout(2 * PROBE_TIMEOUT, probe_inner(endpoint, tls)).await {
@@ -48,13 +66,13 @@ async fn probe_inner(endpoint: &str, tls: &ClientMaterial) -> Result<ClusterView
         is_learner: me.is_learner,
         members: vec![],
     };
-    match client.member_list().await {
+    match bounded("Cluster.MemberList", PROBE_TIMEOUT, client.member_list()).await {
         Ok(list) => view.members = list.members().iter().map(member_view).collect(),
         // A learner refuses most RPCs (etcd-rules.md 9); its status alone is still an answer.
         Err(e) if view.is_learner => {
             tracing::debug!(%endpoint, error = %e, "learner refused MemberList")
         }
-        Err(e) => return Err(e).context("Cluster.MemberList"),
+        Err(e) => return Err(e),
     }
     Ok(view)
 }
@@ -70,43 +88,50 @@ pub fn member_view(m: &etcd_client::Member) -> MemberView {
 }
 
 /// Healthy as `etcdctl endpoint health` means it: the member knows a leader and a linearizable
-/// read goes through (which needs a quorum).
-pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<()> {
-    let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;
-    let status = client.status().await.context("Maintenance.Status")?;
-    if !status.errors().is_empty() {
-        bail!("member reports errors: {}", status.errors().join("; "));
+/// read goes through (which needs a quorum). Returns what it said about itself.
+pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<Whoami> {
+    let (mut client, me) = who_is(endpoint, tls).await?;
+    if !me.errors.is_empty() {
+        bail!("member reports errors: {}", me.errors.join("; "));
     }
-    if status.leader() == 0 {
+    if me.leader == 0 {
         bail!("no leader yet");
     }
-    client
-        .get("health", None)
-        .await
-        .context("linearizable read (needs a quorum)")?;
-    Ok(())
+    bounded(
+        "linearizable read (needs a quorum)",
+        PROBE_TIMEOUT,
+        client.get("health", None),
+    )
+    .await?;
+    Ok(me)
 }
 
 /// What a member says about itself in Maintenance.Status (it answers on learners too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Whoami {
     pub member_id: u64,
     pub cluster_id: u64,
     /// 0 when it knows no leader.
     pub leader: u64,
     pub is_learner: bool,
+    /// The committed raft index.
+    pub raft_index: u64,
+    /// "etcdserver: no leader", alarms, ...
+    pub errors: Vec<String>,
 }
 
 /// Connect to `endpoint` and ask who it is; the connection is returned for further calls.
 pub async fn who_is(endpoint: &str, tls: &ClientMaterial) -> Result<(Client, Whoami)> {
     let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;
-    let status = client.status().await.context("Maintenance.Status")?;
+    let status = bounded("Maintenance.Status", PROBE_TIMEOUT, client.status()).await?;
     let header = status.header().context("Status answer without a header")?;
     let me = Whoami {
         member_id: header.member_id(),
         cluster_id: header.cluster_id(),
         leader: status.leader(),
         is_learner: status.is_learner(),
+        raft_index: status.raft_index(),
+        errors: status.errors().to_vec(),
     };
     Ok((client, me))
 }

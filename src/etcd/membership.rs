@@ -4,6 +4,7 @@
 
 use crate::decide::MemberView;
 use crate::etcd::client;
+use crate::retry::Backoff;
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
 use etcd_client::{Client, MemberAddOptions};
@@ -39,18 +40,9 @@ fn retryable(msg: &str) -> bool {
     RETRYABLE.iter().any(|r| msg.contains(r))
 }
 
-/// Backoff with jitter: 0.5 s doubling to 5 s, plus up to 50%.
-pub async fn backoff(attempt: u32) {
-    let base = Duration::from_millis(500 * (1u64 << attempt.min(4))).min(Duration::from_secs(5));
-    tokio::time::sleep(base + jitter(base / 2)).await;
-}
-
-/// A random duration up to `max`: the jitter of every backoff, so that nodes started together
-/// do not retry in step.
-pub fn jitter(max: Duration) -> Duration {
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    max.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
+/// Between attempts of a membership call: 0.5 s doubling to 5 s, with jitter.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(5))
 }
 
 /// A connection for membership calls, which may wait on raft longer than a probe.
@@ -79,7 +71,7 @@ pub async fn add_learner(
     peer_url: &str,
     deadline: Instant,
 ) -> Result<(u64, Vec<MemberView>)> {
-    let mut attempt = 0;
+    let mut pause = backoff().until(deadline);
     loop {
         // A previous attempt (ours, or of an earlier run that was killed) may have gone through.
         if let Ok(members) = list(c).await {
@@ -112,14 +104,13 @@ pub async fn add_learner(
             bail!("adding {peer_url} as a learner did not succeed before the deadline: {err}");
         }
         tracing::info!(error = %err, "the cluster cannot take a new member yet; retrying");
-        backoff(attempt).await;
-        attempt += 1;
+        pause.wait().await;
     }
 }
 
 /// Remove member `id`; a member that is already gone counts as removed.
 pub async fn remove(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
-    let mut attempt = 0;
+    let mut pause = backoff().until(deadline);
     loop {
         let err = match tokio::time::timeout(CALL_TIMEOUT, c.member_remove(id)).await {
             Ok(Ok(_)) => {
@@ -141,14 +132,15 @@ pub async fn remove(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
             bail!("removing member {id:x}: {err}");
         }
         tracing::info!(error = %err, "cannot remove the member yet; retrying");
-        backoff(attempt).await;
-        attempt += 1;
+        pause.wait().await;
     }
 }
 
 /// Promote learner `id`, retrying while it catches up with the leader.
 pub async fn promote(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
-    let mut attempt = 0;
+    // A learner catches up within seconds: retry often.
+    let mut pause =
+        Backoff::new(Duration::from_millis(500), Duration::from_secs(2)).until(deadline);
     loop {
         let err = match tokio::time::timeout(CALL_TIMEOUT, c.member_promote(id)).await {
             Ok(Ok(_)) => {
@@ -174,8 +166,7 @@ pub async fn promote(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
             bail!("promoting member {id:x}: {err}");
         }
         tracing::debug!(error = %err, "learner not ready for promotion; retrying");
-        backoff(attempt.min(2)).await;
-        attempt += 1;
+        pause.wait().await;
     }
 }
 

@@ -14,7 +14,9 @@ pub enum ClusterState {
     New(InitialCluster),
     /// Join a running cluster: `--initial-cluster` is its current membership.
     Existing { initial_cluster: String },
-    /// The WAL decides; no `--initial-*` flags at all.
+    /// The WAL decides. Only `--initial-cluster-state existing`: with a WAL etcd ignores it, and
+    /// etcd started over an empty data dir (by hand, or by a stale unit) then tries to join,
+    /// fails and forms nothing, where `new` would bootstrap a fresh cluster.
     FromDisk,
 }
 
@@ -95,7 +97,9 @@ pub fn env_file(cfg: &Config, me: &LocalMember, state: &ClusterState) -> String 
             vars.push(("ETCD_INITIAL_CLUSTER".into(), initial_cluster.clone()));
             vars.push(("ETCD_INITIAL_CLUSTER_STATE".into(), "existing".into()));
         }
-        ClusterState::FromDisk => {}
+        ClusterState::FromDisk => {
+            vars.push(("ETCD_INITIAL_CLUSTER_STATE".into(), "existing".into()));
+        }
     }
     for (flag, value) in &cfg.etcd.flags {
         vars.push((
@@ -134,17 +138,16 @@ Wants=network-online.target\n\
 \n\
 [Service]\n\
 # etcd signals READY only once it has joined through raft, which needs a quorum: joining\n\
-# members can take a while, so the start timeout is generous (etcd-rules.md 25).\n\
+# members can take a while, so the start timeout is generous.\n\
+# No [Install] section: etcd-bootstrap starts this unit on every boot after it has looked at\n\
+# the data dir and the peers; systemd never starts it on its own.\n\
 Type=notify\n\
 EnvironmentFile={env}\n\
 ExecStart={binary}\n\
 Restart=always\n\
 RestartSec=5s\n\
 TimeoutStartSec=600\n\
-LimitNOFILE=65536\n\
-\n\
-[Install]\n\
-WantedBy=multi-user.target\n",
+LimitNOFILE=65536\n",
         env = cfg.etcd.env_file.display(),
         binary = cfg.etcd.binary.display(),
     )

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::discovery::BoxFuture;
 use crate::etcd::render;
 use crate::fsutil;
+use crate::retry::Backoff;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -58,8 +59,13 @@ fn spawn_etcd(
     cmd.spawn()
 }
 
+/// Between restarts of etcd: 1 s doubling to 30 s, with jitter; reset after a minute of running.
+fn restart_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), MAX_BACKOFF)
+}
+
 async fn supervise(binary: PathBuf, env: Vec<(String, String)>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = restart_backoff();
     loop {
         if *stop.borrow() {
             return;
@@ -70,10 +76,9 @@ async fn supervise(binary: PathBuf, env: Vec<(String, String)>, mut stop: watch:
             Err(e) => {
                 tracing::error!(binary = %binary.display(), error = %e, "cannot start etcd");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = backoff.wait() => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
@@ -85,14 +90,14 @@ async fn supervise(binary: PathBuf, env: Vec<(String, String)>, mut stop: watch:
                     return;
                 }
                 if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_secs(1);
+                    backoff = restart_backoff();
                 }
-                tracing::warn!(%status, retry_in = ?backoff, "etcd exited; restarting it");
+                let delay = backoff.next_delay();
+                tracing::warn!(%status, retry_in = ?delay, "etcd exited; restarting it");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             _ = stop.changed() => {
                 if let Some(pid) = child.id() {

@@ -1,6 +1,8 @@
-//! `etcd.service_manager = "systemd"`: unit + environment file, daemon-reload, enable, and a
-//! non-blocking start (a blocking start of an initial member waits for a quorum that the other
-//! members cannot form until they start too).
+//! `etcd.service_manager = "systemd"`: unit + environment file, daemon-reload, and a non-blocking
+//! start (a blocking start of an initial member waits for a quorum that the other members cannot
+//! form until they start too). etcd's unit is never enabled: only the agent starts it, on every
+//! boot, once it has decided from the disk and the peers (an enabled unit would start etcd over a
+//! wiped data dir before anyone looked). A unit enabled by an earlier version is disabled.
 
 use super::ServiceManager;
 use crate::config::Config;
@@ -67,7 +69,12 @@ impl ServiceManager for Systemd {
     fn start(&self, changed: bool) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             systemctl(&["daemon-reload"]).await?;
-            systemctl(&["enable", &self.unit_name]).await?;
+            // "static" (no [Install] section, as rendered) exits 0 too: only "enabled" counts.
+            let enabled = systemctl(&["is-enabled", &self.unit_name]).await;
+            if enabled.as_deref().is_ok_and(|s| s == "enabled") {
+                tracing::warn!(unit = %self.unit_name, "etcd's unit is enabled; disabling it: only etcd-bootstrap starts etcd");
+                systemctl(&["disable", &self.unit_name]).await?;
+            }
             let active = systemctl(&["is-active", &self.unit_name]).await.is_ok();
             if active && changed {
                 tracing::info!(unit = %self.unit_name, "configuration changed; restarting etcd");

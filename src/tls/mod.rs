@@ -250,6 +250,19 @@ pub struct ClientMaterial {
 }
 
 impl ClientMaterial {
+    /// Read the peer certificate, key and CA from `dir` (the agent endpoint's identity).
+    pub fn peer_from_dir(dir: &Path) -> Result<ClientMaterial> {
+        let p = TlsPaths::new(dir);
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        Ok(ClientMaterial {
+            ca_pem: read(&p.ca)?,
+            cert_pem: read(&p.peer_cert)?,
+            key_pem: read(&p.peer_key)?,
+        })
+    }
+
     /// Read the client certificate, key and CA from `dir`.
     pub fn from_dir(dir: &Path) -> Result<ClientMaterial> {
         let p = TlsPaths::new(dir);
@@ -274,6 +287,21 @@ impl TlsPlan {
             .iter()
             .find(|f| f.path == path)
             .map(|f| f.content.as_str())
+    }
+
+    /// The peer certificate as it will be (the agent endpoint's identity, both ways).
+    pub fn peer_material(&self, dir: &Path) -> Result<ClientMaterial> {
+        let p = TlsPaths::new(dir);
+        let get = |path: &Path| {
+            self.content_of(path)
+                .map(str::to_string)
+                .with_context(|| format!("{} is not in the TLS plan", path.display()))
+        };
+        Ok(ClientMaterial {
+            ca_pem: get(&p.ca)?,
+            cert_pem: get(&p.peer_cert)?,
+            key_pem: get(&p.peer_key)?,
+        })
     }
 
     /// The client certificate as it will be, usable before anything is written.

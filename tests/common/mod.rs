@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_etcd-bootstrap");
 
+/// The binary `Lab::start` runs: `BIN`, unless `ETCD_BOOTSTRAP_TEST_BIN` names another build (to
+/// watch a new lab scenario fail against the code before a fix).
+pub fn bin() -> String {
+    std::env::var("ETCD_BOOTSTRAP_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// Lab tests share two cores: run them one at a time so that timings stay meaningful.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -237,6 +243,29 @@ interval = "2s"
         }
     }
 
+    /// Replace `from` by `to` in host `host`'s config (which must contain it).
+    pub fn edit_config(&self, host: usize, from: &str, to: &str) {
+        let path = self.config_path(host);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from:?} not in {}", path.display());
+        fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// A new disk for host `host`: its data dir and everything etcd-bootstrap keeps beside it
+    /// (identity record, moved-aside copies) are gone; config and certificates stay.
+    pub fn wipe(&self, host: usize) {
+        for e in fs::read_dir(self.host_dir(host)).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("data") {
+                let p = e.path();
+                if p.is_dir() {
+                    fs::remove_dir_all(&p).unwrap();
+                } else {
+                    fs::remove_file(&p).unwrap();
+                }
+            }
+        }
+    }
+
     pub fn netns(&self, host: usize) -> String {
         format!("{}-h{host}", self.name)
     }
@@ -267,7 +296,7 @@ interval = "2s"
                     .open(self.host_dir(h).join("bootstrap.log"))
                     .unwrap();
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &self.netns(h), BIN, "run", "--config"])
+                c.args(["netns", "exec", &self.netns(h), &bin(), "run", "--config"])
                     .arg(self.config_path(h))
                     .envs(env.iter().copied())
                     .stdin(Stdio::null())

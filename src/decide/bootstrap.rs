@@ -1,6 +1,13 @@
-//! The decision: what to do with the local member, as a pure function of what was observed (the
-//! data dir, the discovered peers, what each peer answered). No I/O here; the table tests below
-//! are the specification.
+//! The first-boot decision: what to do with the local member, as a pure function of what was
+//! observed (the data dir, the discovered peers, what each peer's etcd and each peer's agent
+//! answered). No I/O here; the table tests below are the specification.
+//!
+//! Two rules keep a cluster from forking:
+//! - a new cluster is formed only when every member of the complete, stable peer set positively
+//!   says, through its agent, that it holds no data; a member that cannot be asked blocks it;
+//! - the token of a new cluster mixes in a nonce from every initial member, and a member draws a
+//!   new nonce once the data it formed with is gone, so a re-formed cluster never gets the
+//!   member and cluster IDs of an earlier one (etcd derives both from peer URLs and token only).
 
 use crate::discovery::Peer;
 use crate::etcd::ids;
@@ -48,6 +55,55 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
 }
 
+/// What a peer's agent says about its node (its endpoint on `member.agent_port`). It answers
+/// before etcd runs, so it is the evidence for "nobody holds data".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentReport {
+    pub cluster_name: String,
+    /// Drawn at first boot and again whenever the data it formed with is gone.
+    pub nonce: String,
+    /// `<data_dir>/member` exists.
+    pub has_data: bool,
+    /// The cluster its data belongs to: the running etcd's answer, else its identity record.
+    #[serde(default, with = "hex_id")]
+    pub cluster_id: Option<u64>,
+    #[serde(default, with = "hex_id")]
+    pub member_id: Option<u64>,
+    /// The local etcd's committed raft index, else the last one recorded while it was healthy.
+    #[serde(default)]
+    pub raft_index: Option<u64>,
+    /// The formation its data came from (`InitialCluster::formation`), when it formed a cluster.
+    #[serde(default)]
+    pub formation: Option<String>,
+}
+
+/// IDs as etcdctl prints them (hex), so that the endpoint's JSON reads like `member list`.
+mod hex_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(id) => s.serialize_str(&format!("{id:x}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| u64::from_str_radix(&t, 16).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// One peer's agent, asked at its peer URL's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAnswer {
+    pub peer_url: String,
+    pub name: String,
+    /// The report, or why there is none (down, TLS refused, not an agent, ...).
+    pub report: Result<AgentReport, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Cluster(ClusterView),
@@ -72,6 +128,12 @@ pub struct Observations {
     /// This node's peer URL even when it is not among `peers` (joining through seeds).
     pub my_peer_url: Option<EtcdUrl>,
     pub answers: Vec<Answer>,
+    /// This node's current nonce (see `AgentReport::nonce`).
+    pub my_nonce: String,
+    /// What the other peers' agents said (every discovered peer but this node).
+    pub agents: Vec<AgentAnswer>,
+    /// The cluster this node last belonged to (its identity record), if any.
+    pub recorded_cluster: Option<u64>,
 }
 
 /// The `--initial-cluster` of a new cluster: identical on every initial member.
@@ -81,6 +143,9 @@ pub struct InitialCluster {
     pub members: Vec<(String, String)>,
     pub token: String,
     pub my_name: String,
+    /// A digest of the initial members' nonces: tells this formation from an earlier one of the
+    /// same peers even when `cluster.token` fixes the token (and with it the cluster ID).
+    pub formation: String,
 }
 
 /// Between the etcd starts of two initial members of a new cluster; see `start_delay`.
@@ -136,6 +201,27 @@ pub enum WaitReason {
     NotInSet { found: String },
     /// Fewer peers than `cluster.size`.
     Incomplete { found: usize, expected: usize },
+    /// No etcd answers, and these peers' agents could not be asked whether they hold data.
+    Unasked(Vec<String>),
+    /// No etcd answers, but these peers hold data: their etcd has to come back (or be recovered);
+    /// forming a new cluster would fork the data.
+    PeersHoldData(Vec<String>),
+    /// A cluster answers, but no agent of it confirms it is `cluster.name`'s.
+    Unconfirmed(String),
+}
+
+impl WaitReason {
+    /// Waits that end in a refusal (exit 3) rather than a failure when they time out: going on
+    /// would mean guessing about data or identity.
+    pub fn refuses_at_deadline(&self) -> bool {
+        matches!(
+            self,
+            WaitReason::NotInSet { .. }
+                | WaitReason::Unasked(_)
+                | WaitReason::PeersHoldData(_)
+                | WaitReason::Unconfirmed(_)
+        )
+    }
 }
 
 impl fmt::Display for WaitReason {
@@ -151,6 +237,17 @@ impl fmt::Display for WaitReason {
             WaitReason::Incomplete { found, expected } => {
                 write!(f, "{found} of {expected} peers found (cluster.size = {expected})")
             }
+            WaitReason::Unasked(who) => write!(
+                f,
+                "no cluster answers and these members could not be asked whether they hold data: {}; a new cluster is formed only when every member says it holds none: bring them (their etcd-bootstrap, port member.agent_port) back, or recover the cluster from the member that holds data",
+                who.join("; ")
+            ),
+            WaitReason::PeersHoldData(who) => write!(
+                f,
+                "no cluster answers but these members hold data: {}; start etcd-bootstrap on them so that their etcd comes back (a new cluster would fork the data); if a majority is lost for good, recover from the member with the highest raft index",
+                who.join("; ")
+            ),
+            WaitReason::Unconfirmed(what) => write!(f, "{what}"),
         }
     }
 }
@@ -184,11 +281,73 @@ pub enum Action {
     Refuse(String),
 }
 
-/// The derived token: the cluster name plus a digest of the sorted peer URLs, so every initial
-/// member computes the same one and each new peer set (new cluster) gets a fresh one.
-pub fn derive_token(cluster_name: &str, sorted_peer_urls: &[String]) -> String {
-    let digest = ids::sha256_hex(sorted_peer_urls.join(",").as_bytes());
+/// The derived token: the cluster name plus a digest of the sorted peer URLs and the sorted
+/// nonces of the initial members, so every initial member computes the same one, and each
+/// formation gets a fresh one (a re-formed cluster never repeats an earlier cluster's IDs).
+pub fn derive_token(cluster_name: &str, sorted_peer_urls: &[String], nonces: &[String]) -> String {
+    let mut nonces = nonces.to_vec();
+    nonces.sort();
+    let input = format!("{}|{}", sorted_peer_urls.join(","), nonces.join(","));
+    let digest = ids::sha256_hex(input.as_bytes());
     format!("{cluster_name}-{}", &digest[..12])
+}
+
+/// The nonces of every initial member (this node's and each peer agent's), or who could not be
+/// asked, who holds data, and who belongs to another cluster name.
+struct Evidence {
+    nonces: Vec<String>,
+    unasked: Vec<String>,
+    /// Peers that hold data: the cluster and formation it belongs to, and a description.
+    holding: Vec<(Option<u64>, Option<String>, String)>,
+    foreign: Vec<String>,
+}
+
+fn evidence(obs: &Observations) -> Evidence {
+    let mut e = Evidence {
+        nonces: vec![obs.my_nonce.clone()],
+        unasked: vec![],
+        holding: vec![],
+        foreign: vec![],
+    };
+    let my_url = obs.me.as_ref().map(|m| m.peer_url.to_string());
+    for p in &obs.peers {
+        let url = p.peer_url.to_string();
+        if Some(&url) == my_url.as_ref() {
+            continue;
+        }
+        let who = format!("{}={url}", p.name);
+        match obs
+            .agents
+            .iter()
+            .find(|a| a.peer_url == url)
+            .map(|a| &a.report)
+        {
+            None => e.unasked.push(format!("{who} (not asked)")),
+            Some(Err(why)) => e.unasked.push(format!("{who} ({why})")),
+            Some(Ok(r)) if r.cluster_name != obs.cluster_name => e.foreign.push(format!(
+                "{who} belongs to cluster.name {:?}",
+                r.cluster_name
+            )),
+            Some(Ok(r)) => {
+                if r.has_data {
+                    e.holding.push((
+                        r.cluster_id,
+                        r.formation.clone(),
+                        format!(
+                            "{who} (cluster {}, member {}, raft index {})",
+                            r.cluster_id.map(|c| format!("{c:x}")).unwrap_or("?".into()),
+                            r.member_id.map(|c| format!("{c:x}")).unwrap_or("?".into()),
+                            r.raft_index
+                                .map(|c| c.to_string())
+                                .unwrap_or("unknown".into()),
+                        ),
+                    ));
+                }
+                e.nonces.push(r.nonce.clone());
+            }
+        }
+    }
+    e
 }
 
 /// The initial cluster for the discovered set, when the set is complete enough to form one.
@@ -229,15 +388,70 @@ fn initial_cluster(obs: &Observations) -> Result<InitialCluster, Action> {
         .collect();
     members.sort_by(|a, b| a.1.cmp(&b.1));
     let urls: Vec<String> = members.iter().map(|(_, u)| u.clone()).collect();
+    let e = evidence(obs);
+    if !e.foreign.is_empty() {
+        return Err(Action::Refuse(format!(
+            "peers of another cluster are in this node's peer set: {}; fix the DNS records or discovery.peers",
+            e.foreign.join("; ")
+        )));
+    }
+    if !e.unasked.is_empty() {
+        return Err(Action::Wait(WaitReason::Unasked(e.unasked)));
+    }
     let token = obs
         .token_override
         .clone()
-        .unwrap_or_else(|| derive_token(&obs.cluster_name, &urls));
+        .unwrap_or_else(|| derive_token(&obs.cluster_name, &urls, &e.nonces));
+    let mut nonces = e.nonces;
+    nonces.sort();
+    let formation = ids::sha256_hex(nonces.join(",").as_bytes())[..16].to_string();
     Ok(InitialCluster {
+        formation,
         members,
         token,
         my_name: me.name.clone(),
     })
+}
+
+/// Before anything joins the cluster `cluster_id` (or removes a member of it): is it this node's?
+/// The identity record must not name another cluster, no agent of it may belong to another
+/// `cluster.name`, and at least one agent of it must confirm ours.
+fn not_our_cluster(obs: &Observations, cluster_id: u64) -> Option<Action> {
+    if let Some(recorded) = obs.recorded_cluster.filter(|r| *r != cluster_id) {
+        return Some(Action::Refuse(format!(
+            "cluster {cluster_id:x} answers, but this node last belonged to cluster {recorded:x} (its identity record); if {cluster_id:x} is the right cluster, delete the identity record beside member.data_dir and run again"
+        )));
+    }
+    let of_it: Vec<(&AgentAnswer, &AgentReport)> = obs
+        .agents
+        .iter()
+        .filter_map(|a| a.report.as_ref().ok().map(|r| (a, r)))
+        .filter(|(_, r)| r.cluster_id == Some(cluster_id))
+        .collect();
+    let foreign: Vec<String> = of_it
+        .iter()
+        .filter(|(_, r)| r.cluster_name != obs.cluster_name)
+        .map(|(a, r)| {
+            format!(
+                "{} ({}) says it is cluster.name {:?}",
+                a.name, a.peer_url, r.cluster_name
+            )
+        })
+        .collect();
+    if !foreign.is_empty() {
+        return Some(Action::Refuse(format!(
+            "cluster {cluster_id:x} is not this node's cluster {:?}: {}; fix discovery (DNS records, discovery.peers, seeds)",
+            obs.cluster_name,
+            foreign.join("; ")
+        )));
+    }
+    if of_it.is_empty() {
+        return Some(Action::Wait(WaitReason::Unconfirmed(format!(
+            "cluster {cluster_id:x} answers, but no etcd-bootstrap agent of it (port member.agent_port) confirms that it is cluster {:?}; joining only a cluster that says it is ours",
+            obs.cluster_name
+        ))));
+    }
+    None
 }
 
 pub fn decide(obs: &Observations) -> Action {
@@ -280,10 +494,31 @@ pub fn decide(obs: &Observations) -> Action {
     let planned = initial_cluster(obs);
     let Some((&cluster_id, views)) = by_id.iter().next() else {
         return match planned {
-            Ok(ic) => Action::BootstrapNew(ic),
+            Ok(ic) => {
+                // A peer whose data belongs to the very cluster planned here (the same peers and
+                // nonces give the same token, so the same ID) is an initial member that started
+                // first; etcd may not answer clients until a quorum has started.
+                let holding: Vec<String> = evidence(obs)
+                    .holding
+                    .into_iter()
+                    .filter(|(cluster, formation, _)| {
+                        *cluster != Some(ic.cluster_id())
+                            || formation.as_deref() != Some(ic.formation.as_str())
+                    })
+                    .map(|(_, _, who)| who)
+                    .collect();
+                if holding.is_empty() {
+                    Action::BootstrapNew(ic)
+                } else {
+                    Action::Wait(WaitReason::PeersHoldData(holding))
+                }
+            }
             Err(action) => action,
         };
     };
+    if let Some(refusal) = not_our_cluster(obs, cluster_id) {
+        return refusal;
+    }
 
     // One cluster answers. Prefer what a voter with a leader says about membership.
     let view = views
@@ -374,6 +609,44 @@ pub(crate) mod tests {
             me: me.map(peer),
             my_peer_url: me.map(|i| peer(i).peer_url),
             answers: vec![],
+            my_nonce: me.map(|i| format!("n{i}")).unwrap_or_default(),
+            agents: (1..=n)
+                .filter(|i| Some(*i) != me)
+                .map(|i| agent(i, None))
+                .collect(),
+            recorded_cluster: None,
+        }
+    }
+
+    /// Peer `i`'s agent: nonce `n<i>`, holding data of `cluster` when given.
+    fn agent(i: u8, cluster: Option<u64>) -> AgentAnswer {
+        AgentAnswer {
+            peer_url: peer(i).peer_url.to_string(),
+            name: format!("etcd{i}"),
+            report: Ok(AgentReport {
+                cluster_name: "prod".into(),
+                nonce: format!("n{i}"),
+                has_data: cluster.is_some(),
+                cluster_id: cluster,
+                member_id: cluster.map(|_| i as u64),
+                raft_index: cluster.map(|_| 100),
+                formation: None,
+            }),
+        }
+    }
+
+    fn report_of(o: &mut Observations, i: u8) -> &mut AgentReport {
+        let url = peer(i).peer_url.to_string();
+        let a = o.agents.iter_mut().find(|a| a.peer_url == url).unwrap();
+        a.report.as_mut().unwrap()
+    }
+
+    /// The agents of `hosts` say they hold data of `cluster`.
+    fn holding(o: &mut Observations, cluster: u64, hosts: &[u8]) {
+        for &h in hosts {
+            let a = agent(h, Some(cluster));
+            o.agents.retain(|x| x.peer_url != a.peer_url);
+            o.agents.push(a);
         }
     }
 
@@ -424,6 +697,7 @@ pub(crate) mod tests {
             ],
             token: "t".into(),
             my_name: me.into(),
+            formation: String::new(),
         };
         assert_eq!(ic("b").start_delay(), std::time::Duration::ZERO);
         assert_eq!(ic("a").start_delay(), START_STAGGER);
@@ -537,6 +811,7 @@ pub(crate) mod tests {
             answer(ic.cluster_id(), 1, members.clone()),
             answer(ic.cluster_id(), 2, members),
         ];
+        holding(&mut o, ic.cluster_id(), &[1, 2]);
         assert!(matches!(decide(&o), Action::BootstrapNew(x) if x.my_name == "etcd3"));
     }
 
@@ -546,6 +821,7 @@ pub(crate) mod tests {
         let mut o = obs(3, Some(3));
         let members = vec![member(1, true, &ic.token), member(2, true, &ic.token)];
         o.answers = vec![answer(ic.cluster_id(), 1, members)];
+        holding(&mut o, ic.cluster_id(), &[1, 2]);
         assert!(
             matches!(decide(&o), Action::Join { .. }),
             "{:?}",
@@ -567,6 +843,7 @@ pub(crate) mod tests {
             learner.clone(),
         ];
         o.answers = vec![answer(ic.cluster_id(), 1, members)];
+        holding(&mut o, ic.cluster_id(), &[1, 2]);
         assert_eq!(
             decide(&o),
             Action::AdoptUnstarted {
@@ -578,13 +855,113 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn peers_that_answer_nothing_do_not_block_a_new_cluster() {
+    fn a_new_cluster_needs_every_member_to_say_it_holds_no_data() {
+        // Every agent answers "no data": etcd not answering does not matter.
         let mut o = obs(3, Some(1));
         o.answers = vec![
             Answer::NoAnswer("refused".into()),
             Answer::NoAnswer("timeout".into()),
         ];
         assert!(matches!(decide(&o), Action::BootstrapNew(_)));
+
+        // One member cannot be asked (down): no new cluster; it is named.
+        let mut o = obs(3, Some(1));
+        o.agents[1].report = Err("connection refused".into());
+        match decide(&o) {
+            Action::Wait(w @ WaitReason::Unasked(_)) => {
+                assert!(w.refuses_at_deadline());
+                assert!(w.to_string().contains("etcd3=https://10.0.0.3:2380"), "{w}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not even found among the answers.
+        let mut o = obs(3, Some(1));
+        o.agents.pop();
+        assert!(matches!(decide(&o), Action::Wait(WaitReason::Unasked(_))));
+
+        // The wiped majority: this node and etcd2 are empty, etcd3 holds the data but its etcd
+        // does not answer (no quorum, or stopped): wait, never form a new cluster over it.
+        let mut o = obs(3, Some(1));
+        holding(&mut o, 0xabc, &[3]);
+        match decide(&o) {
+            Action::Wait(w @ WaitReason::PeersHoldData(_)) => {
+                assert!(w.refuses_at_deadline());
+                assert!(w.to_string().contains("cluster abc"), "{w}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // etcd2 already formed the cluster planned here (its record holds the planned ID) and
+        // its etcd does not answer yet: this node is a late initial member, not a fork.
+        let ic = planned(&obs(3, Some(1)));
+        let mut o = obs(3, Some(1));
+        holding(&mut o, ic.cluster_id(), &[2]);
+        report_of(&mut o, 2).formation = Some(ic.formation.clone());
+        assert_eq!(decide(&o), Action::BootstrapNew(ic.clone()));
+        // The same cluster ID from an earlier formation (cluster.token fixed): that is old data.
+        report_of(&mut o, 2).formation = Some("earlier".into());
+        assert!(matches!(
+            decide(&o),
+            Action::Wait(WaitReason::PeersHoldData(_))
+        ));
+
+        // A member of another cluster name in the peer set: refused.
+        let mut o = obs(3, Some(1));
+        if let Ok(r) = &mut o.agents[0].report {
+            r.cluster_name = "beta".into();
+        }
+        assert!(matches!(decide(&o), Action::Refuse(m) if m.contains("\"beta\"")));
+    }
+
+    #[test]
+    fn a_reformed_cluster_never_repeats_an_earlier_identity() {
+        let first = planned(&obs(3, Some(1)));
+        // Same peers, same name; one member drew a new nonce because its data was lost.
+        let mut o = obs(3, Some(1));
+        if let Ok(r) = &mut o.agents[0].report {
+            r.nonce = "fresh".into();
+        }
+        let again = planned(&o);
+        assert_eq!(first.flag(), again.flag());
+        assert_ne!(first.token, again.token);
+        assert_ne!(first.cluster_id(), again.cluster_id());
+        // Every initial member computes the same token from the same nonces.
+        let mut o3 = obs(3, Some(3));
+        if let Ok(r) = &mut o3.agents[1].report {
+            r.nonce = "fresh".into();
+        }
+        assert_eq!(planned(&o3).token, again.token);
+    }
+
+    #[test]
+    fn only_our_own_cluster_is_joined() {
+        let members = vec![member(1, true, "old"), member(2, true, "old")];
+        let cid = ids::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+        // A node of cluster "beta" pointed at a "prod" node: prod's agent names its cluster.
+        let mut o = obs(3, Some(3));
+        o.cluster_name = "beta".into();
+        o.answers = vec![answer(cid, 1, members.clone())];
+        holding(&mut o, cid, &[1, 2]);
+        match decide(&o) {
+            Action::Refuse(m) => assert!(m.contains("\"prod\""), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // No agent confirms the cluster: wait (and refuse at the deadline).
+        let mut o = obs(3, Some(3));
+        o.answers = vec![answer(cid, 1, members.clone())];
+        assert!(matches!(
+            decide(&o),
+            Action::Wait(WaitReason::Unconfirmed(_))
+        ));
+        // The identity record names another cluster: refused.
+        let mut o = obs(3, Some(3));
+        o.answers = vec![answer(cid, 1, members.clone())];
+        holding(&mut o, cid, &[1, 2]);
+        o.recorded_cluster = Some(cid ^ 1);
+        assert!(matches!(decide(&o), Action::Refuse(m) if m.contains("identity record")));
+        // ...and the same cluster: joined.
+        o.recorded_cluster = Some(cid);
+        assert!(matches!(decide(&o), Action::Join { .. }));
     }
 
     #[test]
@@ -597,6 +974,7 @@ pub(crate) mod tests {
             member(3, true, &ic.token),
         ];
         o.answers = vec![answer(ic.cluster_id(), 2, members.clone())];
+        holding(&mut o, ic.cluster_id(), &[2, 3]);
         assert_eq!(
             decide(&o),
             Action::ReplaceStale {
@@ -618,6 +996,7 @@ pub(crate) mod tests {
         let cid = ids::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
         let mut o = obs(4, Some(4));
         o.answers = vec![answer(cid, 1, members.clone())];
+        holding(&mut o, cid, &[1, 2, 3]);
         assert!(matches!(decide(&o), Action::Join { cluster_id, .. } if cluster_id == cid));
 
         let mut with_unstarted = members.clone();
@@ -629,6 +1008,7 @@ pub(crate) mod tests {
 
         let mut o = obs(4, Some(2));
         o.answers = vec![answer(cid, 1, members.clone())];
+        holding(&mut o, cid, &[1, 3]);
         assert!(
             matches!(decide(&o), Action::ReplaceStale { member_id, .. } if member_id == members[1].id)
         );
@@ -637,6 +1017,7 @@ pub(crate) mod tests {
         let mut o = obs(0, None);
         o.my_peer_url = Some(peer(9).peer_url);
         o.answers = vec![answer(cid, 1, members.clone())];
+        holding(&mut o, cid, &[1]);
         assert!(matches!(decide(&o), Action::Join { .. }));
         // ...and unknown: cannot join.
         o.my_peer_url = None;
@@ -653,6 +1034,7 @@ pub(crate) mod tests {
         };
         learner.is_learner = true;
         o.answers = vec![answer(7, 1, members), Answer::Cluster(learner)];
+        holding(&mut o, 7, &[1, 2]);
         match decide(&o) {
             Action::Join { endpoints, .. } => {
                 assert_eq!(endpoints, vec!["https://10.0.0.1:2379".to_string()])

@@ -1,0 +1,436 @@
+//! Bringing the local member up: observe, decide, act, until it is a healthy voter; then settle
+//! (record who it is, take the bootstrap flags out of etcd's environment, prune old copies).
+
+use super::{env_value, local_endpoint, notify, Agent};
+use crate::datadir::{self, Record, RecordedMember};
+use crate::decide::{self, removed::Verdict, Action};
+use crate::error::{ConfigError, Refused};
+use crate::etcd::client::{self, Whoami};
+use crate::etcd::membership;
+use crate::etcd::render::{self, ClusterState, LocalMember};
+use crate::failpoint;
+use crate::retry::Backoff;
+use crate::tls::ClientMaterial;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// What to check when the local member never becomes healthy.
+const NO_QUORUM_HINT: &str = "etcd serves clients only once it has joined through raft, which needs a quorum of its members: start the members that are down, see `etcd-bootstrap status` and etcd's log";
+
+/// How often a member that is coming up is checked for having been removed.
+const REMOVED_CHECK: Duration = Duration::from_secs(5);
+
+/// Between observations while waiting: 1 s, 2 s, then 3 s, with jitter.
+fn observe_backoff(deadline: Instant) -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(3)).until(deadline)
+}
+
+/// This member's name and address as it runs: from its identity record, else from the
+/// environment file an earlier version wrote.
+pub fn current_member(cfg: &crate::config::Config) -> Result<LocalMember> {
+    let record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();
+    let name = record
+        .name
+        .clone()
+        .or_else(|| env_value(cfg, "ETCD_NAME"))
+        .context(
+            "this member's name is neither in its identity record nor in etcd's environment file",
+        )?;
+    let url = record
+        .peer_url
+        .clone()
+        .or_else(|| env_value(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS"))
+        .context("this member's peer URL is neither in its identity record nor in etcd's environment file")?;
+    let ip = crate::urls::EtcdUrl::parse(&url)
+        .map_err(|m| anyhow::anyhow!("{url}: {m}"))?
+        .ip()
+        .with_context(|| format!("{url} has no IP address"))?;
+    Ok(LocalMember { name, ip })
+}
+
+impl Agent<'_> {
+    /// Bring the local member up, make sure it is a voter, wait until it is healthy. If, while
+    /// it comes up, a majority of its membership says it was removed (a restart from the data of
+    /// a removed member), move the data aside and go again.
+    pub async fn converge(&self) -> Result<ClientMaterial> {
+        let cfg = self.cfg;
+        for round in 0..3 {
+            let (material, voters) = self.bring_up().await?;
+            let deadline = Instant::now() + cfg.discovery.timeout;
+            let ready = async {
+                self.ensure_voter(&material, voters, deadline).await?;
+                wait_healthy(&local_endpoint(cfg), &material, deadline).await
+            };
+            let removed = async {
+                loop {
+                    tokio::time::sleep(REMOVED_CHECK).await;
+                    if client::check_health(&local_endpoint(cfg), &material)
+                        .await
+                        .is_ok()
+                    {
+                        continue;
+                    }
+                    if let Verdict::Removed(reason) = self.removal_verdict(&material).await {
+                        if !datadir::pause_marker(&cfg.member.data_dir).exists() {
+                            return reason;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                r = ready => {
+                    let me = r?;
+                    self.settle(&material, &me).await?;
+                    return Ok(material);
+                }
+                reason = removed => {
+                    tracing::warn!(%reason, round, "the member being started is no longer part of the cluster; moving its data aside and joining again");
+                    self.manager.stop().await?;
+                    datadir::move_aside(&cfg.member.data_dir, &reason, None)?;
+                }
+            }
+        }
+        bail!("the local member was removed again each time it was started; see the logs of the other members")
+    }
+
+    /// Decide what to do and start etcd accordingly. Returns the client material to talk to it
+    /// and, after a join, the voting members to ask for promotion.
+    async fn bring_up(&self) -> Result<(ClientMaterial, Vec<String>)> {
+        let cfg = self.cfg;
+        let manager = self.manager.as_ref();
+        let local = crate::observe::local_state(&cfg.member.data_dir);
+        let tls_paths = crate::tls::TlsPaths::new(&cfg.tls.dir);
+        // The restart path: data and certificates are there; nothing to discover or ask. etcd's
+        // environment is rendered again from the current config (so that a changed
+        // [etcd.flags] reaches etcd), without bootstrap flags: with a WAL etcd ignores them.
+        if local.has_wal && tls_paths.client_cert.is_file() {
+            if let Ok(me) = current_member(cfg) {
+                tracing::info!(data_dir = %cfg.member.data_dir.display(), "WAL present: restarting etcd from its own data");
+                if let Some(why) = crate::tls::due_on_disk(cfg, time::OffsetDateTime::now_utc()) {
+                    tracing::info!(reason = %why, "certificates need renewing before etcd starts");
+                    let mut material = None;
+                    if let Err(e) = self.renew_certificates(false, &mut material).await {
+                        tracing::warn!(error = %format!("{e:#}"), "renewing before the start failed; starting etcd with the certificates in place, the heal loop tries again");
+                    }
+                }
+                if let Some(ep) = &self.observer.endpoint {
+                    let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
+                    ep.serve(SocketAddr::new(me.ip, cfg.member.agent_port), &peer)
+                        .await?;
+                }
+                let env = render::env_file(cfg, &me, &ClusterState::FromDisk);
+                let changed = manager.install(&env, &render::unit(cfg))?;
+                if changed {
+                    tracing::info!(env_file = %cfg.etcd.env_file.display(), "etcd's environment rendered from the current configuration");
+                }
+                manager.start(changed).await?;
+                return Ok((ClientMaterial::from_dir(&cfg.tls.dir)?, vec![]));
+            }
+        }
+
+        let deadline = Instant::now() + cfg.discovery.timeout;
+        let mut pause = observe_backoff(deadline);
+        loop {
+            let observed = match self.observer.observe().await {
+                Ok(o) => o,
+                Err(e)
+                    if e.chain()
+                        .any(|c| c.is::<Refused>() || c.is::<ConfigError>())
+                        || e.downcast_ref::<crate::error::Fatal>().is_some() =>
+                {
+                    return Err(e)
+                }
+                Err(e) => {
+                    if pause.expired() {
+                        return Err(e.context(format!(
+                            "gave up after discovery.timeout ({})",
+                            crate::config::format_duration(cfg.discovery.timeout)
+                        )));
+                    }
+                    tracing::warn!(error = %format!("{e:#}"), "observation failed; retrying");
+                    pause.wait().await;
+                    continue;
+                }
+            };
+            tracing::info!(
+                peers = %observed.discovered.describe(),
+                stable = observed.obs.stable,
+                me = %format!("{}={}", observed.me.name, observed.me.peer_url(cfg)),
+                "observed"
+            );
+            let mut action = decide::decide(&observed.obs);
+            let changes_membership = matches!(
+                action,
+                Action::Join { .. } | Action::AdoptUnstarted { .. } | Action::ReplaceStale { .. }
+            );
+            let marker = datadir::pause_marker(&cfg.member.data_dir);
+            if changes_membership && marker.exists() {
+                action = Action::Wait(decide::WaitReason::Unconfirmed(format!(
+                    "paused by {}: no member is added or removed while it exists ({})",
+                    marker.display(),
+                    super::describe(&action)
+                )));
+            }
+            tracing::info!(action = %super::describe(&action), "decided");
+            let material = observed.tls.client_material(&cfg.tls.dir)?;
+            let mut voters = vec![];
+            let state = match action {
+                Action::Restart => ClusterState::FromDisk,
+                Action::BootstrapNew(ic) => ClusterState::New(ic),
+                Action::MoveAside(why) => {
+                    tracing::warn!(reason = %why, "moving the data dir aside");
+                    datadir::move_aside(&cfg.member.data_dir, &why, None)?;
+                    continue;
+                }
+                Action::Wait(reason) => {
+                    if pause.expired() {
+                        let msg = format!(
+                            "gave up after discovery.timeout ({}): {reason}",
+                            crate::config::format_duration(cfg.discovery.timeout)
+                        );
+                        if reason.refuses_at_deadline() {
+                            return Err(Refused(msg).into());
+                        }
+                        bail!("{msg}; fix discovery (DNS records, discovery.peers) or raise discovery.timeout, then re-run");
+                    }
+                    notify(&[sd_notify::NotifyState::Status(&format!(
+                        "waiting: {reason}"
+                    ))]);
+                    pause.wait().await;
+                    continue;
+                }
+                Action::Refuse(why) => return Err(Refused(why).into()),
+                Action::Join { ref endpoints, .. }
+                | Action::AdoptUnstarted { ref endpoints, .. }
+                | Action::ReplaceStale { ref endpoints, .. } => {
+                    let my_url = observed.me.peer_url(cfg).to_string();
+                    let mut c = membership::connect(endpoints, &material).await?;
+                    let (my_id, members) = match action {
+                        Action::ReplaceStale { member_id, .. } => {
+                            tracing::warn!(member = %format!("{member_id:x}"), "this node's data is gone: removing its stale member, then adding it again");
+                            membership::remove(&mut c, member_id, deadline).await?;
+                            failpoint::hit("join:after-remove");
+                            failpoint::hit("join:before-add");
+                            membership::add_learner(&mut c, &my_url, deadline).await?
+                        }
+                        Action::AdoptUnstarted { member_id, .. } => {
+                            (member_id, membership::list(&mut c).await?)
+                        }
+                        _ => {
+                            failpoint::hit("join:before-add");
+                            membership::add_learner(&mut c, &my_url, deadline).await?
+                        }
+                    };
+                    failpoint::hit("join:after-add");
+                    voters = endpoints.clone();
+                    ClusterState::Existing {
+                        initial_cluster: membership::initial_cluster(
+                            &members,
+                            my_id,
+                            &observed.me.name,
+                        ),
+                    }
+                }
+            };
+            for f in observed.tls.changed() {
+                tracing::info!(file = %f.path.display(), reason = f.change.as_deref().unwrap_or(""), "writing certificate material");
+            }
+            observed.tls.apply()?;
+            failpoint::hit("new:after-certs");
+            if let ClusterState::New(ic) = &state {
+                // Before etcd creates any data: the peers' agents report this cluster ID for
+                // it, so that the other initial members recognise the cluster they are forming.
+                record_formation(cfg, ic, &observed.me)?;
+            }
+            let env = render::env_file(cfg, &observed.me, &state);
+            let changed = manager.install(&env, &render::unit(cfg))?;
+            failpoint::hit("new:after-env");
+            if let ClusterState::New(ic) = &state {
+                let delay = ic.start_delay();
+                if !delay.is_zero() {
+                    tracing::info!(?delay, "new cluster: waiting my turn to start etcd");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            tracing::info!(manager = %manager.describe(), changed, "starting etcd");
+            manager.start(changed).await?;
+            if matches!(state, ClusterState::Existing { .. }) {
+                failpoint::hit("join:after-start");
+            }
+            return Ok((material, voters));
+        }
+    }
+
+    /// If the local member is a learner, promote it through a voting member once it has caught up.
+    async fn ensure_voter(
+        &self,
+        material: &ClientMaterial,
+        mut voters: Vec<String>,
+        deadline: Instant,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let local = local_endpoint(cfg);
+        let (my_id, is_learner) = loop {
+            match client::who_is(&local, material).await {
+                    Ok((_, me)) => break (me.member_id, me.is_learner),
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(e.context(format!(
+                            "the local member did not become healthy within discovery.timeout: it did not answer ({NO_QUORUM_HINT})"
+                        )))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+        };
+        if !is_learner {
+            return Ok(());
+        }
+        if voters.is_empty() {
+            let found = crate::discovery::read_all(&self.observer.sources).await?;
+            voters = found.endpoints_except(
+                &env_value(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default(),
+            );
+        }
+        tracing::info!(member = %format!("{my_id:x}"), "local member is a learner; promoting it once it is in sync");
+        failpoint::hit("join:before-promote");
+        let mut c = membership::connect(&voters, material).await?;
+        membership::promote(&mut c, my_id, deadline).await
+    }
+
+    /// The member is a healthy voter: record who it is (the cluster it belongs to, its
+    /// membership, and that its nonce has been used), take the bootstrap flags out of etcd's
+    /// environment (etcd started by hand over an empty data dir must not form anything), and
+    /// prune moved-aside copies that are behind it.
+    pub async fn settle(&self, material: &ClientMaterial, me: &Whoami) -> Result<()> {
+        let cfg = self.cfg;
+        self.refresh_record(material, me).await?;
+        let member = current_member(cfg)?;
+        let env = render::env_file(cfg, &member, &ClusterState::FromDisk);
+        if self.manager.install(&env, &render::unit(cfg))? {
+            tracing::info!(env_file = %cfg.etcd.env_file.display(), "the member has joined: bootstrap flags removed from etcd's environment (ETCD_INITIAL_CLUSTER_STATE=existing only)");
+        }
+        datadir::prune(&cfg.member.data_dir, Some(me.raft_index))
+    }
+
+    /// Keep the identity record in step with the running member.
+    pub async fn refresh_record(&self, material: &ClientMaterial, me: &Whoami) -> Result<()> {
+        let cfg = self.cfg;
+        let (mut c, _) = client::who_is(&local_endpoint(cfg), material).await?;
+        let members = membership::list(&mut c).await?;
+        let mut record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();
+        let before = record.clone();
+        record.cluster_name = cfg.cluster.name.clone();
+        record.cluster_id = Some(format!("{:x}", me.cluster_id));
+        record.member_id = Some(format!("{:x}", me.member_id));
+        record.name = env_value(cfg, "ETCD_NAME").or(record.name);
+        record.peer_url = env_value(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS").or(record.peer_url);
+        record.nonce_used = true;
+        record.members = members
+            .iter()
+            .map(|m| RecordedMember {
+                id: format!("{:x}", m.id),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: m.client_urls.clone(),
+            })
+            .collect();
+        // The raft index moves all the time: it is written with the other changes only.
+        let mut unchanged_but_index = record.clone();
+        unchanged_but_index.raft_index = before.raft_index;
+        if unchanged_but_index != before || before.raft_index.is_none() {
+            record.raft_index = Some(me.raft_index);
+            record.save(&cfg.member.data_dir)?;
+            if before.cluster_id != record.cluster_id || before.members != record.members {
+                tracing::info!(cluster = ?record.cluster_id, member = ?record.member_id, members = record.members.len(), "identity record updated");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a majority of this member's last-known membership says it was removed.
+    pub async fn removal_verdict(&self, material: &ClientMaterial) -> Verdict {
+        let cfg = self.cfg;
+        let record = Record::load(&cfg.member.data_dir)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let Some(my_url) = record
+            .peer_url
+            .clone()
+            .or_else(|| env_value(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS"))
+        else {
+            return Verdict::Undecided("this member's peer URL is unknown".into());
+        };
+        let live = client::who_is(&local_endpoint(cfg), material)
+            .await
+            .ok()
+            .map(|(_, me)| me.cluster_id);
+        let my_cluster = live.or(record.cluster());
+        let (endpoints, known): (Vec<String>, usize) = if record.members.is_empty() {
+            // No record of the membership (an older version wrote this node): discovery's view.
+            let Ok(found) = crate::discovery::read_all(&self.observer.sources).await else {
+                return Verdict::Undecided("discovery failed".into());
+            };
+            let own = env_value(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default();
+            let eps = found.endpoints_except(&own);
+            let known = found.peers.len().max(eps.len() + 1);
+            (eps, known)
+        } else {
+            let eps = record
+                .members
+                .iter()
+                .filter(|m| !m.peer_urls.contains(&my_url))
+                .filter_map(|m| m.client_urls.first().cloned())
+                .collect();
+            (eps, record.members.len())
+        };
+        let mut answers = Vec::new();
+        for e in &endpoints {
+            answers.push(client::probe(e, material).await);
+        }
+        decide::removed::verdict(&my_url, my_cluster, known, &answers)
+    }
+}
+
+/// Note in the identity record the cluster and member this node is about to form.
+fn record_formation(
+    cfg: &crate::config::Config,
+    ic: &decide::InitialCluster,
+    me: &LocalMember,
+) -> Result<()> {
+    let mut record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();
+    let my_url = me.peer_url(cfg).to_string();
+    record.cluster_id = Some(format!("{:x}", ic.cluster_id()));
+    record.member_id = Some(format!(
+        "{:x}",
+        crate::etcd::ids::member_id(std::slice::from_ref(&my_url), &ic.token)
+    ));
+    record.name = Some(me.name.clone());
+    record.peer_url = Some(my_url);
+    record.formation = Some(ic.formation.clone());
+    record.save(&cfg.member.data_dir)
+}
+
+/// Wait until the local member is healthy, bounded by `deadline`.
+async fn wait_healthy(
+    endpoint: &str,
+    material: &ClientMaterial,
+    deadline: Instant,
+) -> Result<Whoami> {
+    let mut last = String::new();
+    loop {
+        match client::check_health(endpoint, material).await {
+            Ok(me) => return Ok(me),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg != last {
+                    tracing::info!(%endpoint, state = %msg, "waiting for the local member to be healthy");
+                    last = msg;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("the local member did not become healthy within discovery.timeout (last: {last}; {NO_QUORUM_HINT})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

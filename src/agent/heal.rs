@@ -1,0 +1,331 @@
+//! The heal loop, as an explicit state machine: every `heal.interval` a tick observes the markers
+//! and the local member's health, `step` (pure, table-tested) says what to do, and the loop does
+//! it. Moving the data aside needs a majority's word (`decide::removed`); another cluster
+//! answering is logged loudly and changes nothing; the pause marker stops every membership change
+//! without stopping etcd.
+
+use super::{local_endpoint, notify, Agent};
+use crate::datadir;
+use crate::decide::dead_member;
+use crate::decide::removed::Verdict;
+use crate::etcd::{client, membership};
+use crate::failpoint;
+use crate::tls::ClientMaterial;
+use anyhow::Result;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Healthy,
+    Unhealthy,
+    /// The pause marker exists: nothing is added, removed or moved.
+    Paused,
+    /// The data is already aside: joining again at every tick until it works.
+    Rejoining,
+}
+
+/// What one tick observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    pub left: bool,
+    pub paused: bool,
+    pub healthy: bool,
+    pub heal_enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `leave` ran: stop etcd and exit.
+    Exit,
+    Idle,
+    /// Healthy: keep the identity record current; on the leader, apply the dead-member policy.
+    Maintain,
+    /// Unhealthy: ask the last-known membership whether this member was removed.
+    AskWhetherRemoved,
+    /// Join again (the data is aside).
+    Rejoin,
+}
+
+pub fn step(state: State, t: Tick) -> (State, Step) {
+    if t.left {
+        return (state, Step::Exit);
+    }
+    if t.paused {
+        let kept = if state == State::Rejoining {
+            State::Rejoining
+        } else {
+            State::Paused
+        };
+        return (kept, Step::Idle);
+    }
+    match (state, t.healthy) {
+        (State::Rejoining, _) if t.heal_enabled => (State::Rejoining, Step::Rejoin),
+        (_, true) => (State::Healthy, Step::Maintain),
+        (_, false) if t.heal_enabled => (State::Unhealthy, Step::AskWhetherRemoved),
+        (_, false) => (State::Unhealthy, Step::Idle),
+    }
+}
+
+/// SIGTERM / SIGINT, as a future that can be awaited repeatedly.
+pub struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    pub fn new() -> Result<Self> {
+        use anyhow::Context;
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+impl Agent<'_> {
+    /// Keep etcd running and healthy until a signal or `leave`.
+    pub async fn heal_loop(
+        &self,
+        mut material: ClientMaterial,
+        shutdown: &mut Shutdown,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let data_dir = &cfg.member.data_dir;
+        let endpoint = local_endpoint(cfg);
+        let mut state = State::Healthy;
+        let mut dead = dead_member::Tracker::default();
+        let mut last_index: Option<u64> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.heal.interval) => {}
+                _ = shutdown.wait() => {
+                    tracing::info!("signal received; stopping etcd");
+                    notify(&[sd_notify::NotifyState::Stopping]);
+                    self.manager.stop().await?;
+                    return Ok(());
+                }
+            }
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            let mut renewed = Some(material.clone());
+            if let Err(e) = self.renew_certificates(true, &mut renewed).await {
+                tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; the current certificates stay in place; trying again after heal.interval");
+            }
+            if let Some(m) = renewed {
+                material = m;
+            }
+            let health = client::check_health(&endpoint, &material).await;
+            let tick = Tick {
+                left: datadir::left_marker(data_dir).exists(),
+                paused: datadir::pause_marker(data_dir).exists(),
+                healthy: health.is_ok(),
+                heal_enabled: cfg.heal.enabled,
+            };
+            let (next, todo) = step(state, tick);
+            log_transition(state, next, &health);
+            state = next;
+            match todo {
+                Step::Exit => {
+                    tracing::info!("this node left the cluster (`etcd-bootstrap leave`); stopping etcd and exiting");
+                    self.manager.stop().await?;
+                    return Ok(());
+                }
+                Step::Idle => continue,
+                Step::Maintain => {
+                    let Ok(me) = health else { continue };
+                    last_index = Some(me.raft_index);
+                    if let Err(e) = self.refresh_record(&material, &me).await {
+                        tracing::warn!(error = %format!("{e:#}"), "updating the identity record failed");
+                    }
+                    if let (true, Some(limit)) = (cfg.heal.enabled, cfg.heal.remove_dead_after) {
+                        if let Err(e) = self
+                            .remove_dead_member(&material, &me, &mut dead, limit)
+                            .await
+                        {
+                            tracing::warn!(error = %format!("{e:#}"), "dead-member check failed");
+                        }
+                    }
+                    continue;
+                }
+                Step::AskWhetherRemoved => match self.removal_verdict(&material).await {
+                    Verdict::Removed(reason) => {
+                        tracing::warn!(%reason, "the local member is no longer part of the cluster; healing: stop etcd, move its data aside, join again");
+                        notify(&[sd_notify::NotifyState::Status(&format!(
+                            "healing: {reason}"
+                        ))]);
+                        self.manager.stop().await?;
+                        failpoint::hit("heal:after-stop");
+                        datadir::move_aside(data_dir, &reason, last_index)?;
+                        failpoint::hit("heal:after-move");
+                        state = State::Rejoining;
+                    }
+                    Verdict::Foreign(what) => {
+                        tracing::error!(%what, "another cluster answers at this member's peers; refusing to move data or re-join: fix discovery");
+                        notify(&[sd_notify::NotifyState::Status(
+                            "refusing: another cluster answers; see the log",
+                        )]);
+                        continue;
+                    }
+                    Verdict::Member => continue,
+                    Verdict::Undecided(why) => {
+                        tracing::info!(%why, "unhealthy, but no majority says this member was removed: keeping its data and waiting");
+                        continue;
+                    }
+                },
+                Step::Rejoin => {}
+            }
+            let healed = tokio::select! {
+                r = self.converge() => r,
+                never = keep_watchdog_fed(cfg.heal.interval) => match never {},
+                _ = shutdown.wait() => {
+                    self.manager.stop().await?;
+                    return Ok(());
+                }
+            };
+            match healed {
+                Ok(m) => {
+                    material = m;
+                    state = State::Healthy;
+                    tracing::info!("healed: the local member is a healthy voter again");
+                    notify(&[sd_notify::NotifyState::Status("etcd member healthy")]);
+                }
+                Err(e) => {
+                    // The data is already aside: keep trying to join at every interval.
+                    tracing::error!(error = %format!("{e:#}"), "re-joining failed; trying again after heal.interval");
+                    notify(&[sd_notify::NotifyState::Status("healing failed; retrying")]);
+                }
+            }
+        }
+    }
+
+    /// On the leader's node only: track unreachable members and remove one that the policy says
+    /// is dead (`heal.remove_dead_after`).
+    async fn remove_dead_member(
+        &self,
+        material: &ClientMaterial,
+        me: &client::Whoami,
+        tracker: &mut dead_member::Tracker,
+        limit: Duration,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let my_id = me.member_id;
+        if me.leader != my_id {
+            *tracker = dead_member::Tracker::default();
+            return Ok(());
+        }
+        let (mut c, _) = client::who_is(&local_endpoint(cfg), material).await?;
+        let members = membership::list(&mut c).await?;
+        let mut health = Vec::new();
+        for m in &members {
+            let reachable = match m.client_urls.first() {
+                _ if m.id == my_id => true,
+                Some(url) => matches!(
+                    client::probe(url, material).await,
+                    crate::decide::Answer::Cluster(_)
+                ),
+                None => false,
+            };
+            health.push(dead_member::MemberHealth {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                is_learner: m.is_learner,
+                reachable,
+            });
+        }
+        let now = Instant::now();
+        tracker.update(&health, now);
+        let found = crate::discovery::read_all(&self.observer.sources).await?;
+        let discovered = found.peers.iter().map(|p| p.peer_url.to_string()).collect();
+        if let Some((id, why)) = dead_member::pick(&health, tracker, now, limit, my_id, &discovered)
+        {
+            tracing::warn!(reason = %why, "removing a dead member (heal.remove_dead_after)");
+            membership::remove(&mut c, id, now + cfg.heal.interval).await?;
+        }
+        Ok(())
+    }
+}
+
+fn log_transition(from: State, to: State, health: &Result<client::Whoami>) {
+    if from == to {
+        return;
+    }
+    match (from, to) {
+        (_, State::Paused) => tracing::warn!("heal loop paused by the pause marker: no member is added, removed or moved until it is deleted; etcd keeps running"),
+        (State::Paused, _) => tracing::info!("pause marker gone: the heal loop acts again"),
+        (_, State::Unhealthy) => {
+            if let Err(e) = health {
+                tracing::warn!(error = %format!("{e:#}"), "local member is not healthy");
+            }
+            notify(&[sd_notify::NotifyState::Status("etcd member unhealthy")]);
+        }
+        (State::Unhealthy, State::Healthy) => {
+            tracing::info!("local member is healthy again");
+            notify(&[sd_notify::NotifyState::Status("etcd member healthy")]);
+        }
+        _ => {}
+    }
+}
+
+/// A re-join can take longer than `WatchdogSec` (it is bounded by discovery.timeout instead):
+/// keep the watchdog fed while it runs.
+async fn keep_watchdog_fed(interval: Duration) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(interval).await;
+        notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_table() {
+        use State::*;
+        use Step::*;
+        let t = |left, paused, healthy, heal_enabled| Tick {
+            left,
+            paused,
+            healthy,
+            heal_enabled,
+        };
+        // (state, tick, expected state, expected step)
+        let table = [
+            (Healthy, t(false, false, true, true), Healthy, Maintain),
+            (
+                Healthy,
+                t(false, false, false, true),
+                Unhealthy,
+                AskWhetherRemoved,
+            ),
+            (Healthy, t(false, false, false, false), Unhealthy, Idle),
+            (Unhealthy, t(false, false, true, true), Healthy, Maintain),
+            // The pause marker: nothing happens, whatever the health, and etcd keeps running.
+            (Healthy, t(false, true, false, true), Paused, Idle),
+            (Unhealthy, t(false, true, false, true), Paused, Idle),
+            (
+                Paused,
+                t(false, false, false, true),
+                Unhealthy,
+                AskWhetherRemoved,
+            ),
+            // Data already aside: rejoin at every tick, unless paused.
+            (Rejoining, t(false, false, false, true), Rejoining, Rejoin),
+            (Rejoining, t(false, true, false, true), Rejoining, Idle),
+            // leave wins over everything.
+            (Rejoining, t(true, true, false, true), Rejoining, Exit),
+            (Healthy, t(true, false, true, true), Healthy, Exit),
+        ];
+        for (i, (from, tick, to, todo)) in table.into_iter().enumerate() {
+            assert_eq!(step(from, tick), (to, todo), "case {i}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The running keeper: the agent's own endpoint (`endpoint`), bringing the local member up
+//! (`converge`), and the heal loop as an explicit state machine (`heal`). Commands use it; it
+//! uses the layers below (decide, etcd, tls, service, discovery).
+
+pub mod converge;
+pub mod endpoint;
+pub mod heal;
+pub mod renew;
+
+use crate::config::Config;
+use crate::datadir::Record;
+use crate::decide::{Action, AgentReport};
+use crate::etcd::{client, render};
+use crate::observe::Observer;
+use crate::service::ServiceManager;
+use crate::tls::ClientMaterial;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one agent works with.
+pub struct Agent<'a> {
+    pub cfg: &'a Config,
+    pub observer: Observer<'a>,
+    pub manager: Box<dyn ServiceManager>,
+}
+
+pub fn local_endpoint(cfg: &Config) -> String {
+    format!("https://127.0.0.1:{}", cfg.member.client_port)
+}
+
+/// A variable of etcd's environment file as etcd-bootstrap wrote it (this member's name, its
+/// ETCD_INITIAL_ADVERTISE_PEER_URLS or ETCD_ADVERTISE_CLIENT_URLS).
+pub fn env_value(cfg: &Config, var: &str) -> Option<String> {
+    let env = std::fs::read_to_string(&cfg.etcd.env_file).ok()?;
+    render::parse_env(&env)
+        .into_iter()
+        .find(|(k, _)| k == var)
+        .map(|(_, v)| v)
+}
+
+pub fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    // Outside systemd (no NOTIFY_SOCKET) this does nothing.
+    let _ = sd_notify::notify(false, states);
+}
+
+/// The report this node's endpoint gives: read from disk and, when the local etcd answers
+/// within a second, from it (cluster, member, raft index).
+pub fn reporter(cfg: &Config) -> endpoint::Reporter {
+    let cfg = Arc::new(cfg.clone());
+    Arc::new(move || {
+        let cfg = cfg.clone();
+        Box::pin(async move { report(&cfg).await })
+    })
+}
+
+async fn report(cfg: &Config) -> AgentReport {
+    let data_dir = &cfg.member.data_dir;
+    let record = Record::load(data_dir).ok().flatten().unwrap_or_default();
+    let has_data = data_dir.join("member").exists();
+    let mut r = AgentReport {
+        cluster_name: cfg.cluster.name.clone(),
+        nonce: record.nonce.clone(),
+        has_data,
+        cluster_id: record.cluster(),
+        member_id: record.member(),
+        // The last index seen while healthy, until the running etcd says more.
+        raft_index: record.raft_index,
+        formation: record.formation.clone(),
+    };
+    if has_data {
+        if let Ok(m) = ClientMaterial::from_dir(&cfg.tls.dir) {
+            let local = local_endpoint(cfg);
+            let asked = client::who_is(&local, &m);
+            if let Ok(Ok((_, me))) = tokio::time::timeout(Duration::from_secs(1), asked).await {
+                r.cluster_id = Some(me.cluster_id);
+                r.member_id = Some(me.member_id);
+                r.raft_index = Some(me.raft_index);
+            }
+        }
+    }
+    r
+}
+
+pub fn describe(action: &Action) -> String {
+    match action {
+        Action::Restart => "restart from the data on disk".into(),
+        Action::BootstrapNew(ic) => format!(
+            "form a new cluster as {} (initial cluster {}, token {}, cluster ID {:x})",
+            ic.my_name,
+            ic.flag(),
+            ic.token,
+            ic.cluster_id()
+        ),
+        Action::Join { cluster_id, endpoints } => {
+            format!("join cluster {cluster_id:x} as a learner through {}", endpoints.join(","))
+        }
+        Action::AdoptUnstarted { cluster_id, member_id, .. } => {
+            format!("start as the added-but-unstarted member {member_id:x} of cluster {cluster_id:x}")
+        }
+        Action::ReplaceStale { cluster_id, member_id, .. } => format!(
+            "replace this node's stale member {member_id:x} in cluster {cluster_id:x} (its data is gone)"
+        ),
+        Action::MoveAside(r) => format!("move the data dir aside: {r}"),
+        Action::Wait(r) => format!("wait: {r}"),
+        Action::Refuse(r) => format!("refuse: {r}"),
+    }
+}
