@@ -149,7 +149,7 @@ member_id() { # HOST -> hex ID of its member
     ctl 1 "$(eps_of 1)" member list | awk -F', ' -v u="https://$(ip_of "$1"):2380" '$4 == u { print $1 }'
 }
 
-# etcdctl member ARGS, retried while etcd says the cluster is not ready (etcd-rules.md 10).
+# etcdctl member ARGS, retried while etcd says the cluster is not ready ("unhealthy cluster" right after a change).
 member_op() {
     local out i
     for ((i = 0; i < 100; i++)); do

@@ -1,4 +1,4 @@
-//! etcd's URL rules (etcd-rules.md 2): exactly `scheme://host:port`, no path, not even a trailing
+//! etcd's URL rules: exactly `scheme://host:port`, no path, not even a trailing
 //! `/`; IPv6 hosts bracketed. Peer and client URLs are compared as strings by etcd, so we build
 //! them in one canonical spelling.
 

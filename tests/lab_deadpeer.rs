@@ -1,5 +1,5 @@
 //! One voter down on etcd 3.4.23, where etcd refuses every member add until all voters are
-//! connected ("unhealthy cluster", etcd-rules.md 10): a joiner waits, then succeeds once the dead
+//! connected ("unhealthy cluster"): a joiner waits, then succeeds once the dead
 //! member returns, or once the opt-in dead-peer policy (`heal.remove_dead_after`) removes it.
 
 mod common;

@@ -47,7 +47,7 @@ fn member_id(lab: &Lab, via: usize, host: usize) -> String {
 }
 
 /// `etcdctl member remove`, retried while etcd says the cluster is not ready for it (right after a
-/// change it wants every voter connected for 5 s: etcd-rules.md 10).
+/// change it wants every voter connected for 5 s).
 fn remove_member(lab: &Lab, via: usize, id: &str) {
     let start = Instant::now();
     loop {

@@ -577,6 +577,20 @@ fn pause_marker(id: u8, version: Version) {
         !log.contains("stopping etcd") && !log.contains("healing:"),
         "{log}"
     );
+    let cfg1 = lab.config_path(1);
+    let out = lab.exec(
+        1,
+        Path::new(&common::bin()),
+        &[
+            "status",
+            "--config",
+            cfg1.to_str().unwrap(),
+            "--endpoints",
+            &client(&lab, 2),
+        ],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("heal loop PAUSED by"), "status: {table}");
     std::fs::remove_file(&pause).unwrap();
     lab.wait_voters(2, &[1, 2, 3], WITHIN);
 }
@@ -589,4 +603,27 @@ fn the_pause_marker_stops_the_heal_loop_etcd_3_4() {
 #[test]
 fn the_pause_marker_stops_the_heal_loop_etcd_3_5() {
     pause_marker(77, Version::V3_5);
+}
+
+/// The own-cluster check does not get in the way of a legitimate join through seeds: the seed
+/// host's agent confirms the cluster, and the node joins as a learner and is promoted.
+fn join_through_a_seed(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = three(id, version, 4);
+    put(&lab, 1, "/before", "seed");
+    lab.write_config(4, 3, &format!("seeds = [\"{}\"]", client(&lab, 1)));
+    lab.edit_config(
+        4,
+        "[member]\n",
+        &format!("[member]\nadvertise_address = \"{}\"\n", lab.ip(4)),
+    );
+    lab.start(&[4]);
+    lab.wait_voters(1, &[1, 2, 3, 4], WITHIN);
+    assert_eq!(get(&lab, 4, "/before").as_deref(), Some("seed"));
+    assert!(lab.log(4).contains("added as a learner"));
+}
+
+#[test]
+fn a_node_joins_its_own_cluster_through_a_seed_etcd_3_5() {
+    join_through_a_seed(78, Version::V3_5);
 }

@@ -40,6 +40,28 @@ pub async fn plan(cfg: Config) -> Result<()> {
             decide::Answer::NoAnswer(why) => println!("answer:   none ({why})"),
         }
     }
+    for a in &observed.obs.agents {
+        match &a.report {
+            Ok(r) => println!(
+                "agent:    {} ({}): cluster.name {:?}, {}, nonce {}",
+                a.name,
+                a.peer_url,
+                r.cluster_name,
+                match (r.has_data, r.cluster_id) {
+                    (false, _) => "no data".to_string(),
+                    (true, Some(c)) => format!(
+                        "holds data of cluster {c:x} (raft index {})",
+                        r.raft_index
+                            .map(|i| i.to_string())
+                            .unwrap_or_else(|| "unknown".into())
+                    ),
+                    (true, None) => "holds data of an unknown cluster".to_string(),
+                },
+                r.nonce
+            ),
+            Err(why) => println!("agent:    {} ({}): not asked: {why}", a.name, a.peer_url),
+        }
+    }
     println!("decision: {}", crate::agent::describe(&action));
     let state = match &action {
         Action::Restart => Some(render::ClusterState::FromDisk),

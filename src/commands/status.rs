@@ -30,6 +30,8 @@ pub struct Status {
     pub leader: String,
     pub members: Vec<MemberStatus>,
     pub certificates: Vec<CertStatus>,
+    /// The pause marker, when it exists: the heal loop changes no membership.
+    pub paused_by: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +122,9 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
         leader: format!("{leader:x}"),
         members: members.into_iter().map(|(_, s)| s).collect(),
         certificates,
+        paused_by: Some(crate::datadir::pause_marker(&cfg.member.data_dir))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string()),
     })
 }
 
@@ -170,6 +175,11 @@ pub fn table(s: &Status) -> String {
         ]);
     }
     let mut out = format!("cluster {}  leader {}\n", s.cluster_id, s.leader);
+    if let Some(p) = &s.paused_by {
+        out.push_str(&format!(
+            "heal loop PAUSED by {p}: no member is added, removed or moved until it is deleted\n"
+        ));
+    }
     out.push_str(&render_rows(&rows));
     out.push('\n');
     let mut certs = vec![vec![

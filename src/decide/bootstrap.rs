@@ -15,7 +15,8 @@ use crate::urls::EtcdUrl;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The local data dir (etcd-rules.md 4: decide from the disk first).
+/// The local data dir. Decide from the disk first: once `member/wal` exists etcd ignores every
+/// `--initial-cluster*` flag and restarts from its own state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LocalState {
     /// `<data_dir>/member/wal` exists: etcd will restart from its own state whatever flags say.
@@ -542,7 +543,8 @@ pub fn decide(obs: &Observations) -> Action {
 
     if let Some(m) = mine {
         if m.started() {
-            // It ran with data that is no longer here (etcd-rules.md 12).
+            // It ran with data that is no longer here: such a member is gone for good (etcd
+            // refuses it with "member has already been bootstrapped"); remove it, re-add it.
             return Action::ReplaceStale {
                 cluster_id,
                 member_id: m.id,

@@ -1,4 +1,4 @@
-//! DNS SRV discovery with etcd's own record names (etcd-rules.md 17-18):
+//! DNS SRV discovery with etcd's own record names (etcd itself drops targets that do not resolve):
 //! `_etcd-server-ssl[-NAME]._tcp.DOMAIN` lists the peers, `_etcd-client-ssl[-NAME]._tcp.DOMAIN` the
 //! client endpoints. Every target must resolve; one that does not is reported, never dropped, so
 //! that two nodes cannot compute different clusters from partial answers.

@@ -68,7 +68,8 @@ async fn probe_inner(endpoint: &str, tls: &ClientMaterial) -> Result<ClusterView
     };
     match bounded("Cluster.MemberList", PROBE_TIMEOUT, client.member_list()).await {
         Ok(list) => view.members = list.members().iter().map(member_view).collect(),
-        // A learner refuses most RPCs (etcd-rules.md 9); its status alone is still an answer.
+        // A learner refuses most RPCs ("rpc not supported for learner"); its status alone is
+        // still an answer.
         Err(e) if view.is_learner => {
             tracing::debug!(%endpoint, error = %e, "learner refused MemberList")
         }

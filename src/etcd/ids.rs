@@ -1,4 +1,5 @@
-//! etcd's identity arithmetic (etcd-rules.md 1), reproduced so that a node can tell whether the
+//! etcd's identity arithmetic (names do not count: member ID from peer URLs and token, cluster ID
+//! from member IDs), reproduced so that a node can tell whether the
 //! cluster a peer answers with is the one the discovered peer set would form, or another one.
 //!
 //! etcd (server/etcdserver/api/membership): member ID = first 8 bytes (big endian) of

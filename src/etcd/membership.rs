@@ -1,6 +1,8 @@
-//! Membership changes made idempotent and retried (etcd-rules.md 6-10, 15): add as a learner
-//! (adopting the entry when an earlier, timed-out add went through), promote once in sync, remove.
-//! Every call goes to voting members; every wait ends at a deadline.
+//! Membership changes made idempotent and retried: add as a learner (MemberAdd is not idempotent:
+//! a timed-out add may have gone through, so the member list is checked and such an entry
+//! adopted), promote once in sync (etcd refuses a learner that is not caught up), remove (etcd
+//! refuses what would leave the started voters below quorum). Learners refuse member RPCs, so
+//! every call goes to voting members; busy answers are retried; every wait ends at a deadline.
 
 use crate::decide::MemberView;
 use crate::etcd::client;
@@ -171,7 +173,8 @@ pub async fn promote(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
 }
 
 /// `--initial-cluster` for `existing`: the whole membership, learners and unstarted members
-/// included, with a unique placeholder name for each unnamed one (etcd-rules.md 6-7).
+/// included (etcd's `existing` start checks that the count matches), with a unique placeholder
+/// name for each unnamed (added but unstarted) one: `=url` entries would collapse into one key.
 pub fn initial_cluster(members: &[MemberView], my_id: u64, my_name: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
     for m in members {

@@ -61,7 +61,7 @@ pub fn env_file(cfg: &Config, me: &LocalMember, state: &ClusterState) -> String 
             me.peer_url(cfg).to_string(),
         ),
         // /health, /metrics (and /livez, /readyz where etcd has them) without a client
-        // certificate, on loopback only (etcd-rules.md 26).
+        // certificate, on loopback only (etcd serves them on --listen-metrics-urls).
         (
             "ETCD_LISTEN_METRICS_URLS".into(),
             format!("http://127.0.0.1:{}", cfg.member.metrics_port),

@@ -11,8 +11,9 @@ pub trait ServiceManager: Send + Sync {
     fn describe(&self) -> String;
     /// Write etcd's environment file (and unit, where there is one). True when anything changed.
     fn install(&self, env_file: &str, unit: &str) -> Result<bool>;
-    /// Start etcd without waiting for it to be ready (etcd-rules.md 25); restart it when `changed`
-    /// and it is already running.
+    /// Start etcd without waiting for it to be ready (etcd is ready only once it has joined
+    /// through raft, which needs its peers started too); restart it when `changed` and it is
+    /// already running.
     fn start(&self, changed: bool) -> BoxFuture<'_, Result<()>>;
     /// Stop etcd and wait until it is gone.
     fn stop(&self) -> BoxFuture<'_, Result<()>>;

@@ -103,7 +103,8 @@ pub struct Identity {
 
 impl Identity {
     /// SANs for the member name, its SRV target name, the SRV domain, the hostname, the advertise
-    /// IP, localhost, 127.0.0.1, ::1 and `tls.extra_sans` (etcd-rules.md 19, 21).
+    /// IP, localhost, 127.0.0.1, ::1 and `tls.extra_sans` (etcd checks the peer certificate
+    /// against the address a peer connects from; clients may use the SRV domain or loopback).
     pub fn new(
         cfg: &Config,
         member_name: &str,

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_etcd-bootstrap");
 
-/// The binary `Lab::start` runs: `BIN`, unless `ETCD_BOOTSTRAP_TEST_BIN` names another build (to
-/// watch a new lab scenario fail against the code before a fix).
+/// The binary `Lab::start` runs: `BIN`, unless `EB_TEST_BIN` names another build (to
+/// watch a new lab scenario fail against the code before a fix). Not `ETCD_BOOTSTRAP_*`: the
+/// agents inherit the environment and read every such variable as a config key.
 pub fn bin() -> String {
-    std::env::var("ETCD_BOOTSTRAP_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+    std::env::var("EB_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
 }
 
 /// Lab tests share two cores: run them one at a time so that timings stay meaningful.
