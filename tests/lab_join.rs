@@ -233,22 +233,27 @@ fn fail_points(id: u8, version: Version) {
     let _g = serial();
     let mut lab = Lab::up(id, version, LabOptions::srv(3));
     lab.configure_srv(3);
-    // New cluster: host 1 dies after writing its certificates, host 2 after writing etcd's env.
-    lab.start_with_env(&[1], &[("ETCD_BOOTSTRAP_FAILPOINT", "new:after-certs")]);
-    lab.start_with_env(&[2], &[("ETCD_BOOTSTRAP_FAILPOINT", "new:after-env")]);
-    lab.start(&[3]);
-    assert_eq!(
-        lab.wait_exit(1, WITHIN),
-        None,
-        "new:after-certs: not killed at the fail point"
-    );
-    assert_eq!(
-        lab.wait_exit(2, WITHIN),
-        None,
-        "new:after-env: not killed at the fail point"
-    );
-    lab.start(&[1, 2]);
-    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    // New cluster, one formation per fail point: a member reaches them only once every other
+    // member's agent has said it holds no data, so the others run normally meanwhile (a member
+    // killed earlier takes its agent with it, and the rest rightly wait for it). Host 1 dies
+    // after writing its certificates; then, on new disks, host 2 after writing etcd's env.
+    for (host, fp) in [(1, "new:after-certs"), (2, "new:after-env")] {
+        lab.stop_all();
+        for h in 1..=3 {
+            lab.wipe(h);
+        }
+        let others: Vec<usize> = (1..=3).filter(|h| *h != host).collect();
+        lab.start(&others);
+        lab.start_with_env(&[host], &[("ETCD_BOOTSTRAP_FAILPOINT", fp)]);
+        assert_eq!(
+            lab.wait_exit(host, WITHIN),
+            None,
+            "{fp}: not killed at the fail point"
+        );
+        assert!(lab.log(host).contains(fp), "{fp}: fail point not logged");
+        lab.start(&[host]);
+        lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    }
     put(&lab, 1, "/before", "failpoints");
     // Join: the wiped member replaces its stale self; kill it at each step.
     for fp in [
