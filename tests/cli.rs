@@ -320,6 +320,33 @@ const CORPUS: &[Bad] = &[
         "[etcd]\ndownload_url = \"https://x.test/etcd-v3.5.30-linux-amd64.tar.gz\"\n",
         "etcd.sha256",
     ),
+    // [backup]
+    bad("[backup]\nurl = \"ftp://bucket/x\"\n", "backup.url"),
+    bad("[backup]\nurl = \"s3://B_ad/x\"\n", "backup.url"),
+    bad("[backup]\nurl = \"file://relative/dir\"\n", "backup.url"),
+    bad(
+        "[backup]\nurl = \"file:///var/backups/etcd\"\ns3_endpoint = \"https://10.0.0.5:8333\"\n",
+        "backup.s3_endpoint",
+    ),
+    bad(
+        "[backup]\nurl = \"s3://bucket/x\"\ns3_endpoint = \"http://10.0.0.5:8333\"\n",
+        "backup.s3_endpoint",
+    ),
+    bad(
+        "[backup]\nurl = \"file:///var/backups/etcd\"\nage_recipients = [\"age1notakey\"]\n",
+        "backup.age_recipients",
+    ),
+    bad(
+        "[backup]\nurl = \"file:///var/backups/etcd\"\nage_identity_file = \"{d}/fixtures/nope.txt\"\n",
+        "backup.age_identity_file",
+    ),
+    bad("[backup]\nurl = \"file:///var/backups/etcd\"\nkeep_last = 0\n", "backup.keep_last"),
+    bad("[backup]\nurl = \"file:///var/backups/etcd\"\ninterval = \"1s\"\n", "backup.interval"),
+    bad("[backup]\nage_recipients = [\"age1x\"]\n", "backup.age_recipients"),
+    bad(
+        "[backup]\nurl = \"s3://bucket/x\"\ns3_credentials_file = \"{d}/fixtures/nope\"\n",
+        "backup.s3_credentials_file",
+    ),
     // Environment overrides.
     bad_env(
         &[("ETCD_BOOTSTRAP_MEMBER_PEER_PORT", "70000")],

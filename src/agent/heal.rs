@@ -103,6 +103,16 @@ impl Agent<'_> {
         let mut state = State::Healthy;
         let mut dead = dead_member::Tracker::default();
         let mut last_index: Option<u64> = None;
+        let mut schedule = match &cfg.backup {
+            None => None,
+            Some(b) => match crate::backup::store::open(b, &cfg.cluster.name) {
+                Ok(store) => Some(super::snapshots::Schedule::new(store)),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot open the snapshot store; no scheduled snapshots from this agent");
+                    None
+                }
+            },
+        };
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(cfg.heal.interval) => {}
@@ -143,6 +153,11 @@ impl Agent<'_> {
                     last_index = Some(me.raft_index);
                     if let Err(e) = self.refresh_record(&material, &me).await {
                         tracing::warn!(error = %format!("{e:#}"), "updating the identity record failed");
+                    }
+                    if let Some(sched) = schedule.as_mut() {
+                        if let Err(e) = self.snapshot_tick(sched, &material, &me).await {
+                            tracing::warn!(error = %format!("{e:#}"), "scheduled snapshot");
+                        }
                     }
                     if let (true, Some(limit)) = (cfg.heal.enabled, cfg.heal.remove_dead_after) {
                         if let Err(e) = self

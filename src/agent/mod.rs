@@ -6,6 +6,7 @@ pub mod converge;
 pub mod endpoint;
 pub mod heal;
 pub mod renew;
+pub mod snapshots;
 
 use crate::config::Config;
 use crate::datadir::Record;

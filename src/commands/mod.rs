@@ -3,4 +3,5 @@
 pub mod leave;
 pub mod plan;
 pub mod run;
+pub mod snapshot;
 pub mod status;

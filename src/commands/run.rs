@@ -50,6 +50,11 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         ))
         .into());
     }
+    if let Some(b) = &cfg.backup {
+        if b.age_recipients.is_empty() {
+            tracing::warn!(store = %b.url, "backup.age_recipients is empty: snapshots are stored unencrypted and hold every key in the clear (Kubernetes Secrets included); set age recipients");
+        }
+    }
     let mut shutdown = Shutdown::new()?;
     let endpoint = Arc::new(agent::endpoint::Endpoint::new(agent::reporter(&cfg)));
     let agent = Agent {

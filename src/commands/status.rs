@@ -32,6 +32,58 @@ pub struct Status {
     pub certificates: Vec<CertStatus>,
     /// The pause marker, when it exists: the heal loop changes no membership.
     pub paused_by: Option<String>,
+    /// The newest verified snapshot in the store of `[backup]`, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_snapshot: Option<LastSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastSnapshot {
+    pub store: String,
+    pub id: Option<String>,
+    pub created: Option<String>,
+    pub age_seconds: Option<i64>,
+    /// Older than two `backup.interval`s (or none at all).
+    pub stale: bool,
+    pub error: Option<String>,
+}
+
+async fn last_snapshot(cfg: &Config) -> Option<LastSnapshot> {
+    let b = cfg.backup.as_ref()?;
+    let store = match crate::backup::store::open(b, &cfg.cluster.name) {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(LastSnapshot {
+                store: b.url.to_string(),
+                id: None,
+                created: None,
+                age_seconds: None,
+                stale: true,
+                error: Some(format!("{e:#}")),
+            })
+        }
+    };
+    let listed = crate::backup::catalog::list(&store).await;
+    let newest = listed
+        .as_ref()
+        .ok()
+        .and_then(|l| l.iter().find(|e| e.verified));
+    let age = newest.and_then(|e| {
+        time::OffsetDateTime::parse(
+            &e.manifest.created,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
+        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds())
+    });
+    Some(LastSnapshot {
+        store: store.describe.clone(),
+        id: newest.map(|e| e.manifest.id.clone()),
+        created: newest.map(|e| e.manifest.created.clone()),
+        age_seconds: age,
+        stale: age.is_none_or(|a| a > 2 * b.interval.as_secs() as i64),
+        error: listed.err().map(|e| format!("{e:#}")),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -125,6 +177,7 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
         paused_by: Some(crate::datadir::pause_marker(&cfg.member.data_dir))
             .filter(|p| p.exists())
             .map(|p| p.display().to_string()),
+        last_snapshot: last_snapshot(cfg).await,
     })
 }
 
@@ -175,6 +228,23 @@ pub fn table(s: &Status) -> String {
         ]);
     }
     let mut out = format!("cluster {}  leader {}\n", s.cluster_id, s.leader);
+    if let Some(l) = &s.last_snapshot {
+        match (&l.id, &l.error) {
+            (_, Some(e)) => out.push_str(&format!("WARNING: snapshot store {}: {e}\n", l.store)),
+            (None, None) => out.push_str(&format!("WARNING: no snapshot in {}\n", l.store)),
+            (Some(id), None) => out.push_str(&format!(
+                "{}last snapshot {id} ({}, {} s ago) in {}\n",
+                if l.stale {
+                    "WARNING: older than two backup.interval: "
+                } else {
+                    ""
+                },
+                l.created.as_deref().unwrap_or("?"),
+                l.age_seconds.unwrap_or_default(),
+                l.store
+            )),
+        }
+    }
     if let Some(p) = &s.paused_by {
         out.push_str(&format!(
             "heal loop PAUSED by {p}: no member is added, removed or moved until it is deleted\n"

@@ -1,6 +1,7 @@
 //! The configuration: read (see `load`), schema-checked (see `raw`), then validated here into one
 //! typed value before any work starts. Every error names the key and where its value came from.
 
+pub mod backup;
 pub mod load;
 pub mod raw;
 
@@ -22,6 +23,9 @@ pub struct Config {
     pub tls: TlsConfig,
     pub etcd: EtcdConfig,
     pub heal: HealConfig,
+    /// `[backup]`, when `backup.url` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<backup::BackupConfig>,
     /// The files that were read, in merge order.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -927,6 +931,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         interval,
         remove_dead_after,
     };
+    let backup = backup::validate(&v, raw.backup)?;
 
     Ok(Config {
         cluster: ClusterConfig { name, size, token },
@@ -935,6 +940,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         tls,
         etcd,
         heal,
+        backup,
         files: merged.files.clone(),
     })
 }

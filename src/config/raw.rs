@@ -65,6 +65,17 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("heal", "enabled", Kind::Bool),
     ("heal", "interval", Kind::Str),
     ("heal", "remove_dead_after", Kind::Str),
+    ("backup", "url", Kind::Str),
+    ("backup", "s3_endpoint", Kind::Str),
+    ("backup", "s3_region", Kind::Str),
+    ("backup", "s3_credentials_file", Kind::Str),
+    ("backup", "ca_file", Kind::Str),
+    ("backup", "interval", Kind::Str),
+    ("backup", "keep_last", Kind::Int),
+    ("backup", "keep_daily", Kind::Int),
+    ("backup", "age_recipients", Kind::List),
+    ("backup", "age_identity_file", Kind::Str),
+    ("backup", "restore_on_bootstrap", Kind::Bool),
 ];
 
 /// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
@@ -91,6 +102,8 @@ pub struct RawConfig {
     pub etcd: RawEtcd,
     #[serde(default)]
     pub heal: RawHeal,
+    #[serde(default)]
+    pub backup: RawBackup,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +187,22 @@ pub struct RawHeal {
     pub remove_dead_after: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    pub url: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_credentials_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub interval: Option<String>,
+    pub keep_last: Option<i64>,
+    pub keep_daily: Option<i64>,
+    pub age_recipients: Option<Vec<String>>,
+    pub age_identity_file: Option<String>,
+    pub restore_on_bootstrap: Option<bool>,
+}
+
 impl RawConfig {
     /// Check one fragment: known sections and keys, right types. Names the first bad key.
     pub fn check(table: &Table) -> Result<(), SchemaError> {
@@ -182,7 +211,7 @@ impl RawConfig {
                 return Err(SchemaError {
                     key: section.clone(),
                     message:
-                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal]"
+                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup]"
                             .into(),
                 });
             }

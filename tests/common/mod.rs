@@ -664,3 +664,236 @@ impl Drop for Lab {
             .output();
     }
 }
+
+/// A real S3 server (SeaweedFS `weed mini`, from the lab's Python venv) in the bridge namespace
+/// of a lab, over HTTPS with a certificate of the lab's CA. Stopped (SIGINT, as it needs) on drop.
+pub struct S3 {
+    pub endpoint: String,
+    pub bucket: String,
+    pub key_id: String,
+    pub secret: String,
+    pub ca: PathBuf,
+    dir: PathBuf,
+    ns: String,
+    ip: String,
+    child: Option<Child>,
+}
+
+pub const S3_PORT: u16 = 8333;
+
+impl S3 {
+    pub fn up(lab: &Lab) -> S3 {
+        let dir = lab.dir.path().join("s3");
+        fs::create_dir_all(dir.join("data")).unwrap();
+        let ip = format!("{}.1", lab.subnet);
+        let ca_dir = lab.dir.path().join("ca");
+        let (crt, key) = (dir.join("s3.crt"), dir.join("s3.key"));
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let csr = dir.join("s3.csr");
+        run(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+            "-subj",
+            "/CN=lab-s3",
+            "-addext",
+            &format!("subjectAltName=IP:{ip}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            ca_dir.join("ca.crt").to_str().unwrap(),
+            "-CAkey",
+            ca_dir.join("ca.key").to_str().unwrap(),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-copy_extensions",
+            "copy",
+            "-out",
+            crt.to_str().unwrap(),
+        ]);
+        let mut s3 = S3 {
+            endpoint: format!("https://{ip}:{S3_PORT}"),
+            bucket: "etcd-backups".into(),
+            key_id: "labaccesskey".into(),
+            secret: "labsecretkey0123456789".into(),
+            ca: ca_dir.join("ca.crt"),
+            dir,
+            ns: format!("{}-br", lab.name),
+            ip,
+            child: None,
+        };
+        s3.start();
+        s3
+    }
+
+    fn weed() -> PathBuf {
+        cache_dir("PY_DIR").join("bin/weed")
+    }
+
+    pub fn python() -> PathBuf {
+        cache_dir("PY_DIR").join("bin/python")
+    }
+
+    /// Start (again, on the same data directory) and wait until it answers over TLS.
+    pub fn start(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("weed.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "env"])
+            .arg(format!("AWS_ACCESS_KEY_ID={}", self.key_id))
+            .arg(format!("AWS_SECRET_ACCESS_KEY={}", self.secret))
+            .arg(Self::weed())
+            .arg("mini")
+            .arg(format!("-dir={}", self.dir.join("data").display()))
+            .arg(format!("-ip={}", self.ip))
+            .arg(format!("-ip.bind={}", self.ip))
+            .arg(format!("-s3.port={S3_PORT}"))
+            .arg(format!(
+                "-s3.cert.file={}",
+                self.dir.join("s3.crt").display()
+            ))
+            .arg(format!(
+                "-s3.key.file={}",
+                self.dir.join("s3.key").display()
+            ))
+            .arg(format!("-bucket={}", self.bucket))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting weed mini");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.boto(&["list"]).status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the S3 server did not answer within 60 s: {}",
+                fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// SIGINT (SIGTERM is not enough for weed mini), then wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `ip netns exec` execs, so the child is weed itself.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// `[backup]` for this server (credentials file written 0600 into `dir`).
+    pub fn backup_section(&self, dir: &Path, prefix: &str, extra: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let creds = dir.join("s3-credentials");
+        fs::write(
+            &creds,
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                self.key_id, self.secret
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&creds, fs::Permissions::from_mode(0o600)).unwrap();
+        format!(
+            "[backup]\nurl = \"s3://{}/{prefix}\"\ns3_endpoint = \"{}\"\ns3_credentials_file = \"{}\"\nca_file = \"{}\"\n{extra}\n",
+            self.bucket,
+            self.endpoint,
+            creds.display(),
+            self.ca.display()
+        )
+    }
+
+    /// An independent S3 client (boto3): `list [PREFIX]` prints "KEY SIZE" lines, `get KEY FILE`,
+    /// `put KEY FILE`, `delete KEY`. Runs in the bridge namespace.
+    pub fn boto(&self, args: &[&str]) -> Output {
+        const SCRIPT: &str = r#"
+import sys, boto3
+from botocore.config import Config
+endpoint, ca, key_id, secret, bucket, op = sys.argv[1:7]
+rest = sys.argv[7:]
+s3 = boto3.client("s3", endpoint_url=endpoint, verify=ca, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                                connect_timeout=3, read_timeout=10))
+if op == "list":
+    p = s3.get_paginator("list_objects_v2")
+    for page in p.paginate(Bucket=bucket, Prefix=rest[0] if rest else ""):
+        for o in page.get("Contents", []):
+            print(o["Key"], o["Size"])
+elif op == "get":
+    s3.download_file(bucket, rest[0], rest[1])
+elif op == "put":
+    s3.upload_file(rest[1], bucket, rest[0])
+elif op == "delete":
+    s3.delete_object(Bucket=bucket, Key=rest[0])
+"#;
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(Self::python())
+            .args(["-c", SCRIPT, &self.endpoint])
+            .arg(&self.ca)
+            .args([&self.key_id, &self.secret, &self.bucket])
+            .args(args)
+            .output()
+            .expect("python3 boto3")
+    }
+
+    /// Object keys and sizes under `prefix`.
+    pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
+        let out = self.boto(&["list", prefix]);
+        assert!(
+            out.status.success(),
+            "boto3 list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, s) = l.rsplit_once(' ')?;
+                Some((k.to_string(), s.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

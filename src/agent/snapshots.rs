@@ -1,0 +1,212 @@
+//! Scheduled snapshots: one per `backup.interval` for the whole cluster, whichever agents run or
+//! restart. The interval's number (seconds since the epoch / interval) is claimed through an etcd
+//! transaction on a key held by a lease: only one agent can hold the claim, and a claimer that
+//! dies releases it when its lease expires, so another agent takes that interval's snapshot.
+//! Once stored, `last` records the interval as done. Taken from a voting member, not the
+//! leader's stream when another voter is up; then retention.
+
+use super::{local_endpoint, Agent};
+use crate::backup::{catalog, retention, snapshotter, store::Store};
+use crate::etcd::client::{self, Whoami};
+use crate::tls::ClientMaterial;
+use anyhow::{Context, Result};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use object_store::ObjectStoreExt;
+use std::time::{Duration, SystemTime};
+
+/// The claim's lease; kept alive while the snapshot runs.
+const CLAIM_TTL: i64 = 60;
+
+/// The schedule's state in this agent.
+pub struct Schedule {
+    pub store: Store,
+    /// How many snapshots the store listed after the last retention here (0 until then).
+    expected: usize,
+}
+
+impl Schedule {
+    pub fn new(store: Store) -> Self {
+        Schedule { store, expected: 0 }
+    }
+}
+
+fn keys(cluster: &str) -> (String, String) {
+    let base = format!("/etcd-bootstrap/snapshots/{cluster}");
+    (format!("{base}/last"), format!("{base}/claim"))
+}
+
+fn interval_number(interval: Duration) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_secs() / interval.as_secs().max(1)
+}
+
+impl Agent<'_> {
+    /// Called at every healthy tick of the heal loop: take this interval's snapshot if nobody
+    /// has, and this agent wins the claim.
+    pub async fn snapshot_tick(
+        &self,
+        sched: &mut Schedule,
+        material: &ClientMaterial,
+        me: &Whoami,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let Some(b) = &cfg.backup else {
+            return Ok(());
+        };
+        if me.is_learner {
+            return Ok(());
+        }
+        let number = interval_number(b.interval);
+        let (last_key, claim_key) = keys(&cfg.cluster.name);
+        let (mut c, _) = client::who_is(&local_endpoint(cfg), material).await?;
+        let last = client::bounded(
+            "Range",
+            client::PROBE_TIMEOUT,
+            c.get(last_key.as_str(), None),
+        )
+        .await?;
+        let last_value = last.kvs().first().map(|kv| kv.value().to_vec());
+        let done: Option<u64> = last_value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok());
+        if done.is_some_and(|d| d >= number) {
+            return Ok(());
+        }
+        let lease = client::bounded(
+            "Lease.Grant",
+            client::PROBE_TIMEOUT,
+            c.lease_grant(CLAIM_TTL, None),
+        )
+        .await?
+        .id();
+        let me_name = crate::agent::env_value(cfg, "ETCD_NAME").unwrap_or_default();
+        let unchanged = match &last_value {
+            Some(v) => Compare::value(last_key.as_str(), CompareOp::Equal, v.clone()),
+            None => Compare::create_revision(last_key.as_str(), CompareOp::Equal, 0),
+        };
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(claim_key.as_str(), CompareOp::Equal, 0),
+                unchanged,
+            ])
+            .and_then([TxnOp::put(
+                claim_key.as_str(),
+                me_name.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let won = client::bounded("Txn", client::PROBE_TIMEOUT, c.txn(txn))
+            .await?
+            .succeeded();
+        if !won {
+            let _ = c.lease_revoke(lease).await;
+            return Ok(());
+        }
+        let (mut keeper, _responses) = client::bounded(
+            "Lease.KeepAlive",
+            client::PROBE_TIMEOUT,
+            c.lease_keep_alive(lease),
+        )
+        .await?;
+        let source = self.snapshot_source(material, me).await;
+        tracing::info!(interval = number, from = %source, store = %sched.store.describe, "taking the scheduled snapshot");
+        let from = snapshotter::Source {
+            endpoint: &source,
+            material,
+            taken_by: &me_name,
+        };
+        let taken = {
+            let take = snapshotter::take(&sched.store, &b.age_recipients, &from);
+            tokio::pin!(take);
+            loop {
+                tokio::select! {
+                    r = &mut take => break r,
+                    _ = tokio::time::sleep(Duration::from_secs((CLAIM_TTL / 3) as u64)) => {
+                        let _ = keeper.keep_alive().await;
+                        super::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            }
+        };
+        let result = match taken {
+            Ok(m) => {
+                tracing::info!(id = %m.id, revision = m.revision, size = m.size, encrypted = m.encrypted, "snapshot stored");
+                let put = c.put(last_key.as_str(), format!("{number} {}", m.id), None);
+                client::bounded("Put", client::PROBE_TIMEOUT, put)
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e.context("the scheduled snapshot failed; the next tick tries again")),
+        };
+        let _ = c.lease_revoke(lease).await;
+        result?;
+        self.apply_retention(sched).await
+    }
+
+    /// A voter that is not the leader, if one answers; else the local member.
+    async fn snapshot_source(&self, material: &ClientMaterial, me: &Whoami) -> String {
+        let local = local_endpoint(self.cfg);
+        if me.leader != me.member_id {
+            return local;
+        }
+        if let Ok((mut c, _)) = client::who_is(&local, material).await {
+            if let Ok(members) = crate::etcd::membership::list(&mut c).await {
+                for m in members
+                    .iter()
+                    .filter(|m| !m.is_learner && m.id != me.member_id)
+                {
+                    if let Some(url) = m.client_urls.first() {
+                        if client::check_health(url, material).await.is_ok() {
+                            return url.clone();
+                        }
+                    }
+                }
+            }
+        }
+        local
+    }
+
+    async fn apply_retention(&self, sched: &mut Schedule) -> Result<()> {
+        let Some(b) = &self.cfg.backup else {
+            return Ok(());
+        };
+        let all = catalog::list(&sched.store).await?;
+        let ids: Vec<String> = all.iter().map(|e| e.manifest.id.clone()).collect();
+        let doomed = match retention::to_delete(&ids, b.keep_last, b.keep_daily, sched.expected) {
+            Ok(d) => d,
+            Err(why) => {
+                tracing::error!(store = %sched.store.describe, %why, "retention stopped");
+                return Ok(());
+            }
+        };
+        for id in &doomed {
+            let Some(e) = all.iter().find(|e| &e.manifest.id == id) else {
+                continue;
+            };
+            // The manifest first: without it the snapshot no longer exists.
+            let manifest = sched
+                .store
+                .path(&crate::backup::manifest::manifest_name(id));
+            sched
+                .store
+                .inner
+                .delete(&manifest)
+                .await
+                .with_context(|| format!("deleting {manifest}"))?;
+            let object = sched.store.path(&e.manifest.object);
+            sched
+                .store
+                .inner
+                .delete(&object)
+                .await
+                .with_context(|| format!("deleting {object}"))?;
+            tracing::info!(%id, "snapshot deleted by retention");
+        }
+        // After the next snapshot at least these, plus that one, must be listed.
+        sched.expected = ids.len() - doomed.len();
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! `etcd-bootstrap snapshot save|list|verify`.
+
+use crate::backup::{self, catalog, snapshotter, store};
+use crate::config::Config;
+use crate::error::ConfigError;
+use crate::tls::ClientMaterial;
+use anyhow::{Context, Result};
+
+fn open(cfg: &Config) -> Result<(store::Store, &crate::config::backup::BackupConfig)> {
+    let b = cfg.backup.as_ref().ok_or_else(|| {
+        ConfigError::new(
+            "backup.url",
+            "",
+            "is not set: there is no snapshot store (s3://BUCKET/PREFIX or file:///PATH)",
+        )
+    })?;
+    Ok((store::open(b, &cfg.cluster.name)?, b))
+}
+
+/// Take one now, through the local member (or `endpoint`); prints the id.
+pub async fn save(cfg: &Config, endpoint: Option<String>) -> Result<()> {
+    let (store, b) = open(cfg)?;
+    let material = ClientMaterial::from_dir(&cfg.tls.dir)
+        .context("reading the client certificate (has this node been bootstrapped?)")?;
+    let endpoint = endpoint.unwrap_or_else(|| crate::agent::local_endpoint(cfg));
+    let taken_by = crate::agent::env_value(cfg, "ETCD_NAME")
+        .or_else(crate::observe::hostname)
+        .unwrap_or_default();
+    let m = snapshotter::take(
+        &store,
+        &b.age_recipients,
+        &snapshotter::Source {
+            endpoint: &endpoint,
+            material: &material,
+            taken_by: &taken_by,
+        },
+    )
+    .await?;
+    eprintln!(
+        "stored {} in {} (revision {}, {} bytes{})",
+        m.object,
+        store.describe,
+        m.revision,
+        m.size,
+        if m.encrypted { ", age-encrypted" } else { "" }
+    );
+    println!("{}", m.id);
+    Ok(())
+}
+
+pub async fn list(cfg: &Config, json: bool) -> Result<()> {
+    let (store, _) = open(cfg)?;
+    let all = catalog::list(&store).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<26} {:>10} {:>12} {:<9} {:<8}",
+        "ID", "CREATED", "REVISION", "SIZE", "ENCRYPTED", "VERIFIED"
+    );
+    for e in &all {
+        let m = &e.manifest;
+        println!(
+            "{:<28} {:<26} {:>10} {:>12} {:<9} {:<8}",
+            m.id, m.created, m.revision, m.size, m.encrypted, e.verified
+        );
+    }
+    Ok(())
+}
+
+pub async fn verify(cfg: &Config, which: &str, json: bool) -> Result<()> {
+    let (store, b) = open(cfg)?;
+    let entry = catalog::find(&store, which).await?;
+    let scratch = std::env::temp_dir().join(format!(
+        "etcd-bootstrap-verify-{}-{}",
+        std::process::id(),
+        entry.manifest.id
+    ));
+    crate::fsutil::ensure_dir(&scratch, 0o700)?;
+    let result = backup::verify::verify(
+        &store,
+        &entry,
+        b.age_identity_file.as_deref(),
+        &cfg.etcd.binary,
+        &scratch,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: ok: hashes match, restored with {}: revision {}, {} keys (all revisions)",
+            report.id, report.restored_with, report.revision, report.total_keys
+        );
+    }
+    Ok(())
+}

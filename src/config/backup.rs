@@ -1,0 +1,316 @@
+//! `[backup]`: where snapshots go, how often, how many are kept, and who can read them. The
+//! section's struct and its validation live together; every bad value is one line naming its key.
+
+use super::Validator;
+use crate::error::ConfigError;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Where the snapshots of `cluster.name` are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StoreUrl {
+    /// `s3://BUCKET/PREFIX`
+    S3 { bucket: String, prefix: String },
+    /// `file:///ABSOLUTE/PATH`
+    File { dir: PathBuf },
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            StoreUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            StoreUrl::File { dir } => write!(f, "file://{}", dir.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupConfig {
+    pub url: StoreUrl,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_credentials_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(serialize_with = "super::ser_duration")]
+    pub interval: Duration,
+    pub keep_last: usize,
+    pub keep_daily: usize,
+    pub age_recipients: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_identity_file: Option<PathBuf>,
+    pub restore_on_bootstrap: bool,
+}
+
+/// S3 bucket names: 3-63 characters of lowercase letters, digits, '-' and '.'.
+fn is_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && !b.starts_with(['-', '.'])
+        && !b.ends_with(['-', '.'])
+}
+
+fn parse_url(v: &Validator<'_>, text: &str) -> Result<StoreUrl, ConfigError> {
+    let key = "backup.url";
+    if let Some(rest) = text.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if !is_bucket(bucket) {
+            return Err(v.err(key, format!("{bucket:?} is not an S3 bucket name (3-63 lowercase letters, digits, '-', '.')")));
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if prefix.split('/').any(|p| p == "." || p == "..")
+            || prefix.chars().any(|c| c.is_control() || c == '\\')
+            || prefix.contains("//")
+        {
+            return Err(v.err(key, format!("{prefix:?} is not a usable object prefix")));
+        }
+        return Ok(StoreUrl::S3 {
+            bucket: bucket.to_string(),
+            prefix,
+        });
+    }
+    if let Some(path) = text.strip_prefix("file://") {
+        let dir = PathBuf::from(path);
+        if !dir.is_absolute() || path.split('/').any(|p| p == "..") {
+            return Err(v.err(
+                key,
+                format!("file:// needs an absolute path (file:///var/backups/etcd), got {text:?}"),
+            ));
+        }
+        return Ok(StoreUrl::File { dir });
+    }
+    Err(v.err(
+        key,
+        format!("{text:?}: expected \"s3://BUCKET/PREFIX\" or \"file:///ABSOLUTE/PATH\""),
+    ))
+}
+
+/// `https://host[:port]`; plain http only towards this machine (loopback).
+fn parse_endpoint(v: &Validator<'_>, text: &str) -> Result<String, ConfigError> {
+    let key = "backup.s3_endpoint";
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| v.err(key, format!("{text:?}: expected https://host:port")))?;
+    let hostport = rest.trim_end_matches('/');
+    if hostport.is_empty() || hostport.contains('/') || hostport.contains('?') {
+        return Err(v.err(
+            key,
+            format!("{text:?}: expected https://host:port, without a path"),
+        ));
+    }
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => hostport
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(hostport),
+    };
+    match scheme {
+        "https" => {}
+        "http" => {
+            let loopback =
+                host == "localhost" || IpAddr::from_str(host).is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(v.err(
+                    key,
+                    format!("{text:?}: plain http would send credentials and snapshots in the clear; use https (http is allowed only on loopback)"),
+                ));
+            }
+        }
+        _ => return Err(v.err(key, format!("{text:?}: expected https://host:port"))),
+    }
+    Ok(format!("{scheme}://{hostport}"))
+}
+
+/// A key file that only its owner may read (it decrypts every snapshot).
+fn private_file(v: &Validator<'_>, key: &str, path: &Path) -> Result<(), ConfigError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| v.err(key, format!("cannot read {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(v.err(
+            key,
+            format!(
+                "{} is readable by others (mode {mode:o}); chmod 600 it",
+                path.display()
+            ),
+        ));
+    }
+    v.readable_file(key, path)
+}
+
+/// The `[default]` keys of an AWS shared-credentials file.
+pub fn read_credentials(path: &Path) -> Result<(String, String), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut in_default = false;
+    let (mut id, mut secret) = (None, None);
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_default = line == "[default]";
+            continue;
+        }
+        if !in_default {
+            continue;
+        }
+        if let Some((k, val)) = line.split_once('=') {
+            match k.trim() {
+                "aws_access_key_id" => id = Some(val.trim().to_string()),
+                "aws_secret_access_key" => secret = Some(val.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    match (id, secret) {
+        (Some(i), Some(s)) if !i.is_empty() && !s.is_empty() => Ok((i, s)),
+        _ => Err(format!(
+            "{} has no [default] aws_access_key_id and aws_secret_access_key",
+            path.display()
+        )),
+    }
+}
+
+pub(super) fn validate(
+    v: &Validator<'_>,
+    raw: super::raw::RawBackup,
+) -> Result<Option<BackupConfig>, ConfigError> {
+    let Some(url_text) = raw.url.filter(|u| !u.is_empty()) else {
+        // Nothing else in [backup] means anything without a store.
+        for (key, set) in [
+            ("backup.s3_endpoint", raw.s3_endpoint.is_some()),
+            (
+                "backup.s3_credentials_file",
+                raw.s3_credentials_file.is_some(),
+            ),
+            (
+                "backup.age_recipients",
+                raw.age_recipients.as_ref().is_some_and(|r| !r.is_empty()),
+            ),
+            ("backup.age_identity_file", raw.age_identity_file.is_some()),
+        ] {
+            if set {
+                return Err(v.err(key, "is set but backup.url is not: set backup.url (s3://BUCKET/PREFIX or file:///PATH)"));
+            }
+        }
+        return Ok(None);
+    };
+    let url = parse_url(v, &url_text)?;
+    let is_s3 = matches!(url, StoreUrl::S3 { .. });
+    let s3_endpoint = match raw.s3_endpoint.filter(|s| !s.is_empty()) {
+        Some(_) if !is_s3 => {
+            return Err(v.err("backup.s3_endpoint", "only goes with an s3:// backup.url"))
+        }
+        Some(e) => Some(parse_endpoint(v, &e)?),
+        None => None,
+    };
+    let s3_region = raw.s3_region.unwrap_or_else(|| "us-east-1".into());
+    if s3_region.is_empty()
+        || !s3_region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(v.err(
+            "backup.s3_region",
+            format!("{s3_region:?} is not a region name"),
+        ));
+    }
+    let s3_credentials_file = match raw.s3_credentials_file.filter(|s| !s.is_empty()) {
+        Some(p) => {
+            let p = v.path("backup.s3_credentials_file", Some(p), "")?;
+            private_file(v, "backup.s3_credentials_file", &p)?;
+            read_credentials(&p).map_err(|m| v.err("backup.s3_credentials_file", m))?;
+            Some(p)
+        }
+        None => None,
+    };
+    if is_s3
+        && s3_credentials_file.is_none()
+        && (std::env::var("AWS_ACCESS_KEY_ID").is_err()
+            || std::env::var("AWS_SECRET_ACCESS_KEY").is_err())
+    {
+        return Err(v.err(
+            "backup.s3_credentials_file",
+            "is required for an s3:// backup.url unless AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set",
+        ));
+    }
+    let ca_file = match raw.ca_file.filter(|s| !s.is_empty()) {
+        Some(p) => {
+            let p = v.path("backup.ca_file", Some(p), "")?;
+            let pem = std::fs::read_to_string(&p).map_err(|e| {
+                v.err(
+                    "backup.ca_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(v.err(
+                    "backup.ca_file",
+                    format!("{} is not a PEM certificate", p.display()),
+                ));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let interval = v.duration("backup.interval", raw.interval, "30m")?;
+    if interval < Duration::from_secs(5) {
+        return Err(v.err("backup.interval", "must be at least 5s"));
+    }
+    let count =
+        |key: &str, value: Option<i64>, default: i64, min: i64| match value.unwrap_or(default) {
+            n if (min..=10_000).contains(&n) => Ok(n as usize),
+            n => Err(v.err(key, format!("{n} is out of range ({min}-10000)"))),
+        };
+    let keep_last = count("backup.keep_last", raw.keep_last, 24, 1)?;
+    let keep_daily = count("backup.keep_daily", raw.keep_daily, 7, 0)?;
+    let age_recipients = raw.age_recipients.unwrap_or_default();
+    for r in &age_recipients {
+        age::x25519::Recipient::from_str(r).map_err(|e| {
+            v.err(
+                "backup.age_recipients",
+                format!("{r:?} is not an age public key (age1...): {e}"),
+            )
+        })?;
+    }
+    let age_identity_file = match raw.age_identity_file.filter(|s| !s.is_empty()) {
+        Some(p) => {
+            let p = v.path("backup.age_identity_file", Some(p), "")?;
+            private_file(v, "backup.age_identity_file", &p)?;
+            let ids = age::IdentityFile::from_file(p.display().to_string())
+                .map_err(|e| v.err("backup.age_identity_file", format!("{}: {e}", p.display())))?;
+            if ids.into_identities().is_err() {
+                return Err(v.err(
+                    "backup.age_identity_file",
+                    format!(
+                        "{} holds no usable age identity (AGE-SECRET-KEY-1...)",
+                        p.display()
+                    ),
+                ));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    Ok(Some(BackupConfig {
+        url,
+        s3_endpoint,
+        s3_region,
+        s3_credentials_file,
+        ca_file,
+        interval,
+        keep_last,
+        keep_daily,
+        age_recipients,
+        age_identity_file,
+        restore_on_bootstrap: raw.restore_on_bootstrap.unwrap_or(true),
+    }))
+}
