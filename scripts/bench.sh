@@ -2,12 +2,15 @@
 # bench.sh - every figure of the benchmark in one table, on etcd 3.4.23 and 3.5.30.
 #
 # Usage: scripts/bench.sh [--runs 5] [--versions "3.4 3.5"] [--rss-seconds 180]
-#                         [--keep-logs DIR] [--skip-start]
+#                         [--keep-logs DIR] [--skip-start] [--skip-snapshot]
 #
 # 1. start-to-healthy, 3 and 5 members started at the same instant: etcd-bootstrap (SRV
 #    discovery, certificates made at boot) against etcd's own static bootstrap (cfssl
 #    certificates made in advance), alternated, --runs trials each: scripts/bench-start.sh
 #    (labs ebbench3 / ebbench5 on 10.200.243 / 10.200.245). --skip-start leaves it out.
+# 1b. a snapshot of a ~200 MiB database: `etcd-bootstrap snapshot save` to S3 (SeaweedFS,
+#    age-encrypted) against `etcdctl snapshot save` to local disk, and etcd-bootstrap's peak
+#    RSS: scripts/bench-snapshot.sh (lab ebbenchs, 10.200.247). --skip-snapshot leaves it out.
 # 2. per version, in one lab (ebbenchj, 10.200.244, 4 hosts) whose hosts 1-3 run a cluster
 #    formed by `etcd-bootstrap run` (heal.interval 1 s, etcd.binary a wrapper that records
 #    the instant etcd is exec'd, then execs the real etcd), --runs rounds of:
@@ -44,6 +47,7 @@ VERSIONS="3.4 3.5"
 RSS_S=180
 KEEP=""
 SKIP_START=0
+SKIP_SNAPSHOT=0
 readonly NAME=ebbenchj SUBNET=10.200.244 DOMAIN=lab.test
 readonly STEP_TIMEOUT_MS=120000
 
@@ -63,6 +67,7 @@ while (($#)); do
     --rss-seconds) RSS_S=${2:-}; shift ;;
     --keep-logs) KEEP=${2:-}; shift ;;
     --skip-start) SKIP_START=1 ;;
+    --skip-snapshot) SKIP_SNAPSHOT=1 ;;
     -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -105,6 +110,18 @@ if ((!SKIP_START)); then
         cat "$WORK/bench-start-$n.out" >&2
         while read -r v a b r; do START[$v,$n]="$a $b $r"; done <"$WORK/start$n"
     done
+fi
+
+# ---------------------------------------------------------------------------
+# 1b. a snapshot of a ~200 MiB database to S3 (scripts/bench-snapshot.sh)
+# ---------------------------------------------------------------------------
+declare -A SNAP=()
+if ((!SKIP_SNAPSHOT)); then
+    for v in $VERSIONS; do
+        note "snapshot to S3, etcd $v (scripts/bench-snapshot.sh --runs $RUNS)"
+        "$HERE/bench-snapshot.sh" --runs "$RUNS" --version "$v" --summary "$WORK/snapshot" >&2
+    done
+    while read -r v db a b r rss; do SNAP[$v]="$db $a $b $r $rss"; done <"$WORK/snapshot"
 fi
 
 # ---------------------------------------------------------------------------
@@ -430,6 +447,24 @@ for f in bootstrap_join manual_join wiped removed restart; do
     esac
     row "${LBL[$f]}" "$t" "${vals[@]}"
 done
+if ((!SKIP_SNAPSHOT)); then
+    ratio_cells=() a_cells=() b_cells=() rss_cells=()
+    for v in $VERSIONS; do
+        read -r db ma mb rr rss <<<"${SNAP[$v]:-- - - n/a -}"
+        a_cells+=("$(ms "$ma")") b_cells+=("$(ms "$mb")")
+        ratio_cells+=("$rr ($(verdict "$rr" 1.5))")
+        if [[ $rss =~ ^[0-9]+$ ]]; then
+            rm=$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')
+            rss_cells+=("$rm MiB ($(verdict "$rm" 30))")
+        else
+            rss_cells+=("-")
+        fi
+    done
+    row "snapshot of a ${db:-?} MiB database: etcdctl snapshot save to local disk" "" "${a_cells[@]}"
+    row "snapshot of that database: etcd-bootstrap snapshot save to S3, age-encrypted" "" "${b_cells[@]}"
+    row "ratio etcd-bootstrap / etcdctl, snapshot" "<= 1.5" "${ratio_cells[@]}"
+    row "peak RSS of etcd-bootstrap snapshot save" "<= 30 MiB" "${rss_cells[@]}"
+fi
 mib=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }')
 cells=()
 for v in $VERSIONS; do cells+=("$mib MiB ($(verdict "$mib" 8))"); done

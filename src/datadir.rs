@@ -126,8 +126,9 @@ pub fn left_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.left", data_dir.display()))
 }
 
-fn timestamp() -> String {
-    let t = time::OffsetDateTime::now_utc();
+/// `20261203T082500Z`: UTC, sortable as text (moved-aside copies, snapshot ids).
+pub fn utc_stamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         t.year(),
@@ -158,13 +159,17 @@ pub fn move_aside(
     if !data_dir.exists() {
         return Ok(None);
     }
-    let mut target = PathBuf::from(format!("{}.removed-{}", data_dir.display(), timestamp()));
+    let mut target = PathBuf::from(format!(
+        "{}.removed-{}",
+        data_dir.display(),
+        utc_stamp(time::OffsetDateTime::now_utc())
+    ));
     let mut n = 1;
     while target.exists() {
         target = PathBuf::from(format!(
             "{}.removed-{}-{n}",
             data_dir.display(),
-            timestamp()
+            utc_stamp(time::OffsetDateTime::now_utc())
         ));
         n += 1;
     }

@@ -13,19 +13,6 @@ use std::time::{Duration, Instant};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-fn client(lab: &Lab, host: usize) -> String {
-    format!("https://{}:2379", lab.ip(host))
-}
-
-fn put(lab: &Lab, host: usize, key: &str, value: &str) {
-    let out = lab.etcdctl(host, &client(lab, host), &["put", key, value]);
-    assert!(
-        out.status.success(),
-        "put: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `age-keygen`: (identity file 0600, public key).
 fn age_key(dir: &Path) -> (PathBuf, String) {
     use std::os::unix::fs::PermissionsExt;
@@ -191,7 +178,7 @@ fn scheduled_snapshots(id: u8, version: Version) {
         )
     });
     for i in 0..20 {
-        put(&lab, 1, &format!("/k/{i:02}"), &format!("secret-value-{i}"));
+        lab.put(1, &format!("/k/{i:02}"), &format!("secret-value-{i}"));
     }
     let prefix = "fleet/lab/";
     // Snapshots land, covering the writes.
@@ -254,7 +241,11 @@ fn scheduled_snapshots(id: u8, version: Version) {
     // An agent restart and a leader change: the leader's agent stops (etcd with it), comes back.
     let leader = (1..=3)
         .find(|h| {
-            let out = lab.etcdctl(*h, &client(&lab, *h), &["endpoint", "status", "-w", "json"]);
+            let out = lab.etcdctl(
+                *h,
+                &lab.client_url(*h),
+                &["endpoint", "status", "-w", "json"],
+            );
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             v[0]["Status"]["leader"] == v[0]["Status"]["header"]["member_id"]
         })
@@ -337,7 +328,7 @@ fn file_store_commands(id: u8, version: Version) {
             store_dir.display()
         )
     });
-    put(&lab, 1, "/file/a", "1");
+    lab.put(1, "/file/a", "1");
     assert!(lab.log(1).contains("snapshots are stored unencrypted"));
     let cfg = lab.config_path(1);
     let cfg = cfg.to_str().unwrap();

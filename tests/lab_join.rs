@@ -9,65 +9,6 @@ use std::time::{Duration, Instant};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-fn put(lab: &Lab, host: usize, key: &str, value: &str) {
-    let out = lab.etcdctl(
-        host,
-        &format!("https://{}:2379", lab.ip(host)),
-        &["put", key, value],
-    );
-    assert!(
-        out.status.success(),
-        "put: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn get(lab: &Lab, host: usize, key: &str) -> String {
-    let out = lab.etcdctl(
-        host,
-        &format!("https://{}:2379", lab.ip(host)),
-        &["get", "--print-value-only", key],
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn member_id(lab: &Lab, via: usize, host: usize) -> String {
-    let url = format!("https://{}:2380", lab.ip(host));
-    lab.members(via)
-        .iter()
-        .find(|m| {
-            m["peerURLs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|u| u.as_str() == Some(&url))
-        })
-        .map(|m| format!("{:x}", m["ID"].as_u64().unwrap()))
-        .expect("member not found")
-}
-
-/// `etcdctl member remove`, retried while etcd says the cluster is not ready for it (right after a
-/// change it wants every voter connected for 5 s).
-fn remove_member(lab: &Lab, via: usize, id: &str) {
-    let start = Instant::now();
-    loop {
-        let out = lab.etcdctl(
-            via,
-            &format!("https://{}:2379", lab.ip(via)),
-            &["member", "remove", id],
-        );
-        if out.status.success() {
-            return;
-        }
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(
-            err.contains("unhealthy cluster") && start.elapsed() < Duration::from_secs(30),
-            "member remove: {err}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// A healthy 3-member cluster on hosts 1-3 of a lab with `hosts` hosts (the rest not in DNS).
 fn three(id: u8, version: Version, hosts: usize) -> Lab {
     let mut lab = Lab::up(
@@ -88,7 +29,7 @@ fn three(id: u8, version: Version, hosts: usize) -> Lab {
 fn grow_3_to_5(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 5);
-    put(&lab, 1, "/before", "grow");
+    lab.put(1, "/before", "grow");
     lab.dns("--add-host", 4);
     lab.dns("--add-host", 5);
     let t = Instant::now();
@@ -99,7 +40,7 @@ fn grow_3_to_5(id: u8, version: Version) {
         version.as_str(),
         t.elapsed()
     );
-    assert_eq!(get(&lab, 5, "/before"), "grow");
+    assert_eq!(lab.get(5, "/before").unwrap_or_default(), "grow");
     for h in [4, 5] {
         assert!(
             lab.log(h).contains("added as a learner"),
@@ -116,8 +57,8 @@ fn grow_3_to_5(id: u8, version: Version) {
 fn wiped_member(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 3);
-    put(&lab, 1, "/before", "wipe");
-    let old = member_id(&lab, 1, 2);
+    lab.put(1, "/before", "wipe");
+    let old = lab.member_id_of(1, 2);
     lab.stop(2);
     std::fs::remove_dir_all(lab.host_dir(2).join("data")).unwrap();
     let t = Instant::now();
@@ -129,12 +70,12 @@ fn wiped_member(id: u8, version: Version) {
         t.elapsed()
     );
     assert_ne!(
-        member_id(&lab, 1, 2),
+        lab.member_id_of(1, 2),
         old,
         "the stale entry was not replaced"
     );
     assert_eq!(
-        get(&lab, 2, "/before"),
+        lab.get(2, "/before").unwrap_or_default(),
         "wipe",
         "key written before the wipe not readable through it"
     );
@@ -145,9 +86,9 @@ fn wiped_member(id: u8, version: Version) {
 fn removed_member(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 3);
-    put(&lab, 1, "/before", "remove");
-    let victim = member_id(&lab, 1, 3);
-    remove_member(&lab, 1, &victim);
+    lab.put(1, "/before", "remove");
+    let victim = lab.member_id_of(1, 3);
+    lab.remove_member(1, &victim);
     let t = Instant::now();
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
     let took = t.elapsed();
@@ -173,7 +114,7 @@ fn removed_member(id: u8, version: Version) {
         })
         .count();
     assert_eq!(moved, 1, "the removed member's data was not moved aside");
-    assert_eq!(get(&lab, 3, "/before"), "remove");
+    assert_eq!(lab.get(3, "/before").unwrap_or_default(), "remove");
     lab.stop_all();
 }
 
@@ -254,7 +195,7 @@ fn fail_points(id: u8, version: Version) {
         lab.start(&[host]);
         lab.wait_voters(1, &[1, 2, 3], WITHIN);
     }
-    put(&lab, 1, "/before", "failpoints");
+    lab.put(1, "/before", "failpoints");
     // Join: the wiped member replaces its stale self; kill it at each step.
     for fp in [
         "join:after-remove",
@@ -274,15 +215,19 @@ fn fail_points(id: u8, version: Version) {
         assert!(lab.log(3).contains(fp), "{fp}: fail point not logged");
         lab.start(&[3]);
         lab.wait_voters(1, &[1, 2, 3], WITHIN);
-        assert_eq!(get(&lab, 3, "/before"), "failpoints", "{fp}");
+        assert_eq!(
+            lab.get(3, "/before").unwrap_or_default(),
+            "failpoints",
+            "{fp}"
+        );
     }
     // Heal: remove the member, the agent dies in the middle of healing, a re-run heals.
     for fp in ["heal:after-stop", "heal:after-move"] {
         lab.stop(3);
         lab.start_with_env(&[3], &[("ETCD_BOOTSTRAP_FAILPOINT", fp)]);
         lab.wait_voters(1, &[1, 2, 3], WITHIN);
-        let victim = member_id(&lab, 1, 3);
-        remove_member(&lab, 1, &victim);
+        let victim = lab.member_id_of(1, 3);
+        lab.remove_member(1, &victim);
         assert_eq!(
             lab.wait_exit(3, WITHIN),
             None,
@@ -290,7 +235,11 @@ fn fail_points(id: u8, version: Version) {
         );
         lab.start(&[3]);
         lab.wait_voters(1, &[1, 2, 3], WITHIN);
-        assert_eq!(get(&lab, 3, "/before"), "failpoints", "{fp}");
+        assert_eq!(
+            lab.get(3, "/before").unwrap_or_default(),
+            "failpoints",
+            "{fp}"
+        );
     }
     lab.stop_all();
 }

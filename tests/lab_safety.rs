@@ -14,64 +14,6 @@ const WITHIN: Duration = Duration::from_secs(120);
 const SHORT_TIMEOUT: &str = "timeout = \"15s\"";
 const DEFAULT_TIMEOUT: &str = "timeout = \"90s\"";
 
-fn client(lab: &Lab, host: usize) -> String {
-    format!("https://{}:2379", lab.ip(host))
-}
-
-fn put(lab: &Lab, host: usize, key: &str, value: &str) {
-    let out = lab.etcdctl(host, &client(lab, host), &["put", key, value]);
-    assert!(
-        out.status.success(),
-        "put: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A linearizable read through `host`: `Some(value)` ("" when the key is absent), `None` when
-/// the member does not answer (down, no quorum).
-fn get(lab: &Lab, host: usize, key: &str) -> Option<String> {
-    let out = lab.etcdctl(
-        host,
-        &client(lab, host),
-        &["get", "--print-value-only", key],
-    );
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn member_id_of(lab: &Lab, via: usize, host: usize) -> String {
-    let url = format!("https://{}:2380", lab.ip(host));
-    lab.members(via)
-        .iter()
-        .find(|m| {
-            m["peerURLs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|u| u.as_str() == Some(&url))
-        })
-        .map(|m| format!("{:x}", m["ID"].as_u64().unwrap()))
-        .expect("member not found")
-}
-
-/// `etcdctl member remove`, retried while etcd says the cluster is not ready for it.
-fn remove_member(lab: &Lab, via: usize, id: &str) {
-    let start = Instant::now();
-    loop {
-        let out = lab.etcdctl(via, &client(lab, via), &["member", "remove", id]);
-        if out.status.success() {
-            return;
-        }
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(
-            err.contains("unhealthy cluster") && start.elapsed() < Duration::from_secs(30),
-            "member remove: {err}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// A healthy SRV cluster of hosts 1-3 in a lab of `hosts` hosts (the others not in DNS).
 fn three(id: u8, version: Version, hosts: usize) -> Lab {
     let mut lab = Lab::up(
@@ -106,7 +48,7 @@ fn moved_aside(lab: &Lab, host: usize) -> Vec<String> {
 fn wiped_majority(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 3);
-    put(&lab, 1, "/before", "majority");
+    lab.put(1, "/before", "majority");
     lab.stop_all();
     for h in 1..=3 {
         lab.edit_config(h, DEFAULT_TIMEOUT, SHORT_TIMEOUT);
@@ -138,7 +80,7 @@ fn wiped_majority(id: u8, version: Version) {
     let mut answered = 0;
     while Instant::now() < end {
         for h in 1..=3 {
-            if let Some(v) = get(&lab, h, "/before") {
+            if let Some(v) = lab.get(h, "/before") {
                 answered += 1;
                 assert_eq!(
                     v, "majority",
@@ -181,7 +123,7 @@ fn wiped_majority_with_the_data_member_down_etcd_3_5() {
 fn replacements_while_survivor_down(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 5);
-    put(&lab, 1, "/before", "survivor");
+    lab.put(1, "/before", "survivor");
     lab.stop_all();
     lab.dns("--remove-host", 1);
     lab.dns("--remove-host", 2);
@@ -263,7 +205,7 @@ fn env_over_wiped_data_dir(id: u8, version: Version) {
     let end = Instant::now() + Duration::from_secs(15);
     let mut exited = None;
     while Instant::now() < end {
-        let status = lab.etcdctl(1, &client(&lab, 1), &["endpoint", "status"]);
+        let status = lab.etcdctl(1, &lab.client_url(1), &["endpoint", "status"]);
         assert!(
             !status.status.success(),
             "etcd started by hand over a wiped data dir answers as a cluster member: {}",
@@ -302,7 +244,7 @@ fn etcd_from_the_env_file_over_a_wiped_data_dir_forms_nothing_etcd_3_5() {
 fn foreign_cluster_in_dns(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 4);
-    put(&lab, 1, "/before", "foreign");
+    lab.put(1, "/before", "foreign");
     // Host 4: a one-member cluster of its own.
     lab.write_config(
         4,
@@ -327,7 +269,7 @@ fn foreign_cluster_in_dns(id: u8, version: Version) {
     lab.start(&[2, 3]);
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
     for h in 1..=3 {
-        assert_eq!(get(&lab, h, "/before").as_deref(), Some("foreign"));
+        assert_eq!(lab.get(h, "/before").as_deref(), Some("foreign"));
     }
     assert_eq!(lab.members(4).len(), 1, "the other cluster grew");
 }
@@ -347,7 +289,7 @@ fn a_foreign_cluster_in_dns_while_quorum_is_lost_keeps_the_data_etcd_3_5() {
 fn other_cluster_name(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 4);
-    put(&lab, 1, "/before", "beta");
+    lab.put(1, "/before", "beta");
     lab.write_config(
         4,
         2,
@@ -413,7 +355,13 @@ fn accept_only_peer(id: u8, version: Version) {
     let out = lab.exec(
         1,
         Path::new(&common::bin()),
-        &["status", "--config", cfg1, "--endpoints", &client(&lab, 3)],
+        &[
+            "status",
+            "--config",
+            cfg1,
+            "--endpoints",
+            &lab.client_url(3),
+        ],
     );
     let status_took = t.elapsed();
     assert!(!out.status.success());
@@ -465,7 +413,7 @@ fn an_accept_only_peer_cannot_hang_the_agent_etcd_3_5() {
 fn config_change_after_restart(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 3);
-    put(&lab, 1, "/before", "flags");
+    lab.put(1, "/before", "flags");
     lab.stop(1);
     let cfg = lab.config_path(1);
     let mut text = std::fs::read_to_string(&cfg).unwrap();
@@ -483,7 +431,7 @@ fn config_change_after_restart(id: u8, version: Version) {
             .any(|v| v == b"ETCD_ELECTION_TIMEOUT=1500"),
         "the running etcd did not get the new flag"
     );
-    assert_eq!(get(&lab, 1, "/before").as_deref(), Some("flags"));
+    assert_eq!(lab.get(1, "/before").as_deref(), Some("flags"));
 }
 
 #[test]
@@ -502,7 +450,7 @@ fn a_config_change_reaches_etcd_after_a_restart_etcd_3_5() {
 fn prune_keeps_the_valuable_copy(id: u8, version: Version) {
     let _g = serial();
     let lab = three(id, version, 3);
-    put(&lab, 1, "/before", "prune");
+    lab.put(1, "/before", "prune");
     // Four older copies; the oldest is far ahead of the running member.
     for (day, index) in [(1, 1_000_000u64), (2, 1), (3, 2), (4, 3)] {
         let dir = lab
@@ -516,11 +464,11 @@ fn prune_keeps_the_valuable_copy(id: u8, version: Version) {
         .unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    let old = member_id_of(&lab, 2, 1);
-    remove_member(&lab, 2, &old);
+    let old = lab.member_id_of(2, 1);
+    lab.remove_member(2, &old);
     lab.wait_voters(2, &[1, 2, 3], WITHIN);
-    assert_ne!(member_id_of(&lab, 2, 1), old, "host 1 was not re-added");
-    assert_eq!(get(&lab, 1, "/before").as_deref(), Some("prune"));
+    assert_ne!(lab.member_id_of(2, 1), old, "host 1 was not re-added");
+    assert_eq!(lab.get(1, "/before").as_deref(), Some("prune"));
     let left = moved_aside(&lab, 1);
     assert_eq!(left.len(), 4, "{left:?}");
     assert!(
@@ -554,8 +502,8 @@ fn pause_marker(id: u8, version: Version) {
     let lab = three(id, version, 3);
     let pause = lab.host_dir(1).join("data.pause");
     std::fs::write(&pause, "operator at work\n").unwrap();
-    let old = member_id_of(&lab, 2, 1);
-    remove_member(&lab, 2, &old);
+    let old = lab.member_id_of(2, 1);
+    lab.remove_member(2, &old);
     std::thread::sleep(Duration::from_secs(12));
     let urls: Vec<String> = lab
         .members(2)
@@ -586,7 +534,7 @@ fn pause_marker(id: u8, version: Version) {
             "--config",
             cfg1.to_str().unwrap(),
             "--endpoints",
-            &client(&lab, 2),
+            &lab.client_url(2),
         ],
     );
     let table = String::from_utf8_lossy(&out.stdout);
@@ -610,8 +558,8 @@ fn the_pause_marker_stops_the_heal_loop_etcd_3_5() {
 fn join_through_a_seed(id: u8, version: Version) {
     let _g = serial();
     let mut lab = three(id, version, 4);
-    put(&lab, 1, "/before", "seed");
-    lab.write_config(4, 3, &format!("seeds = [\"{}\"]", client(&lab, 1)));
+    lab.put(1, "/before", "seed");
+    lab.write_config(4, 3, &format!("seeds = [\"{}\"]", lab.client_url(1)));
     lab.edit_config(
         4,
         "[member]\n",
@@ -619,7 +567,7 @@ fn join_through_a_seed(id: u8, version: Version) {
     );
     lab.start(&[4]);
     lab.wait_voters(1, &[1, 2, 3, 4], WITHIN);
-    assert_eq!(get(&lab, 4, "/before").as_deref(), Some("seed"));
+    assert_eq!(lab.get(4, "/before").as_deref(), Some("seed"));
     assert!(lab.log(4).contains("added as a learner"));
 }
 

@@ -32,16 +32,7 @@ pub struct Manifest {
 
 /// `20261203T082500Z`, sortable as text.
 pub fn stamp(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    crate::datadir::utc_stamp(t)
 }
 
 pub fn id(t: time::OffsetDateTime, revision: i64) -> String {

@@ -11,8 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Where the snapshots of `cluster.name` are kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// `s3://BUCKET/PREFIX`
     S3 { bucket: String, prefix: String },
@@ -27,6 +26,13 @@ impl std::fmt::Display for StoreUrl {
             StoreUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
             StoreUrl::File { dir } => write!(f, "file://{}", dir.display()),
         }
+    }
+}
+
+/// Printed as the URL it was written as, so that `check-config`'s output reads back.
+impl Serialize for StoreUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -251,30 +251,27 @@ pub struct ClientMaterial {
 }
 
 impl ClientMaterial {
-    /// Read the peer certificate, key and CA from `dir` (the agent endpoint's identity).
-    pub fn peer_from_dir(dir: &Path) -> Result<ClientMaterial> {
-        let p = TlsPaths::new(dir);
+    fn read(ca: &Path, cert: &Path, key: &Path) -> Result<ClientMaterial> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
         };
         Ok(ClientMaterial {
-            ca_pem: read(&p.ca)?,
-            cert_pem: read(&p.peer_cert)?,
-            key_pem: read(&p.peer_key)?,
+            ca_pem: read(ca)?,
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
         })
+    }
+
+    /// Read the peer certificate, key and CA from `dir` (the agent endpoint's identity).
+    pub fn peer_from_dir(dir: &Path) -> Result<ClientMaterial> {
+        let p = TlsPaths::new(dir);
+        Self::read(&p.ca, &p.peer_cert, &p.peer_key)
     }
 
     /// Read the client certificate, key and CA from `dir`.
     pub fn from_dir(dir: &Path) -> Result<ClientMaterial> {
         let p = TlsPaths::new(dir);
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-        };
-        Ok(ClientMaterial {
-            ca_pem: read(&p.ca)?,
-            cert_pem: read(&p.client_cert)?,
-            key_pem: read(&p.client_key)?,
-        })
+        Self::read(&p.ca, &p.client_cert, &p.client_key)
     }
 }
 
@@ -290,34 +287,30 @@ impl TlsPlan {
             .map(|f| f.content.as_str())
     }
 
-    /// The peer certificate as it will be (the agent endpoint's identity, both ways).
-    pub fn peer_material(&self, dir: &Path) -> Result<ClientMaterial> {
-        let p = TlsPaths::new(dir);
+    /// A certificate, its key and the CA as they will be, usable before anything is written.
+    fn material(&self, ca: &Path, cert: &Path, key: &Path) -> Result<ClientMaterial> {
         let get = |path: &Path| {
             self.content_of(path)
                 .map(str::to_string)
                 .with_context(|| format!("{} is not in the TLS plan", path.display()))
         };
         Ok(ClientMaterial {
-            ca_pem: get(&p.ca)?,
-            cert_pem: get(&p.peer_cert)?,
-            key_pem: get(&p.peer_key)?,
+            ca_pem: get(ca)?,
+            cert_pem: get(cert)?,
+            key_pem: get(key)?,
         })
     }
 
-    /// The client certificate as it will be, usable before anything is written.
+    /// The peer certificate as it will be (the agent endpoint's identity, both ways).
+    pub fn peer_material(&self, dir: &Path) -> Result<ClientMaterial> {
+        let p = TlsPaths::new(dir);
+        self.material(&p.ca, &p.peer_cert, &p.peer_key)
+    }
+
+    /// The client certificate as it will be.
     pub fn client_material(&self, dir: &Path) -> Result<ClientMaterial> {
         let p = TlsPaths::new(dir);
-        let get = |path: &Path| {
-            self.content_of(path)
-                .map(str::to_string)
-                .with_context(|| format!("{} is not in the TLS plan", path.display()))
-        };
-        Ok(ClientMaterial {
-            ca_pem: get(&p.ca)?,
-            cert_pem: get(&p.client_cert)?,
-            key_pem: get(&p.client_key)?,
-        })
+        self.material(&p.ca, &p.client_cert, &p.client_key)
     }
 
     /// Write what changed: keys 0600 before their certificates (a kill in between leaves a

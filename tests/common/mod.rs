@@ -244,6 +244,68 @@ interval = "2s"
         }
     }
 
+    /// Host `host`'s client URL.
+    pub fn client_url(&self, host: usize) -> String {
+        format!("https://{}:2379", self.ip(host))
+    }
+
+    /// `etcdctl put` through host `host`, which must succeed.
+    pub fn put(&self, host: usize, key: &str, value: &str) {
+        let out = self.etcdctl(host, &self.client_url(host), &["put", key, value]);
+        assert!(
+            out.status.success(),
+            "put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A linearizable read through `host`: `Some(value)` ("" when the key is absent), `None`
+    /// when the member does not answer (down, no quorum).
+    pub fn get(&self, host: usize, key: &str) -> Option<String> {
+        let out = self.etcdctl(
+            host,
+            &self.client_url(host),
+            &["get", "--print-value-only", key],
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The member ID (hex) of host `host`, from the member list of `via`.
+    pub fn member_id_of(&self, via: usize, host: usize) -> String {
+        let url = format!("https://{}:2380", self.ip(host));
+        self.members(via)
+            .iter()
+            .find(|m| {
+                m["peerURLs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|u| u.as_str() == Some(&url))
+            })
+            .map(|m| format!("{:x}", m["ID"].as_u64().unwrap()))
+            .expect("member not found")
+    }
+
+    /// `etcdctl member remove` through `via`, retried while etcd says the cluster is not ready
+    /// for it (right after a change it wants every voter connected for 5 s).
+    pub fn remove_member(&self, via: usize, id: &str) {
+        let start = Instant::now();
+        loop {
+            let out = self.etcdctl(via, &self.client_url(via), &["member", "remove", id]);
+            if out.status.success() {
+                return;
+            }
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(
+                err.contains("unhealthy cluster") && start.elapsed() < Duration::from_secs(30),
+                "member remove: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Replace `from` by `to` in host `host`'s config (which must contain it).
     pub fn edit_config(&self, host: usize, from: &str, to: &str) {
         let path = self.config_path(host);
