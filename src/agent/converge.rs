@@ -333,11 +333,10 @@ impl Agent<'_> {
                 client_urls: m.client_urls.clone(),
             })
             .collect();
-        // The raft index moves all the time: it is written with the other changes only.
-        let mut unchanged_but_index = record.clone();
-        unchanged_but_index.raft_index = before.raft_index;
-        if unchanged_but_index != before || before.raft_index.is_none() {
-            record.raft_index = Some(me.raft_index);
+        // The raft index too, at every healthy check: peers ask for it (through the agent
+        // endpoint) to tell which member is furthest ahead when etcd itself cannot answer.
+        record.raft_index = Some(me.raft_index);
+        if record != before {
             record.save(&cfg.member.data_dir)?;
             if before.cluster_id != record.cluster_id || before.members != record.members {
                 tracing::info!(cluster = ?record.cluster_id, member = ?record.member_id, members = record.members.len(), "identity record updated");

@@ -196,7 +196,10 @@ pub async fn ask(addr: SocketAddr, material: &ClientMaterial) -> Result<AgentRep
                 if e.kind() == std::io::ErrorKind::ConnectionRefused
                     && started.elapsed() < REFUSED_GRACE =>
             {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Peers started together bind within milliseconds of each other: retry often,
+                // so that they all decide at nearly the same instant (the staggered etcd start
+                // of a new cluster relies on it).
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok(Err(e)) => return Err(e).with_context(|| format!("connecting to {addr}")),
             Err(_) => bail!("connecting to {addr} timed out"),

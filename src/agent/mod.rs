@@ -11,12 +11,10 @@ pub mod snapshots;
 use crate::config::Config;
 use crate::datadir::Record;
 use crate::decide::{Action, AgentReport};
-use crate::etcd::{client, render};
+use crate::etcd::render;
 use crate::observe::Observer;
 use crate::service::ServiceManager;
-use crate::tls::ClientMaterial;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What one agent works with.
 pub struct Agent<'a> {
@@ -44,42 +42,31 @@ pub fn notify(states: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(false, states);
 }
 
-/// The report this node's endpoint gives: read from disk and, when the local etcd answers
-/// within a second, from it (cluster, member, raft index).
+/// The report this node's endpoint gives, from the disk only, so that it answers at once: a
+/// peer asks it while forming a cluster, when the local etcd (3.4 serves clients only after a
+/// quorum) may not answer, and waiting on it would hold up every other member. The identity
+/// record has the cluster, member and formation (written before etcd starts) and the raft index
+/// (kept current by the heal loop).
 pub fn reporter(cfg: &Config) -> endpoint::Reporter {
     let cfg = Arc::new(cfg.clone());
     Arc::new(move || {
         let cfg = cfg.clone();
-        Box::pin(async move { report(&cfg).await })
+        Box::pin(async move { report(&cfg) })
     })
 }
 
-async fn report(cfg: &Config) -> AgentReport {
+fn report(cfg: &Config) -> AgentReport {
     let data_dir = &cfg.member.data_dir;
     let record = Record::load(data_dir).ok().flatten().unwrap_or_default();
-    let has_data = data_dir.join("member").exists();
-    let mut r = AgentReport {
+    AgentReport {
         cluster_name: cfg.cluster.name.clone(),
         nonce: record.nonce.clone(),
-        has_data,
+        has_data: data_dir.join("member").exists(),
         cluster_id: record.cluster(),
         member_id: record.member(),
-        // The last index seen while healthy, until the running etcd says more.
         raft_index: record.raft_index,
         formation: record.formation.clone(),
-    };
-    if has_data {
-        if let Ok(m) = ClientMaterial::from_dir(&cfg.tls.dir) {
-            let local = local_endpoint(cfg);
-            let asked = client::who_is(&local, &m);
-            if let Ok(Ok((_, me))) = tokio::time::timeout(Duration::from_secs(1), asked).await {
-                r.cluster_id = Some(me.cluster_id);
-                r.member_id = Some(me.member_id);
-                r.raft_index = Some(me.raft_index);
-            }
-        }
     }
-    r
 }
 
 pub fn describe(action: &Action) -> String {

@@ -70,7 +70,7 @@ pub struct AgentReport {
     pub cluster_id: Option<u64>,
     #[serde(default, with = "hex_id")]
     pub member_id: Option<u64>,
-    /// The local etcd's committed raft index, else the last one recorded while it was healthy.
+    /// The raft index recorded at the last healthy check of the local member.
     #[serde(default)]
     pub raft_index: Option<u64>,
     /// The formation its data came from (`InitialCluster::formation`), when it formed a cluster.
