@@ -170,7 +170,9 @@ member_id() { # HOST -> hex ID of its member
 member_op() {
     local out i
     for ((i = 0; i < 100; i++)); do
-        if out=$(ctl 1 "$(eps_of 1 2 3)" member "$@" 2>&1); then
+        # Through hosts 1 and 2 only: they are never removed, while a removal of host 3 sent
+        # through host 3 may be answered "server stopped" once it has gone through.
+        if out=$(ctl 1 "$(eps_of 1 2)" member "$@" 2>&1); then
             printf '%s\n' "$out"
             return 0
         fi
