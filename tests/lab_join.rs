@@ -9,26 +9,9 @@ use std::time::{Duration, Instant};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-/// A healthy 3-member cluster on hosts 1-3 of a lab with `hosts` hosts (the rest not in DNS).
-fn three(id: u8, version: Version, hosts: usize) -> Lab {
-    let mut lab = Lab::up(
-        id,
-        version,
-        LabOptions {
-            hosts,
-            srv: true,
-            dns_hosts: Some(vec![1, 2, 3]),
-        },
-    );
-    lab.configure_srv(3);
-    lab.start(&[1, 2, 3]);
-    lab.wait_voters(1, &[1, 2, 3], WITHIN);
-    lab
-}
-
 fn grow_3_to_5(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 5);
+    let mut lab = Lab::three(id, version, 5);
     lab.put(1, "/before", "grow");
     lab.dns("--add-host", 4);
     lab.dns("--add-host", 5);
@@ -56,7 +39,7 @@ fn grow_3_to_5(id: u8, version: Version) {
 
 fn wiped_member(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 3);
+    let mut lab = Lab::three(id, version, 3);
     lab.put(1, "/before", "wipe");
     let old = lab.member_id_of(1, 2);
     lab.stop(2);
@@ -85,7 +68,7 @@ fn wiped_member(id: u8, version: Version) {
 
 fn removed_member(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 3);
+    let mut lab = Lab::three(id, version, 3);
     lab.put(1, "/before", "remove");
     let victim = lab.member_id_of(1, 3);
     lab.remove_member(1, &victim);
@@ -120,7 +103,7 @@ fn removed_member(id: u8, version: Version) {
 
 fn leave(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 3);
+    let mut lab = Lab::three(id, version, 3);
     let cfg = lab.config_path(3);
     let out = lab.exec(
         3,

@@ -14,23 +14,6 @@ const WITHIN: Duration = Duration::from_secs(120);
 const SHORT_TIMEOUT: &str = "timeout = \"15s\"";
 const DEFAULT_TIMEOUT: &str = "timeout = \"90s\"";
 
-/// A healthy SRV cluster of hosts 1-3 in a lab of `hosts` hosts (the others not in DNS).
-fn three(id: u8, version: Version, hosts: usize) -> Lab {
-    let mut lab = Lab::up(
-        id,
-        version,
-        LabOptions {
-            hosts,
-            srv: true,
-            dns_hosts: Some(vec![1, 2, 3]),
-        },
-    );
-    lab.configure_srv(3);
-    lab.start(&[1, 2, 3]);
-    lab.wait_voters(1, &[1, 2, 3], WITHIN);
-    lab
-}
-
 fn moved_aside(lab: &Lab, host: usize) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(lab.host_dir(host))
         .unwrap()
@@ -47,7 +30,7 @@ fn moved_aside(lab: &Lab, host: usize) -> Vec<String> {
 /// writes); when the member with the data returns, every read either has the old key or fails.
 fn wiped_majority(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 3);
+    let mut lab = Lab::three(id, version, 3);
     lab.put(1, "/before", "majority");
     lab.stop_all();
     for h in 1..=3 {
@@ -122,7 +105,7 @@ fn wiped_majority_with_the_data_member_down_etcd_3_5() {
 /// nodes must not form an empty cluster beside it.
 fn replacements_while_survivor_down(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 5);
+    let mut lab = Lab::three(id, version, 5);
     lab.put(1, "/before", "survivor");
     lab.stop_all();
     lab.dns("--remove-host", 1);
@@ -160,7 +143,7 @@ fn replacements_on_new_addresses_while_the_survivor_is_down_etcd_3_5() {
 /// (or by a stale enabled unit) over a wiped data dir forms nothing.
 fn env_over_wiped_data_dir(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 3);
+    let mut lab = Lab::three(id, version, 3);
     for h in 1..=3 {
         // Each agent takes the bootstrap flags out right after its member is healthy.
         let path = lab.host_dir(h).join("etcd.env");
@@ -243,7 +226,7 @@ fn etcd_from_the_env_file_over_a_wiped_data_dir_forms_nothing_etcd_3_5() {
 /// the other cluster. Now its data stays, and the cluster comes back whole.
 fn foreign_cluster_in_dns(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 4);
+    let mut lab = Lab::three(id, version, 4);
     lab.put(1, "/before", "foreign");
     // Host 4: a one-member cluster of its own.
     lab.write_config(
@@ -288,7 +271,7 @@ fn a_foreign_cluster_in_dns_while_quorum_is_lost_keeps_the_data_etcd_3_5() {
 /// ("lab"): it is kept out (before: it joined as a 4th voter and read the keys).
 fn other_cluster_name(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 4);
+    let mut lab = Lab::three(id, version, 4);
     lab.put(1, "/before", "beta");
     lab.write_config(
         4,
@@ -412,7 +395,7 @@ fn an_accept_only_peer_cannot_hang_the_agent_etcd_3_5() {
 /// reused the env file on disk).
 fn config_change_after_restart(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 3);
+    let mut lab = Lab::three(id, version, 3);
     lab.put(1, "/before", "flags");
     lab.stop(1);
     let cfg = lab.config_path(1);
@@ -449,7 +432,7 @@ fn a_config_change_reaches_etcd_after_a_restart_etcd_3_5() {
 /// which is the most valuable copy after a few heals).
 fn prune_keeps_the_valuable_copy(id: u8, version: Version) {
     let _g = serial();
-    let lab = three(id, version, 3);
+    let lab = Lab::three(id, version, 3);
     lab.put(1, "/before", "prune");
     // Four older copies; the oldest is far ahead of the running member.
     for (day, index) in [(1, 1_000_000u64), (2, 1), (3, 2), (4, 3)] {
@@ -499,7 +482,7 @@ fn pruning_keeps_the_copy_with_the_highest_raft_index_etcd_3_5() {
 /// keeps running; once it is gone the member heals.
 fn pause_marker(id: u8, version: Version) {
     let _g = serial();
-    let lab = three(id, version, 3);
+    let lab = Lab::three(id, version, 3);
     let pause = lab.host_dir(1).join("data.pause");
     std::fs::write(&pause, "operator at work\n").unwrap();
     let old = lab.member_id_of(2, 1);
@@ -557,7 +540,7 @@ fn the_pause_marker_stops_the_heal_loop_etcd_3_5() {
 /// host's agent confirms the cluster, and the node joins as a learner and is promoted.
 fn join_through_a_seed(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = three(id, version, 4);
+    let mut lab = Lab::three(id, version, 4);
     lab.put(1, "/before", "seed");
     lab.write_config(4, 3, &format!("seeds = [\"{}\"]", lab.client_url(1)));
     lab.edit_config(

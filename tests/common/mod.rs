@@ -244,6 +244,24 @@ interval = "2s"
         }
     }
 
+    /// A healthy 3-member SRV cluster on hosts 1-3 of a lab of `hosts` hosts (the others not in
+    /// DNS), formed by etcd-bootstrap.
+    pub fn three(id: u8, version: Version, hosts: usize) -> Lab {
+        let mut lab = Lab::up(
+            id,
+            version,
+            LabOptions {
+                hosts,
+                srv: true,
+                dns_hosts: Some(vec![1, 2, 3]),
+            },
+        );
+        lab.configure_srv(3);
+        lab.start(&[1, 2, 3]);
+        lab.wait_voters(1, &[1, 2, 3], Duration::from_secs(120));
+        lab
+    }
+
     /// Host `host`'s client URL.
     pub fn client_url(&self, host: usize) -> String {
         format!("https://{}:2379", self.ip(host))
