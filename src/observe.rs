@@ -173,7 +173,7 @@ impl<'a> Observer<'a> {
                 }
             }
             tokio::join!(
-                probe_all(&endpoints, &material),
+                client::probe_all(&endpoints, &material),
                 ask_agents(to_ask, &peer_material)
             )
         };
@@ -248,23 +248,6 @@ async fn ask_agents(
         });
     }
     let mut out: Vec<(usize, AgentAnswer)> = Vec::new();
-    while let Some(r) = set.join_next().await {
-        if let Ok(pair) = r {
-            out.push(pair);
-        }
-    }
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, a)| a).collect()
-}
-
-async fn probe_all(endpoints: &[String], material: &tls::ClientMaterial) -> Vec<Answer> {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, e) in endpoints.iter().enumerate() {
-        let e = e.clone();
-        let m = material.clone();
-        set.spawn(async move { (i, client::probe(&e, &m).await) });
-    }
-    let mut out: Vec<(usize, Answer)> = Vec::new();
     while let Some(r) = set.join_next().await {
         if let Ok(pair) = r {
             out.push(pair);

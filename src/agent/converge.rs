@@ -315,7 +315,8 @@ impl Agent<'_> {
     /// Keep the identity record in step with the running member.
     pub async fn refresh_record(&self, material: &ClientMaterial, me: &Whoami) -> Result<()> {
         let cfg = self.cfg;
-        let (mut c, _) = client::who_is(&local_endpoint(cfg), material).await?;
+        let mut c =
+            client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT).await?;
         let members = membership::list(&mut c).await?;
         let mut record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();
         let before = record.clone();
@@ -382,10 +383,7 @@ impl Agent<'_> {
                 .collect();
             (eps, record.members.len())
         };
-        let mut answers = Vec::new();
-        for e in &endpoints {
-            answers.push(client::probe(e, material).await);
-        }
+        let answers = client::probe_all(&endpoints, material).await;
         decide::removed::verdict(&my_url, my_cluster, known, &answers)
     }
 }

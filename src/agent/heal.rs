@@ -235,7 +235,8 @@ impl Agent<'_> {
             *tracker = dead_member::Tracker::default();
             return Ok(());
         }
-        let (mut c, _) = client::who_is(&local_endpoint(cfg), material).await?;
+        let mut c =
+            client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT).await?;
         let members = membership::list(&mut c).await?;
         let mut health = Vec::new();
         for m in &members {

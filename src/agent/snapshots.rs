@@ -60,7 +60,8 @@ impl Agent<'_> {
         }
         let number = interval_number(b.interval);
         let (last_key, claim_key) = keys(&cfg.cluster.name);
-        let (mut c, _) = client::who_is(&local_endpoint(cfg), material).await?;
+        let mut c =
+            client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT).await?;
         let last = client::bounded(
             "Range",
             client::PROBE_TIMEOUT,

@@ -56,6 +56,24 @@ pub async fn probe(endpoint: &str, tls: &ClientMaterial) -> Answer {
     }
 }
 
+/// `probe` of every endpoint at once, answers in the order of `endpoints`.
+pub async fn probe_all(endpoints: &[String], tls: &ClientMaterial) -> Vec<Answer> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let e = e.clone();
+        let m = tls.clone();
+        set.spawn(async move { (i, probe(&e, &m).await) });
+    }
+    let mut out: Vec<(usize, Answer)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(pair) = r {
+            out.push(pair);
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, a)| a).collect()
+}
+
 async fn probe_inner(endpoint: &str, tls: &ClientMaterial) -> Result<ClusterView> {
     let (mut client, me) = who_is(endpoint, tls).await?;
     let mut view = ClusterView {
