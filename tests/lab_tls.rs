@@ -554,3 +554,124 @@ fn install_config(lab: &Lab, pki: &Pki, url: &str, h: usize, sum: &str) {
         );
     std::fs::write(&path, text).unwrap();
 }
+
+/// `tls.mode = "local-ca"` with a CA key in each form users already have forms a 3-member
+/// cluster that etcdctl, with the generated client certificate and the CA's certificate, sees
+/// healthy and serving writes: cfssl `-initca` with an RSA 2048 request (PKCS#1, as the classic
+/// guides make it), cfssl with ECDSA (SEC1), `openssl ecparam -genkey` (SEC1 after an EC
+/// PARAMETERS block) and `openssl genpkey` P-384 (PKCS#8).
+#[test]
+fn ca_keys_in_every_form_users_have_etcd_3_5() {
+    let _g = serial();
+    let mut lab = Lab::up(84, Version::V3_5, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let ca = lab.dir.path().join("ca");
+    let (crt, key) = (ca.join("ca.crt"), ca.join("ca.key"));
+    let cfssl_ca = |algo: &str, size: u32| {
+        let csr = ca.join("csr.json");
+        std::fs::write(
+            &csr,
+            serde_json::json!({"CN": "classic CA", "key": {"algo": algo, "size": size}})
+                .to_string(),
+        )
+        .unwrap();
+        let out = must(
+            Command::new(cfssl())
+                .args(["gencert", "-initca"])
+                .arg(&csr)
+                .output()
+                .unwrap(),
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        std::fs::write(&crt, v["cert"].as_str().unwrap()).unwrap();
+        std::fs::write(&key, v["key"].as_str().unwrap()).unwrap();
+    };
+    let openssl_ca = |keygen: &[&str]| {
+        must(
+            Command::new("openssl")
+                .args(keygen)
+                .arg("-out")
+                .arg(&key)
+                .output()
+                .unwrap(),
+        );
+        must(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-new",
+                    "-days",
+                    "30",
+                    "-subj",
+                    "/CN=openssl CA",
+                ])
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .arg("-key")
+                .arg(&key)
+                .arg("-out")
+                .arg(&crt)
+                .output()
+                .unwrap(),
+        );
+    };
+    type MakeCa<'a> = Box<dyn Fn() + 'a>;
+    let forms: Vec<(&str, &str, MakeCa)> = vec![
+        (
+            "cfssl RSA 2048",
+            "BEGIN RSA PRIVATE KEY",
+            Box::new(|| cfssl_ca("rsa", 2048)),
+        ),
+        (
+            "cfssl ECDSA",
+            "BEGIN EC PRIVATE KEY",
+            Box::new(|| cfssl_ca("ecdsa", 256)),
+        ),
+        (
+            "openssl ecparam",
+            "BEGIN EC PARAMETERS",
+            Box::new(|| openssl_ca(&["ecparam", "-name", "prime256v1", "-genkey"])),
+        ),
+        (
+            "PKCS#8 P-384",
+            "BEGIN PRIVATE KEY",
+            Box::new(|| {
+                openssl_ca(&[
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-384",
+                ])
+            }),
+        ),
+    ];
+    for (i, (name, label, make)) in forms.iter().enumerate() {
+        make();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let pem = std::fs::read_to_string(&key).unwrap();
+        assert!(pem.contains(label), "{name}: {pem}");
+        for h in 1..=3 {
+            lab.wipe(h);
+            let _ = std::fs::remove_dir_all(lab.host_dir(h).join("pki"));
+        }
+        lab.start(&[1, 2, 3]);
+        lab.wait_voters(1, &[1, 2, 3], Duration::from_secs(60));
+        let k = format!("/form/{i}");
+        lab.put(2, &k, name);
+        assert_eq!(lab.get(3, &k).as_deref(), Some(*name));
+        // Every certificate the agents issued verifies against this CA alone.
+        for leaf in ["server.crt", "peer.crt", "client.crt"] {
+            let out = Command::new("openssl")
+                .args(["verify", "-CAfile"])
+                .arg(&crt)
+                .arg(lab.host_dir(1).join("pki").join(leaf))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name} {leaf}: {}", must(out));
+        }
+        lab.stop_all();
+    }
+}

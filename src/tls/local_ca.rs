@@ -39,13 +39,7 @@ impl LocalCa {
         }
         let key_pem = std::fs::read_to_string(key_path)
             .map_err(|e| bad("tls.ca_key", key_path, format!("cannot read: {e}")))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| {
-            bad(
-                "tls.ca_key",
-                key_path,
-                format!("not a PKCS#8 PEM private key (ECDSA P-256/P-384, Ed25519 or RSA): {e}; an \"EC PRIVATE KEY\" or \"RSA PRIVATE KEY\" converts with `openssl pkcs8 -topk8 -nocrypt -in KEY -out ca-pkcs8.key`"),
-            )
-        })?;
+        let key = super::ca_key::parse(&key_pem).map_err(|m| bad("tls.ca_key", key_path, m))?;
         use rcgen::PublicKeyData;
         if key.subject_public_key_info() != parsed.cert().public_key().raw {
             return Err(bad(

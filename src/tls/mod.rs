@@ -8,6 +8,7 @@
 //! writing anything.
 
 pub mod ca;
+mod ca_key;
 mod cfssl;
 mod files;
 mod inspect;
