@@ -3,6 +3,7 @@
 #
 # Usage: scripts/bench.sh [--runs 5] [--versions "3.4 3.5"] [--rss-seconds 180]
 #                         [--keep-logs DIR] [--skip-start] [--skip-snapshot]
+#                         [--only "leader_removed leader_wiped"] (figures of part 2 to run)
 #
 # 1. start-to-healthy, 3 and 5 members started at the same instant: etcd-bootstrap (SRV
 #    discovery, certificates made at boot) against etcd's own static bootstrap (cfssl
@@ -24,8 +25,11 @@
 #    c. wiped member: host 3's agent stopped, its data dir deleted, agent started;
 #    d. `etcdctl member remove` of host 3's member: its agent notices and re-adds it;
 #    e. restart path: host 2's agent stopped (etcd with it), started again: milliseconds
-#       from the spawn of `etcd-bootstrap run` to the wrapper's exec of etcd.
-#    a-d are timed until member list shows exactly the expected started voters (no
+#       from the spawn of `etcd-bootstrap run` to the wrapper's exec of etcd;
+#    f. `etcdctl member remove` of the raft leader's member (sent through the other two);
+#    g. the raft leader's disk replaced: its agent and etcd killed (SIGKILL: no leadership
+#       transfer, as when a VM dies), data deleted, agent started.
+#    a-d, f and g are timed until member list shows exactly the expected started voters (no
 #    learner) and `endpoint health` passes on all of them (polled every 100 ms).
 # 3. peak resident memory (VmHWM) of host 1's `etcd-bootstrap run` after all rounds and
 #    --rss-seconds more of its heal loop (interval 1 s), in the last version's lab.
@@ -48,6 +52,8 @@ RSS_S=180
 KEEP=""
 SKIP_START=0
 SKIP_SNAPSHOT=0
+FIGURES="manual_join bootstrap_join wiped removed restart leader_removed leader_wiped"
+ONLY=""
 readonly NAME=ebbenchj SUBNET=10.200.244 DOMAIN=lab.test
 readonly STEP_TIMEOUT_MS=120000
 
@@ -68,6 +74,7 @@ while (($#)); do
     --keep-logs) KEEP=${2:-}; shift ;;
     --skip-start) SKIP_START=1 ;;
     --skip-snapshot) SKIP_SNAPSHOT=1 ;;
+    --only) ONLY=${2:-}; shift ;;
     -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -81,6 +88,8 @@ done
 . "$CACHE/env"
 [[ -x $BIN ]] || die "$BIN missing: run 'cargo build --release' first"
 for v in $VERSIONS; do [[ $v == 3.4 || $v == 3.5 ]] || die "unknown version '$v' (3.4 or 3.5)"; done
+for f in $ONLY; do [[ " $FIGURES " == *" $f "* ]] || die "unknown figure '$f' (one of: $FIGURES)"; done
+RUN_FIGURES=${ONLY:-$FIGURES}
 
 WORK=$(mktemp -d /tmp/bench.XXXXXX)
 cleanup() {
@@ -163,16 +172,18 @@ wait_voters() { # T0 HOSTS... -> WV = ms since T0, or dies
 
 member_id() { # HOST -> hex ID of its member
     # (the simple format: JSON would give the 64-bit ID as a float)
-    ctl 1 "$(eps_of 1)" member list | awk -F', ' -v u="https://$(ip_of "$1"):2380" '$4 == u { print $1 }'
+    ctl 1 "$(eps_of 1 2 3)" member list | awk -F', ' -v u="https://$(ip_of "$1"):2380" '$4 == u { print $1 }'
 }
 
 # etcdctl member ARGS, retried while etcd says the cluster is not ready ("unhealthy cluster" right after a change).
+# Through the hosts in OP_HOSTS (default 1 and 2): never through the member being removed, whose
+# answer may be "server stopped" once the removal has gone through.
+OP_HOSTS="1 2"
 member_op() {
     local out i
     for ((i = 0; i < 100; i++)); do
-        # Through hosts 1 and 2 only: they are never removed, while a removal of host 3 sent
-        # through host 3 may be answered "server stopped" once it has gone through.
-        if out=$(ctl 1 "$(eps_of 1 2)" member "$@" 2>&1); then
+        # shellcheck disable=SC2086
+        if out=$(ctl 1 "$(eps_of $OP_HOSTS)" member "$@" 2>&1); then
             printf '%s\n' "$out"
             return 0
         fi
@@ -314,6 +325,54 @@ removed() { # -> RES ms
     RES=$WV
 }
 
+leader_host() { # -> the host (1-3) whose member is the raft leader, into LH
+    local ip
+    ip=$(ctl 1 "$(eps_of 1 2 3)" endpoint status -w json 2>/dev/null |
+        jq -r '.[] | select(.Status.leader == .Status.header.member_id) | .Endpoint' | head -n 1)
+    ip=${ip#https://}
+    ip=${ip%:2379}
+    LH=$((${ip##*.} - 10))
+    ((LH >= 1 && LH <= 3)) || die "cannot tell the leader (endpoint status said '$ip')"
+}
+
+leader_removed() { # -> RES ms
+    local t0 id
+    leader_host
+    id=$(member_id "$LH")
+    note "removing the leader, host $LH ($id)"
+    OP_HOSTS=$(for h in 1 2 3; do if ((h != LH)); then printf '%d ' "$h"; fi; done)
+    stamp
+    t0=$NOW
+    member_op remove "$id" >/dev/null || die "member remove $id failed"
+    OP_HOSTS="1 2"
+    wait_voters "$t0" 1 2 3
+    RES=$WV
+}
+
+kill_host() { # HOST: SIGKILL its agent and its etcd, as a VM that dies
+    local p=${AGENT[$1]:-} e
+    [[ -n $p ]] && { kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; }
+    AGENT[$1]=""
+    for e in $(pgrep -x etcd || true); do
+        if tr '\0' '\n' <"/proc/$e/environ" 2>/dev/null | grep -qx "ETCD_DATA_DIR=$WORK/lab/h$1/data"; then
+            kill -KILL "$e" 2>/dev/null || true
+        fi
+    done
+}
+
+leader_wiped() { # -> RES ms
+    local t0
+    leader_host
+    note "the leader's disk replaced, host $LH"
+    kill_host "$LH"
+    rm -rf "$WORK/lab/h$LH/data"
+    stamp
+    t0=$NOW
+    start_agent "$LH"
+    wait_voters "$t0" 1 2 3
+    RES=$WV
+}
+
 restart_path() { # -> RES ms from spawn to etcd exec'd
     local t0 n f="$WORK/lab/h2/etcd-exec" i
     stop_agent 2
@@ -357,21 +416,14 @@ for v in $VERSIONS; do
     note "cluster formed in $WV ms"
     settle
     for ((r = 1; r <= RUNS; r++)); do
-        manual_join
-        record "$v" manual_join "$RES"
-        settle
-        bootstrap_join
-        record "$v" bootstrap_join "$RES"
-        settle
-        wiped
-        record "$v" wiped "$RES"
-        settle
-        removed
-        record "$v" removed "$RES"
-        settle
-        restart_path
-        record "$v" restart "$RES"
-        settle 2
+        for f in $RUN_FIGURES; do
+            case "$f" in
+            restart) restart_path ;;
+            *) "$f" ;;
+            esac
+            record "$v" "$f" "$RES"
+            if [[ $f == restart ]]; then settle 2; else settle; fi
+        done
     done
     if [[ $v == "$last" ]]; then
         note "memory: $RSS_S s more of host 1's heal loop (interval 1 s)"
@@ -430,20 +482,29 @@ declare -A LBL=(
     [wiped]="wiped data dir -> healthy voter"
     [removed]="etcdctl member remove -> re-added, healthy voter (heal.interval 1 s)"
     [restart]="restart path (data present): spawn of run -> etcd exec'd"
+    [leader_removed]="etcdctl member remove of the raft leader -> healthy voter again (worst of the rounds)"
+    [leader_wiped]="the raft leader killed, its data dir wiped, agent started -> healthy voter again (worst of the rounds)"
 )
-for f in bootstrap_join manual_join wiped removed restart; do
+for f in bootstrap_join manual_join wiped removed restart leader_removed leader_wiped; do
+    [[ " $RUN_FIGURES " == *" $f "* ]] || continue
     vals=()
     for v in $VERSIONS; do
         # shellcheck disable=SC2086
         m=$(median ${R[$v,$f]:-})
+        # shellcheck disable=SC2086
+        [[ $f == leader_* ]] && m=$(worst ${R[$v,$f]:-})
         case "$f" in
         restart) vals+=("$(ms "$m") ($(verdict "$m" 50))") ;;
         wiped) if [[ $v == 3.5 ]]; then vals+=("$(sec "$m") ($(verdict "$m" 10000))"); else vals+=("$(sec "$m")"); fi ;;
+        leader_removed) vals+=("$(sec "$m") ($(verdict "$m" 4000))") ;;
+        leader_wiped) vals+=("$(sec "$m") ($(verdict "$m" 8000))") ;;
         *) vals+=("$(sec "$m")") ;;
         esac
     done
     case "$f" in
     restart) t="< 50 ms" ;;
+    leader_removed) t="<= 4 s" ;;
+    leader_wiped) t="<= 8 s" ;;
     wiped) t="< 10 s on 3.5" ;;
     *) t="" ;;
     esac
@@ -482,7 +543,7 @@ fi
 echo
 echo "trials (ms):"
 for v in $VERSIONS; do
-    for f in bootstrap_join manual_join wiped removed restart; do
+    for f in $RUN_FIGURES; do
         printf '  %s %-15s %s\n' "$(vname "$v")" "$f" "${R[$v,$f]:-}"
     done
 done

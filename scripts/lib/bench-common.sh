@@ -25,6 +25,13 @@ median() { # numbers... (anything else ignored) -> median or "-"
     if ((k % 2)); then echo "${v[k / 2]}"; else echo $(((v[k / 2 - 1] + v[k / 2]) / 2)); fi
 }
 
+worst() { # numbers... (anything else ignored) -> the largest or "-"
+    local v=() s
+    for s in "$@"; do [[ $s =~ ^[0-9]+$ ]] && v+=("$s"); done
+    ((${#v[@]})) || { echo -; return; }
+    printf '%s\n' "${v[@]}" | sort -n | tail -n 1
+}
+
 ratio() { # A B -> B/A with two decimals, or n/a
     if [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ && $1 -gt 0 ]]; then
         awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'

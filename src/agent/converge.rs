@@ -206,20 +206,25 @@ impl Agent<'_> {
                 | Action::ReplaceStale { ref endpoints, .. } => {
                     let my_url = observed.me.peer_url(cfg).to_string();
                     let mut c = membership::connect(endpoints, &material).await?;
+                    let mut report = membership::WaitReport::new(
+                        material.clone(),
+                        cfg.tls.dir.clone(),
+                        dead_member_policy(cfg),
+                    );
                     let (my_id, members) = match action {
                         Action::ReplaceStale { member_id, .. } => {
                             tracing::warn!(member = %format!("{member_id:x}"), "this node's data is gone: removing its stale member, then adding it again");
                             membership::remove(&mut c, member_id, deadline).await?;
                             failpoint::hit("join:after-remove");
                             failpoint::hit("join:before-add");
-                            membership::add_learner(&mut c, &my_url, deadline).await?
+                            membership::add_learner(&mut c, &my_url, deadline, &mut report).await?
                         }
                         Action::AdoptUnstarted { member_id, .. } => {
                             (member_id, membership::list(&mut c).await?)
                         }
                         _ => {
                             failpoint::hit("join:before-add");
-                            membership::add_learner(&mut c, &my_url, deadline).await?
+                            membership::add_learner(&mut c, &my_url, deadline, &mut report).await?
                         }
                     };
                     failpoint::hit("join:after-add");
@@ -429,5 +434,21 @@ async fn wait_healthy(
             bail!("the local member did not become healthy within discovery.timeout (last: {last}; {NO_QUORUM_HINT})");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What the agents do by themselves about a dead member, for the message of a joiner that waits.
+fn dead_member_policy(cfg: &crate::config::Config) -> String {
+    let h = &cfg.heal;
+    match h.remove_dead_after {
+        Some(d) if h.enabled => {
+            let d = crate::config::format_duration(d);
+            if h.remove_dead_by_default {
+                format!("Otherwise the leader's agent removes it by itself once it has been unreachable for {d} (heal.remove_dead_after) and is gone from the SRV records.")
+            } else {
+                format!("Otherwise the leader's agent removes it by itself once it has been unreachable for {d} (heal.remove_dead_after) and is gone from discovery or a node waits to join.")
+            }
+        }
+        _ => "The agents will not remove it by themselves (heal.remove_dead_after is off).".into(),
     }
 }

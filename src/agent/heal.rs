@@ -260,7 +260,13 @@ impl Agent<'_> {
         tracker.update(&health, now);
         let found = crate::discovery::read_all(&self.observer.sources).await?;
         let discovered = found.peers.iter().map(|p| p.peer_url.to_string()).collect();
-        if let Some((id, why)) = dead_member::pick(&health, tracker, now, limit, my_id, &discovered)
+        let second = if cfg.heal.remove_dead_by_default {
+            dead_member::SecondSignal::GoneFromDiscovery
+        } else {
+            dead_member::SecondSignal::GoneOrJoinerWaiting
+        };
+        if let Some((id, why)) =
+            dead_member::pick(&health, tracker, now, limit, my_id, &discovered, second)
         {
             tracing::warn!(reason = %why, "removing a dead member (heal.remove_dead_after)");
             membership::remove(&mut c, id, now + cfg.heal.interval).await?;

@@ -184,13 +184,24 @@ pub struct HealConfig {
     pub enabled: bool,
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,
-    /// Opt-in: remove a member unreachable for longer than this (see `deadpeers`).
+    /// Remove a member unreachable for longer than this (`decide::dead_member`). Default "5m"
+    /// with SRV discovery, off with static peers or seeds; "" turns it off.
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "ser_opt_duration"
     )]
     pub remove_dead_after: Option<Duration>,
+    /// The default is in force (the key was not set): a member is removed only on both signals,
+    /// unreachable AND gone from the SRV records. Set explicitly, a node waiting to join also
+    /// counts as the second signal.
+    #[serde(skip)]
+    pub remove_dead_by_default: bool,
 }
+
+/// `heal.remove_dead_after` when the key is not set and discovery is by SRV records: long
+/// enough that a reboot or a DNS hiccup never costs a member, short enough that a rolling
+/// replacement is not held up for long.
+pub const REMOVE_DEAD_AFTER_SRV_DEFAULT: Duration = Duration::from_secs(300);
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
@@ -913,7 +924,10 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
 
     // [heal]
     let interval = v.duration("heal.interval", raw.heal.interval, "15s")?;
+    let remove_dead_by_default =
+        raw.heal.remove_dead_after.is_none() && discovery.srv_domain.is_some();
     let remove_dead_after = match raw.heal.remove_dead_after.filter(|s| !s.is_empty()) {
+        None if remove_dead_by_default => Some(REMOVE_DEAD_AFTER_SRV_DEFAULT.max(interval * 2)),
         None => None,
         Some(text) => {
             let d = v.duration("heal.remove_dead_after", Some(text), "")?;
@@ -930,6 +944,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         enabled: raw.heal.enabled.unwrap_or(true),
         interval,
         remove_dead_after,
+        remove_dead_by_default,
     };
     let backup = backup::validate(&v, raw.backup)?;
 
@@ -984,6 +999,33 @@ heartbeat-interval = 200
         let text = c.to_toml();
         assert!(text.contains("srv_domain = \"lab.test\""), "{text}");
         assert!(text.contains("timeout = \"10m\""), "{text}");
+    }
+
+    /// A rolling replacement completes with default settings under SRV discovery: dead members
+    /// are removed after 5 minutes on both signals. Static peers keep their slots (off), and ""
+    /// turns it off.
+    #[test]
+    fn remove_dead_after_defaults_on_with_srv_only() {
+        let load = |body: &str| {
+            let (_d, p) = setup(body);
+            Config::load(Some(&p), &[]).unwrap().heal
+        };
+        let srv = load(GOOD);
+        assert_eq!(srv.remove_dead_after, Some(Duration::from_secs(300)));
+        assert!(srv.remove_dead_by_default);
+        let statics = load(&GOOD.replace(
+            "srv_domain = \"lab.test\"",
+            "peers = [\"a=https://10.0.0.1:2380\"]",
+        ));
+        assert_eq!(statics.remove_dead_after, None);
+        let off = load(&format!("{GOOD}[heal]\nremove_dead_after = \"\"\n"));
+        assert_eq!(off.remove_dead_after, None);
+        let set = load(&format!("{GOOD}[heal]\nremove_dead_after = \"90s\"\n"));
+        assert_eq!(set.remove_dead_after, Some(Duration::from_secs(90)));
+        assert!(!set.remove_dead_by_default);
+        // A long heal.interval moves the default out to two intervals.
+        let slow = load(&format!("{GOOD}[heal]\ninterval = \"10m\"\n"));
+        assert_eq!(slow.remove_dead_after, Some(Duration::from_secs(1200)));
     }
 
     /// Each bad value is reported against its own key.

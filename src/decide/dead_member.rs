@@ -1,9 +1,11 @@
 //! The opt-in dead-peer policy (`heal.remove_dead_after`): which member, if any, the leader's
 //! agent removes this interval. A pure function over what was observed, tested by tables.
 //!
-//! A member is removed only when it has been unreachable for longer than the limit, the cluster
-//! keeps a healthy quorum without it, and either discovery no longer lists it or a node that
-//! discovery lists is waiting to join (etcd 3.4 blocks every add while a voter is down).
+//! A member is removed only on two independent signals, never one (a timeout alone removes
+//! members that are merely slow or rebooting): it has been unreachable for longer than the limit,
+//! and discovery no longer lists it, or, when the operator chose the policy, a node that
+//! discovery lists is waiting to join (etcd 3.4 blocks every add while a voter is down). And only
+//! when the cluster keeps a healthy quorum without it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -39,6 +41,15 @@ impl Tracker {
     }
 }
 
+/// What, besides being unreachable for the limit, makes a member dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondSignal {
+    /// Gone from discovery (the default with SRV records: a rolling replacement).
+    GoneFromDiscovery,
+    /// Gone from discovery, or a discovered node waits to join (`heal.remove_dead_after` set).
+    GoneOrJoinerWaiting,
+}
+
 /// The member to remove now and why, or `None`.
 pub fn pick(
     members: &[MemberHealth],
@@ -47,6 +58,7 @@ pub fn pick(
     limit: Duration,
     my_id: u64,
     discovered_peer_urls: &BTreeSet<String>,
+    second: SecondSignal,
 ) -> Option<(u64, String)> {
     let listed: BTreeSet<&String> = members.iter().flat_map(|m| m.peer_urls.iter()).collect();
     let waiting: Vec<&String> = discovered_peer_urls
@@ -62,7 +74,8 @@ pub fn pick(
     candidates.sort_by_key(|m| (!m.is_learner, m.id));
     for m in candidates {
         let gone_from_discovery = !m.peer_urls.iter().any(|u| discovered_peer_urls.contains(u));
-        if !gone_from_discovery && waiting.is_empty() {
+        let joiner_counts = second == SecondSignal::GoneOrJoinerWaiting && !waiting.is_empty();
+        if !gone_from_discovery && !joiner_counts {
             continue;
         }
         if !m.is_learner {
@@ -128,10 +141,47 @@ mod tests {
     /// (members, discovered peer URLs, when, expected removal)
     type Case = (Vec<MemberHealth>, BTreeSet<String>, Instant, Option<u64>);
 
+    fn check(table: Vec<Case>, t0: Instant, second: SecondSignal) {
+        let limit = Duration::from_secs(60);
+        for (i, (members, discovered, now, want)) in table.into_iter().enumerate() {
+            let mut tr = Tracker::default();
+            tr.update(&members, t0);
+            let got = pick(&members, &tr, now, limit, 1, &discovered, second).map(|(id, _)| id);
+            assert_eq!(got, want, "{second:?} case {i}");
+        }
+    }
+
+    #[test]
+    fn default_rule_needs_the_member_gone_from_discovery() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(61);
+        let three = || vec![m(1, true, false), m(2, true, false), m(3, false, false)];
+        let table: Vec<Case> = vec![
+            // A rolling replacement: 3 destroyed and out of DNS, 4 in DNS waiting: removed.
+            (three(), urls(&[1, 2, 4]), later, Some(3)),
+            // 3 unreachable but still in DNS (a reboot, a partition), 4 waiting: kept.
+            (three(), urls(&[1, 2, 3, 4]), later, None),
+            // Out of DNS but not down for the limit yet: kept.
+            (
+                three(),
+                urls(&[1, 2, 4]),
+                t0 + Duration::from_secs(59),
+                None,
+            ),
+            // Out of DNS, down, but the two left would not hold a healthy quorum: kept.
+            (
+                vec![m(1, true, false), m(2, false, false), m(3, false, false)],
+                urls(&[1]),
+                later,
+                None,
+            ),
+        ];
+        check(table, t0, SecondSignal::GoneFromDiscovery);
+    }
+
     #[test]
     fn removal_rules() {
         let t0 = Instant::now();
-        let limit = Duration::from_secs(60);
         let later = t0 + Duration::from_secs(61);
         // (members, discovered, now, expected removal)
         let table: Vec<Case> = vec![
@@ -198,12 +248,7 @@ mod tests {
                 None,
             ),
         ];
-        for (i, (members, discovered, now, want)) in table.into_iter().enumerate() {
-            let mut tr = Tracker::default();
-            tr.update(&members, t0);
-            let got = pick(&members, &tr, now, limit, 1, &discovered).map(|(id, _)| id);
-            assert_eq!(got, want, "case {i}");
-        }
+        check(table, t0, SecondSignal::GoneOrJoinerWaiting);
     }
 
     #[test]

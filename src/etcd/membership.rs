@@ -4,16 +4,27 @@
 //! refuses what would leave the started voters below quorum). Learners refuse member RPCs, so
 //! every call goes to voting members; busy answers are retried; every wait ends at a deadline.
 
-use crate::decide::MemberView;
+use crate::decide::{Answer, MemberView};
 use crate::etcd::client;
 use crate::retry::Backoff;
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
 use etcd_client::{Client, MemberAddOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// How long one membership call may take before we look at the member list to see what happened.
+/// How long a connection or a read (member list, status) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one membership proposal may take before we look at the member list to see what
+/// happened. With a leader a conf change is applied within milliseconds; one sent during an
+/// election is dropped by raft without an answer and would otherwise hang until the deadline,
+/// which is what made a heal of the leader's own member take over 10 s.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long to wait for a leader before proposing anyway (and letting the error decide).
+const LEADER_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors that mean "not now": the cluster is busy with another change or not yet ready.
 const RETRYABLE: &[&str] = &[
@@ -60,30 +71,161 @@ pub async fn list(c: &mut Client) -> Result<Vec<MemberView>> {
     Ok(resp.members().iter().map(client::member_view).collect())
 }
 
+/// Wait, up to `LEADER_WAIT` or `deadline`, until the members behind `c` know a leader that is
+/// a voter of the current membership. Right after the leader's own member is removed, or its
+/// process stops, followers still name it until their election timeout passes; a membership
+/// proposal sent then is lost. The wait is best effort: on giving up the proposal is made anyway.
+async fn await_leader(c: &mut Client, deadline: Instant) {
+    let until = deadline.min(Instant::now() + LEADER_WAIT);
+    let mut waited = false;
+    loop {
+        let leader = match tokio::time::timeout(ATTEMPT_TIMEOUT, c.status()).await {
+            Ok(Ok(st)) => st.leader(),
+            _ => 0,
+        };
+        if leader != 0 {
+            if let Ok(members) = list(c).await {
+                if members.iter().any(|m| m.id == leader && !m.is_learner) {
+                    if waited {
+                        tracing::info!(leader = %format!("{leader:x}"), "the cluster has a leader again");
+                    }
+                    return;
+                }
+            }
+        }
+        if Instant::now() >= until {
+            tracing::info!("no leader among the current members yet; proposing anyway");
+            return;
+        }
+        if !waited {
+            tracing::info!(
+                "waiting for the cluster to elect a leader before changing its membership"
+            );
+            waited = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn find_by_url<'a>(members: &'a [MemberView], url: &str) -> Option<&'a MemberView> {
     members
         .iter()
         .find(|m| m.peer_urls.iter().any(|u| u == url))
 }
 
+/// While a join waits, once a minute: which members are unreachable (etcd 3.4 refuses every add
+/// until all voters are connected; a dead voter also counts against the quorum), since when, and
+/// the command that unblocks the join.
+pub struct WaitReport {
+    material: ClientMaterial,
+    /// Where the certificates are on every member, for the etcdctl command.
+    tls_dir: PathBuf,
+    /// What the agents will do by themselves (the dead-member policy), or that they will not.
+    policy: String,
+    down_since: HashMap<u64, String>,
+    next: Option<Instant>,
+}
+
+const WAIT_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+impl WaitReport {
+    pub fn new(material: ClientMaterial, tls_dir: PathBuf, policy: String) -> WaitReport {
+        WaitReport {
+            material,
+            tls_dir,
+            policy,
+            down_since: HashMap::new(),
+            next: None,
+        }
+    }
+
+    /// Report now if the last report is a minute old (or there was none).
+    async fn tick(&mut self, members: &[MemberView], err: &str) {
+        let now = Instant::now();
+        if self.next.is_some_and(|t| now < t) {
+            tracing::debug!(error = %err, "the cluster cannot take a new member yet; retrying");
+            return;
+        }
+        self.next = Some(now + WAIT_REPORT_EVERY);
+        let urls: Vec<String> = members
+            .iter()
+            .filter_map(|m| m.client_urls.first().cloned())
+            .collect();
+        let answers = client::probe_all(&urls, &self.material).await;
+        let mut up: Vec<&str> = Vec::new();
+        let mut down: Vec<&MemberView> = Vec::new();
+        let mut answer = answers.iter();
+        for m in members {
+            let reachable = match m.client_urls.first() {
+                Some(url) => {
+                    let ok = matches!(answer.next(), Some(Answer::Cluster(_)));
+                    if ok {
+                        up.push(url);
+                    }
+                    ok
+                }
+                None => false, // added, never started
+            };
+            if !reachable {
+                down.push(m);
+            }
+        }
+        self.down_since
+            .retain(|id, _| down.iter().any(|m| m.id == *id));
+        if down.is_empty() {
+            tracing::warn!(error = %err, "the cluster cannot take a new member yet, though every member answers; retrying");
+            return;
+        }
+        for m in down {
+            let since = self
+                .down_since
+                .entry(m.id)
+                .or_insert_with(|| crate::datadir::utc_stamp(time::OffsetDateTime::now_utc()));
+            let what = if m.name.is_empty() {
+                "added but never started"
+            } else {
+                "unreachable"
+            };
+            let d = self.tls_dir.display();
+            tracing::warn!(
+                member = %format!("{:x}", m.id),
+                name = %m.name,
+                peer_urls = %m.peer_urls.join(","),
+                error = %err,
+                "the cluster cannot take a new member yet: member {:x} ({}) is {what} (seen so since {since}) and blocks this join. To unblock it, on a healthy member: etcdctl --endpoints {} --cacert {d}/ca.crt --cert {d}/client.crt --key {d}/client.key member remove {:x}. {}",
+                m.id,
+                m.peer_urls.join(","),
+                up.join(","),
+                m.id,
+                self.policy,
+            );
+        }
+    }
+}
+
 /// Add `peer_url` as a learner, or adopt it when it is already listed. Returns the member ID
-/// and the membership after the add.
+/// and the membership after the add. While the cluster refuses, `report` says once a minute
+/// what blocks the join.
 pub async fn add_learner(
     c: &mut Client,
     peer_url: &str,
     deadline: Instant,
+    report: &mut WaitReport,
 ) -> Result<(u64, Vec<MemberView>)> {
     let mut pause = backoff().until(deadline);
+    let mut members = Vec::new();
     loop {
         // A previous attempt (ours, or of an earlier run that was killed) may have gone through.
-        if let Ok(members) = list(c).await {
-            if let Some(m) = find_by_url(&members, peer_url) {
+        if let Ok(listed) = list(c).await {
+            if let Some(m) = find_by_url(&listed, peer_url) {
                 tracing::info!(member = %format!("{:x}", m.id), %peer_url, "peer URL already listed; adopting that entry");
-                return Ok((m.id, members));
+                return Ok((m.id, listed));
             }
+            members = listed;
         }
+        await_leader(c, deadline).await;
         let call = c.member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()));
-        let err = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        let err = match tokio::time::timeout(ATTEMPT_TIMEOUT, call).await {
             Ok(Ok(resp)) => {
                 let id = resp
                     .member()
@@ -105,7 +247,7 @@ pub async fn add_learner(
         if Instant::now() >= deadline {
             bail!("adding {peer_url} as a learner did not succeed before the deadline: {err}");
         }
-        tracing::info!(error = %err, "the cluster cannot take a new member yet; retrying");
+        report.tick(&members, &err).await;
         pause.wait().await;
     }
 }
@@ -114,7 +256,8 @@ pub async fn add_learner(
 pub async fn remove(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
     let mut pause = backoff().until(deadline);
     loop {
-        let err = match tokio::time::timeout(CALL_TIMEOUT, c.member_remove(id)).await {
+        await_leader(c, deadline).await;
+        let err = match tokio::time::timeout(ATTEMPT_TIMEOUT, c.member_remove(id)).await {
             Ok(Ok(_)) => {
                 tracing::info!(member = %format!("{id:x}"), "member removed");
                 return Ok(());
@@ -144,7 +287,8 @@ pub async fn promote(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
     let mut pause =
         Backoff::new(Duration::from_millis(500), Duration::from_secs(2)).until(deadline);
     loop {
-        let err = match tokio::time::timeout(CALL_TIMEOUT, c.member_promote(id)).await {
+        await_leader(c, deadline).await;
+        let err = match tokio::time::timeout(ATTEMPT_TIMEOUT, c.member_promote(id)).await {
             Ok(Ok(_)) => {
                 tracing::info!(member = %format!("{id:x}"), "promoted to voter");
                 return Ok(());
