@@ -1,11 +1,43 @@
 //! Atomic, change-only file writes: a reboot or kill at any instant leaves either the old file or
 //! the new one, never half of one, and an unchanged file is not touched (so a re-run is a no-op).
+//! Also bounded reads of files that are small by nature (config fragments, PEM files).
 
 use anyhow::{Context, Result};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The most a certificate, key or CA bundle file may hold: a system root bundle is ~250 KiB.
+pub const PEM_LIMIT: u64 = 1 << 20;
+
+/// Read `path` whole unless it holds more than `limit` bytes: a wrong path (`/dev/zero`, a log
+/// file, a disk image) must fail at once instead of being read into memory.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes; is this the right file?"),
+        ));
+    }
+    Ok(data)
+}
+
+/// `read_bounded` of a text file (UTF-8).
+pub fn read_bounded_text(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, limit)?).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not a text (UTF-8) file")
+    })
+}
+
+/// A PEM file (certificate, key, CA bundle), at most `PEM_LIMIT` bytes.
+pub fn read_pem(path: &Path) -> std::io::Result<String> {
+    read_bounded_text(path, PEM_LIMIT)
+}
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +81,8 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<Written> {
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?
         .to_string_lossy();
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name, std::process::id()));
+    let (tmp, mut f) = create_temp(dir, &file_name, mode)?;
     let result = (|| -> Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
         // The umask may have narrowed the mode given to open(2); set it exactly.
         f.set_permissions(fs::Permissions::from_mode(mode))
             .with_context(|| format!("setting mode of {}", tmp.display()))?;
@@ -78,6 +103,43 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<Written> {
     } else {
         Written::Created
     })
+}
+
+/// A new temporary file beside the target: under a name nobody can guess (16 random bytes), opened
+/// with O_EXCL and O_NOFOLLOW, so that a file or symlink planted in the directory beforehand is
+/// never written through (a predictable `.name.tmp-<pid>` opened with O_TRUNC would follow a
+/// symlink to any file and truncate it).
+fn create_temp(dir: &Path, file_name: &str, mode: u32) -> Result<(PathBuf, fs::File)> {
+    let mut last = None;
+    for _ in 0..4 {
+        let tmp = dir.join(temp_name(file_name));
+        match open_exclusive(&tmp, mode) {
+            Ok(f) => return Ok((tmp, f)),
+            // Only a name already taken is worth another draw.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("creating {}", tmp.display())),
+        }
+    }
+    Err(last.expect("the loop ran"))
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))
+}
+
+/// Create `path`, failing if anything (a file, a directory, a symlink, dangling or not) is there.
+fn open_exclusive(path: &Path, mode: u32) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(mode)
+        .open(path)
+}
+
+/// `.<file_name>.tmp-<32 hex digits from the system RNG>`.
+fn temp_name(file_name: &str) -> String {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("the system RNG works");
+    format!(".{file_name}.tmp-{}", crate::etcd::ids::hex(&b))
 }
 
 /// Create `dir` (and parents) if missing; a newly created leaf gets `mode`.
@@ -127,5 +189,45 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1);
+    }
+
+    /// A file or symlink planted where a temporary file is created is never opened, written or
+    /// truncated through; temporary names cannot be guessed.
+    #[test]
+    fn temporary_files_are_new_files_under_unguessable_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let link = dir.path().join("planted-link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let dangling = dir.path().join("planted-dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        for planted in [&link, &victim, &dangling] {
+            let e = open_exclusive(planted, 0o600).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{planted:?}");
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!dir.path().join("nowhere").exists());
+
+        let (a, b) = (temp_name("etcd.env"), temp_name("etcd.env"));
+        assert_ne!(a, b);
+        assert!(a.starts_with(".etcd.env.tmp-"), "{a}");
+        assert_eq!(a.len(), ".etcd.env.tmp-".len() + 32, "{a}");
+    }
+
+    #[test]
+    fn bounded_reads_refuse_what_is_too_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"12345").unwrap();
+        assert_eq!(read_bounded(&p, 5).unwrap(), b"12345");
+        let e = read_bounded(&p, 4).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("larger than 4 bytes"), "{e}");
+        // An endless device stops at the limit instead of filling memory.
+        let e = read_pem(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        fs::write(&p, [0xff, 0xfe]).unwrap();
+        assert!(read_bounded_text(&p, 10).is_err());
     }
 }

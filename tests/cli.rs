@@ -1,6 +1,8 @@
 //! The binary's command-line contract, driven as a user drives it: exit codes, one-line errors
 //! naming the key and its source, nothing written on bad input.
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -121,13 +123,14 @@ fn check_config_prints_the_effective_config() {
 
 /// One bad input of the corpus: a drop-in (`{d}` stands for the test's directory), environment
 /// overrides, the key the one-line message must name (in backquotes), where the value came from,
-/// and the commands that must refuse it.
+/// the commands that must refuse it, and words the message must hold besides.
 struct Bad {
     dropin: &'static str,
     env: &'static [(&'static str, &'static str)],
     key: &'static str,
     source: &'static str,
     cmds: &'static [&'static str],
+    says: &'static str,
 }
 
 /// Every command that loads the config.
@@ -143,6 +146,7 @@ const fn bad(dropin: &'static str, key: &'static str) -> Bad {
         key,
         source: DROPIN,
         cmds: ALL,
+        says: "",
     }
 }
 
@@ -153,6 +157,7 @@ const fn bad_env(env: &'static [(&'static str, &'static str)], key: &'static str
         key,
         source: env[0].0,
         cmds: ALL,
+        says: "",
     }
 }
 
@@ -249,7 +254,7 @@ const CORPUS: &[Bad] = &[
     ),
     Bad {
         source: "{d}/ca",
-        cmds: USE,
+        says: "not a regular file",
         ..bad("[tls]\nca_cert = \"{d}/ca\"\n", "tls.ca_cert")
     },
     Bad {
@@ -377,6 +382,98 @@ const CORPUS: &[Bad] = &[
         &[("ETCD_BOOTSTRAP_TLS_CA_CERT", "/nonexistent/ca.crt")],
         "tls.ca_cert",
     ),
+    // Control characters in values that reach etcd's environment file or unit.
+    Bad {
+        says: "control character",
+        ..bad(
+            "[member]\ndata_dir = \"{d}/data\\nETCD_FORCE_NEW_CLUSTER=true\"\n",
+            "member.data_dir",
+        )
+    },
+    Bad {
+        says: "control character",
+        ..bad(
+            "[etcd]\nbinary = \"/bin/true\\nExecStartPre=/bin/sh -c id\"\n",
+            "etcd.binary",
+        )
+    },
+    Bad {
+        says: "control character",
+        ..bad(
+            "[etcd.flags]\nheartbeat-interval = \"100\\r\"\n",
+            "etcd.flags.heartbeat-interval",
+        )
+    },
+    Bad {
+        says: "control character",
+        ..bad("[member]\nname = \"a\\u0000\"\n", "member.name")
+    },
+    Bad {
+        says: "control character",
+        ..bad_env(
+            &[("ETCD_BOOTSTRAP_ETCD_ENV_FILE", "/tmp/x.env\nETCD_X=1")],
+            "etcd.env_file",
+        )
+    },
+    // Sizes: an endless or huge PEM file; a duration that would overflow a clock.
+    Bad {
+        says: "not a regular file",
+        ..bad("[tls]\nca_key = \"/dev/zero\"\n", "tls.ca_key")
+    },
+    Bad {
+        says: "larger than",
+        ..bad("[tls]\nca_cert = \"{d}/fixtures/huge.pem\"\n", "tls.ca_cert")
+    },
+    Bad {
+        says: "100 years",
+        ..bad(
+            "[discovery]\ntimeout = \"500000000000y\"\n",
+            "discovery.timeout",
+        )
+    },
+    // A data dir that is not etcd's alone; files rewritten on every start that are inputs.
+    bad("[member]\ndata_dir = \"/\"\n", "member.data_dir"),
+    Bad {
+        says: "not etcd's (ca, config.d, config.toml",
+        ..bad("[member]\ndata_dir = \"{d}\"\n", "member.data_dir")
+    },
+    Bad {
+        says: "the config file",
+        ..bad("[etcd]\nenv_file = \"{d}/config.toml\"\n", "etcd.env_file")
+    },
+    Bad {
+        says: "tls.ca_cert",
+        ..bad("[etcd]\nenv_file = \"{d}/ca/ca.crt\"\n", "etcd.env_file")
+    },
+    Bad {
+        says: "50-test.toml",
+        ..bad(
+            "[etcd]\nunit_path = \"{d}/config.d/50-test.toml\"\n",
+            "etcd.unit_path",
+        )
+    },
+    // Key material readable by group or others.
+    Bad {
+        says: "mode 0644",
+        ..bad("[tls]\nca_key = \"{d}/fixtures/open.key\"\n", "tls.ca_key")
+    },
+    Bad {
+        says: "mode 0644",
+        ..bad(
+            "[tls]\nmode = \"cfssl\"\nca_key = \"\"\ncfssl_url = \"https://10.9.9.9:8888\"\ncfssl_auth_key_file = \"{d}/fixtures/open.key\"\n",
+            "tls.cfssl_auth_key_file",
+        )
+    },
+    Bad {
+        says: "mode 0644",
+        ..bad(
+            "[backup]\nurl = \"file:///var/backups/etcd\"\nage_identity_file = \"{d}/fixtures/open.key\"\n",
+            "backup.age_identity_file",
+        )
+    },
+    // Certificates renewed in their last third need several heal checks inside it.
+    bad("[heal]\ninterval = \"40d\"\n", "heal.interval"),
+    bad("[tls]\ncert_validity = \"2m\"\n", "tls.cert_validity"),
 ];
 
 /// Each bad input: exit 2, exactly one line on stderr naming the key (and where its value came
@@ -390,6 +487,13 @@ fn bad_input_exits_2_with_one_line_naming_the_key() {
         let fx = s.path("fixtures");
         std::fs::create_dir_all(&fx).unwrap();
         std::fs::write(fx.join("junk.pem"), "this is not PEM\n").unwrap();
+        // 0600 so that it passes as key material and fails for not being PEM.
+        std::fs::set_permissions(fx.join("junk.pem"), Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(fx.join("open.key"), "a key left readable by all\n").unwrap();
+        std::fs::set_permissions(fx.join("open.key"), Permissions::from_mode(0o644)).unwrap();
+        if case.dropin.contains("huge.pem") {
+            std::fs::write(fx.join("huge.pem"), vec![b'#'; 2 << 20]).unwrap();
+        }
         let out = run(
             &["ca", "init", "--out", fx.join("ca2").to_str().unwrap()],
             &[],
@@ -437,9 +541,57 @@ fn bad_input_exits_2_with_one_line_naming_the_key() {
                 err.contains(&source),
                 "{what}: {err} does not name {source}"
             );
+            assert!(
+                err.contains(case.says),
+                "{what}: {err} does not say {:?}",
+                case.says
+            );
             s.assert_nothing_written();
         }
     }
+}
+
+/// A config file or drop-in that cannot be what it claims: an endless device, one too large, a
+/// `*.toml` drop-in that is a directory or a dangling symlink. Exit 2, one line naming it.
+#[test]
+fn unreadable_config_files_are_refused_not_read_whole_or_skipped() {
+    let s = Setup::new();
+    let out = run(&["check-config", "--config", "/dev/zero"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`--config`"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("larger than"), "{}", stderr(&out));
+    let cfg = s.config("");
+    let dropins = s.path("config.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    let huge = dropins.join("10-huge.toml");
+    std::fs::write(&huge, vec![b'#'; 2 << 20]).unwrap();
+    let dir = dropins.join("20-dir.toml");
+    std::fs::create_dir(&dir).unwrap();
+    let dangling = dropins.join("30-gone.toml");
+    std::os::unix::fs::symlink(dropins.join("moved-away.toml"), &dangling).unwrap();
+    // Drop-ins are all listed (and checked to be files) before any is read.
+    for (path, says) in [
+        (&dir, "is a directory"),
+        (&dangling, "dangling symlink"),
+        (&huge, "larger than"),
+    ] {
+        let out = run(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+        assert!(err.contains("`config.d`"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(says), "{err}");
+        // Fixed, the next one is reported.
+        if path.is_dir() {
+            std::fs::remove_dir(path).unwrap();
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let out = run(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    s.assert_nothing_written();
 }
 
 #[test]
@@ -501,7 +653,7 @@ fn rendered_unit_passes_systemd_analyze_verify() {
     let cfg = etcd_bootstrap::config::Config::load(Some(&cfg_path), &[]).unwrap();
     std::fs::write(&cfg.etcd.env_file, "ETCD_NAME=a\n").unwrap();
     let unit = s.path("etcd.service");
-    std::fs::write(&unit, etcd_bootstrap::etcd::render::unit(&cfg)).unwrap();
+    std::fs::write(&unit, etcd_bootstrap::etcd::render::unit(&cfg).unwrap()).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&unit)

@@ -321,12 +321,15 @@ fn user_data_key_material_is_0600() {
     }
 }
 
-/// Installs `files` under `root`.
-fn install(root: &Path, files: &[(String, Vec<u8>)]) {
-    for (path, data) in files {
+/// Installs `files` (path, octal mode as cloud-init writes it, content) under `root`, with their
+/// modes: check-config refuses key material that others can read.
+fn install(root: &Path, files: &[(String, String, Vec<u8>)]) {
+    for (path, mode, data) in files {
         let dest = root.join(path.trim_start_matches('/'));
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
         fs::write(&dest, data).unwrap();
+        let mode = u32::from_str_radix(mode, 8).unwrap_or_else(|e| panic!("{path}: {mode}: {e}"));
+        fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).unwrap();
     }
 }
 
@@ -363,11 +366,7 @@ fn user_data_configs_pass_check_config() {
     for f in cloud_init_files() {
         let cfg = yaml(&render(&read(&f), &s.vars), &f);
         let root = tempfile::tempdir().unwrap();
-        let files: Vec<_> = write_files(&cfg, &f)
-            .into_iter()
-            .map(|(p, _, d)| (p, d))
-            .collect();
-        install(root.path(), &files);
+        install(root.path(), &write_files(&cfg, &f));
         check_config(root.path(), &f);
     }
 }

@@ -65,6 +65,10 @@ fn wrong_auth_key_and_unreachable_signer_fail_fast_etcd_3_5() {
     let signer = Signer::up(&lab);
     let wrong = lab.dir.path().join("wrong.key");
     std::fs::write(&wrong, "00112233445566778899aabbccddeeff\n").unwrap();
+    // Private like every auth key (the config refuses one that others can read): the signer is
+    // what must refuse it here.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
     let unreachable = format!("https://{}.1:8899", lab.subnet);
     let cases = [
         (1, wrong.clone(), signer.url.clone(), "refused"),

@@ -51,7 +51,8 @@ pub fn open(cfg: &BackupConfig, cluster_name: &str) -> Result<Store> {
                 .with_timeout(std::time::Duration::from_secs(60))
                 .with_connect_timeout(std::time::Duration::from_secs(10));
             if let Some(ca) = &cfg.ca_file {
-                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                let pem = crate::fsutil::read_bounded(ca, crate::fsutil::PEM_LIMIT)
+                    .with_context(|| format!("reading {}", ca.display()))?;
                 for c in object_store::Certificate::from_pem_bundle(&pem)
                     .with_context(|| format!("{} holds no usable certificate", ca.display()))?
                 {

@@ -80,10 +80,10 @@ pub async fn plan(cfg: Config) -> Result<()> {
             }
         }
         println!("would write {}:", cfg.etcd.env_file.display());
-        print!("{}", indent(&render::env_file(&cfg, &observed.me, &state)));
+        print!("{}", indent(&render::env_file(&cfg, &observed.me, &state)?));
         if cfg.etcd.service_manager == crate::config::ServiceManagerKind::Systemd {
             println!("would write {}:", cfg.etcd.unit_path.display());
-            print!("{}", indent(&render::unit(&cfg)));
+            print!("{}", indent(&render::unit(&cfg)?));
         }
     }
     if let Action::Refuse(why) = action {

@@ -5,7 +5,6 @@ use super::Validator;
 use crate::error::ConfigError;
 use serde::Serialize;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -137,23 +136,6 @@ fn parse_endpoint(v: &Validator<'_>, text: &str) -> Result<String, ConfigError> 
     Ok(format!("{scheme}://{hostport}"))
 }
 
-/// A key file that only its owner may read (it decrypts every snapshot).
-fn private_file(v: &Validator<'_>, key: &str, path: &Path) -> Result<(), ConfigError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| v.err(key, format!("cannot read {}: {e}", path.display())))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(v.err(
-            key,
-            format!(
-                "{} is readable by others (mode {mode:o}); chmod 600 it",
-                path.display()
-            ),
-        ));
-    }
-    v.readable_file(key, path)
-}
-
 /// The `[default]` keys of an AWS shared-credentials file.
 pub fn read_credentials(path: &Path) -> Result<(String, String), String> {
     let text = std::fs::read_to_string(path)
@@ -232,7 +214,7 @@ pub(super) fn validate(
     let s3_credentials_file = match raw.s3_credentials_file.filter(|s| !s.is_empty()) {
         Some(p) => {
             let p = v.path("backup.s3_credentials_file", Some(p), "")?;
-            private_file(v, "backup.s3_credentials_file", &p)?;
+            v.private_file("backup.s3_credentials_file", &p)?;
             read_credentials(&p).map_err(|m| v.err("backup.s3_credentials_file", m))?;
             Some(p)
         }
@@ -251,7 +233,7 @@ pub(super) fn validate(
     let ca_file = match raw.ca_file.filter(|s| !s.is_empty()) {
         Some(p) => {
             let p = v.path("backup.ca_file", Some(p), "")?;
-            let pem = std::fs::read_to_string(&p).map_err(|e| {
+            let pem = crate::fsutil::read_pem(&p).map_err(|e| {
                 v.err(
                     "backup.ca_file",
                     format!("cannot read {}: {e}", p.display()),
@@ -290,7 +272,7 @@ pub(super) fn validate(
     let age_identity_file = match raw.age_identity_file.filter(|s| !s.is_empty()) {
         Some(p) => {
             let p = v.path("backup.age_identity_file", Some(p), "")?;
-            private_file(v, "backup.age_identity_file", &p)?;
+            v.private_file("backup.age_identity_file", &p)?;
             let ids = age::IdentityFile::from_file(p.display().to_string())
                 .map_err(|e| v.err("backup.age_identity_file", format!("{}: {e}", p.display())))?;
             if ids.into_identities().is_err() {

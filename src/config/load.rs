@@ -11,6 +11,9 @@ use toml::{Table, Value};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/etcd-bootstrap/config.toml";
 pub const ENV_PREFIX: &str = "ETCD_BOOTSTRAP_";
+/// The most a config file or drop-in may hold: real ones are a few KiB; `--config /dev/zero` or
+/// a wrong path must not be read whole.
+pub const CONFIG_LIMIT: u64 = 1 << 20;
 /// Variables with our prefix that are not config keys.
 const RESERVED_ENV: &[&str] = &["ETCD_BOOTSTRAP_LOG", "ETCD_BOOTSTRAP_FAILPOINT"];
 
@@ -39,7 +42,7 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Merged, Con
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
     let mut merged = Merged::default();
-    match std::fs::read_to_string(&main) {
+    match crate::fsutil::read_bounded_text(&main, CONFIG_LIMIT) {
         Ok(text) => merge_file(&mut merged, &main, &text)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
         Err(e) => {
@@ -52,7 +55,7 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Merged, Con
     }
     let dropin_dir = main.parent().unwrap_or(Path::new("/")).join("config.d");
     for file in dropins(&dropin_dir)? {
-        let text = std::fs::read_to_string(&file).map_err(|e| {
+        let text = crate::fsutil::read_bounded_text(&file, CONFIG_LIMIT).map_err(|e| {
             ConfigError::new(
                 "config.d",
                 file.display().to_string(),
@@ -77,17 +80,49 @@ fn dropins(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
             ))
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-        .collect();
-    files.sort();
+    let mut names = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| {
+                ConfigError::new(
+                    "config.d",
+                    dir.display().to_string(),
+                    format!("cannot list drop-in directory: {e}"),
+                )
+            })?
+            .path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            names.push(path);
+        }
+    }
+    names.sort();
+    let mut files = Vec::new();
+    for path in names {
+        // A `*.toml` that is not a readable file was meant to be read: skipping it silently
+        // would run with a config the operator did not write.
+        let bad = |msg: String| ConfigError::new("config.d", path.display().to_string(), msg);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(m) if m.is_dir() => {
+                return Err(bad(
+                    "is a directory, not a drop-in file; drop-ins are *.toml files".into(),
+                ))
+            }
+            Ok(_) => return Err(bad("is not a regular file".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(bad(
+                    "is a dangling symlink (its target does not exist)".into()
+                ))
+            }
+            Err(e) => return Err(bad(format!("cannot read: {e}"))),
+        }
+    }
     Ok(files)
 }
 
 fn merge_file(merged: &mut Merged, path: &Path, text: &str) -> Result<(), ConfigError> {
     let source = path.display().to_string();
-    let table: Table = toml::from_str(text).map_err(|e| toml_error(&source, &e))?;
+    let table: Table = toml::from_str(text).map_err(|e| toml_error(&source, text, &e))?;
     // Check this fragment alone against the schema, so the message names this file.
     raw::RawConfig::check(&table).map_err(|e| {
         let key = e.key.clone();
@@ -98,11 +133,10 @@ fn merge_file(merged: &mut Merged, path: &Path, text: &str) -> Result<(), Config
     Ok(())
 }
 
-fn toml_error(source: &str, e: &toml::de::Error) -> ConfigError {
+fn toml_error(source: &str, text: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim().to_string();
     let at = match e.span() {
         Some(span) => {
-            let text = std::fs::read_to_string(source).unwrap_or_default();
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
             format!("{source}:{line}")
         }
@@ -295,6 +329,42 @@ mod tests {
         std::fs::write(&main, "[cluster]\nname = \"a\"\nsize = = 3\n").unwrap();
         let e = load(Some(&main), &[]).unwrap_err();
         assert!(e.source.ends_with("config.toml:3"), "{e}");
+    }
+
+    /// A `*.toml` drop-in that cannot be read as a file is an error naming it, not skipped.
+    #[test]
+    fn a_dropin_that_is_not_a_file_is_an_error() {
+        for make in ["directory", "dangling symlink"] {
+            let dir = tempfile::tempdir().unwrap();
+            let main = dir.path().join("config.toml");
+            std::fs::write(&main, "[cluster]\nname = \"a\"\n").unwrap();
+            let d = dir.path().join("config.d");
+            std::fs::create_dir(&d).unwrap();
+            let bad = d.join("20-site.toml");
+            match make {
+                "directory" => std::fs::create_dir(&bad).unwrap(),
+                _ => std::os::unix::fs::symlink(d.join("gone.toml"), &bad).unwrap(),
+            }
+            let e = load(Some(&main), &[]).unwrap_err();
+            assert_eq!(e.key, "config.d", "{make}: {e}");
+            assert!(e.source.ends_with("20-site.toml"), "{make}: {e}");
+            assert!(e.message.contains(make), "{make}: {e}");
+        }
+    }
+
+    /// `--config /dev/zero` fails at the size limit instead of reading forever.
+    #[test]
+    fn an_endless_or_huge_config_file_is_refused() {
+        let e = load(Some(Path::new("/dev/zero")), &[]).unwrap_err();
+        assert_eq!(e.key, "--config");
+        assert!(e.message.contains("larger than"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        let mut text = String::from("[cluster]\nname = \"a\"\n");
+        text.push_str(&"#".repeat(CONFIG_LIMIT as usize));
+        std::fs::write(&main, text).unwrap();
+        let e = load(Some(&main), &[]).unwrap_err();
+        assert!(e.message.contains("larger than"), "{e}");
     }
 
     #[test]

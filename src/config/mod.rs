@@ -236,6 +236,198 @@ fn ser_peers<S: serde::Serializer>(v: &[StaticPeer], s: S) -> Result<S::Ok, S::E
     s.collect_seq(v.iter().map(|p| format!("{}={}", p.name, p.url)))
 }
 
+/// The longest duration accepted. Every duration ends up added to a clock (a deadline, a
+/// certificate's notAfter); one near `u64::MAX` seconds ("500000000000y") would overflow it and
+/// abort the program instead of being reported here. (A year is 365.25 days, as in `humantime`.)
+const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// The first control character (newline, carriage return, NUL, ...) in `value`. Values end up as
+/// lines of etcd's environment file and unit: a line break in one would add a line of the
+/// writer's choosing (`ETCD_FORCE_NEW_CLUSTER=true`, `ExecStartPre=`).
+pub fn control_char(value: &str) -> Option<char> {
+    value.chars().find(|c| c.is_control())
+}
+
+/// Every string in the configuration (values, list items, `[etcd.flags]` values) is one line of
+/// text without control characters.
+fn single_line_values(v: &Validator<'_>) -> Result<(), ConfigError> {
+    let check = |key: &str, text: &str| match control_char(text) {
+        None => Ok(()),
+        Some(c) => Err(v.err(
+            key,
+            format!(
+                "{text:?} holds a control character ({c:?}); config values are single-line text \
+                 (in etcd's environment file or unit a line break would start a line of its own)"
+            ),
+        )),
+    };
+    for (section, keys) in &v.merged.table {
+        let Some(keys) = keys.as_table() else {
+            continue;
+        };
+        for (key, value) in keys {
+            let full = format!("{section}.{key}");
+            match value {
+                toml::Value::String(s) => check(&full, s)?,
+                toml::Value::Array(items) => {
+                    for s in items.iter().filter_map(toml::Value::as_str) {
+                        check(&full, s)?;
+                    }
+                }
+                toml::Value::Table(flags) => {
+                    for (flag, value) in flags {
+                        if let Some(s) = value.as_str() {
+                            check(&format!("{full}.{flag}"), s)?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `member.data_dir` is moved aside whole when the member heals and is handed to etcd: it must be
+/// a directory of its own, holding nothing but etcd's data (or nothing yet).
+fn check_data_dir(v: &Validator<'_>, dir: &Path) -> Result<(), ConfigError> {
+    let key = "member.data_dir";
+    if dir.parent().is_none() || dir.file_name().is_none() {
+        return Err(v.err(
+            key,
+            format!(
+                "{:?} is not a directory of its own (it is moved aside whole when the member heals); use e.g. /var/lib/etcd",
+                dir.display()
+            ),
+        ));
+    }
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Ok(m) if !m.is_dir() => {
+            return Err(v.err(
+                key,
+                format!("{} exists and is not a directory", dir.display()),
+            ))
+        }
+        _ => {}
+    }
+    let foreign = crate::datadir::foreign_entries(dir)
+        .map_err(|e| v.err(key, format!("cannot list {}: {e}", dir.display())))?;
+    if !foreign.is_empty() {
+        let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+        return Err(v.err(
+            key,
+            format!(
+                "{} holds files that are not etcd's ({}{}); it is moved aside whole when the member heals: give etcd a directory of its own, e.g. /var/lib/etcd",
+                dir.display(),
+                shown.join(", "),
+                if foreign.len() > shown.len() { ", ..." } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `path` as the file it names: symlinks in its existing part resolved, so that two spellings of
+/// one file compare equal.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// `etcd.env_file` and `etcd.unit_path` are rewritten on every start: neither may be a file the
+/// configuration reads (a config file, a certificate, a key, the etcd binary), a file written in
+/// `tls.dir`, or the other one.
+fn check_written_files(v: &Validator<'_>, cfg: &Config) -> Result<(), ConfigError> {
+    let mut inputs: Vec<(String, PathBuf)> = cfg
+        .files
+        .iter()
+        .map(|f| (format!("the config file {}", f.display()), f.clone()))
+        .collect();
+    let t = &cfg.tls;
+    for (key, p) in [
+        ("tls.ca_cert", &t.ca_cert),
+        ("tls.ca_key", &t.ca_key),
+        ("tls.cfssl_auth_key_file", &t.cfssl_auth_key_file),
+        ("tls.signer_ca", &t.signer_ca),
+    ] {
+        if let Some(p) = p {
+            inputs.push((key.to_string(), p.clone()));
+        }
+    }
+    if let Some(s) = &t.sources {
+        for (key, location) in [
+            ("tls.ca_cert", Some(&s.ca)),
+            ("tls.server_cert", Some(&s.server_cert)),
+            ("tls.server_key", Some(&s.server_key)),
+            ("tls.peer_cert", Some(&s.peer_cert)),
+            ("tls.peer_key", Some(&s.peer_key)),
+            ("tls.client_cert", Some(&s.client_cert)),
+            ("tls.client_key", Some(&s.client_key)),
+            (
+                "tls.apiserver_client_cert",
+                s.apiserver_client_cert.as_ref(),
+            ),
+            ("tls.apiserver_client_key", s.apiserver_client_key.as_ref()),
+        ] {
+            if let Some(l) = location.filter(|l| !l.starts_with("https://")) {
+                inputs.push((key.to_string(), PathBuf::from(l)));
+            }
+        }
+    }
+    for dir_key in ["tls.dir", "tls.apiserver_client_dir"] {
+        let dir = if dir_key == "tls.dir" {
+            &t.dir
+        } else {
+            &t.apiserver_client_dir
+        };
+        for name in PINNABLE {
+            inputs.push((format!("{name} in {dir_key}"), dir.join(name)));
+        }
+    }
+    if let Some(b) = &cfg.backup {
+        for (key, p) in [
+            ("backup.s3_credentials_file", &b.s3_credentials_file),
+            ("backup.ca_file", &b.ca_file),
+            ("backup.age_identity_file", &b.age_identity_file),
+        ] {
+            if let Some(p) = p {
+                inputs.push((key.to_string(), p.clone()));
+            }
+        }
+    }
+    inputs.push(("etcd.binary".to_string(), cfg.etcd.binary.clone()));
+    let written = [
+        ("etcd.env_file", &cfg.etcd.env_file),
+        ("etcd.unit_path", &cfg.etcd.unit_path),
+    ];
+    for (i, (key, path)) in written.iter().enumerate() {
+        let target = resolved(path);
+        let others = written[i + 1..]
+            .iter()
+            .map(|(k, p)| (k.to_string(), p.to_path_buf()));
+        for (what, input) in inputs.iter().cloned().chain(others) {
+            if resolved(&input) == target {
+                return Err(v.err(
+                    key,
+                    format!(
+                        "{} is also {what}: etcd-bootstrap rewrites {key} on every start and would overwrite it; give {key} a path of its own",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Flags the bootstrapper owns: setting them in `[etcd.flags]` would break its guarantees.
 const MANAGED_FLAGS: &[&str] = &[
     "name",
@@ -326,6 +518,12 @@ impl Validator<'_> {
         if d.is_zero() {
             return Err(self.err(key, "must be longer than zero"));
         }
+        if d > MAX_DURATION {
+            return Err(self.err(
+                key,
+                format!("{v:?} is longer than 100 years; write e.g. \"365d\""),
+            ));
+        }
         Ok(d)
     }
 
@@ -344,10 +542,47 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// A file this configuration reads whole (a certificate, a key, credentials): a regular file,
+    /// small, and readable now.
     fn readable_file(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
-        std::fs::File::open(path)
-            .map(|_| ())
-            .map_err(|e| self.err(key, format!("cannot read {}: {e}", path.display())))
+        let cannot =
+            |e: std::io::Error| self.err(key, format!("cannot read {}: {e}", path.display()));
+        let meta = std::fs::metadata(path).map_err(cannot)?;
+        if !meta.is_file() {
+            return Err(self.err(key, format!("{} is not a regular file", path.display())));
+        }
+        if meta.len() > crate::fsutil::PEM_LIMIT {
+            return Err(self.err(
+                key,
+                format!(
+                    "{} is larger than {} bytes; is this the right file?",
+                    path.display(),
+                    crate::fsutil::PEM_LIMIT
+                ),
+            ));
+        }
+        std::fs::File::open(path).map(|_| ()).map_err(cannot)
+    }
+
+    /// Key material (a CA key, a signer's auth key, an age identity, cloud credentials): readable
+    /// by its owner only, as every key etcd-bootstrap writes is (0600).
+    fn private_file(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        self.readable_file(key, path)?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| self.err(key, format!("cannot read {}: {e}", path.display())))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(self.err(
+                key,
+                format!(
+                    "{} is open to group or others (mode {mode:04o}); key material must be readable by its owner only: chmod 600 {}",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -408,6 +643,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     let v = Validator { merged: &merged };
     let raw = raw::RawConfig::from_table(merged.table.clone())
         .map_err(|e| ConfigError::new(e.key, "merged configuration", e.message))?;
+    single_line_values(&v)?;
 
     // [cluster]
     let name = raw.cluster.name.ok_or_else(|| {
@@ -455,10 +691,12 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
             "must be an address other members can reach (not 0.0.0.0, :: or loopback)",
         ));
     }
+    let data_dir = v.path("member.data_dir", raw.member.data_dir, "/var/lib/etcd")?;
+    check_data_dir(&v, &data_dir)?;
     let member = MemberConfig {
         name: member_name,
         advertise_address,
-        data_dir: v.path("member.data_dir", raw.member.data_dir, "/var/lib/etcd")?,
+        data_dir,
         client_port: v.port("member.client_port", raw.member.client_port, 2379)?,
         peer_port: v.port("member.peer_port", raw.member.peer_port, 2380)?,
         metrics_port: v.port("member.metrics_port", raw.member.metrics_port, 2381)?,
@@ -627,7 +865,11 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
                         format!("must be an absolute path, got {:?}", p.display()),
                     ));
                 }
-                v.readable_file(key, p)?;
+                if key == "tls.ca_key" {
+                    v.private_file(key, p)?;
+                } else {
+                    v.readable_file(key, p)?;
+                }
             }
         }
         TlsMode::Cfssl | TlsMode::Files => {
@@ -668,13 +910,11 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
                 "must be https: the certificates it returns are trusted by the whole cluster",
             ));
         }
-        for (key, p) in [
-            ("tls.cfssl_auth_key_file", &cfssl_auth_key_file),
-            ("tls.signer_ca", &signer_ca),
-        ] {
-            if let Some(p) = p {
-                v.readable_file(key, p)?;
-            }
+        if let Some(p) = &cfssl_auth_key_file {
+            v.private_file("tls.cfssl_auth_key_file", p)?;
+        }
+        if let Some(p) = &signer_ca {
+            v.readable_file("tls.signer_ca", p)?;
         }
     }
     let extra_sans = t.extra_sans.unwrap_or_default();
@@ -862,9 +1102,6 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
             toml::Value::Boolean(b) => b.to_string(),
             other => return Err(v.err(&key, format!("unsupported value {other}"))),
         };
-        if text.contains('\n') {
-            return Err(v.err(&key, "must not contain a newline"));
-        }
         flags.insert(flag, text);
     }
     let install_dir = v.path("etcd.install_dir", e.install_dir, "/usr/local/bin")?;
@@ -940,6 +1177,27 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
             Some(d)
         }
     };
+    // Renewal starts when a third of a certificate's lifetime is left and is tried once per
+    // heal.interval (also with heal.enabled = false): leave several tries, and time to fix a
+    // failing signer, inside that third.
+    if interval.saturating_mul(10) > tls.cert_validity {
+        // Name the one that was set; when both were, the interval (the usual mistake).
+        let key = if merged.sources.contains_key("heal.interval")
+            || !merged.sources.contains_key("tls.cert_validity")
+        {
+            "heal.interval"
+        } else {
+            "tls.cert_validity"
+        };
+        return Err(v.err(
+            key,
+            format!(
+                "heal.interval ({}) must be at most a tenth of tls.cert_validity ({}): certificates are renewed in the last third of their lifetime, checked once per heal.interval",
+                format_duration(interval),
+                format_duration(tls.cert_validity)
+            ),
+        ));
+    }
     let heal = HealConfig {
         enabled: raw.heal.enabled.unwrap_or(true),
         interval,
@@ -948,7 +1206,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     };
     let backup = backup::validate(&v, raw.backup)?;
 
-    Ok(Config {
+    let cfg = Config {
         cluster: ClusterConfig { name, size, token },
         member,
         discovery,
@@ -957,7 +1215,9 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         heal,
         backup,
         files: merged.files.clone(),
-    })
+    };
+    check_written_files(&v, &cfg)?;
+    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -968,6 +1228,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.crt"), "x").unwrap();
         std::fs::write(dir.path().join("ca.key"), "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("ca.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         let body = body.replace("@DIR@", &dir.path().display().to_string());
         let p = dir.path().join("config.toml");
         std::fs::write(&p, body).unwrap();
@@ -1213,6 +1479,75 @@ heartbeat-interval = 200
                 "[etcd]\ninstall_dir = \"bin\"\n[etcd.flags]",
                 "etcd.install_dir",
             ),
+            // A control character in any value, whatever its kind.
+            (
+                "[discovery]",
+                "[member]\ndata_dir = \"/var/lib/etcd\\nETCD_FORCE_NEW_CLUSTER=true\"\n[discovery]",
+                "member.data_dir",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nbinary = \"/usr/bin/etcd\\nExecStartPre=/bin/sh\"\n[etcd.flags]",
+                "etcd.binary",
+            ),
+            (
+                "heartbeat-interval = 200",
+                "heartbeat-interval = \"200\\r\"",
+                "etcd.flags.heartbeat-interval",
+            ),
+            (
+                "srv_domain = \"lab.test\"",
+                "srv_domain = \"lab.test\"\nnameservers = [\"10.0.0.2\\u0000\"]",
+                "discovery.nameservers",
+            ),
+            // A data dir that is not a directory of its own.
+            (
+                "[discovery]",
+                "[member]\ndata_dir = \"/\"\n[discovery]",
+                "member.data_dir",
+            ),
+            (
+                "[discovery]",
+                "[member]\ndata_dir = \"@DIR@\"\n[discovery]",
+                "member.data_dir",
+            ),
+            (
+                "[discovery]",
+                "[member]\ndata_dir = \"@DIR@/ca.key\"\n[discovery]",
+                "member.data_dir",
+            ),
+            // Files rewritten on every start that the config also reads, or each other.
+            (
+                "[etcd.flags]",
+                "[etcd]\nenv_file = \"@DIR@/config.toml\"\n[etcd.flags]",
+                "etcd.env_file",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nenv_file = \"@DIR@/./ca.key\"\n[etcd.flags]",
+                "etcd.env_file",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nunit_path = \"/etc/etcd/pki/server.crt\"\n[etcd.flags]",
+                "etcd.unit_path",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nunit_path = \"/etc/etcd/etcd.env\"\n[etcd.flags]",
+                "etcd.env_file",
+            ),
+            // Renewal needs several checks inside a certificate's last third.
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "ca_key = \"@DIR@/ca.key\"\ncert_validity = \"2m\"",
+                "tls.cert_validity",
+            ),
+            (
+                "[etcd.flags]",
+                "[heal]\ninterval = \"40d\"\n[etcd.flags]",
+                "heal.interval",
+            ),
         ];
         for (from, to, key) in cases {
             assert!(GOOD.contains(from), "case pattern {from:?} not in GOOD");
@@ -1225,6 +1560,82 @@ heartbeat-interval = 200
             assert_eq!(e.key, *key, "{e}");
             assert!(!e.source.is_empty(), "{e}");
         }
+    }
+
+    /// A duration that would overflow a clock is a config error, not a panic.
+    #[test]
+    fn overflowing_durations_are_config_errors() {
+        for (from, to, key) in [
+            (
+                "srv_domain = \"lab.test\"",
+                "srv_domain = \"lab.test\"\ntimeout = \"500000000000y\"",
+                "discovery.timeout",
+            ),
+            (
+                "srv_domain = \"lab.test\"",
+                "srv_domain = \"lab.test\"\ntimeout = \"99999999999999999999999y\"",
+                "discovery.timeout",
+            ),
+            (
+                "[etcd.flags]",
+                "[heal]\nremove_dead_after = \"18446744073709551615s\"\n[etcd.flags]",
+                "heal.remove_dead_after",
+            ),
+            (
+                "ca_key = \"@DIR@/ca.key\"",
+                "ca_key = \"@DIR@/ca.key\"\nca_overlap = \"101y\"",
+                "tls.ca_overlap",
+            ),
+        ] {
+            let (_d, p) = setup(&GOOD.replacen(from, to, 1));
+            let e = Config::load(Some(&p), &[]).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+        }
+        let (_d, p) = setup(&GOOD.replacen(
+            "srv_domain = \"lab.test\"",
+            "srv_domain = \"lab.test\"\ntimeout = \"100y\"",
+            1,
+        ));
+        assert!(Config::load(Some(&p), &[]).is_ok(), "100 years is accepted");
+    }
+
+    /// Key material open to group or others is refused, naming the file and its mode.
+    #[test]
+    fn key_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [0o640, 0o604, 0o660] {
+            let (d, p) = setup(GOOD);
+            let key = d.path().join("ca.key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Config::load(Some(&p), &[]).unwrap_err();
+            assert_eq!(e.key, "tls.ca_key", "{e}");
+            assert!(e.message.contains(&format!("mode {mode:04o}")), "{e}");
+            assert!(e.message.contains(&key.display().to_string()), "{e}");
+        }
+        let (d, p) = setup(&GOOD.replacen(
+            "ca_cert = \"@DIR@/ca.crt\"\nca_key = \"@DIR@/ca.key\"",
+            "mode = \"cfssl\"\ncfssl_url = \"https://10.0.0.1:8888\"\ncfssl_auth_key_file = \"@DIR@/ca.crt\"",
+            1,
+        ));
+        let e = Config::load(Some(&p), &[]).unwrap_err();
+        assert_eq!(e.key, "tls.cfssl_auth_key_file", "{e}");
+        let auth = d.path().join("ca.crt");
+        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Config::load(Some(&p), &[]).unwrap();
+    }
+
+    /// A control character set through the environment names the variable.
+    #[test]
+    fn a_control_character_from_the_environment_names_the_variable() {
+        let (_d, p) = setup(GOOD);
+        let env = vec![(
+            "ETCD_BOOTSTRAP_ETCD_BINARY".to_string(),
+            "/usr/bin/etcd\nExecStartPre=/bin/sh".to_string(),
+        )];
+        let e = Config::load(Some(&p), &env).unwrap_err();
+        assert_eq!(e.key, "etcd.binary");
+        assert!(e.source.contains("ETCD_BOOTSTRAP_ETCD_BINARY"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
     }
 
     #[test]

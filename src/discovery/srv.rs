@@ -83,6 +83,34 @@ async fn srv_records(resolver: &TokioResolver, name: &str) -> Result<Vec<(String
     }
 }
 
+/// Every SRV target must stand for a member of its own: two targets sharing the first label of
+/// their name would be two members of one name; two resolving to one address are one VM listed
+/// twice (often a stale record whose address was reused by a new VM), which would put one node
+/// into the initial cluster twice.
+fn distinct_members(peers: &[Peer]) -> Result<()> {
+    let mut names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        anyhow::bail!(
+            "two SRV targets share the first label of their name ({}); member names would collide",
+            names.join(", ")
+        );
+    }
+    let target = |p: &Peer| p.dns_name.clone().unwrap_or_else(|| p.name.clone());
+    for (i, a) in peers.iter().enumerate() {
+        for b in &peers[i + 1..] {
+            if let Some(ip) = a.ips.iter().find(|ip| b.ips.contains(ip)) {
+                anyhow::bail!(
+                    "the SRV targets {} and {} both resolve to {ip}: one node cannot be two members; remove the stale record (or give each its own address)",
+                    target(a),
+                    target(b)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 pub struct SrvSource {
     server_record: String,
     client_record: String,
@@ -149,16 +177,55 @@ impl Source for SrvSource {
                     }
                 }
             }
-            let mut names: Vec<&str> = out.peers.iter().map(|p| p.name.as_str()).collect();
-            names.sort();
-            if names.windows(2).any(|w| w[0] == w[1]) {
-                anyhow::bail!(
-                    "two SRV targets share the first label of their name ({}); member names would collide",
-                    names.join(", ")
-                );
-            }
+            distinct_members(&out.peers)?;
             out.merge(Discovered::default());
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(target: &str, ip: &str, port: u16) -> Peer {
+        let ip: IpAddr = ip.parse().unwrap();
+        Peer {
+            name: target.split('.').next().unwrap().to_string(),
+            peer_url: EtcdUrl::https(ip, port),
+            client_url: EtcdUrl::https(ip, 2379),
+            ips: vec![ip],
+            dns_name: Some(target.to_string()),
+        }
+    }
+
+    #[test]
+    fn two_targets_on_one_address_are_refused_naming_both() {
+        let ok = [
+            peer("etcd1.lab.test", "10.0.0.1", 2380),
+            peer("etcd2.lab.test", "10.0.0.2", 2380),
+        ];
+        distinct_members(&ok).unwrap();
+        // Another port does not make another node.
+        for port in [2380, 2390] {
+            let bad = [
+                peer("etcd1.lab.test", "10.0.0.1", 2380),
+                peer("old-etcd.lab.test", "10.0.0.1", port),
+            ];
+            let e = distinct_members(&bad).unwrap_err().to_string();
+            assert!(
+                e.contains("etcd1.lab.test") && e.contains("old-etcd.lab.test"),
+                "{e}"
+            );
+            assert!(e.contains("10.0.0.1"), "{e}");
+        }
+        let same_name = [
+            peer("etcd1.lab.test", "10.0.0.1", 2380),
+            peer("etcd1.other.test", "10.0.0.2", 2380),
+        ];
+        assert!(distinct_members(&same_name)
+            .unwrap_err()
+            .to_string()
+            .contains("first label"));
     }
 }

@@ -1,8 +1,9 @@
 //! etcd's configuration as files: the `ETCD_*` environment file and the systemd unit that reads it.
 //! The same environment is handed to etcd by the `process` service manager.
 
-use crate::config::Config;
+use crate::config::{control_char, Config};
 use crate::decide::InitialCluster;
+use crate::error::ConfigError;
 use crate::tls::TlsPaths;
 use crate::urls::EtcdUrl;
 use std::net::IpAddr;
@@ -37,8 +38,26 @@ impl LocalMember {
     }
 }
 
+/// A value for one line of the environment file or unit. Config values were checked when the
+/// config was read; this also covers what comes from elsewhere (a member name from the host
+/// name or a peer, membership read from the cluster): a line break would add a line of its own.
+fn one_line(key: &str, value: &str, file: &std::path::Path) -> Result<(), ConfigError> {
+    match control_char(value) {
+        None => Ok(()),
+        Some(c) => Err(ConfigError::new(
+            key,
+            format!("{} as it would be written", file.display()),
+            format!("{value:?} holds a control character ({c:?}); refusing to write it"),
+        )),
+    }
+}
+
 /// The environment file, `KEY=value` lines in a stable order.
-pub fn env_file(cfg: &Config, me: &LocalMember, state: &ClusterState) -> String {
+pub fn env_file(
+    cfg: &Config,
+    me: &LocalMember,
+    state: &ClusterState,
+) -> Result<String, ConfigError> {
     let tls = TlsPaths::new(&cfg.tls.dir);
     let local = |port: u16| EtcdUrl::https(IpAddr::from([127, 0, 0, 1]), port);
     let mut vars: Vec<(String, String)> = vec![
@@ -111,9 +130,10 @@ pub fn env_file(cfg: &Config, me: &LocalMember, state: &ClusterState) -> String 
         "# Written by etcd-bootstrap: edits are overwritten. Set extra flags in [etcd.flags].\n",
     );
     for (k, v) in vars {
+        one_line(&k, &v, &cfg.etcd.env_file)?;
         out.push_str(&format!("{k}={v}\n"));
     }
-    out
+    Ok(out)
 }
 
 /// Parse an environment file back into pairs (for the `process` manager).
@@ -127,8 +147,12 @@ pub fn parse_env(text: &str) -> Vec<(String, String)> {
 }
 
 /// The systemd unit, in the spirit of the classic guides.
-pub fn unit(cfg: &Config) -> String {
-    format!(
+pub fn unit(cfg: &Config) -> Result<String, ConfigError> {
+    let env = cfg.etcd.env_file.display().to_string();
+    let binary = cfg.etcd.binary.display().to_string();
+    one_line("etcd.env_file", &env, &cfg.etcd.unit_path)?;
+    one_line("etcd.binary", &binary, &cfg.etcd.unit_path)?;
+    Ok(format!(
         "# Written by etcd-bootstrap: edits are overwritten.\n\
 [Unit]\n\
 Description=etcd key-value store (managed by etcd-bootstrap)\n\
@@ -148,7 +172,59 @@ Restart=always\n\
 RestartSec=5s\n\
 TimeoutStartSec=600\n\
 LimitNOFILE=65536\n",
-        env = cfg.etcd.env_file.display(),
-        binary = cfg.etcd.binary.display(),
-    )
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            "[cluster]\nname = \"t\"\n[discovery]\npeers = [\"a=https://10.0.0.1:2380\"]\n\
+             [tls]\nmode = \"cfssl\"\ncfssl_url = \"https://10.0.0.9:8888\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p), &[]).unwrap();
+        (dir, cfg)
+    }
+
+    /// A value that did not come from the config (here a member name, as from a host name or a
+    /// peer) cannot add a line to the environment file; nor can a path changed after validation
+    /// add one to the unit.
+    #[test]
+    fn a_control_character_never_reaches_the_files() {
+        let (_d, mut cfg) = config();
+        let me = |name: &str| LocalMember {
+            name: name.into(),
+            ip: "10.0.0.1".parse().unwrap(),
+        };
+        let good = env_file(&cfg, &me("a"), &ClusterState::FromDisk).unwrap();
+        assert!(good.contains("ETCD_NAME=a\n"), "{good}");
+        let e = env_file(
+            &cfg,
+            &me("a\nETCD_FORCE_NEW_CLUSTER=true"),
+            &ClusterState::FromDisk,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "ETCD_NAME");
+        let e = env_file(
+            &cfg,
+            &me("a"),
+            &ClusterState::Existing {
+                initial_cluster: "a=https://10.0.0.1:2380\rb".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "ETCD_INITIAL_CLUSTER");
+        assert!(unit(&cfg).unwrap().contains("ExecStart=/usr/bin/etcd\n"));
+        cfg.etcd.binary = "/usr/bin/etcd\nExecStartPre=/bin/sh -c true".into();
+        assert_eq!(unit(&cfg).unwrap_err().key, "etcd.binary");
+        cfg.etcd.binary = "/usr/bin/etcd".into();
+        cfg.etcd.env_file = "/etc/etcd/etcd.env\0".into();
+        assert_eq!(unit(&cfg).unwrap_err().key, "etcd.env_file");
+    }
 }

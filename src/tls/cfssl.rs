@@ -63,7 +63,7 @@ impl Cfssl {
         let auth_key = match &tls.cfssl_auth_key_file {
             None => None,
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
+                let text = crate::fsutil::read_pem(p).map_err(|e| {
                     ConfigError::new(
                         "tls.cfssl_auth_key_file",
                         p.display().to_string(),

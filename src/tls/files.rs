@@ -54,9 +54,9 @@ impl Files {
                 .await
                 .with_context(|| format!("fetching {key}"))?
         } else {
-            std::fs::read(location).map_err(|e| {
-                ConfigError::new(key, location.to_string(), format!("cannot read: {e}"))
-            })?
+            crate::fsutil::read_bounded(std::path::Path::new(location), MAX_FILE as u64).map_err(
+                |e| ConfigError::new(key, location.to_string(), format!("cannot read: {e}")),
+            )?
         };
         if let Some(pin) = self.pins.get(file) {
             let got = crate::etcd::ids::sha256_hex(&bytes);
@@ -221,7 +221,7 @@ impl CertSource for Files {
         Box::pin(async move {
             let (ca, pairs) = self.fetch_checked(cfg, Some(identity), now).await?;
             let paths = TlsPaths::new(&cfg.tls.dir);
-            let on_disk_ca = std::fs::read_to_string(&paths.ca).ok();
+            let on_disk_ca = crate::fsutil::read_pem(&paths.ca).ok();
             let ca_changed = on_disk_ca.as_ref().is_some_and(|c| c != &ca.text);
             let mut files = vec![planned(paths.ca, ca.text, 0o644)];
             for (kind, cert, key) in pairs {
@@ -236,7 +236,7 @@ impl CertSource for Files {
 /// A file as fetched; changed when the copy in place differs (or is readable by others).
 fn planned(path: std::path::PathBuf, content: String, mode: u32) -> PlannedFile {
     use std::os::unix::fs::PermissionsExt;
-    let same = std::fs::read_to_string(&path).is_ok_and(|c| c == content)
+    let same = crate::fsutil::read_pem(&path).is_ok_and(|c| c == content)
         && std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o777 == mode);
     let change = match (same, path.exists()) {
         (true, _) => None,

@@ -254,7 +254,7 @@ pub struct ClientMaterial {
 impl ClientMaterial {
     fn read(ca: &Path, cert: &Path, key: &Path) -> Result<ClientMaterial> {
         let read = |path: &Path| {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            crate::fsutil::read_pem(path).with_context(|| format!("reading {}", path.display()))
         };
         Ok(ClientMaterial {
             ca_pem: read(ca)?,
@@ -366,8 +366,8 @@ async fn issue_plan(
         let cert_path = kind.cert_path(cfg);
         let key_path = kind.key_path(cfg);
         let existing = (
-            std::fs::read_to_string(&cert_path).ok(),
-            std::fs::read_to_string(&key_path).ok(),
+            crate::fsutil::read_pem(&cert_path).ok(),
+            crate::fsutil::read_pem(&key_path).ok(),
         );
         let expected_cn = expected_cn(cfg, kind, identity);
         let verdict = match &existing {
@@ -457,7 +457,7 @@ struct Bundle {
 /// member that already switched keeps trusting peers and clients whose certificates the old CA
 /// signed until they have switched too.
 fn ca_bundle(current: &str, path: &Path, overlap: Duration, now: time::OffsetDateTime) -> Bundle {
-    let on_disk = std::fs::read_to_string(path).ok();
+    let on_disk = crate::fsutil::read_pem(path).ok();
     let Some(on_disk) = on_disk else {
         return Bundle {
             content: current.to_string(),
@@ -583,7 +583,7 @@ pub(crate) fn random_serial() -> Result<SerialNumber> {
 pub fn due_on_disk(cfg: &Config, now: time::OffsetDateTime) -> Option<String> {
     for kind in Kind::wanted(cfg) {
         let path = kind.cert_path(cfg);
-        let parsed = match std::fs::read_to_string(&path)
+        let parsed = match crate::fsutil::read_pem(&path)
             .map_err(|e| e.to_string())
             .and_then(|pem| inspect::parse_pem(&pem))
         {
@@ -615,7 +615,7 @@ pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
                 .map(|k| (format!("{}.crt", k.file_stem()), k.cert_path(cfg))),
         )
         .map(|(name, p)| {
-            let info = std::fs::read_to_string(&p)
+            let info = crate::fsutil::read_pem(&p)
                 .map_err(|e| e.to_string())
                 .and_then(|pem| inspect::info(&pem));
             (name, info)
