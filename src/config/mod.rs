@@ -853,6 +853,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         .filter(|s| !s.is_empty() && mode != TlsMode::Files)
         .map(PathBuf::from);
     let ca_key = t.ca_key.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let dir = v.path("tls.dir", t.dir, "/etc/etcd/pki")?;
     match mode {
         TlsMode::LocalCa => {
             for (key, p) in [("tls.ca_cert", &ca_cert), ("tls.ca_key", &ca_key)] {
@@ -866,7 +867,13 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
                     ));
                 }
                 if key == "tls.ca_key" {
-                    v.private_file(key, p)?;
+                    // Removed after the first issue, to keep signing power off the node: the
+                    // certificates in tls.dir stay; only a renewal needs the key again.
+                    let removed_after_issue =
+                        !p.exists() && crate::tls::TlsPaths::new(&dir).client_cert.is_file();
+                    if !removed_after_issue {
+                        v.private_file(key, p)?;
+                    }
                 } else {
                     v.readable_file(key, p)?;
                 }
@@ -926,7 +933,6 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
             ));
         }
     }
-    let dir = v.path("tls.dir", t.dir, "/etc/etcd/pki")?;
     let mut cfssl_profiles = BTreeMap::new();
     for entry in t.cfssl_profiles.unwrap_or_default() {
         let (kind, profile) = entry

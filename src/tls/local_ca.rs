@@ -1,6 +1,6 @@
 //! `tls.mode = "local-ca"`: the node holds the CA certificate and key and signs its own leaves.
 
-use super::{Kind, Signer};
+use super::{Kind, Signer, TlsPaths};
 use crate::config::TlsConfig;
 use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
@@ -9,7 +9,10 @@ use rcgen::{CertificateParams, Issuer, KeyPair};
 
 pub struct LocalCa {
     ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    /// `None` when the key file was removed after the first issue (a way to keep signing power
+    /// off the node between CA deliveries): what is on disk is kept, nothing new can be signed.
+    issuer: Option<Issuer<'static, KeyPair>>,
+    key_path: std::path::PathBuf,
 }
 
 impl LocalCa {
@@ -19,7 +22,7 @@ impl LocalCa {
         let bad = |key: &str, path: &std::path::Path, msg: String| {
             ConfigError::new(key, path.display().to_string(), msg)
         };
-        let ca_pem = std::fs::read_to_string(cert_path)
+        let ca_pem = crate::fsutil::read_pem(cert_path)
             .map_err(|e| bad("tls.ca_cert", cert_path, format!("cannot read: {e}")))?;
         let parsed =
             super::inspect::parse_pem(&ca_pem).map_err(|m| bad("tls.ca_cert", cert_path, m))?;
@@ -37,7 +40,14 @@ impl LocalCa {
             )
             .into());
         }
-        let key_pem = std::fs::read_to_string(key_path)
+        if !key_path.exists() && TlsPaths::new(&tls.dir).client_cert.is_file() {
+            return Ok(LocalCa {
+                ca_pem,
+                issuer: None,
+                key_path: key_path.clone(),
+            });
+        }
+        let key_pem = crate::fsutil::read_pem(key_path)
             .map_err(|e| bad("tls.ca_key", key_path, format!("cannot read: {e}")))?;
         let key = super::ca_key::parse(&key_pem).map_err(|m| bad("tls.ca_key", key_path, m))?;
         use rcgen::PublicKeyData;
@@ -59,7 +69,11 @@ impl LocalCa {
                 format!("cannot be used to sign: {e}"),
             )
         })?;
-        Ok(LocalCa { ca_pem, issuer })
+        Ok(LocalCa {
+            ca_pem,
+            issuer: Some(issuer),
+            key_path: key_path.clone(),
+        })
     }
 }
 
@@ -74,10 +88,20 @@ impl Signer for LocalCa {
 
     fn sign<'a>(
         &'a self,
-        _kind: Kind,
+        kind: Kind,
         params: &'a CertificateParams,
         key: &'a KeyPair,
     ) -> BoxFuture<'a, Result<String>> {
-        Box::pin(async move { Ok(params.signed_by(key, &self.issuer)?.pem()) })
+        Box::pin(async move {
+            let Some(issuer) = &self.issuer else {
+                return Err(ConfigError::new(
+                    "tls.ca_key",
+                    self.key_path.display().to_string(),
+                    format!("is gone (removed after the first issue?): the {} certificate needs re-issuing and cannot be signed on this node; deliver the CA key again, or a new CA through tls.ca_cert and tls.ca_key", kind.file_stem()),
+                )
+                .into());
+            };
+            Ok(params.signed_by(key, issuer)?.pem())
+        })
     }
 }

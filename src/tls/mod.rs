@@ -788,6 +788,42 @@ mod tests {
         source(cfg).await.unwrap()
     }
 
+    /// The CA key removed after the first issue (signing power kept off the node): the node keeps
+    /// its certificates and restarts; only a renewal that is due needs the key, and says so.
+    #[tokio::test]
+    async fn a_ca_key_removed_after_the_first_issue() {
+        let f = fixture();
+        let id = identity(&f.cfg, "10.0.0.1");
+        let key = f.dir.path().join("ca/ca.key");
+        std::fs::rename(&key, f.dir.path().join("kept.key")).unwrap();
+        // Before any certificate was issued, a missing key is a config error.
+        let cfg_path = f.cfg.files[0].clone();
+        let err = Config::load(Some(&cfg_path), &[]).err().unwrap();
+        assert!(err.to_string().contains("`tls.ca_key`"), "{err}");
+        std::fs::rename(f.dir.path().join("kept.key"), &key).unwrap();
+        source(&f.cfg)
+            .await
+            .unwrap()
+            .plan(&f.cfg, &id, now())
+            .await
+            .unwrap()
+            .apply()
+            .unwrap();
+        std::fs::remove_file(&key).unwrap();
+        let cfg = Config::load(Some(&cfg_path), &[]).unwrap();
+        let keyless = source(&cfg).await.unwrap();
+        let p = keyless.plan(&cfg, &id, now()).await.unwrap();
+        assert!(changed(&p).is_empty(), "{:?}", changed(&p));
+        // A year on, the leaves are due: the renewal fails naming the key, nothing is written.
+        let later = now() + time::Duration::days(365);
+        let err = keyless.plan(&cfg, &id, later).await.err().unwrap();
+        assert_eq!(crate::error::exit_code_for(&err), 2);
+        assert!(
+            format!("{err:#}").contains("`tls.ca_key`") && format!("{err:#}").contains("is gone"),
+            "{err:#}"
+        );
+    }
+
     #[tokio::test]
     async fn a_ca_key_that_does_not_match_is_a_config_error() {
         let f = fixture();
