@@ -62,6 +62,16 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// A majority of the members is lost for good: start this surviving member alone (etcd's
+    /// --force-new-cluster, once), keeping every key it has; replacements then join it. Refused
+    /// while a quorum can still form or another member's data is further ahead.
+    Recover {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Validate the configuration and print the effective result.
     CheckConfig {
         #[command(flatten)]
@@ -187,6 +197,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Leave { config } => commands::leave::leave(load(&config)?).await,
+        Command::Recover { config, yes } => commands::recover::recover(load(&config)?, yes).await,
         Command::CheckConfig { config } => {
             let cfg = load(&config)?;
             if cfg.files.is_empty() {

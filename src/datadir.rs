@@ -18,11 +18,12 @@ pub const KEEP: usize = 3;
 const MOVED_NOTE: &str = "etcd-bootstrap-moved.json";
 
 /// What may be found in a data dir: etcd's `member/`, the note written just before a move aside
-/// (and the temporary file of that write, after a crash), and `lost+found` when the data dir is a
-/// file system of its own.
+/// (and the temporary file of that write, after a crash), the work directory of a snapshot
+/// restore, and `lost+found` when the data dir is a file system of its own.
 fn is_own_entry(name: &str) -> bool {
     name == "member"
         || name == "lost+found"
+        || name == crate::backup::restorer::WORK_DIR
         || name == MOVED_NOTE
         || name.starts_with(&format!(".{MOVED_NOTE}.tmp-"))
 }
@@ -91,6 +92,9 @@ pub struct Record {
     /// The formation (digest of the initial members' nonces) of the cluster this node formed.
     #[serde(default)]
     pub formation: Option<String>,
+    /// The snapshot that formation started from (every initial member restored the same one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 fn hex_id(s: &Option<String>) -> Option<u64> {

@@ -5,6 +5,7 @@
 /// Every fail point, in the order a run meets them.
 pub const ALL: &[&str] = &[
     "new:after-certs",
+    "restore:before-move",
     "new:after-env",
     "join:before-add",
     "join:after-remove",

@@ -4,7 +4,7 @@
 use crate::agent::endpoint::{self, Endpoint};
 use crate::config::Config;
 use crate::datadir::Record;
-use crate::decide::{AgentAnswer, Answer, LocalState, Observations};
+use crate::decide::{AgentAnswer, Answer, LocalState, Observations, Snapshots};
 use crate::discovery::{self, Discovered, Source};
 use crate::error::Refused;
 use crate::etcd::client;
@@ -203,6 +203,13 @@ impl<'a> Observer<'a> {
                 Answer::NoAnswer(why) => tracing::debug!(%why, "peer does not answer"),
             }
         }
+        // Only a node without data, to which no cluster answers, may form (or restore) a cluster.
+        let snapshots =
+            if local.has_member_dir || answers.iter().any(|a| matches!(a, Answer::Cluster(_))) {
+                Snapshots::Off
+            } else {
+                restorable(cfg).await
+            };
         let obs = Observations {
             local,
             cluster_name: cfg.cluster.name.clone(),
@@ -217,6 +224,7 @@ impl<'a> Observer<'a> {
             my_nonce: record.nonce.clone(),
             agents,
             recorded_cluster: record.cluster(),
+            snapshots,
         };
         Ok(Observed {
             obs,
@@ -228,7 +236,31 @@ impl<'a> Observer<'a> {
     }
 }
 
-async fn ask_agents(
+/// How long one listing of the snapshot store may take.
+const STORE_LIST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The snapshots a new cluster could start from (`backup.restore_on_bootstrap`): one listing of
+/// the store, no object read.
+async fn restorable(cfg: &Config) -> Snapshots {
+    let Some(b) = cfg.backup.as_ref().filter(|b| b.restore_on_bootstrap) else {
+        return Snapshots::Off;
+    };
+    let listed = async {
+        let store = crate::backup::store::open(b, &cfg.cluster.name)?;
+        crate::backup::catalog::complete_ids(&store).await
+    };
+    match tokio::time::timeout(STORE_LIST_TIMEOUT, listed).await {
+        Ok(Ok(ids)) => Snapshots::Listed(ids),
+        Ok(Err(e)) => Snapshots::Unreadable(format!("{e:#}")),
+        Err(_) => Snapshots::Unreadable(format!(
+            "listing {} took longer than {STORE_LIST_TIMEOUT:?}",
+            b.url
+        )),
+    }
+}
+
+/// Ask each `(peer URL, name, agent address)` for its report, all at once.
+pub async fn ask_agents(
     to_ask: Vec<(String, String, SocketAddr)>,
     material: &tls::ClientMaterial,
 ) -> Vec<AgentAnswer> {

@@ -5,33 +5,13 @@
 
 mod common;
 
-use common::{serial, Lab, LabOptions, Version, S3};
+use common::{age_key, serial, Lab, LabOptions, Version, S3};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WITHIN: Duration = Duration::from_secs(120);
-
-/// `age-keygen`: (identity file 0600, public key).
-fn age_key(dir: &Path) -> (PathBuf, String) {
-    use std::os::unix::fs::PermissionsExt;
-    let id = dir.join("age-identity.txt");
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&id)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = std::fs::read_to_string(&id).unwrap();
-    let public = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_string();
-    (id, public)
-}
 
 /// A lab of 3 hosts configured for SRV discovery, not started.
 fn lab3(id: u8, version: Version) -> Lab {

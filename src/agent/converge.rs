@@ -2,6 +2,7 @@
 //! (record who it is, take the bootstrap flags out of etcd's environment, prune old copies).
 
 use super::{env_value, local_endpoint, notify, Agent};
+use crate::backup::verify::FetchError;
 use crate::datadir::{self, Record, RecordedMember};
 use crate::decide::{self, removed::Verdict, Action};
 use crate::error::{ConfigError, Refused};
@@ -131,8 +132,10 @@ impl Agent<'_> {
 
         let deadline = Instant::now() + cfg.discovery.timeout;
         let mut pause = observe_backoff(deadline);
+        // Snapshots that failed an integrity check here: never chosen again by this run.
+        let mut bad_snapshots: std::collections::BTreeSet<String> = Default::default();
         loop {
-            let observed = match self.observer.observe().await {
+            let mut observed = match self.observer.observe().await {
                 Ok(o) => o,
                 Err(e)
                     if e.chain()
@@ -159,6 +162,9 @@ impl Agent<'_> {
                 me = %format!("{}={}", observed.me.name, observed.me.peer_url(cfg)),
                 "observed"
             );
+            if let decide::Snapshots::Listed(ids) = &mut observed.obs.snapshots {
+                ids.retain(|id| !bad_snapshots.contains(id));
+            }
             let mut action = decide::decide(&observed.obs);
             let changes_membership = matches!(
                 action,
@@ -247,6 +253,27 @@ impl Agent<'_> {
                 // Before etcd creates any data: the peers' agents report this cluster ID for
                 // it, so that the other initial members recognise the cluster they are forming.
                 record_formation(cfg, ic, &observed.me)?;
+                if let Some(id) = &ic.seed {
+                    match self.restore_seed(ic, id, &observed.me).await {
+                        Ok(()) => {}
+                        Err(FetchError::Integrity(why)) => {
+                            tracing::error!(snapshot = %id, %why, "this snapshot fails its integrity check and is skipped; trying the next newest");
+                            bad_snapshots.insert(id.clone());
+                            continue;
+                        }
+                        Err(FetchError::Failed(e)) => {
+                            if pause.expired() {
+                                return Err(e.context(format!(
+                                    "restoring snapshot {id} failed until discovery.timeout ({})",
+                                    crate::config::format_duration(cfg.discovery.timeout)
+                                )));
+                            }
+                            tracing::warn!(snapshot = %id, error = %format!("{e:#}"), "restoring the snapshot failed; retrying");
+                            pause.wait().await;
+                            continue;
+                        }
+                    }
+                }
             }
             let env = render::env_file(cfg, &observed.me, &state)?;
             let changed = manager.install(&env, &render::unit(cfg)?)?;
@@ -394,6 +421,50 @@ impl Agent<'_> {
 }
 
 /// Note in the identity record the cluster and member this node is about to form.
+impl Agent<'_> {
+    /// Total loss: every initial member restores snapshot `id` as its data, with the new
+    /// cluster's flags, before its first start.
+    async fn restore_seed(
+        &self,
+        ic: &decide::InitialCluster,
+        id: &str,
+        me: &LocalMember,
+    ) -> Result<(), FetchError> {
+        let cfg = self.cfg;
+        let b = cfg
+            .backup
+            .as_ref()
+            .context("a snapshot to restore, but no [backup]")?;
+        let store = crate::backup::store::open(b, &cfg.cluster.name)?;
+        let entry = crate::backup::catalog::find(&store, id).await?;
+        let m = &entry.manifest;
+        tracing::warn!(snapshot = %id, created = %m.created, revision = m.revision, from_cluster = %m.cluster_id, "every member is without data and the store holds snapshots of this cluster: restoring the newest verified one instead of forming an empty cluster");
+        notify(&[sd_notify::NotifyState::Status(&format!(
+            "restoring snapshot {id}"
+        ))]);
+        let peer_url = me.peer_url(cfg).to_string();
+        let flag = ic.flag();
+        let target = crate::backup::restorer::Target {
+            data_dir: &cfg.member.data_dir,
+            name: &me.name,
+            peer_url: &peer_url,
+            initial_cluster: &flag,
+            token: &ic.token,
+        };
+        let started = Instant::now();
+        let r = crate::backup::restorer::restore(
+            &store,
+            &entry,
+            b.age_identity_file.as_deref(),
+            &cfg.etcd.binary,
+            &target,
+        )
+        .await?;
+        tracing::info!(snapshot = %id, keys = r.total_keys, revision = r.revision, revision_after = r.revision_after, tool = %r.tool, elapsed = ?started.elapsed(), "snapshot restored as this member's data");
+        Ok(())
+    }
+}
+
 fn record_formation(
     cfg: &crate::config::Config,
     ic: &decide::InitialCluster,
@@ -409,6 +480,7 @@ fn record_formation(
     record.name = Some(me.name.clone());
     record.peer_url = Some(my_url);
     record.formation = Some(ic.formation.clone());
+    record.restored_from = ic.seed.clone();
     record.save(&cfg.member.data_dir)
 }
 

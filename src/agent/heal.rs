@@ -15,6 +15,9 @@ use anyhow::Result;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// How often a member without a quorum repeats what it knows and what to run.
+const QUORUM_REPORT_EVERY: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Healthy,
@@ -103,6 +106,7 @@ impl Agent<'_> {
         let mut state = State::Healthy;
         let mut dead = dead_member::Tracker::default();
         let mut last_index: Option<u64> = None;
+        let mut last_quorum_report: Option<Instant> = None;
         let mut schedule = match &cfg.backup {
             None => None,
             Some(b) => match crate::backup::store::open(b, &cfg.cluster.name) {
@@ -124,6 +128,9 @@ impl Agent<'_> {
                 }
             }
             notify(&[sd_notify::NotifyState::Watchdog]);
+            if super::recover::request_path(data_dir).exists() {
+                self.answer_recover_request(&material).await;
+            }
             let mut renewed = Some(material.clone());
             if let Err(e) = self.renew_certificates(true, &mut renewed).await {
                 tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; the current certificates stay in place; trying again after heal.interval");
@@ -191,6 +198,15 @@ impl Agent<'_> {
                     Verdict::Member => continue,
                     Verdict::Undecided(why) => {
                         tracing::info!(%why, "unhealthy, but no majority says this member was removed: keeping its data and waiting");
+                        if last_quorum_report.is_none_or(|t| t.elapsed() >= QUORUM_REPORT_EVERY) {
+                            last_quorum_report = Some(Instant::now());
+                            if let Some(q) = super::recover::quorum_report(cfg, &material).await {
+                                tracing::error!("{q}");
+                                notify(&[sd_notify::NotifyState::Status(
+                                    "quorum lost; see the log",
+                                )]);
+                            }
+                        }
                         continue;
                     }
                 },

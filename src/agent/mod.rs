@@ -5,6 +5,7 @@
 pub mod converge;
 pub mod endpoint;
 pub mod heal;
+pub mod recover;
 pub mod renew;
 pub mod snapshots;
 
@@ -66,6 +67,7 @@ fn report(cfg: &Config) -> AgentReport {
         member_id: record.member(),
         raft_index: record.raft_index,
         formation: record.formation.clone(),
+        restored_from: record.restored_from.clone(),
     }
 }
 
@@ -73,7 +75,11 @@ pub fn describe(action: &Action) -> String {
     match action {
         Action::Restart => "restart from the data on disk".into(),
         Action::BootstrapNew(ic) => format!(
-            "form a new cluster as {} (initial cluster {}, token {}, cluster ID {:x})",
+            "{} as {} (initial cluster {}, token {}, cluster ID {:x})",
+            match &ic.seed {
+                Some(id) => format!("restore snapshot {id} (every member lost its data) and form a new cluster from it"),
+                None => "form a new cluster".to_string(),
+            },
             ic.my_name,
             ic.flag(),
             ic.token,

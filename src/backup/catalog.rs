@@ -57,6 +57,58 @@ pub async fn list(store: &Store) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// The ids of the complete snapshots (a manifest and its data object), newest first, from one
+/// listing of the store (no object is read): what a new cluster can be restored from.
+pub async fn complete_ids(store: &Store) -> Result<Vec<String>> {
+    let names: std::collections::BTreeSet<String> = store
+        .inner
+        .list(Some(&store.dir))
+        .try_collect::<Vec<object_store::ObjectMeta>>()
+        .await
+        .with_context(|| format!("listing {}", store.describe))?
+        .iter()
+        .filter_map(|o| o.location.filename().map(String::from))
+        .collect();
+    let mut ids: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".json"))
+        .filter(|id| {
+            [false, true]
+                .iter()
+                .any(|enc| names.contains(&super::manifest::object_name(id, *enc)))
+        })
+        .map(String::from)
+        .collect();
+    ids.sort_by(|a, b| b.cmp(a));
+    Ok(ids)
+}
+
+/// The newest snapshot whose data object is there at the manifest's size.
+pub async fn newest_verified(store: &Store) -> Result<Option<Entry>> {
+    Ok(list(store).await?.into_iter().find(|e| e.verified))
+}
+
+/// Seconds since the snapshot was created, by its manifest.
+pub fn age_seconds(entry: &Entry, now: time::OffsetDateTime) -> Option<i64> {
+    time::OffsetDateTime::parse(
+        &entry.manifest.created,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()
+    .map(|t| (now - t).whole_seconds())
+}
+
+/// An age in seconds in the largest unit that keeps two digits of precision: "45s", "12m", "5h", "3d".
+pub fn age_text(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
 /// `latest` or an id.
 pub async fn find(store: &Store, which: &str) -> Result<Entry> {
     let all = list(store).await?;

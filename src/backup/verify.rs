@@ -29,6 +29,49 @@ pub async fn verify(
     etcd_binary: &Path,
     scratch: &Path,
 ) -> Result<Report> {
+    let plain = fetch(store, entry, identity_file, scratch)
+        .await
+        .map_err(FetchError::into_anyhow)?;
+    restore(&plain, etcd_binary, scratch, &entry.manifest.id)
+}
+
+/// Why a snapshot could not be made ready: its bytes are wrong (every node would find the same,
+/// so it is skipped) or getting them failed (worth another try).
+#[derive(Debug)]
+pub enum FetchError {
+    Integrity(String),
+    Failed(anyhow::Error),
+}
+
+impl FetchError {
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            FetchError::Integrity(m) => anyhow::anyhow!(m),
+            FetchError::Failed(e) => e,
+        }
+    }
+}
+
+impl From<anyhow::Error> for FetchError {
+    fn from(e: anyhow::Error) -> Self {
+        FetchError::Failed(e)
+    }
+}
+
+impl From<std::io::Error> for FetchError {
+    fn from(e: std::io::Error) -> Self {
+        FetchError::Failed(e.into())
+    }
+}
+
+/// Download `entry` into `scratch`, check the stored bytes against the manifest, decrypt them,
+/// and check etcd's trailer: the path of the plain database, ready for `snapshot restore`.
+pub async fn fetch(
+    store: &Store,
+    entry: &Entry,
+    identity_file: Option<&Path>,
+    scratch: &Path,
+) -> Result<PathBuf, FetchError> {
     let m = &entry.manifest;
     let stored = scratch.join(&m.object);
     let mut file =
@@ -50,21 +93,24 @@ pub async fn verify(
     file.sync_all()?;
     let got = crate::etcd::ids::hex(hash.finish().as_ref());
     if got != m.sha256 || size != m.size {
-        bail!(
+        return Err(FetchError::Integrity(format!(
             "{}: the stored bytes do not match the manifest (sha256 {got}, {size} bytes; the manifest says {}, {} bytes)",
             m.id, m.sha256, m.size
-        );
+        )));
     }
     let plain = scratch.join(format!("{}.db", m.id));
     if m.encrypted {
         let identity_file = identity_file
             .context("the snapshot is encrypted: set backup.age_identity_file to decrypt it")?;
-        decrypt(&stored, &plain, identity_file)?;
+        decrypt(&stored, &plain, identity_file)
+            .map_err(|e| FetchError::Integrity(format!("{}: {e:#}", m.id)))?;
+        std::fs::remove_file(&stored)?;
     } else if stored != plain {
         std::fs::rename(&stored, &plain)?;
     }
-    check_trailer(&plain, &m.etcd_sha256)?;
-    restore(&plain, etcd_binary, scratch, &m.id)
+    check_trailer(&plain, &m.etcd_sha256)
+        .map_err(|e| FetchError::Integrity(format!("{}: {e:#}", m.id)))?;
+    Ok(plain)
 }
 
 fn decrypt(from: &Path, to: &Path, identity_file: &Path) -> Result<()> {
@@ -124,48 +170,84 @@ fn check_trailer(path: &Path, want: &str) -> Result<()> {
     Ok(())
 }
 
-/// `etcdutl` (3.5+) or `etcdctl` (3.4) beside etcd: restore into a scratch data dir, then read
-/// the snapshot's revision and key count.
-fn restore(db: &Path, etcd_binary: &Path, scratch: &Path, id: &str) -> Result<Report> {
-    let dir = etcd_binary.parent().unwrap_or(Path::new("/usr/bin"));
-    let (tool, env): (PathBuf, Vec<(&str, &str)>) = if dir.join("etcdutl").is_file() {
-        (dir.join("etcdutl"), vec![])
-    } else if dir.join("etcdctl").is_file() {
-        (dir.join("etcdctl"), vec![("ETCDCTL_API", "3")])
-    } else {
-        bail!(
-            "neither etcdutl nor etcdctl is beside {}",
-            etcd_binary.display()
-        );
-    };
-    let data = scratch.join("restored");
-    let run = |args: &[&str]| -> Result<String> {
-        let out = std::process::Command::new(&tool)
+/// etcd's own snapshot tool beside etcd: `etcdutl` (3.5+) or `etcdctl` (3.4, which restores
+/// but cannot move the revision forward).
+pub struct SnapshotTool {
+    pub path: PathBuf,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl SnapshotTool {
+    pub fn beside(etcd_binary: &Path) -> Result<SnapshotTool> {
+        let dir = etcd_binary.parent().unwrap_or(Path::new("/usr/bin"));
+        if dir.join("etcdutl").is_file() {
+            Ok(SnapshotTool {
+                path: dir.join("etcdutl"),
+                env: vec![],
+            })
+        } else if dir.join("etcdctl").is_file() {
+            Ok(SnapshotTool {
+                path: dir.join("etcdctl"),
+                env: vec![("ETCDCTL_API", "3")],
+            })
+        } else {
+            bail!(
+                "neither etcdutl nor etcdctl is beside {}",
+                etcd_binary.display()
+            )
+        }
+    }
+
+    /// Run it with `args`; its standard output.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new(&self.path)
             .args(args)
-            .envs(env.iter().copied())
+            .envs(self.env.iter().copied())
             .output()
-            .with_context(|| format!("running {}", tool.display()))?;
+            .with_context(|| format!("running {}", self.path.display()))?;
         if !out.status.success() {
             bail!(
                 "{} {}: {}",
-                tool.display(),
+                self.path.display(),
                 args.join(" "),
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    };
+    }
+
+    /// `snapshot status` of a database file: (revision, total keys, hash).
+    pub fn status(&self, db: &Path) -> Result<(i64, u64, u64)> {
+        let status = self.run(&[
+            "snapshot",
+            "status",
+            &db.display().to_string(),
+            "-w",
+            "json",
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(status.trim())
+            .with_context(|| format!("reading `snapshot status`: {status}"))?;
+        Ok((
+            v["revision"].as_i64().unwrap_or_default(),
+            v["totalKey"].as_u64().unwrap_or_default(),
+            v["hash"].as_u64().unwrap_or_default(),
+        ))
+    }
+}
+
+/// Restore into a scratch data dir, then read the snapshot's revision and key count.
+fn restore(db: &Path, etcd_binary: &Path, scratch: &Path, id: &str) -> Result<Report> {
+    let tool = SnapshotTool::beside(etcd_binary)?;
+    let data = scratch.join("restored");
     let db_arg = db.display().to_string();
     let data_arg = data.display().to_string();
-    run(&["snapshot", "restore", &db_arg, "--data-dir", &data_arg])?;
-    let status = run(&["snapshot", "status", &db_arg, "-w", "json"])?;
-    let v: serde_json::Value = serde_json::from_str(status.trim())
-        .with_context(|| format!("reading `snapshot status`: {status}"))?;
+    tool.run(&["snapshot", "restore", &db_arg, "--data-dir", &data_arg])?;
+    let (revision, total_keys, etcd_hash) = tool.status(db)?;
     Ok(Report {
         id: id.to_string(),
-        revision: v["revision"].as_i64().unwrap_or_default(),
-        total_keys: v["totalKey"].as_u64().unwrap_or_default(),
-        etcd_hash: v["hash"].as_u64().unwrap_or_default(),
-        restored_with: tool.display().to_string(),
+        revision,
+        total_keys,
+        etcd_hash,
+        restored_with: tool.path.display().to_string(),
     })
 }

@@ -35,6 +35,10 @@ pub struct Status {
     /// The newest verified snapshot in the store of `[backup]`, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_snapshot: Option<LastSnapshot>,
+    /// When no quorum answers: who is unreachable, the longest log, the newest snapshot and what
+    /// to run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_lost: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,19 +67,10 @@ async fn last_snapshot(cfg: &Config) -> Option<LastSnapshot> {
             })
         }
     };
-    let listed = crate::backup::catalog::list(&store).await;
-    let newest = listed
-        .as_ref()
-        .ok()
-        .and_then(|l| l.iter().find(|e| e.verified));
-    let age = newest.and_then(|e| {
-        time::OffsetDateTime::parse(
-            &e.manifest.created,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .ok()
-        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds())
-    });
+    let listed = crate::backup::catalog::newest_verified(&store).await;
+    let newest = listed.as_ref().ok().and_then(|e| e.as_ref());
+    let age = newest
+        .and_then(|e| crate::backup::catalog::age_seconds(e, time::OffsetDateTime::now_utc()));
     Some(LastSnapshot {
         store: store.describe.clone(),
         id: newest.map(|e| e.manifest.id.clone()),
@@ -178,6 +173,16 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
             .filter(|p| p.exists())
             .map(|p| p.display().to_string()),
         last_snapshot: last_snapshot(cfg).await,
+        quorum_lost: if client::check_health(&crate::agent::local_endpoint(cfg), &material)
+            .await
+            .is_ok()
+        {
+            None
+        } else {
+            crate::agent::recover::quorum_report(cfg, &material)
+                .await
+                .map(|q| q.to_string())
+        },
     })
 }
 
@@ -228,6 +233,9 @@ pub fn table(s: &Status) -> String {
         ]);
     }
     let mut out = format!("cluster {}  leader {}\n", s.cluster_id, s.leader);
+    if let Some(q) = &s.quorum_lost {
+        out.push_str(&format!("QUORUM LOST: {q}\n"));
+    }
     if let Some(l) = &s.last_snapshot {
         match (&l.id, &l.error) {
             (_, Some(e)) => out.push_str(&format!("WARNING: snapshot store {}: {e}\n", l.store)),

@@ -9,6 +9,7 @@
 //!   new nonce once the data it formed with is gone, so a re-formed cluster never gets the
 //!   member and cluster IDs of an earlier one (etcd derives both from peer URLs and token only).
 
+use super::restore::{self, FormedPeer, NoSeed, Snapshots};
 use crate::discovery::Peer;
 use crate::etcd::ids;
 use crate::urls::EtcdUrl;
@@ -76,6 +77,9 @@ pub struct AgentReport {
     /// The formation its data came from (`InitialCluster::formation`), when it formed a cluster.
     #[serde(default)]
     pub formation: Option<String>,
+    /// The snapshot its data was restored from when the cluster formed (`decide::restore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 /// IDs as etcdctl prints them (hex), so that the endpoint's JSON reads like `member list`.
@@ -135,6 +139,8 @@ pub struct Observations {
     pub agents: Vec<AgentAnswer>,
     /// The cluster this node last belonged to (its identity record), if any.
     pub recorded_cluster: Option<u64>,
+    /// What a new cluster could be restored from (`backup.restore_on_bootstrap`).
+    pub snapshots: Snapshots,
 }
 
 /// The `--initial-cluster` of a new cluster: identical on every initial member.
@@ -147,6 +153,8 @@ pub struct InitialCluster {
     /// A digest of the initial members' nonces: tells this formation from an earlier one of the
     /// same peers even when `cluster.token` fixes the token (and with it the cluster ID).
     pub formation: String,
+    /// The snapshot every initial member restores before its first start, or `None`: empty.
+    pub seed: Option<String>,
 }
 
 /// Between the etcd starts of two initial members of a new cluster; see `start_delay`.
@@ -209,6 +217,8 @@ pub enum WaitReason {
     PeersHoldData(Vec<String>),
     /// A cluster answers, but no agent of it confirms it is `cluster.name`'s.
     Unconfirmed(String),
+    /// A new cluster would be formed, but what it starts from cannot be told yet.
+    Seed(NoSeed),
 }
 
 impl WaitReason {
@@ -221,6 +231,7 @@ impl WaitReason {
                 | WaitReason::Unasked(_)
                 | WaitReason::PeersHoldData(_)
                 | WaitReason::Unconfirmed(_)
+                | WaitReason::Seed(_)
         )
     }
 }
@@ -249,6 +260,7 @@ impl fmt::Display for WaitReason {
                 who.join("; ")
             ),
             WaitReason::Unconfirmed(what) => write!(f, "{what}"),
+            WaitReason::Seed(why) => write!(f, "{why}"),
         }
     }
 }
@@ -284,13 +296,31 @@ pub enum Action {
 
 /// The derived token: the cluster name plus a digest of the sorted peer URLs and the sorted
 /// nonces of the initial members, so every initial member computes the same one, and each
-/// formation gets a fresh one (a re-formed cluster never repeats an earlier cluster's IDs).
-pub fn derive_token(cluster_name: &str, sorted_peer_urls: &[String], nonces: &[String]) -> String {
+/// formation gets a fresh one (a re-formed cluster never repeats an earlier cluster's IDs). A
+/// restored cluster mixes in the snapshot it starts from (see `decide::restore`).
+pub fn derive_token(
+    cluster_name: &str,
+    sorted_peer_urls: &[String],
+    nonces: &[String],
+    seed: Option<&str>,
+) -> String {
     let mut nonces = nonces.to_vec();
     nonces.sort();
-    let input = format!("{}|{}", sorted_peer_urls.join(","), nonces.join(","));
+    let mut input = format!("{}|{}", sorted_peer_urls.join(","), nonces.join(","));
+    if let Some(id) = seed {
+        input.push_str(&format!("|restore:{id}"));
+    }
     let digest = ids::sha256_hex(input.as_bytes());
     format!("{cluster_name}-{}", &digest[..12])
+}
+
+/// A peer that holds data: the cluster and formation it belongs to, the snapshot it was restored
+/// from, and a description.
+struct Holding {
+    cluster: Option<u64>,
+    formation: Option<String>,
+    restored_from: Option<String>,
+    who: String,
 }
 
 /// The nonces of every initial member (this node's and each peer agent's), or who could not be
@@ -298,8 +328,8 @@ pub fn derive_token(cluster_name: &str, sorted_peer_urls: &[String], nonces: &[S
 struct Evidence {
     nonces: Vec<String>,
     unasked: Vec<String>,
-    /// Peers that hold data: the cluster and formation it belongs to, and a description.
-    holding: Vec<(Option<u64>, Option<String>, String)>,
+    /// Peers that hold data.
+    holding: Vec<Holding>,
     foreign: Vec<String>,
 }
 
@@ -331,10 +361,11 @@ fn evidence(obs: &Observations) -> Evidence {
             )),
             Some(Ok(r)) => {
                 if r.has_data {
-                    e.holding.push((
-                        r.cluster_id,
-                        r.formation.clone(),
-                        format!(
+                    e.holding.push(Holding {
+                        cluster: r.cluster_id,
+                        formation: r.formation.clone(),
+                        restored_from: r.restored_from.clone(),
+                        who: format!(
                             "{who} (cluster {}, member {}, raft index {})",
                             r.cluster_id.map(|c| format!("{c:x}")).unwrap_or("?".into()),
                             r.member_id.map(|c| format!("{c:x}")).unwrap_or("?".into()),
@@ -342,7 +373,7 @@ fn evidence(obs: &Observations) -> Evidence {
                                 .map(|c| c.to_string())
                                 .unwrap_or("unknown".into()),
                         ),
-                    ));
+                    });
                 }
                 e.nonces.push(r.nonce.clone());
             }
@@ -399,18 +430,33 @@ fn initial_cluster(obs: &Observations) -> Result<InitialCluster, Action> {
     if !e.unasked.is_empty() {
         return Err(Action::Wait(WaitReason::Unasked(e.unasked)));
     }
+    let mut nonces = e.nonces.clone();
+    nonces.sort();
+    let formation = ids::sha256_hex(nonces.join(",").as_bytes())[..16].to_string();
+    let formed: Vec<FormedPeer> = e
+        .holding
+        .iter()
+        .filter(|h| h.formation.as_deref() == Some(formation.as_str()))
+        .map(|h| FormedPeer {
+            who: h.who.clone(),
+            restored_from: h.restored_from.clone(),
+        })
+        .collect();
+    let seed = match restore::seed(&obs.snapshots, &formed) {
+        Ok(seed) => seed,
+        Err(why @ NoSeed::PeersDisagree(_)) => return Err(Action::Refuse(why.to_string())),
+        Err(why) => return Err(Action::Wait(WaitReason::Seed(why))),
+    };
     let token = obs
         .token_override
         .clone()
-        .unwrap_or_else(|| derive_token(&obs.cluster_name, &urls, &e.nonces));
-    let mut nonces = e.nonces;
-    nonces.sort();
-    let formation = ids::sha256_hex(nonces.join(",").as_bytes())[..16].to_string();
+        .unwrap_or_else(|| derive_token(&obs.cluster_name, &urls, &e.nonces, seed.as_deref()));
     Ok(InitialCluster {
         formation,
         members,
         token,
         my_name: me.name.clone(),
+        seed,
     })
 }
 
@@ -502,11 +548,11 @@ pub fn decide(obs: &Observations) -> Action {
                 let holding: Vec<String> = evidence(obs)
                     .holding
                     .into_iter()
-                    .filter(|(cluster, formation, _)| {
-                        *cluster != Some(ic.cluster_id())
-                            || formation.as_deref() != Some(ic.formation.as_str())
+                    .filter(|h| {
+                        h.cluster != Some(ic.cluster_id())
+                            || h.formation.as_deref() != Some(ic.formation.as_str())
                     })
-                    .map(|(_, _, who)| who)
+                    .map(|h| h.who)
                     .collect();
                 if holding.is_empty() {
                     Action::BootstrapNew(ic)
@@ -617,6 +663,7 @@ pub(crate) mod tests {
                 .map(|i| agent(i, None))
                 .collect(),
             recorded_cluster: None,
+            snapshots: Snapshots::Off,
         }
     }
 
@@ -633,6 +680,7 @@ pub(crate) mod tests {
                 member_id: cluster.map(|_| i as u64),
                 raft_index: cluster.map(|_| 100),
                 formation: None,
+                restored_from: None,
             }),
         }
     }
@@ -700,6 +748,7 @@ pub(crate) mod tests {
             token: "t".into(),
             my_name: me.into(),
             formation: String::new(),
+            seed: None,
         };
         assert_eq!(ic("b").start_delay(), std::time::Duration::ZERO);
         assert_eq!(ic("a").start_delay(), START_STAGGER);
@@ -854,6 +903,70 @@ pub(crate) mod tests {
                 endpoints: vec!["https://10.0.0.1:2379".into()]
             }
         );
+    }
+
+    /// Total loss with `backup.restore_on_bootstrap`: what the initial members start from.
+    #[test]
+    fn total_loss_restores_the_newest_snapshot_on_every_member_alike() {
+        let listed = |ids: &[&str]| Snapshots::Listed(ids.iter().map(|s| s.to_string()).collect());
+        let mut o = obs(3, Some(1));
+        o.snapshots = listed(&["s2", "s1"]);
+        let ic = planned(&o);
+        assert_eq!(ic.seed.as_deref(), Some("s2"));
+        // The snapshot is part of the token: another choice would be another cluster ID.
+        let empty = planned(&obs(3, Some(1)));
+        assert_ne!(ic.token, empty.token);
+        assert_ne!(ic.cluster_id(), empty.cluster_id());
+        // Every initial member computes the same.
+        let mut o3 = obs(3, Some(3));
+        o3.snapshots = listed(&["s2", "s1"]);
+        assert_eq!(planned(&o3).cluster_id(), ic.cluster_id());
+
+        // The store cannot be listed: wait, and refuse at the deadline; never form empty.
+        o.snapshots = Snapshots::Unreadable("connection refused".into());
+        match decide(&o) {
+            Action::Wait(w @ WaitReason::Seed(_)) => {
+                assert!(w.refuses_at_deadline());
+                assert!(w.to_string().contains("connection refused"), "{w}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A late initial member: etcd1 and etcd2 restored s1 and formed; since then the
+        // restored cluster took s3. The late member follows them, to the same cluster ID.
+        let mut first = obs(3, Some(1));
+        first.snapshots = listed(&["s1"]);
+        let formed = planned(&first);
+        let mut late = obs(3, Some(3));
+        late.snapshots = listed(&["s3", "s1"]);
+        holding(&mut late, formed.cluster_id(), &[1, 2]);
+        for h in [1, 2] {
+            let r = report_of(&mut late, h);
+            r.formation = Some(formed.formation.clone());
+            r.restored_from = Some("s1".into());
+        }
+        let ic3 = planned(&late);
+        assert_eq!(ic3.seed.as_deref(), Some("s1"));
+        assert_eq!(ic3.cluster_id(), formed.cluster_id());
+        // Peers of this formation that started from different data: refused.
+        report_of(&mut late, 2).restored_from = None;
+        assert!(matches!(decide(&late), Action::Refuse(m) if m.contains("different data")));
+
+        // A node with data never restores: it restarts.
+        let mut o = obs(3, Some(1));
+        o.snapshots = listed(&["s2"]);
+        o.local.has_wal = true;
+        o.local.has_member_dir = true;
+        assert_eq!(decide(&o), Action::Restart);
+        // Peers holding data of another formation (the old cluster's members are back): no
+        // restore, no new cluster.
+        let mut o = obs(3, Some(1));
+        o.snapshots = listed(&["s2"]);
+        holding(&mut o, 0xabc, &[2]);
+        assert!(matches!(
+            decide(&o),
+            Action::Wait(WaitReason::PeersHoldData(_))
+        ));
     }
 
     #[test]

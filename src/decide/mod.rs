@@ -1,11 +1,15 @@
 //! Decisions, as pure functions over observations (no I/O here; each file's table tests are its
 //! specification): the first-boot decision and the evidence a new cluster needs (`bootstrap`),
-//! "was I removed?" (`removed`), the dead-member policy (`dead_member`) and which moved-aside
-//! data dirs may be pruned (`prune`).
+//! "was I removed?" (`removed`), the dead-member policy (`dead_member`), which moved-aside
+//! data dirs may be pruned (`prune`), what a new cluster starts from (`restore`) and whether a
+//! survivor may recover a cluster that lost its quorum for good (`recover`).
 
 pub mod bootstrap;
 pub mod dead_member;
 pub mod prune;
+pub mod recover;
 pub mod removed;
+pub mod restore;
 
 pub use bootstrap::*;
+pub use restore::{FormedPeer, NoSeed, Snapshots};

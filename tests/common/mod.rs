@@ -977,3 +977,23 @@ impl Drop for S3 {
         self.stop();
     }
 }
+
+/// `age-keygen`: (identity file 0600, public key).
+pub fn age_key(dir: &Path) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let id = dir.join("age-identity.txt");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(&id).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    (id, public)
+}

@@ -1,0 +1,259 @@
+//! A majority lost for good: what this node sees of its last-known membership (for `recover`,
+//! and for the quorum-loss report in the logs, `status` and `plan`), and starting the local
+//! member alone with `--force-new-cluster`, once.
+//!
+//! The flag is never written anywhere: a separate etcd process gets it in its environment, runs
+//! until it is healthy as a one-member cluster (etcd rewrites the membership to itself and keeps
+//! every key), and is stopped; then etcd is started as always. A crash in between leaves etcd's
+//! files as the one-off process left them and nothing that would force a new cluster again.
+
+use super::{local_endpoint, Agent};
+use crate::config::Config;
+use crate::datadir::Record;
+use crate::decide::recover::{self, AgentSeen, MemberSeen, QuorumLoss, Verdict};
+use crate::decide::Answer;
+use crate::error::Refused;
+use crate::etcd::{client, membership, render};
+use crate::tls::ClientMaterial;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How long the one-off `--force-new-cluster` etcd may take to become healthy.
+const FORCE_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What this node sees of its last-known membership.
+pub struct Seen {
+    pub local_healthy: bool,
+    pub local_index: Option<u64>,
+    pub members: Vec<MemberSeen>,
+}
+
+/// The request file `recover` leaves for a running agent: `<data_dir>.recover`. The agent
+/// writes the outcome into it; the command reads it and removes it.
+pub fn request_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}.recover", data_dir.display()))
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Request {
+    pub requested: String,
+    /// "requested", "done" or "refused: ..." / "failed: ...".
+    pub state: String,
+}
+
+impl Agent<'_> {
+    /// The heal loop found a `recover` request: carry it out and write the outcome into it.
+    pub async fn answer_recover_request(&self, material: &ClientMaterial) {
+        let path = request_path(&self.cfg.member.data_dir);
+        let Some(mut request) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Request>(&b).ok())
+            .filter(|r| r.state == "requested")
+        else {
+            return;
+        };
+        tracing::warn!(requested = %request.requested, "`etcd-bootstrap recover` asks this agent to recover the cluster");
+        request.state = match self.recover_alone(material, true).await {
+            Ok(()) => "done".into(),
+            Err(e) if e.downcast_ref::<Refused>().is_some() => format!("refused: {e:#}"),
+            Err(e) => format!("failed: {e:#}"),
+        };
+        if request.state != "done" {
+            tracing::error!(outcome = %request.state, "recover");
+        }
+        if let Ok(text) = serde_json::to_vec(&request) {
+            if let Err(e) = crate::fsutil::write_atomic(&path, &text, 0o600) {
+                tracing::warn!(error = %format!("{e:#}"), "writing the outcome of recover");
+            }
+        }
+    }
+}
+
+/// This node's last-known membership (its identity record), each member's etcd probed and
+/// each member's agent asked, all at once.
+pub async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<Seen> {
+    {
+        let record = Record::load(&cfg.member.data_dir)?.context(
+            "no identity record beside member.data_dir: this node has never been a healthy member",
+        )?;
+        let my_id = record.member();
+        let local_healthy = client::check_health(&local_endpoint(cfg), material)
+            .await
+            .is_ok();
+        let cluster = record.cluster();
+        let urls: Vec<String> = record
+            .members
+            .iter()
+            .map(|m| {
+                if u64::from_str_radix(&m.id, 16).ok() == my_id {
+                    local_endpoint(cfg)
+                } else {
+                    m.client_urls.first().cloned().unwrap_or_default()
+                }
+            })
+            .collect();
+        let answers = client::probe_all(&urls, material).await;
+        let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
+        let to_ask: Vec<(String, String, SocketAddr)> = record
+            .members
+            .iter()
+            .filter_map(|m| {
+                let url = m.peer_urls.first()?;
+                let ip = crate::urls::EtcdUrl::parse(url).ok()?.ip()?;
+                Some((
+                    url.clone(),
+                    url.clone(),
+                    SocketAddr::new(ip, cfg.member.agent_port),
+                ))
+            })
+            .collect();
+        let agents = crate::observe::ask_agents(to_ask, &peer).await;
+        let members = record
+            .members
+            .iter()
+            .zip(answers)
+            .map(|(m, answer)| {
+                let id = u64::from_str_radix(&m.id, 16).unwrap_or_default();
+                let url = m.peer_urls.first().cloned().unwrap_or_default();
+                let agent = agents
+                    .iter()
+                    .find(|a| a.peer_url == url)
+                    .and_then(|a| a.report.as_ref().ok())
+                    .filter(|r| r.cluster_name == cfg.cluster.name)
+                    .map(|r| AgentSeen {
+                        has_data: r.has_data,
+                        raft_index: r.raft_index,
+                    });
+                MemberSeen {
+                    id,
+                    who: url,
+                    is_self: Some(id) == my_id,
+                    etcd_answers: matches!(&answer, Answer::Cluster(v) if Some(v.cluster_id) == cluster),
+                    agent,
+                }
+            })
+            .collect();
+        Ok(Seen {
+            local_healthy,
+            local_index: record.raft_index,
+            members,
+        })
+    }
+}
+
+/// The quorum-loss report (unreachable members, the longest log, the newest snapshot and what to
+/// run), or `None` when a quorum answers or the membership cannot be seen.
+pub async fn quorum_report(cfg: &Config, material: &ClientMaterial) -> Option<QuorumLoss> {
+    let seen = see_membership(cfg, material).await.ok()?;
+    let newest = match &cfg.backup {
+        None => None,
+        Some(b) => {
+            let store = crate::backup::store::open(b, &cfg.cluster.name).ok()?;
+            crate::backup::catalog::newest_verified(&store)
+                .await
+                .ok()
+                .flatten()
+                .map(|e| {
+                    let age =
+                        crate::backup::catalog::age_seconds(&e, time::OffsetDateTime::now_utc())
+                            .map(crate::backup::catalog::age_text)
+                            .unwrap_or("?".into());
+                    (e.manifest.id, age)
+                })
+        }
+    };
+    recover::quorum_loss(&seen.members, seen.local_index, newest)
+}
+
+impl Agent<'_> {
+    /// `recover`, carried out here: check again that it is right, then start the local member
+    /// alone once with `--force-new-cluster`, then (`start_after`) as always.
+    pub async fn recover_alone(&self, material: &ClientMaterial, start_after: bool) -> Result<()> {
+        let cfg = self.cfg;
+        if !crate::observe::local_state(&cfg.member.data_dir).has_wal {
+            return Err(Refused(format!(
+                "{} holds no etcd data: recover runs on the member that survived",
+                cfg.member.data_dir.display()
+            ))
+            .into());
+        }
+        let seen = see_membership(cfg, material).await?;
+        if let Verdict::Refuse(why) =
+            recover::may_recover(seen.local_healthy, seen.local_index, &seen.members)
+        {
+            return Err(Refused(why).into());
+        }
+        tracing::warn!(members = %seen.members.iter().map(|m| m.who.as_str()).collect::<Vec<_>>().join(","), "recovering: stopping etcd, then starting it once alone with --force-new-cluster (it keeps every key it has; the other members are dropped from the membership)");
+        self.manager.stop().await?;
+        let env = std::fs::read_to_string(&cfg.etcd.env_file)
+            .with_context(|| format!("reading {}", cfg.etcd.env_file.display()))?;
+        let mut command = tokio::process::Command::new(&cfg.etcd.binary);
+        command
+            .env_clear()
+            .envs(render::parse_env(&env))
+            .env("ETCD_FORCE_NEW_CLUSTER", "true")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        // SAFETY: prctl(2) in the child before exec: the one-off etcd must not outlive this
+        // process (a kill -9 of the agent would otherwise leave it holding etcd's ports).
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().with_context(|| {
+            format!("starting {} --force-new-cluster", cfg.etcd.binary.display())
+        })?;
+        let healthy = async {
+            let deadline = Instant::now() + FORCE_START_TIMEOUT;
+            loop {
+                if let Ok((mut c, _)) = client::who_is(&local_endpoint(cfg), material).await {
+                    if let Ok(members) = membership::list(&mut c).await {
+                        if members.len() == 1
+                            && client::check_health(&local_endpoint(cfg), material)
+                                .await
+                                .is_ok()
+                        {
+                            return Ok(members);
+                        }
+                    }
+                }
+                if Instant::now() > deadline {
+                    bail!("etcd started with --force-new-cluster did not become a healthy one-member cluster within {FORCE_START_TIMEOUT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        .await;
+        if let Some(pid) = child.id() {
+            // SIGTERM: etcd shuts down cleanly; then it is started as always.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+        let members = healthy?;
+        tracing::warn!(member = %format!("{:x}", members[0].id), "the local member is now the only member; replacement nodes join it through the normal join path");
+        if !start_after {
+            return Ok(());
+        }
+        self.manager.start(true).await?;
+        let deadline = Instant::now() + FORCE_START_TIMEOUT;
+        let me = loop {
+            match client::check_health(&local_endpoint(cfg), material).await {
+                Ok(me) => break me,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context("etcd did not become healthy after the recovery"))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        };
+        self.refresh_record(material, &me).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! Recovery in the namespace lab, with the real S3 server (SeaweedFS over HTTPS) and real etcd:
+//! total loss of every member (all VMs replaced: data dirs, identity records, certificates and
+//! etcd's environment gone) with `[backup]` set, where the agents restore the newest verified
+//! snapshot instead of forming an empty cluster.
+
+mod common;
+
+use common::{age_key, serial, Lab, LabOptions, Version, S3};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const WITHIN: Duration = Duration::from_secs(120);
+
+/// The cluster's current revision, as etcdctl reports it through `host`.
+fn revision(lab: &Lab, host: usize) -> i64 {
+    let out = lab.etcdctl(
+        host,
+        &lab.client_url(host),
+        &["endpoint", "status", "-w", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "endpoint status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["Status"]["header"]["revision"].as_i64().unwrap()
+}
+
+fn cluster_id(lab: &Lab, host: usize) -> u64 {
+    lab.member_list(host).unwrap()["header"]["cluster_id"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A new VM in place of host `h`: nothing of the old one is left but its config (user-data).
+fn replace_vm(lab: &Lab, h: usize) {
+    lab.wipe(h);
+    let d = lab.host_dir(h);
+    let _ = std::fs::remove_dir_all(d.join("pki"));
+    for f in ["etcd.env", "etcd.service", "bootstrap.log"] {
+        let _ = std::fs::remove_file(d.join(f));
+    }
+}
+
+fn total_loss(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let s3 = S3::up(&lab);
+    let keys_dir = tempfile::tempdir().unwrap();
+    let (identity, public) = age_key(keys_dir.path());
+    for h in 1..=3 {
+        let section = s3.backup_section(
+            &lab.host_dir(h),
+            "fleet",
+            &format!(
+                "interval = \"1h\"\nage_recipients = [\"{public}\"]\nage_identity_file = \"{}\"",
+                identity.display()
+            ),
+        );
+        let cfg = lab.config_path(h);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, format!("{text}\n{section}")).unwrap();
+    }
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    let old_cluster = cluster_id(&lab, 1);
+    // A brand-new cluster.name has no snapshots: the first formation was empty.
+    assert!(
+        lab.log(1).contains("form a new cluster as"),
+        "{}",
+        lab.log(1)
+    );
+
+    for i in 0..20 {
+        lab.put(1 + i % 3, &format!("/before/{i:02}"), &format!("v{i}"));
+    }
+    let bin = common::bin();
+    let cfg = lab.config_path(2);
+    let out = lab.exec(
+        2,
+        Path::new(&bin),
+        &["snapshot", "save", "--config", cfg.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "snapshot save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Written after the last snapshot: lost with the members, as with any backup.
+    lab.put(1, "/after/lost", "x");
+    let revision_before = revision(&lab, 1);
+
+    // Every VM is destroyed and replaced.
+    lab.stop_all();
+    for h in 1..=3 {
+        replace_vm(&lab, h);
+    }
+    // Two new VMs boot first; `plan` on the third says what it would do.
+    lab.start(&[2, 3]);
+    let t = Instant::now();
+    let plan = loop {
+        let cfg = lab.config_path(1);
+        let out = lab.exec(
+            1,
+            Path::new(&bin),
+            &["plan", "--config", cfg.to_str().unwrap()],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if text.contains("restore snapshot") || t.elapsed() > Duration::from_secs(30) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        plan.contains(&format!("restore snapshot {snapshot}")),
+        "plan: {plan}"
+    );
+    // The third is killed in the middle of its restore, then boots again.
+    lab.start_with_env(&[1], &[("ETCD_BOOTSTRAP_FAILPOINT", "restore:before-move")]);
+    let code = lab.wait_exit(1, Duration::from_secs(60));
+    assert!(
+        !lab.running(1) && code != Some(0),
+        "the fail point did not stop host 1 ({code:?})"
+    );
+    assert!(
+        lab.host_dir(1)
+            .join("data/.etcd-bootstrap-restore")
+            .is_dir(),
+        "host 1 was not stopped in the middle of its restore"
+    );
+    assert!(
+        !lab.host_dir(1).join("data/member").exists(),
+        "a half-done restore became etcd's data"
+    );
+    let t = Instant::now();
+    lab.start(&[1]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    eprintln!(
+        "{}: total loss -> 3 healthy voters from snapshot {snapshot} {:?} after the last start",
+        version.as_str(),
+        t.elapsed()
+    );
+
+    for h in 1..=3 {
+        assert!(
+            lab.log(h).contains(&format!("restore snapshot {snapshot}")),
+            "host {h} did not restore {snapshot}: {}",
+            lab.log(h)
+        );
+        assert!(!lab
+            .host_dir(h)
+            .join("data/.etcd-bootstrap-restore")
+            .exists());
+    }
+    for i in 0..20 {
+        for h in 1..=3 {
+            assert_eq!(
+                lab.get(h, &format!("/before/{i:02}")).as_deref(),
+                Some(format!("v{i}").as_str()),
+                "host {h} /before/{i:02}"
+            );
+        }
+    }
+    assert_eq!(lab.get(3, "/after/lost").as_deref(), Some(""));
+    assert_ne!(
+        cluster_id(&lab, 1),
+        old_cluster,
+        "a restored cluster has a new ID"
+    );
+    let after = revision(&lab, 1);
+    if version == Version::V3_5 {
+        // etcdutl moved the revision forward: watchers never see a revision again.
+        assert!(
+            after > revision_before,
+            "revision went back: {after} after, {revision_before} before the loss"
+        );
+    }
+    // The restored cluster is writable and takes snapshots again.
+    lab.put(3, "/after/restore", "y");
+    assert_eq!(lab.get(1, "/after/restore").as_deref(), Some("y"));
+    lab.stop_all();
+}
+
+#[test]
+fn total_loss_restores_the_newest_snapshot_etcd_3_5() {
+    total_loss(87, Version::V3_5);
+}
+
+#[test]
+fn total_loss_restores_the_newest_snapshot_etcd_3_4() {
+    total_loss(88, Version::V3_4);
+}
+
+/// A majority lost for good: `recover` on the survivor (its agent running, as under systemd)
+/// starts it alone once with --force-new-cluster, every key stays, nothing of the flag is left
+/// behind, and replacement nodes on new addresses join it through the normal join path. Refused
+/// while a quorum answers.
+fn survivor_recovers(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(
+        id,
+        version,
+        LabOptions {
+            hosts: 5,
+            srv: true,
+            dns_hosts: Some(vec![1, 2, 3]),
+        },
+    );
+    lab.configure_srv(3);
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    for i in 0..10 {
+        lab.put(1 + i % 3, &format!("/kept/{i}"), &format!("v{i}"));
+    }
+    let bin = common::bin();
+    let cfg = lab.config_path(1);
+    let recover = |lab: &Lab| {
+        lab.exec(
+            1,
+            Path::new(&bin),
+            &["recover", "--yes", "--config", cfg.to_str().unwrap()],
+        )
+    };
+    // A healthy cluster: refused, nothing changes.
+    let out = recover(&lab);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "recover on a healthy cluster: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("healthy"));
+    assert_eq!(lab.members(1).len(), 3);
+
+    // Hosts 2 and 3 are destroyed; host 1's agent keeps running without a quorum.
+    let old_cluster = cluster_id(&lab, 1);
+    for h in [2, 3] {
+        lab.stop(h);
+        replace_vm(&lab, h);
+        lab.dns("--remove-host", h);
+    }
+    assert_eq!(
+        lab.get(1, "/kept/0"),
+        None,
+        "host 1 still serves without a quorum"
+    );
+    // `status` says what happened and what to run.
+    let out = lab.exec(
+        1,
+        Path::new(&bin),
+        &["status", "--config", cfg.to_str().unwrap()],
+    );
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    let host1 = format!("https://{}:2380", lab.ip(1));
+    assert!(
+        status.contains("QUORUM LOST: quorum lost: 2 of 3 members unreachable")
+            && status.contains(&format!("`etcd-bootstrap recover` on {host1}")),
+        "status: {status}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = Instant::now();
+    let out = recover(&lab);
+    if !out.status.success() {
+        lab.dump_logs();
+    }
+    assert!(
+        out.status.success(),
+        "recover: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}: recover took {:?}", version.as_str(), t.elapsed());
+    assert!(lab.running(1), "the agent stopped");
+    let members = lab.members(1);
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(
+        cluster_id(&lab, 1),
+        old_cluster,
+        "recover keeps the cluster"
+    );
+    for i in 0..10 {
+        assert_eq!(
+            lab.get(1, &format!("/kept/{i}")).as_deref(),
+            Some(format!("v{i}").as_str())
+        );
+    }
+    let env = std::fs::read_to_string(lab.host_dir(1).join("etcd.env")).unwrap();
+    assert!(!env.contains("FORCE"), "the flag was left behind: {env}");
+
+    // Replacements on new addresses join the recovered member.
+    for h in [4, 5] {
+        lab.dns("--add-host", h);
+    }
+    lab.start(&[4, 5]);
+    lab.wait_voters(1, &[1, 4, 5], WITHIN);
+    for h in [4, 5] {
+        assert_eq!(lab.get(h, "/kept/9").as_deref(), Some("v9"), "host {h}");
+    }
+    // etcd restarted by its agent later still is the same one-member-then-three cluster.
+    lab.stop(1);
+    lab.start(&[1]);
+    lab.wait_voters(4, &[1, 4, 5], WITHIN);
+    assert_eq!(lab.get(1, "/kept/3").as_deref(), Some("v3"));
+    lab.stop_all();
+}
+
+#[test]
+fn survivor_recovers_after_the_majority_is_lost_etcd_3_5() {
+    survivor_recovers(89, Version::V3_5);
+}
+
+#[test]
+fn survivor_recovers_after_the_majority_is_lost_etcd_3_4() {
+    survivor_recovers(90, Version::V3_4);
+}
