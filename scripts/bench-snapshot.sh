@@ -3,6 +3,7 @@
 # `etcdctl snapshot save` to local disk, in the same lab and run.
 #
 # Usage: scripts/bench-snapshot.sh [--runs 3] [--mib 200] [--version 3.5] [--summary FILE]
+#                                  [--decompose]
 #
 # A one-member cluster formed by `etcd-bootstrap run` in a namespace lab (ebbenchs,
 # 10.200.247), a real S3 server (SeaweedFS `weed mini`, HTTPS with a lab-CA certificate) in the
@@ -13,7 +14,9 @@
 #      etcd's checksum verified, manifest written).
 # Prints the medians, their ratio (goal <= 1.5) and the peak RSS of etcd-bootstrap (ru_maxrss of
 # the process; goal <= 30 MiB, flat in the database size). --summary FILE appends
-# "VERSION DB_MIB ETCDCTL_MS BOOTSTRAP_MS RATIO RSS_KIB". Needs root, scripts/install-deps.sh and
+# "VERSION DB_MIB ETCDCTL_MS BOOTSTRAP_MS RATIO RSS_KIB". --decompose also times
+# `etcd-bootstrap snapshot save` to a local directory (file://) without and with age, and to S3
+# without age, to tell where the time goes. Needs root, scripts/install-deps.sh and
 # `cargo build --release`.
 
 set -euo pipefail
@@ -24,7 +27,7 @@ LAB="$HERE/lab.sh"
 CACHE="${ETCD_BOOTSTRAP_LAB_CACHE:-/var/cache/etcd-bootstrap-lab}"
 BIN="$REPO/target/x86_64-unknown-linux-gnu/release/etcd-bootstrap"
 readonly NAME=ebbenchs SUBNET=10.200.247
-RUNS=3 MIB=200 VERSION=3.5 SUMMARY=""
+RUNS=3 MIB=200 VERSION=3.5 SUMMARY="" DECOMPOSE=0
 
 # shellcheck source=lib/bench-common.sh
 . "$HERE/lib/bench-common.sh"
@@ -38,6 +41,7 @@ while (($#)); do
     --mib) MIB=${2:-}; shift ;;
     --version) VERSION=${2:-}; shift ;;
     --summary) SUMMARY=${2:-}; shift ;;
+    --decompose) DECOMPOSE=1 ;;
     -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -157,6 +161,20 @@ print(ms, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 PY
 }
 
+# Variants of the config for --decompose: [backup] to a local directory or without age.
+variant() { # NAME URL AGE(0|1)
+    sed -e "s|^url = .*|url = \"$2\"|" "$WORK/config.toml" >"$WORK/config-$1.toml"
+    if [[ $3 == 0 ]]; then sed -i '/^age_recipients/d' "$WORK/config-$1.toml"; fi
+    if [[ $2 == file://* ]]; then sed -i '/^s3_endpoint/d; /^s3_credentials_file/d; /^ca_file/d' "$WORK/config-$1.toml"; fi
+}
+if ((DECOMPOSE)); then
+    mkdir -p "$WORK/store"
+    variant file-plain "file://$WORK/store" 0
+    variant file-age "file://$WORK/store" 1
+    variant s3-plain "s3://bench/etcd" 0
+fi
+declare -A D=()
+
 A=() B=() RSS=()
 for run in $(seq 1 "$RUNS"); do
     rm -f "$WORK/local.db"
@@ -170,6 +188,15 @@ for run in $(seq 1 "$RUNS"); do
     B+=("$ms")
     RSS+=("$rss")
     note "run $run: etcd-bootstrap snapshot save to S3 (age): $ms ms, peak RSS $rss KiB"
+    if ((DECOMPOSE)); then
+        for v in file-plain file-age s3-plain; do
+            read -r ms _ < <(timed ip netns exec "$NS" "$BIN" snapshot save --config "$WORK/config-$v.toml") ||
+                die "etcd-bootstrap snapshot save ($v) failed"
+            D[$v]+="${D[$v]:+ }$ms"
+            note "run $run: etcd-bootstrap snapshot save, $v: $ms ms"
+        done
+        rm -rf "$WORK/store"/*
+    fi
 done
 ma=$(median "${A[@]}") mb=$(median "${B[@]}") mr=$(median "${RSS[@]}")
 r=$(ratio "$ma" "$mb")
@@ -177,5 +204,11 @@ printf 'etcd %s, database %s MiB, medians of %s:\n' "$VERSION" "$DB_MIB" "$RUNS"
 printf '  etcdctl snapshot save to local disk:              %6s ms\n' "$ma"
 printf '  etcd-bootstrap snapshot save to S3, age-encrypted: %6s ms  (ratio %s, goal <= 1.5)\n' "$mb" "$r"
 printf '  etcd-bootstrap peak RSS:                           %6s KiB (goal <= 30720)\n' "$mr"
+if ((DECOMPOSE)); then
+    for v in file-plain file-age s3-plain; do
+        # shellcheck disable=SC2086
+        printf '  etcd-bootstrap snapshot save, %-10s:           %6s ms\n' "$v" "$(median ${D[$v]})"
+    done
+fi
 [[ -n $SUMMARY ]] && echo "$VERSION $DB_MIB $ma $mb $r $mr" >>"$SUMMARY"
 exit 0
