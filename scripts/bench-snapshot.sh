@@ -16,7 +16,9 @@
 # the process; goal <= 30 MiB, flat in the database size). --summary FILE appends
 # "VERSION DB_MIB ETCDCTL_MS BOOTSTRAP_MS RATIO RSS_KIB". --decompose also times
 # `etcd-bootstrap snapshot save` to a local directory (file://) without and with age, and to S3
-# without age, to tell where the time goes. Needs root, scripts/install-deps.sh and
+# without age, and an independent client's (boto3) multipart upload of etcdctl's snapshot file to
+# the same S3 server (5 MiB parts, 2 in flight, as etcd-bootstrap uploads), to tell where the
+# time goes. Needs root, scripts/install-deps.sh and
 # `cargo build --release`.
 
 set -euo pipefail
@@ -196,6 +198,18 @@ for run in $(seq 1 "$RUNS"); do
             note "run $run: etcd-bootstrap snapshot save, $v: $ms ms"
         done
         rm -rf "$WORK/store"/*
+        read -r ms _ < <(timed ip netns exec "$BR" "$PY_DIR/bin/python" -c '
+import sys, boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], verify=sys.argv[2], aws_access_key_id="benchkey",
+                  aws_secret_access_key="benchsecret0123456789", region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}))
+s3.upload_file(sys.argv[3], "bench", "boto3/snapshot.db",
+               Config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20, max_concurrency=2))
+' "https://$S3IP:8333" "$WORK/ca/ca.crt" "$WORK/local.db") || die "boto3 upload failed"
+        D[boto3]+="${D[boto3]:+ }$ms"
+        note "run $run: boto3 upload of etcdctl's file to the same S3 server: $ms ms"
     fi
 done
 ma=$(median "${A[@]}") mb=$(median "${B[@]}") mr=$(median "${RSS[@]}")
@@ -209,6 +223,8 @@ if ((DECOMPOSE)); then
         # shellcheck disable=SC2086
         printf '  etcd-bootstrap snapshot save, %-10s:           %6s ms\n' "$v" "$(median ${D[$v]})"
     done
+    # shellcheck disable=SC2086
+    printf '  boto3 upload of etcdctl'"'"'s file to the same S3:      %6s ms\n' "$(median ${D[boto3]})"
 fi
 [[ -n $SUMMARY ]] && echo "$VERSION $DB_MIB $ma $mb $r $mr" >>"$SUMMARY"
 exit 0
