@@ -81,17 +81,7 @@ IP="$SUBNET.11" S3IP="$SUBNET.1" NS="$NAME-h1" BR="$NAME-br"
 
 # The CA, the S3 server's certificate, the S3 server.
 "$BIN" ca init --out "$WORK/ca" >/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/s3.key" \
-    -out "$WORK/s3.csr" -subj /CN=bench-s3 -addext "subjectAltName=IP:$S3IP" 2>/dev/null
-openssl x509 -req -in "$WORK/s3.csr" -CA "$WORK/ca/ca.crt" -CAkey "$WORK/ca/ca.key" \
-    -CAcreateserial -days 1 -copy_extensions copy -out "$WORK/s3.crt" 2>/dev/null
-mkdir -p "$WORK/s3data"
-ip netns exec "$BR" env AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret0123456789 \
-    "$PY_DIR/bin/weed" mini -dir="$WORK/s3data" -ip="$S3IP" -ip.bind="$S3IP" -s3.port=8333 \
-    -s3.cert.file="$WORK/s3.crt" -s3.key.file="$WORK/s3.key" -bucket=bench >"$WORK/weed.log" 2>&1 &
-WEED_PID=$!
-printf '[default]\naws_access_key_id = benchkey\naws_secret_access_key = benchsecret0123456789\n' >"$WORK/creds"
-chmod 600 "$WORK/creds"
+start_s3 "$WORK" "$BR" "$S3IP"
 age-keygen -o "$WORK/age.txt" 2>/dev/null
 chmod 600 "$WORK/age.txt"
 RECIPIENT=$(age-keygen -y "$WORK/age.txt")

@@ -2,7 +2,7 @@
 # bench.sh - every figure of the benchmark in one table, on etcd 3.4.23 and 3.5.30.
 #
 # Usage: scripts/bench.sh [--runs 5] [--versions "3.4 3.5"] [--rss-seconds 180]
-#                         [--keep-logs DIR] [--skip-start] [--skip-snapshot]
+#                         [--keep-logs DIR] [--skip-start] [--skip-snapshot] [--skip-restore]
 #                         [--only "leader_removed leader_wiped"] (figures of part 2 to run)
 #
 # 1. start-to-healthy, 3 and 5 members started at the same instant: etcd-bootstrap (SRV
@@ -12,6 +12,9 @@
 # 1b. a snapshot of a ~200 MiB database: `etcd-bootstrap snapshot save` to S3 (SeaweedFS,
 #    age-encrypted) against `etcdctl snapshot save` to local disk, and etcd-bootstrap's peak
 #    RSS: scripts/bench-snapshot.sh (lab ebbenchs, 10.200.247). --skip-snapshot leaves it out.
+# 1c. total loss of 3 members recovered from a ~100 MiB snapshot in S3 (etcd 3.5): etcd-bootstrap
+#    against the manual procedure scripted with etcdutl: scripts/bench-restore.sh (lab ebbenchr,
+#    10.200.248). --skip-restore leaves it out.
 # 2. per version, in one lab (ebbenchj, 10.200.244, 4 hosts) whose hosts 1-3 run a cluster
 #    formed by `etcd-bootstrap run` (heal.interval 1 s, etcd.binary a wrapper that records
 #    the instant etcd is exec'd, then execs the real etcd), --runs rounds of:
@@ -52,6 +55,7 @@ RSS_S=180
 KEEP=""
 SKIP_START=0
 SKIP_SNAPSHOT=0
+SKIP_RESTORE=0
 FIGURES="manual_join bootstrap_join wiped removed restart leader_removed leader_wiped"
 ONLY=""
 readonly NAME=ebbenchj SUBNET=10.200.244 DOMAIN=lab.test
@@ -74,6 +78,7 @@ while (($#)); do
     --keep-logs) KEEP=${2:-}; shift ;;
     --skip-start) SKIP_START=1 ;;
     --skip-snapshot) SKIP_SNAPSHOT=1 ;;
+    --skip-restore) SKIP_RESTORE=1 ;;
     --only) ONLY=${2:-}; shift ;;
     -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -131,6 +136,16 @@ if ((!SKIP_SNAPSHOT)); then
         "$HERE/bench-snapshot.sh" --runs "$RUNS" --version "$v" --summary "$WORK/snapshot" >&2
     done
     while read -r v db a b r rss; do SNAP[$v]="$db $a $b $r $rss"; done <"$WORK/snapshot"
+fi
+
+# ---------------------------------------------------------------------------
+# 1c. total loss, restored from a snapshot (scripts/bench-restore.sh, etcd 3.5)
+# ---------------------------------------------------------------------------
+RESTORE=""
+if ((!SKIP_RESTORE)); then
+    note "total loss restored from S3 (scripts/bench-restore.sh --runs $RUNS)"
+    "$HERE/bench-restore.sh" --runs "$RUNS" --summary "$WORK/restore" >&2
+    RESTORE=$(cat "$WORK/restore")
 fi
 
 # ---------------------------------------------------------------------------
@@ -527,6 +542,20 @@ if ((!SKIP_SNAPSHOT)); then
     row "snapshot of that database: etcd-bootstrap snapshot save to S3, age-encrypted" "" "${b_cells[@]}"
     row "ratio etcd-bootstrap / etcdctl, snapshot" "<= 1.5" "${ratio_cells[@]}"
     row "peak RSS of etcd-bootstrap snapshot save" "<= 30 MiB" "${rss_cells[@]}"
+fi
+if [[ -n $RESTORE ]]; then
+    read -r db ma mb rr <<<"$RESTORE"
+    cells_a=() cells_b=() cells_r=()
+    for v in $VERSIONS; do
+        if [[ $v == 3.5 ]]; then
+            cells_a+=("$(sec "$ma")") cells_b+=("$(sec "$mb") ($(verdict "$mb" 60000))") cells_r+=("$rr ($(verdict "$rr" 1.5))")
+        else
+            cells_a+=("-") cells_b+=("-") cells_r+=("-")
+        fi
+    done
+    row "total loss of 3 members, restored from a $db MiB snapshot in S3: by hand (etcdutl)" "" "${cells_a[@]}"
+    row "the same: etcd-bootstrap (new VMs restore by themselves)" "< 60 s" "${cells_b[@]}"
+    row "ratio etcd-bootstrap / by hand, restore" "<= 1.5" "${cells_r[@]}"
 fi
 mib=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }')
 cells=()
