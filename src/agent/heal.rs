@@ -129,7 +129,11 @@ impl Agent<'_> {
             }
             notify(&[sd_notify::NotifyState::Watchdog]);
             if super::recover::request_path(data_dir).exists() {
-                self.answer_recover_request(&material).await;
+                // A recovery stops and starts etcd and can outlast WatchdogSec on a slow disk.
+                tokio::select! {
+                    _ = self.answer_recover_request(&material) => {}
+                    never = keep_watchdog_fed(cfg.heal.interval) => match never {},
+                }
             }
             let mut renewed = Some(material.clone());
             if let Err(e) = self.renew_certificates(true, &mut renewed).await {
