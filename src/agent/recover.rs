@@ -73,43 +73,50 @@ impl Agent<'_> {
 /// This node's last-known membership (its identity record), each member's etcd probed and
 /// each member's agent asked, all at once.
 pub async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<Seen> {
-    {
-        let record = Record::load(&cfg.member.data_dir)?.context(
-            "no identity record beside member.data_dir: this node has never been a healthy member",
-        )?;
-        let my_id = record.member();
-        let local_healthy = client::check_health(&local_endpoint(cfg), material)
-            .await
-            .is_ok();
-        let cluster = record.cluster();
-        let urls: Vec<String> = record
-            .members
-            .iter()
-            .map(|m| {
-                if u64::from_str_radix(&m.id, 16).ok() == my_id {
-                    local_endpoint(cfg)
-                } else {
-                    m.client_urls.first().cloned().unwrap_or_default()
-                }
-            })
-            .collect();
-        let answers = client::probe_all(&urls, material).await;
-        let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
-        let to_ask: Vec<(String, String, SocketAddr)> = record
-            .members
-            .iter()
-            .filter_map(|m| {
-                let url = m.peer_urls.first()?;
-                let ip = crate::urls::EtcdUrl::parse(url).ok()?.ip()?;
-                Some((
-                    url.clone(),
-                    url.clone(),
-                    SocketAddr::new(ip, cfg.member.agent_port),
-                ))
-            })
-            .collect();
-        let agents = crate::observe::ask_agents(to_ask, &peer).await;
-        let members = record
+    let local_healthy = client::check_health(&local_endpoint(cfg), material)
+        .await
+        .is_ok();
+    members_seen(cfg, material, local_healthy).await
+}
+
+async fn members_seen(
+    cfg: &Config,
+    material: &ClientMaterial,
+    local_healthy: bool,
+) -> Result<Seen> {
+    let record = Record::load(&cfg.member.data_dir)?.context(
+        "no identity record beside member.data_dir: this node has never been a healthy member",
+    )?;
+    let my_id = record.member();
+    let cluster = record.cluster();
+    let urls: Vec<String> = record
+        .members
+        .iter()
+        .map(|m| {
+            if u64::from_str_radix(&m.id, 16).ok() == my_id {
+                local_endpoint(cfg)
+            } else {
+                m.client_urls.first().cloned().unwrap_or_default()
+            }
+        })
+        .collect();
+    let answers = client::probe_all(&urls, material).await;
+    let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
+    let to_ask: Vec<(String, String, SocketAddr)> = record
+        .members
+        .iter()
+        .filter_map(|m| {
+            let url = m.peer_urls.first()?;
+            let ip = crate::urls::EtcdUrl::parse(url).ok()?.ip()?;
+            Some((
+                url.clone(),
+                url.clone(),
+                SocketAddr::new(ip, cfg.member.agent_port),
+            ))
+        })
+        .collect();
+    let agents = crate::observe::ask_agents(to_ask, &peer).await;
+    let members = record
             .members
             .iter()
             .zip(answers)
@@ -134,18 +141,25 @@ pub async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<S
                 }
             })
             .collect();
-        Ok(Seen {
-            local_healthy,
-            local_index: record.raft_index,
-            members,
-        })
-    }
+    Ok(Seen {
+        local_healthy,
+        local_index: record.raft_index,
+        members,
+    })
 }
 
 /// The quorum-loss report (unreachable members, the longest log, the newest snapshot and what to
-/// run), or `None` when a quorum answers or the membership cannot be seen.
+/// run), or `None` when the local member is healthy, a quorum answers or the membership cannot
+/// be seen.
 pub async fn quorum_report(cfg: &Config, material: &ClientMaterial) -> Option<QuorumLoss> {
-    let seen = see_membership(cfg, material).await.ok()?;
+    // A member that serves a linearizable read has a quorum: nothing else needs asking.
+    if client::check_health(&local_endpoint(cfg), material)
+        .await
+        .is_ok()
+    {
+        return None;
+    }
+    let seen = members_seen(cfg, material, false).await.ok()?;
     let newest = match &cfg.backup {
         None => None,
         Some(b) => {

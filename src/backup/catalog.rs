@@ -16,13 +16,18 @@ pub struct Entry {
     pub verified: bool,
 }
 
-pub async fn list(store: &Store) -> Result<Vec<Entry>> {
-    let objects: Vec<object_store::ObjectMeta> = store
+/// Every object under the cluster's directory of the store, from one listing.
+async fn objects(store: &Store) -> Result<Vec<object_store::ObjectMeta>> {
+    store
         .inner
         .list(Some(&store.dir))
         .try_collect()
         .await
-        .with_context(|| format!("listing {}", store.describe))?;
+        .with_context(|| format!("listing {}", store.describe))
+}
+
+pub async fn list(store: &Store) -> Result<Vec<Entry>> {
+    let objects = objects(store).await?;
     let sizes: BTreeMap<String, u64> = objects
         .iter()
         .filter_map(|o| Some((o.location.filename()?.to_string(), o.size)))
@@ -60,12 +65,8 @@ pub async fn list(store: &Store) -> Result<Vec<Entry>> {
 /// The ids of the complete snapshots (a manifest and its data object), newest first, from one
 /// listing of the store (no object is read): what a new cluster can be restored from.
 pub async fn complete_ids(store: &Store) -> Result<Vec<String>> {
-    let names: std::collections::BTreeSet<String> = store
-        .inner
-        .list(Some(&store.dir))
-        .try_collect::<Vec<object_store::ObjectMeta>>()
-        .await
-        .with_context(|| format!("listing {}", store.describe))?
+    let names: std::collections::BTreeSet<String> = objects(store)
+        .await?
         .iter()
         .filter_map(|o| o.location.filename().map(String::from))
         .collect();

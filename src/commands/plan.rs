@@ -66,14 +66,8 @@ pub async fn plan(cfg: Config) -> Result<()> {
     if action == Action::Restart {
         // A member with data: when its cluster has no quorum, say so and what to run.
         if let Ok(material) = crate::tls::ClientMaterial::from_dir(&cfg.tls.dir) {
-            let local = crate::agent::local_endpoint(&cfg);
-            if crate::etcd::client::check_health(&local, &material)
-                .await
-                .is_err()
-            {
-                if let Some(q) = crate::agent::recover::quorum_report(&cfg, &material).await {
-                    println!("QUORUM LOST: {q}");
-                }
+            if let Some(q) = crate::agent::recover::quorum_report(&cfg, &material).await {
+                println!("QUORUM LOST: {q}");
             }
         }
     }

@@ -173,16 +173,9 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
             .filter(|p| p.exists())
             .map(|p| p.display().to_string()),
         last_snapshot: last_snapshot(cfg).await,
-        quorum_lost: if client::check_health(&crate::agent::local_endpoint(cfg), &material)
+        quorum_lost: crate::agent::recover::quorum_report(cfg, &material)
             .await
-            .is_ok()
-        {
-            None
-        } else {
-            crate::agent::recover::quorum_report(cfg, &material)
-                .await
-                .map(|q| q.to_string())
-        },
+            .map(|q| q.to_string()),
     })
 }
 
