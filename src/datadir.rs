@@ -62,6 +62,9 @@ pub fn record_path(data_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedMember {
     pub id: String,
+    /// Empty for a member that has not started (and in records of older versions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
 }
@@ -95,6 +98,13 @@ pub struct Record {
     /// The snapshot that formation started from (every initial member restored the same one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<String>,
+    /// A fleet-wide restore this node is carrying out, and how far it got (see
+    /// `decide::restore::fleet_step`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::decide::restore::InProgress>,
+    /// The last fleet-wide restore request this node finished (or gave up on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_finished: Option<String>,
 }
 
 fn hex_id(s: &Option<String>) -> Option<u64> {

@@ -14,6 +14,8 @@ pub const ALL: &[&str] = &[
     "join:before-promote",
     "heal:after-stop",
     "heal:after-move",
+    "fleet-restore:after-stop",
+    "fleet-restore:after-move",
 ];
 
 pub fn hit(name: &str) {

@@ -675,3 +675,30 @@ fn rendered_unit_passes_systemd_analyze_verify() {
 fn unit_name(p: &Path) -> String {
     format!("{}:", p.display())
 }
+
+#[test]
+fn restore_without_a_store_is_a_config_error() {
+    let s = Setup::new();
+    let cfg = s.config("");
+    let out = run(
+        &[
+            "restore",
+            "--from",
+            "latest",
+            "--yes",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("backup.url"), "{}", stderr(&out));
+    s.assert_nothing_written();
+    // `--from` is required.
+    let out = run(
+        &["restore", "--yes", "--config", cfg.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
+}

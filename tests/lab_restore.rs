@@ -43,11 +43,9 @@ fn replace_vm(lab: &Lab, h: usize) {
     }
 }
 
-fn total_loss(id: u8, version: Version) {
-    let _g = serial();
-    let mut lab = Lab::up(id, version, LabOptions::srv(3));
-    lab.configure_srv(3);
-    let s3 = S3::up(&lab);
+/// `[backup]` on hosts 1-3: the lab's S3 server under prefix "fleet", snapshots encrypted with a
+/// new age key (kept in the returned directory).
+fn with_backup(lab: &Lab, s3: &S3) -> tempfile::TempDir {
     let keys_dir = tempfile::tempdir().unwrap();
     let (identity, public) = age_key(keys_dir.path());
     for h in 1..=3 {
@@ -63,6 +61,31 @@ fn total_loss(id: u8, version: Version) {
         let text = std::fs::read_to_string(&cfg).unwrap();
         std::fs::write(&cfg, format!("{text}\n{section}")).unwrap();
     }
+    keys_dir
+}
+
+fn snapshot_save(lab: &Lab, host: usize) -> String {
+    let bin = common::bin();
+    let cfg = lab.config_path(host);
+    let out = lab.exec(
+        host,
+        Path::new(&bin),
+        &["snapshot", "save", "--config", cfg.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "snapshot save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn total_loss(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let s3 = S3::up(&lab);
+    let _keys = with_backup(&lab, &s3);
     lab.start(&[1, 2, 3]);
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
     let old_cluster = cluster_id(&lab, 1);
@@ -77,18 +100,7 @@ fn total_loss(id: u8, version: Version) {
         lab.put(1 + i % 3, &format!("/before/{i:02}"), &format!("v{i}"));
     }
     let bin = common::bin();
-    let cfg = lab.config_path(2);
-    let out = lab.exec(
-        2,
-        Path::new(&bin),
-        &["snapshot", "save", "--config", cfg.to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "snapshot save: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let snapshot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let snapshot = snapshot_save(&lab, 2);
     // Written after the last snapshot: lost with the members, as with any backup.
     lab.put(1, "/after/lost", "x");
     let revision_before = revision(&lab, 1);
@@ -316,4 +328,240 @@ fn survivor_recovers_after_the_majority_is_lost_etcd_3_5() {
 #[test]
 fn survivor_recovers_after_the_majority_is_lost_etcd_3_4() {
     survivor_recovers(90, Version::V3_4);
+}
+
+/// Moved-aside copies of host `h`'s data dir.
+fn moved_aside(lab: &Lab, h: usize) -> Vec<String> {
+    std::fs::read_dir(lab.host_dir(h))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data.removed-"))
+        .collect()
+}
+
+/// `restore --from` on a live cluster, from one node, with the agents running (as under
+/// systemd): host 3 is down when it is asked for, host 2's agent is killed in the middle of it
+/// (`failpoint`) and started again. No confirmation: nothing happens. A second restore while the
+/// first has no quorum yet is refused, naming the first. In the end 3 voters run exactly the
+/// snapshot's keys (written after it: gone; changed or deleted after it: back as they were), as a
+/// new cluster, with the revision moved forward (3.5), every old data dir kept aside.
+fn fleet_restore(id: u8, version: Version, failpoint: &str) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let s3 = S3::up(&lab);
+    let _keys = with_backup(&lab, &s3);
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    for i in 0..20 {
+        lab.put(1 + i % 3, &format!("/before/{i:02}"), &format!("v{i}"));
+    }
+    let snapshot = snapshot_save(&lab, 2);
+    for i in 0..5 {
+        lab.put(1 + i % 3, &format!("/after/{i}"), "x");
+    }
+    lab.put(1, "/before/00", "changed");
+    let del = lab.etcdctl(1, &lab.client_url(1), &["del", "/before/19"]);
+    assert!(del.status.success());
+    let revision_before = revision(&lab, 1);
+    let old_cluster = cluster_id(&lab, 1);
+    let bin = common::bin();
+    let cfg1 = lab.config_path(1);
+    let restore_args = |from: &str| -> Vec<String> {
+        [
+            "restore",
+            "--from",
+            from,
+            "--config",
+            cfg1.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    // Without --yes it asks; anything but "restore" changes nothing.
+    let mut ask = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.netns(1), &bin])
+        .args(restore_args(&snapshot))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        ask.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    }
+    let out = ask.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !out.status.success() && text.contains("Type \"restore\""),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        s3.list("fleet/lab/restore").is_empty(),
+        "a request was written without confirmation"
+    );
+    assert_eq!(lab.get(1, "/after/0").as_deref(), Some("x"));
+
+    // Host 3 is down; host 2's agent will be killed in the middle of the restore.
+    lab.stop(3);
+    lab.stop(2);
+    lab.start_with_env(&[2], &[("ETCD_BOOTSTRAP_FAILPOINT", failpoint)]);
+    let t = Instant::now();
+    while lab.get(2, "/before/01").as_deref() != Some("v1") {
+        assert!(t.elapsed() < WITHIN, "hosts 1 and 2 did not serve again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let out_path = lab.host_dir(1).join("restore.out");
+    let out_file = std::fs::File::create(&out_path).unwrap();
+    let t = Instant::now();
+    let mut command = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.netns(1), &bin])
+        .args(restore_args(&snapshot))
+        .args(["--yes", "--timeout", "4m"])
+        .stdin(std::process::Stdio::null())
+        .stdout(out_file.try_clone().unwrap())
+        .stderr(out_file)
+        .spawn()
+        .unwrap();
+    let code = lab.wait_exit(2, Duration::from_secs(90));
+    let command_output = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    if lab.running(2) {
+        let _ = command.kill();
+        lab.dump_logs();
+        panic!("the fail point did not stop host 2: {}", command_output());
+    }
+    assert_ne!(code, Some(0));
+    let data2 = lab.host_dir(2).join("data");
+    match failpoint {
+        // Stopped, the old data still in place: resumed, it is moved aside then.
+        "fleet-restore:after-stop" => {
+            assert!(data2.join("member").is_dir());
+            assert!(moved_aside(&lab, 2).is_empty());
+        }
+        // The old data aside, the restored data in, not started.
+        _ => {
+            assert!(data2.join("member").is_dir());
+            assert_eq!(moved_aside(&lab, 2).len(), 1);
+        }
+    }
+    // Meanwhile a second restore is refused, naming the first.
+    let out = lab.exec(
+        1,
+        Path::new(&bin),
+        &[
+            "restore",
+            "--from",
+            "latest",
+            "--yes",
+            "--config",
+            cfg1.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(3), "second restore: {err}");
+    assert!(
+        err.contains("is still in progress") && err.contains(&format!("snapshot {snapshot}")),
+        "{err}"
+    );
+
+    // Host 2's agent runs again and resumes; host 3 comes back and follows the request before
+    // its etcd starts from the old data.
+    lab.start(&[2]);
+    lab.start(&[3]);
+    lab.wait_voters(1, &[1, 2, 3], Duration::from_secs(180));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = command.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = command.kill();
+            panic!("restore did not return: {}", command_output());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "{}: restore --from with one member down and one agent killed: 3 voters {:?} after the request",
+        version.as_str(),
+        t.elapsed()
+    );
+    let text = command_output();
+    eprintln!("{text}");
+    assert!(status.success(), "restore: {text}");
+    assert!(text.contains("restored: "), "{text}");
+    assert!(
+        lab.log(2).contains("resuming a fleet-wide restore"),
+        "{}",
+        lab.log(2)
+    );
+    assert!(lab.log(3).contains("fleet-wide restore requested"));
+
+    for h in 1..=3 {
+        for i in 0..20 {
+            assert_eq!(
+                lab.get(h, &format!("/before/{i:02}")).as_deref(),
+                Some(format!("v{i}").as_str()),
+                "host {h} /before/{i:02}"
+            );
+        }
+        for i in 0..5 {
+            assert_eq!(lab.get(h, &format!("/after/{i}")).as_deref(), Some(""));
+        }
+        assert_eq!(
+            moved_aside(&lab, h).len(),
+            1,
+            "host {h}: the old data is kept aside"
+        );
+        assert!(!lab
+            .host_dir(h)
+            .join("data/.etcd-bootstrap-restore")
+            .exists());
+    }
+    let prefix_count = lab
+        .etcdctl(
+            1,
+            &lab.client_url(1),
+            &["get", "/", "--prefix", "--keys-only"],
+        )
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"/before/") || l.starts_with(b"/after/"))
+        .count();
+    assert_eq!(prefix_count, 20, "exactly the snapshot's keys");
+    assert_ne!(
+        cluster_id(&lab, 1),
+        old_cluster,
+        "a restored cluster has a new ID"
+    );
+    if version == Version::V3_5 {
+        let after = revision(&lab, 1);
+        assert!(
+            after > revision_before,
+            "revision went back: {after} after, {revision_before} before"
+        );
+    }
+    // The restored cluster takes writes, and an agent restarted later stays on it.
+    lab.put(3, "/after/restore", "y");
+    lab.stop(1);
+    lab.start(&[1]);
+    lab.wait_voters(2, &[1, 2, 3], WITHIN);
+    assert_eq!(lab.get(1, "/after/restore").as_deref(), Some("y"));
+    assert_eq!(lab.get(1, "/after/0").as_deref(), Some(""));
+    lab.stop_all();
+}
+
+#[test]
+fn fleet_restore_with_a_member_down_and_an_agent_killed_etcd_3_5() {
+    fleet_restore(91, Version::V3_5, "fleet-restore:after-move");
+}
+
+#[test]
+fn fleet_restore_with_a_member_down_and_an_agent_killed_etcd_3_4() {
+    fleet_restore(92, Version::V3_4, "fleet-restore:after-stop");
 }

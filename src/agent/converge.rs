@@ -362,6 +362,7 @@ impl Agent<'_> {
             .iter()
             .map(|m| RecordedMember {
                 id: format!("{:x}", m.id),
+                name: m.name.clone(),
                 peer_urls: m.peer_urls.clone(),
                 client_urls: m.client_urls.clone(),
             })

@@ -4,6 +4,7 @@
 //! answering is logged loudly and changes nothing; the pause marker stops every membership change
 //! without stopping etcd.
 
+use super::restore::Followed;
 use super::{local_endpoint, notify, Agent};
 use crate::datadir;
 use crate::decide::dead_member;
@@ -107,6 +108,14 @@ impl Agent<'_> {
         let mut dead = dead_member::Tracker::default();
         let mut last_index: Option<u64> = None;
         let mut last_quorum_report: Option<Instant> = None;
+        // Fleet-wide restore requests: the id of the last one this node was not named in (logged
+        // once), and the current one (to explain other clusters answering while it is under way).
+        let restore_store = cfg
+            .backup
+            .as_ref()
+            .and_then(|b| crate::backup::store::open(b, &cfg.cluster.name).ok());
+        let mut not_named: Option<String> = None;
+        let mut current_restore: Option<crate::decide::restore::FleetRequest> = None;
         let mut schedule = match &cfg.backup {
             None => None,
             Some(b) => match crate::backup::store::open(b, &cfg.cluster.name) {
@@ -133,6 +142,41 @@ impl Agent<'_> {
                 tokio::select! {
                     _ = self.answer_recover_request(&material) => {}
                     never = keep_watchdog_fed(cfg.heal.interval) => match never {},
+                }
+            }
+            if let Some(store) = &restore_store {
+                let followed = tokio::select! {
+                    r = self.follow_restore_request(store) => r,
+                    never = keep_watchdog_fed(cfg.heal.interval) => match never {},
+                };
+                match followed {
+                    Ok((f, current)) => {
+                        current_restore = current;
+                        match f {
+                            Followed::Restored(_) => {
+                                // etcd runs from the restored data; it is healthy once a
+                                // majority of the members have followed the request.
+                                state = State::Unhealthy;
+                                continue;
+                            }
+                            Followed::NotAMember(id) if not_named.as_ref() != Some(&id) => {
+                                tracing::warn!(request = %id, "a fleet-wide restore request does not name this member (it joined after the request was made): its data is left as it is; once the restored cluster runs, remove this member's data by hand (or `etcd-bootstrap leave`) to let it join that cluster");
+                                not_named = Some(id);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "following the fleet-wide restore request failed; trying again after heal.interval");
+                        let under_way = crate::datadir::Record::load(data_dir)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|r| r.restore.is_some());
+                        if under_way {
+                            // etcd is stopped and its data is aside: nothing else to do here.
+                            continue;
+                        }
+                    }
                 }
             }
             let mut renewed = Some(material.clone());
@@ -191,6 +235,14 @@ impl Agent<'_> {
                         datadir::move_aside(data_dir, &reason, last_index)?;
                         failpoint::hit("heal:after-move");
                         state = State::Rejoining;
+                    }
+                    Verdict::Foreign(what)
+                        if current_restore
+                            .as_ref()
+                            .is_some_and(|r| restore_clusters_in(r, &what)) =>
+                    {
+                        tracing::info!(%what, request = current_restore.as_ref().map(|r| r.id.as_str()).unwrap_or(""), "a fleet-wide restore is under way: members on the old and the restored data ignore each other until each has followed it");
+                        continue;
                     }
                     Verdict::Foreign(what) => {
                         tracing::error!(%what, "another cluster answers at this member's peers; refusing to move data or re-join: fix discovery");
@@ -314,6 +366,17 @@ fn log_transition(from: State, to: State, health: &Result<client::Whoami>) {
         }
         _ => {}
     }
+}
+
+/// Whether the other clusters that answered are the two sides of fleet-wide restore `r` (the
+/// cluster it restores, or the restored one): expected while it is under way.
+fn restore_clusters_in(r: &crate::decide::restore::FleetRequest, what: &str) -> bool {
+    let restored = format!("answers as cluster {:x}", r.cluster_id());
+    let old = r
+        .from_cluster
+        .as_ref()
+        .map(|c| format!("answers as cluster {c}"));
+    what.contains(&restored) || old.is_some_and(|o| what.contains(&o))
 }
 
 /// A re-join can take longer than `WatchdogSec` (it is bounded by discovery.timeout instead):

@@ -1,5 +1,6 @@
 //! The running keeper: the agent's own endpoint (`endpoint`), bringing the local member up
-//! (`converge`), and the heal loop as an explicit state machine (`heal`). Commands use it; it
+//! (`converge`), the heal loop as an explicit state machine (`heal`), and following a
+//! fleet-wide restore request (`restore`). Commands use it; it
 //! uses the layers below (decide, etcd, tls, service, discovery).
 
 pub mod converge;
@@ -7,6 +8,7 @@ pub mod endpoint;
 pub mod heal;
 pub mod recover;
 pub mod renew;
+pub mod restore;
 pub mod snapshots;
 
 use crate::config::Config;

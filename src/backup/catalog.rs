@@ -16,14 +16,20 @@ pub struct Entry {
     pub verified: bool,
 }
 
-/// Every object under the cluster's directory of the store, from one listing.
+/// Every object directly in the cluster's directory of the store (snapshots and their
+/// manifests; not the restore requests below it), from one listing.
 async fn objects(store: &Store) -> Result<Vec<object_store::ObjectMeta>> {
-    store
+    let depth = store.dir.parts().count() + 1;
+    let all: Vec<object_store::ObjectMeta> = store
         .inner
         .list(Some(&store.dir))
         .try_collect()
         .await
-        .with_context(|| format!("listing {}", store.describe))
+        .with_context(|| format!("listing {}", store.describe))?;
+    Ok(all
+        .into_iter()
+        .filter(|o| o.location.parts().count() == depth)
+        .collect())
 }
 
 pub async fn list(store: &Store) -> Result<Vec<Entry>> {

@@ -1,10 +1,11 @@
 //! Snapshots of the cluster's data: one store interface with a factory (`store`), the manifest
 //! written last beside each snapshot (`manifest`), what the store holds (`catalog`), taking one
-//! (`snapshotter`), checking one (`verify`), restoring one as a member's data (`restorer`) and
-//! retention (`retention`, pure).
+//! (`snapshotter`), checking one (`verify`), restoring one as a member's data (`restorer`),
+//! retention (`retention`, pure) and the fleet-wide restore request (`request`).
 
 pub mod catalog;
 pub mod manifest;
+pub mod request;
 pub mod restorer;
 pub mod retention;
 pub mod snapshotter;

@@ -41,6 +41,8 @@ pub struct Restored {
     pub tool: String,
 }
 
+/// Restore `entry` as this member's data: `prepare`, then `install`. Refused when the data dir
+/// already has a `member/`.
 pub async fn restore(
     store: &Store,
     entry: &Entry,
@@ -55,6 +57,22 @@ pub async fn restore(
             member.display()
         )));
     }
+    let (prepared, restored) = prepare(store, entry, identity_file, etcd_binary, target).await?;
+    crate::failpoint::hit("restore:before-move");
+    install(&prepared, target.data_dir)?;
+    Ok(restored)
+}
+
+/// Download and check the snapshot and restore it into the work directory inside the data dir;
+/// whatever else the data dir holds (a running member's data) is left alone. Returns where the
+/// restored `member/` is.
+pub async fn prepare(
+    store: &Store,
+    entry: &Entry,
+    identity_file: Option<&Path>,
+    etcd_binary: &Path,
+    target: &Target<'_>,
+) -> Result<(std::path::PathBuf, Restored), FetchError> {
     crate::fsutil::ensure_dir(target.data_dir, 0o700)?;
     let work = target.data_dir.join(WORK_DIR);
     if work.exists() {
@@ -93,23 +111,43 @@ pub async fn restore(
         tracing::warn!(tool = %tool.path.display(), "this etcd's snapshot tool cannot move the revision forward (etcdutl --bump-revision, etcd 3.5): revisions handed out after the snapshot will be handed out again; restart kube-apiserver so that its watch cache re-lists");
     }
     tool.run(&args)?;
-    crate::failpoint::hit("restore:before-move");
-    std::fs::rename(out.join("member"), &member).with_context(|| {
+    // The downloaded file is no longer needed; the restored data is.
+    let _ = std::fs::remove_file(&db);
+    Ok((
+        out.join("member"),
+        Restored {
+            revision,
+            revision_after: if bumps {
+                revision + BUMP_REVISION as i64
+            } else {
+                revision
+            },
+            total_keys,
+            tool: tool.path.display().to_string(),
+        },
+    ))
+}
+
+/// Make a prepared `member/` the data dir's, by one rename (the same file system: it was
+/// prepared inside the data dir, or inside the copy the data dir was moved aside to), then clear
+/// the work directory.
+pub fn install(prepared: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let member = data_dir.join("member");
+    if member.exists() {
+        anyhow::bail!(
+            "{} exists: a snapshot is never restored over data",
+            member.display()
+        );
+    }
+    crate::fsutil::ensure_dir(data_dir, 0o700)?;
+    std::fs::rename(prepared, &member).with_context(|| {
         format!(
-            "moving the restored data into place at {}",
+            "moving the restored data from {} into place at {}",
+            prepared.display(),
             member.display()
         )
     })?;
-    crate::fsutil::sync_dir(target.data_dir)?;
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(Restored {
-        revision,
-        revision_after: if bumps {
-            revision + BUMP_REVISION as i64
-        } else {
-            revision
-        },
-        total_keys,
-        tool: tool.path.display().to_string(),
-    })
+    crate::fsutil::sync_dir(data_dir)?;
+    let _ = std::fs::remove_dir_all(data_dir.join(WORK_DIR));
+    Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod leave;
 pub mod plan;
 pub mod recover;
+pub mod restore;
 pub mod run;
 pub mod snapshot;
 pub mod status;

@@ -63,6 +63,24 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         manager: service::manager(&cfg),
     };
     let started = Instant::now();
+    // Before etcd is started from its data: a fleet-wide restore that names this node (it was
+    // down when it was asked for, or this agent was killed in the middle of one) comes first,
+    // or etcd would come back with data the rest of the cluster no longer runs.
+    if let Some(b) = &cfg.backup {
+        let store = crate::backup::store::open(b, &cfg.cluster.name)?;
+        match agent.follow_restore_request(&store).await {
+            Ok(_) => {}
+            Err(e)
+                if crate::datadir::Record::load(&cfg.member.data_dir)?
+                    .is_some_and(|r| r.restore.is_some()) =>
+            {
+                return Err(e.context("a fleet-wide restore of this member is under way and could not be finished; etcd is not started from anything else (run again: it resumes)"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not check the store for a fleet-wide restore request; going on, the heal loop checks again");
+            }
+        }
+    }
 
     let material = tokio::select! {
         r = agent.converge() => match r {

@@ -39,6 +39,9 @@ pub struct Status {
     /// to run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quorum_lost: Option<String>,
+    /// This node's part in a fleet-wide restore that is under way (its identity record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restoring: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,6 +179,16 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
         quorum_lost: crate::agent::recover::quorum_report(cfg, &material)
             .await
             .map(|q| q.to_string()),
+        restoring: crate::datadir::Record::load(&cfg.member.data_dir)
+            .ok()
+            .flatten()
+            .and_then(|r| r.restore)
+            .map(|p| {
+                format!(
+                    "request {} (snapshot {}), this member at step {:?}; its agent goes on from there",
+                    p.request.id, p.request.snapshot, p.phase
+                )
+            }),
     })
 }
 
@@ -228,6 +241,9 @@ pub fn table(s: &Status) -> String {
     let mut out = format!("cluster {}  leader {}\n", s.cluster_id, s.leader);
     if let Some(q) = &s.quorum_lost {
         out.push_str(&format!("QUORUM LOST: {q}\n"));
+    }
+    if let Some(r) = &s.restoring {
+        out.push_str(&format!("RESTORING: {r}\n"));
     }
     if let Some(l) = &s.last_snapshot {
         match (&l.id, &l.error) {

@@ -85,8 +85,9 @@ pub fn may_recover(
     Verdict::Proceed
 }
 
-/// Going back to the newest snapshot through the total-loss path.
-const RESTORE_BY_REPLACING: &str = "give every member an empty data dir (new VMs, or stop every agent and move each data dir aside) and the agents restore it as they form the cluster again";
+/// Going back to the newest snapshot: with `restore --from` while the members' agents run (a
+/// restored cluster needs a quorum of them), else through the total-loss path.
+const RESTORE_BY_REPLACING: &str = "with the members' VMs there, `etcd-bootstrap restore --from {id}` on any one of them; with VMs lost for good, give every member an empty data dir (new VMs, or stop every agent and move each data dir aside) and the agents restore it as they form the cluster again";
 
 /// What the agents' logs, `status` and `plan` say when a quorum is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,13 +122,17 @@ impl fmt::Display for QuorumLoss {
         match (&self.highest, &self.newest_snapshot) {
             (Some((who, _)), Some((id, _))) => write!(
                 f,
-                "run `etcd-bootstrap recover` on {who} (keeps every key it has), or go back to snapshot {id}: {RESTORE_BY_REPLACING}"
+                "run `etcd-bootstrap recover` on {who} (keeps every key it has), or go back to snapshot {id}: {}", RESTORE_BY_REPLACING.replace("{id}", id)
             ),
             (Some((who, _)), None) => {
                 write!(f, "run `etcd-bootstrap recover` on {who} (keeps every key it has)")
             }
             (None, Some((id, _))) => {
-                write!(f, "go back to snapshot {id}: {RESTORE_BY_REPLACING}")
+                write!(
+                    f,
+                    "go back to snapshot {id}: {}",
+                    RESTORE_BY_REPLACING.replace("{id}", id)
+                )
             }
             (None, None) => write!(
                 f,
@@ -311,7 +316,7 @@ mod tests {
         );
         assert!(text.contains("`etcd-bootstrap recover` on etcd2"), "{text}");
         assert!(
-            text.contains("go back to snapshot s1: give every member an empty data dir"),
+            text.contains("go back to snapshot s1: with the members' VMs there, `etcd-bootstrap restore --from s1` on any one of them; with VMs lost for good, give every member an empty data dir"),
             "{text}"
         );
     }

@@ -12,7 +12,16 @@
 //!   empty cluster seeded over data that exists would be the worst outcome);
 //! - the chosen snapshot is mixed into the token, so that a member that somehow chose another one
 //!   gets another cluster ID and is refused by its peers instead of joining them.
+//!
+//! And the fleet-wide restore of a cluster that still has (some of) its data (`etcd-bootstrap
+//! restore --from`): one request in the store names the snapshot, the members (name, peer URL)
+//! and a new token; every agent puts its member back to it (`fleet_step`), and a new request is
+//! accepted only once the previous one has settled (`may_request`). The token is new for every
+//! request, so the restored cluster has a new cluster ID: a member still running the old data is
+//! refused by the restored ones (and the other way round) instead of mixing two keyspaces, and
+//! two requests that raced each other can never form one cluster from two snapshots.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What the store says about `cluster.name`'s snapshots, as far as this node can use them.
@@ -86,6 +95,203 @@ pub fn seed(snapshots: &Snapshots, formed: &[FormedPeer]) -> Result<Option<Strin
     }
 }
 
+/// A member of the cluster a fleet-wide restore puts back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMember {
+    pub name: String,
+    pub peer_url: String,
+    /// Where its etcd answers clients (to see it come back as a member of the restored cluster).
+    pub client_url: String,
+}
+
+/// A fleet-wide restore request, as the store holds it: every member named in it restores
+/// `snapshot` with the same `--initial-cluster` (`members`) and `token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetRequest {
+    /// Unique per request (`<UTC stamp>-<random>`).
+    pub id: String,
+    pub snapshot: String,
+    /// RFC 3339, and the member name (or host name) of the node that asked.
+    pub requested: String,
+    pub by: String,
+    /// The cluster being restored (hex): only data of this cluster is restored.
+    pub from_cluster: Option<String>,
+    /// Sorted by peer URL.
+    pub members: Vec<RequestMember>,
+    pub token: String,
+}
+
+impl FleetRequest {
+    /// A request for `members` (any order) to restore `snapshot`, with a token of its own.
+    pub fn new(
+        cluster_name: &str,
+        id: &str,
+        snapshot: &str,
+        requested: &str,
+        by: &str,
+        from_cluster: u64,
+        mut members: Vec<RequestMember>,
+    ) -> FleetRequest {
+        members.sort_by(|a, b| a.peer_url.cmp(&b.peer_url));
+        let urls: Vec<&str> = members.iter().map(|m| m.peer_url.as_str()).collect();
+        let digest = crate::etcd::ids::sha256_hex(
+            format!("{}|restore:{snapshot}|request:{id}", urls.join(",")).as_bytes(),
+        );
+        FleetRequest {
+            id: id.into(),
+            snapshot: snapshot.into(),
+            requested: requested.into(),
+            by: by.into(),
+            from_cluster: Some(format!("{from_cluster:x}")),
+            members,
+            token: format!("{cluster_name}-{}", &digest[..12]),
+        }
+    }
+
+    /// The `--initial-cluster` every member restores with.
+    pub fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn member_id(&self, peer_url: &str) -> u64 {
+        crate::etcd::ids::member_id(&[peer_url.to_string()], &self.token)
+    }
+
+    /// The restored cluster's ID (etcd derives it from the initial cluster and the token).
+    pub fn cluster_id(&self) -> u64 {
+        let ids: Vec<u64> = self
+            .members
+            .iter()
+            .map(|m| self.member_id(&m.peer_url))
+            .collect();
+        crate::etcd::ids::cluster_id(&ids)
+    }
+
+    pub fn from_cluster_id(&self) -> Option<u64> {
+        self.from_cluster
+            .as_deref()
+            .and_then(|c| u64::from_str_radix(c, 16).ok())
+    }
+
+    pub fn member(&self, peer_url: &str) -> Option<&RequestMember> {
+        self.members.iter().find(|m| m.peer_url == peer_url)
+    }
+
+    /// How many members must run the restored data for it to have a quorum.
+    pub fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+}
+
+/// How far this node got with a request: kept in its identity record before each step, so that
+/// a crash (kill -9, power loss) resumes where it stopped instead of starting etcd from half a
+/// restore or from the old data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The snapshot was downloaded and checked; etcd is being stopped, its data moved aside.
+    Stopping,
+    /// The old data is aside (or was never there); the snapshot's data goes in next.
+    Moved,
+    /// The restored data is in place and has never been started: start etcd.
+    Restored,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InProgress {
+    pub request: FleetRequest,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetStep {
+    /// No request, or this node is done with the current one.
+    Nothing,
+    /// The current request does not name this node (it joined later, or it never was a member):
+    /// nothing is restored here.
+    NotAMember(FleetRequest),
+    /// Download and check the snapshot while etcd still runs, then stop, move aside, restore.
+    Begin(FleetRequest),
+    /// A crash left this request at its phase: go on from there.
+    Resume(InProgress),
+}
+
+/// What this node does about fleet-wide restores: `current` is the store's request (if it could
+/// be read), `my_cluster` the cluster this node's data belongs to (its identity record),
+/// `finished` the last request this node carried out (or gave up on: its snapshot failed the
+/// integrity check here), `in_progress` what its record says it was doing.
+///
+/// A request is for the data of the cluster it restores (`from_cluster`) only. A request stays in
+/// the store after it is done, so a node named by address is not enough: a VM that later takes
+/// a member's address and joins the restored cluster, or every member of a cluster formed anew
+/// since (their data belongs to other clusters), must never restore an old snapshot over its
+/// data.
+pub fn fleet_step(
+    current: Option<&FleetRequest>,
+    my_peer_url: &str,
+    my_cluster: Option<u64>,
+    finished: Option<&str>,
+    in_progress: Option<&InProgress>,
+) -> FleetStep {
+    let wanted = current.filter(|r| Some(r.id.as_str()) != finished);
+    let restores = |r: &FleetRequest, cluster: Option<u64>| {
+        cluster.is_some() && r.from_cluster_id() == cluster
+    };
+    match (in_progress, wanted) {
+        // A newer request replaced the one this node was carrying out, for the same data (whose
+        // restored copy was never started: etcd starts only after `Restored` is recorded, and
+        // the request is finished at once).
+        (Some(p), Some(r))
+            if r.id != p.request.id
+                && r.member(my_peer_url).is_some()
+                && (restores(r, p.request.from_cluster_id())
+                    || restores(r, Some(p.request.cluster_id()))) =>
+        {
+            FleetStep::Begin(r.clone())
+        }
+        // Finish what was begun, also when the request has gone from the store or cannot be
+        // read: the old data is already stopped or aside.
+        (Some(p), _) => FleetStep::Resume(p.clone()),
+        (None, Some(r)) if !restores(r, my_cluster) => FleetStep::Nothing,
+        (None, Some(r)) if r.member(my_peer_url).is_none() => FleetStep::NotAMember(r.clone()),
+        (None, Some(r)) => FleetStep::Begin(r.clone()),
+        (None, None) => FleetStep::Nothing,
+    }
+}
+
+/// What the members of the current request report, for `may_request`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestState {
+    /// Members whose etcd answers as a member of the restored cluster.
+    pub restored: usize,
+    /// Members whose agent gave up on it (the snapshot failed its integrity check there).
+    pub failed: usize,
+}
+
+/// Whether a new request may replace `current`: once the restored cluster has a quorum (a
+/// member still missing restores when its agent next runs, whatever request is current), or
+/// every member gave up. Otherwise members would be restored from two snapshots at once.
+pub fn may_request(current: Option<&FleetRequest>, state: &RequestState) -> Result<(), String> {
+    let Some(r) = current else { return Ok(()) };
+    if state.restored >= r.quorum() || state.failed >= r.members.len() {
+        return Ok(());
+    }
+    Err(format!(
+        "restore request {} (snapshot {}, asked by {} at {}) is still in progress: {} of {} members run the restored cluster, a quorum is {}; wait for it (etcd-bootstrap status), or start the members that are down",
+        r.id,
+        r.snapshot,
+        r.by,
+        r.requested,
+        state.restored,
+        r.members.len(),
+        r.quorum()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +343,186 @@ mod tests {
         ];
         for (i, (snapshots, formed, want)) in table.into_iter().enumerate() {
             assert_eq!(seed(&snapshots, &formed), want, "case {i}");
+        }
+    }
+
+    fn request(id: &str, urls: &[&str]) -> FleetRequest {
+        let members = urls
+            .iter()
+            .map(|u| RequestMember {
+                name: format!("etcd{}", &u[15..16]),
+                peer_url: u.to_string(),
+                client_url: u.replace(":2380", ":2379"),
+            })
+            .collect();
+        FleetRequest::new(
+            "lab",
+            id,
+            "snap-1",
+            "2026-12-03T15:00:00Z",
+            "etcd1",
+            OLD,
+            members,
+        )
+    }
+
+    const OLD: u64 = 0xabc;
+    const A: &str = "https://10.0.0.1:2380";
+    const B: &str = "https://10.0.0.2:2380";
+    const C: &str = "https://10.0.0.3:2380";
+
+    #[test]
+    fn every_request_gets_its_own_cluster_id() {
+        let r1 = request("r1", &[A, B, C]);
+        // Same members listed in another order: the same initial cluster, token and ID.
+        let again = request("r1", &[C, A, B]);
+        assert_eq!(r1.initial_cluster(), again.initial_cluster());
+        assert_eq!(r1.token, again.token);
+        assert_eq!(r1.cluster_id(), again.cluster_id());
+        // Another request for the same snapshot and members: another cluster, so members that
+        // followed different requests never form one cluster.
+        let r2 = request("r2", &[A, B, C]);
+        assert_ne!(r1.token, r2.token);
+        assert_ne!(r1.cluster_id(), r2.cluster_id());
+        assert_eq!(r1.quorum(), 2);
+        assert!(r1.token.starts_with("lab-"));
+    }
+
+    #[test]
+    fn fleet_step_table() {
+        let r1 = request("r1", &[A, B, C]);
+        let r2 = request("r2", &[A, B, C]);
+        let only_bc = request("r3", &[B, C]);
+        // A second restore of the cluster r1 restored.
+        let mut next = r2.clone();
+        next.from_cluster = Some(format!("{:x}", r1.cluster_id()));
+        let at = |r: &FleetRequest, phase| InProgress {
+            request: r.clone(),
+            phase,
+        };
+        let old = Some(OLD);
+        // (current request, my cluster, finished, in progress, expected)
+        type Case<'a> = (
+            Option<&'a FleetRequest>,
+            Option<u64>,
+            Option<&'a str>,
+            Option<InProgress>,
+            FleetStep,
+        );
+        let table: Vec<Case> = vec![
+            (None, old, None, None, FleetStep::Nothing),
+            (Some(&r1), old, None, None, FleetStep::Begin(r1.clone())),
+            // Done with it (or its snapshot failed here): nothing, at every tick after.
+            (
+                Some(&r1),
+                Some(r1.cluster_id()),
+                Some("r1"),
+                None,
+                FleetStep::Nothing,
+            ),
+            // A new request after an old one.
+            (
+                Some(&next),
+                Some(r1.cluster_id()),
+                Some("r1"),
+                None,
+                FleetStep::Begin(next.clone()),
+            ),
+            // Not named by the request: this node restores nothing.
+            (
+                Some(&only_bc),
+                old,
+                None,
+                None,
+                FleetStep::NotAMember(only_bc.clone()),
+            ),
+            // A node whose data is not of the cluster the request restores never restores it:
+            // a new VM on a member's address that joined the restored cluster since ...
+            (
+                Some(&r1),
+                Some(r1.cluster_id()),
+                None,
+                None,
+                FleetStep::Nothing,
+            ),
+            // ... every member of a cluster formed anew since (total loss, empty store) ...
+            (Some(&r1), Some(0xdef), None, None, FleetStep::Nothing),
+            // ... and a node without data or record.
+            (Some(&r1), None, None, None, FleetStep::Nothing),
+            // Killed in the middle: go on from the phase the record has...
+            (
+                Some(&r1),
+                old,
+                None,
+                Some(at(&r1, Phase::Moved)),
+                FleetStep::Resume(at(&r1, Phase::Moved)),
+            ),
+            // ... also when the store cannot be read or the request is gone from it.
+            (
+                None,
+                old,
+                None,
+                Some(at(&r1, Phase::Stopping)),
+                FleetStep::Resume(at(&r1, Phase::Stopping)),
+            ),
+            (
+                None,
+                Some(r1.cluster_id()),
+                None,
+                Some(at(&r1, Phase::Restored)),
+                FleetStep::Resume(at(&r1, Phase::Restored)),
+            ),
+            // A newer request for the same data replaced the half-done one: that one is
+            // abandoned (a race of two `restore` commands; the later write wins everywhere).
+            (
+                Some(&r2),
+                old,
+                None,
+                Some(at(&r1, Phase::Moved)),
+                FleetStep::Begin(r2.clone()),
+            ),
+            (
+                Some(&next),
+                Some(r1.cluster_id()),
+                None,
+                Some(at(&r1, Phase::Restored)),
+                FleetStep::Begin(next.clone()),
+            ),
+            // ... unless the newer one does not name this node: finish the old one (its data
+            // is aside; etcd comes back as a member of r1's cluster, which r3 does not include).
+            (
+                Some(&only_bc),
+                old,
+                None,
+                Some(at(&r1, Phase::Moved)),
+                FleetStep::Resume(at(&r1, Phase::Moved)),
+            ),
+        ];
+        for (i, (current, cluster, finished, in_progress, want)) in table.into_iter().enumerate() {
+            assert_eq!(
+                fleet_step(current, A, cluster, finished, in_progress.as_ref()),
+                want,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn may_request_table() {
+        let r1 = request("r1", &[A, B, C]);
+        let st = |restored, failed| RequestState { restored, failed };
+        assert_eq!(may_request(None, &st(0, 0)), Ok(()));
+        // The restored cluster has its quorum: a member still down follows whatever is current.
+        assert_eq!(may_request(Some(&r1), &st(2, 0)), Ok(()));
+        assert_eq!(may_request(Some(&r1), &st(3, 0)), Ok(()));
+        // Every member gave up (the snapshot fails its check everywhere).
+        assert_eq!(may_request(Some(&r1), &st(0, 3)), Ok(()));
+        // In progress: refused, naming the first.
+        for state in [st(0, 0), st(1, 0), st(1, 2), st(0, 2)] {
+            let err = may_request(Some(&r1), &state).unwrap_err();
+            assert!(err.contains("restore request r1"), "{err}");
+            assert!(err.contains("snapshot snap-1"), "{err}");
+            assert!(err.contains("asked by etcd1"), "{err}");
         }
     }
 }
