@@ -88,6 +88,15 @@ pub enum Command {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Defragment now, one member at a time, followers first, the leader last after moving
+    /// leadership away: the members maintenance.defrag_when picks, or every member with --all.
+    Defrag {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Every member, whatever maintenance.defrag_when says.
+        #[arg(long)]
+        all: bool,
+    },
     /// Validate the configuration and print the effective result.
     CheckConfig {
         #[command(flatten)]
@@ -228,6 +237,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Leave { config } => commands::leave::leave(load(&config)?).await,
+        Command::Defrag { config, all } => commands::defrag::defrag(load(&config)?, all).await,
         Command::Recover { config, yes } => commands::recover::recover(load(&config)?, yes).await,
         Command::Restore {
             config,

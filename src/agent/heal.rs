@@ -116,6 +116,7 @@ impl Agent<'_> {
             .and_then(|b| crate::backup::store::open(b, &cfg.cluster.name).ok());
         let mut not_named: Option<String> = None;
         let mut current_restore: Option<crate::decide::restore::FleetRequest> = None;
+        let mut maintenance = super::maintenance::Schedule::default();
         let mut schedule = match &cfg.backup {
             None => None,
             Some(b) => match crate::backup::store::open(b, &cfg.cluster.name) {
@@ -178,6 +179,11 @@ impl Agent<'_> {
                         }
                     }
                 }
+            }
+            // Also without a healthy local member: the NOSPACE alarm makes every member report
+            // itself unhealthy, and clearing it is this job's.
+            if let Err(e) = self.maintenance_tick(&material, &mut maintenance).await {
+                tracing::warn!(error = %format!("{e:#}"), "database maintenance (defrag, NOSPACE); trying again at the next tick");
             }
             let mut renewed = Some(material.clone());
             if let Err(e) = self.renew_certificates(true, &mut renewed).await {

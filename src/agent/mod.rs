@@ -6,6 +6,7 @@
 pub mod converge;
 pub mod endpoint;
 pub mod heal;
+pub mod maintenance;
 pub mod recover;
 pub mod renew;
 pub mod restore;

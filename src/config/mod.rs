@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod load;
+pub mod maintenance;
 pub mod raw;
 
 use crate::error::ConfigError;
@@ -26,6 +27,7 @@ pub struct Config {
     /// `[backup]`, when `backup.url` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<backup::BackupConfig>,
+    pub maintenance: maintenance::MaintenanceConfig,
     /// The files that were read, in merge order.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1211,6 +1213,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         remove_dead_by_default,
     };
     let backup = backup::validate(&v, raw.backup)?;
+    let maintenance = maintenance::validate(&v, raw.maintenance)?;
 
     let cfg = Config {
         cluster: ClusterConfig { name, size, token },
@@ -1220,6 +1223,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         etcd,
         heal,
         backup,
+        maintenance,
         files: merged.files.clone(),
     };
     check_written_files(&v, &cfg)?;

@@ -76,6 +76,10 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("backup", "age_recipients", Kind::List),
     ("backup", "age_identity_file", Kind::Str),
     ("backup", "restore_on_bootstrap", Kind::Bool),
+    ("maintenance", "defrag_when", Kind::Str),
+    ("maintenance", "interval", Kind::Str),
+    ("maintenance", "window", Kind::Str),
+    ("maintenance", "disarm_nospace", Kind::Bool),
 ];
 
 /// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
@@ -104,6 +108,17 @@ pub struct RawConfig {
     pub heal: RawHeal,
     #[serde(default)]
     pub backup: RawBackup,
+    #[serde(default)]
+    pub maintenance: RawMaintenance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub defrag_when: Option<String>,
+    pub interval: Option<String>,
+    pub window: Option<String>,
+    pub disarm_nospace: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,7 +226,7 @@ impl RawConfig {
                 return Err(SchemaError {
                     key: section.clone(),
                     message:
-                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup]"
+                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [maintenance]"
                             .into(),
                 });
             }

@@ -2,10 +2,12 @@
 //! specification): the first-boot decision and the evidence a new cluster needs (`bootstrap`),
 //! "was I removed?" (`removed`), the dead-member policy (`dead_member`), which moved-aside
 //! data dirs may be pruned (`prune`), what a new cluster starts from (`restore`) and whether a
-//! survivor may recover a cluster that lost its quorum for good (`recover`).
+//! survivor may recover a cluster that lost its quorum for good (`recover`), and database
+//! maintenance: the defrag rule, order and NOSPACE (`defrag`).
 
 pub mod bootstrap;
 pub mod dead_member;
+pub mod defrag;
 pub mod prune;
 pub mod recover;
 pub mod removed;

@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod ids;
+pub mod maintenance;
 pub mod membership;
 pub mod render;

@@ -53,6 +53,12 @@ fn one_line(key: &str, value: &str, file: &std::path::Path) -> Result<(), Config
 }
 
 /// The environment file, `KEY=value` lines in a stable order.
+/// Compaction flags set unless `[etcd.flags]` sets them.
+pub const COMPACTION_DEFAULTS: &[(&str, &str)] = &[
+    ("auto-compaction-mode", "periodic"),
+    ("auto-compaction-retention", "1h"),
+];
+
 pub fn env_file(
     cfg: &Config,
     me: &LocalMember,
@@ -118,6 +124,18 @@ pub fn env_file(
         }
         ClusterState::FromDisk => {
             vars.push(("ETCD_INITIAL_CLUSTER_STATE".into(), "existing".into()));
+        }
+    }
+    // etcd keeps every revision until it is compacted: without compaction the database grows
+    // until it hits the quota (NOSPACE). Periodic auto-compaction keeps one hour of history, as
+    // the classic guides set it; [etcd.flags] overrides either flag. (kube-apiserver compacts by
+    // itself as well, every 5 minutes: both together are harmless.)
+    for (flag, default) in COMPACTION_DEFAULTS {
+        if !cfg.etcd.flags.contains_key(*flag) {
+            vars.push((
+                format!("ETCD_{}", flag.replace('-', "_").to_ascii_uppercase()),
+                default.to_string(),
+            ));
         }
     }
     for (flag, value) in &cfg.etcd.flags {

@@ -1,0 +1,48 @@
+//! `etcd-bootstrap defrag [--all]`: the agents' defragmentation job, now: the members that
+//! `maintenance.defrag_when` picks (every member with `--all`), one at a time, followers first,
+//! the leader last after leadership has moved away. `maintenance.window` does not apply: an
+//! operator asked for it now.
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::observe::Observer;
+use crate::service;
+use crate::tls::ClientMaterial;
+use anyhow::{Context, Result};
+
+pub async fn defrag(cfg: Config, all: bool) -> Result<()> {
+    let material = ClientMaterial::from_dir(&cfg.tls.dir)
+        .context("reading the client certificate (has this node been bootstrapped?)")?;
+    let agent = Agent {
+        cfg: &cfg,
+        observer: Observer::new(&cfg).await?,
+        manager: service::manager(&cfg),
+    };
+    if !all && cfg.maintenance.defrag_when.is_none() {
+        println!("maintenance.defrag_when is \"\": no member is picked; use --all to defragment every member");
+        return Ok(());
+    }
+    let done = agent.defrag_cluster(&material, all, true).await?;
+    if done.is_empty() {
+        match &cfg.maintenance.defrag_when {
+            Some(rule) if !all => println!("no member matches maintenance.defrag_when ({rule}); nothing to do (--all defragments every member)"),
+            _ => println!("nothing was defragmented"),
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<8} {:>12} {:>12} {:>8}",
+        "MEMBER", "ROLE", "BEFORE", "AFTER", "TOOK"
+    );
+    for d in &done {
+        println!(
+            "{:<16} {:<8} {:>10.1}Mi {:>10.1}Mi {:>7.1}s",
+            d.name,
+            if d.was_leader { "leader" } else { "follower" },
+            d.before as f64 / (1 << 20) as f64,
+            d.after as f64 / (1 << 20) as f64,
+            d.took.as_secs_f64()
+        );
+    }
+    Ok(())
+}
