@@ -76,6 +76,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("backup", "age_recipients", Kind::List),
     ("backup", "age_identity_file", Kind::Str),
     ("backup", "restore_on_bootstrap", Kind::Bool),
+    ("metrics", "listen", Kind::Str),
 ];
 
 /// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
@@ -104,6 +105,8 @@ pub struct RawConfig {
     pub heal: RawHeal,
     #[serde(default)]
     pub backup: RawBackup,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +206,12 @@ pub struct RawBackup {
     pub restore_on_bootstrap: Option<bool>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
+}
+
 impl RawConfig {
     /// Check one fragment: known sections and keys, right types. Names the first bad key.
     pub fn check(table: &Table) -> Result<(), SchemaError> {
@@ -211,7 +220,7 @@ impl RawConfig {
                 return Err(SchemaError {
                     key: section.clone(),
                     message:
-                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup]"
+                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [metrics]"
                             .into(),
                 });
             }
