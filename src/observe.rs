@@ -91,9 +91,11 @@ impl<'a> Observer<'a> {
             Some(_) => Record::for_start(&cfg.member.data_dir, &cfg.cluster.name, local.has_wal)?,
             None => Record::load(&cfg.member.data_dir)?.unwrap_or_default(),
         };
-        let (discovered, stable) =
+        let read =
             discovery::read_stable(&self.sources, |d| stability_pause(cfg.cluster.size, d), 4)
-                .await?;
+                .await;
+        crate::agent::metrics::discovery_read(&read.as_ref().map(|(d, _)| d));
+        let (discovered, stable) = read?;
         let local_ips = discovery::local_addresses()?;
         let me = discovery::find_self(
             &discovered.peers,

@@ -352,10 +352,17 @@ const CORPUS: &[Bad] = &[
         "[backup]\nurl = \"s3://bucket/x\"\ns3_credentials_file = \"{d}/fixtures/nope\"\n",
         "backup.s3_credentials_file",
     ),
+    // [metrics]
+    bad("[metrics]\nlisten = \"localhost:9479\"\n", "metrics.listen"),
+    bad("[metrics]\nlisten = \"127.0.0.1:2379\"\n", "metrics.listen"),
     // Environment overrides.
     bad_env(
         &[("ETCD_BOOTSTRAP_MEMBER_PEER_PORT", "70000")],
         "member.peer_port",
+    ),
+    bad_env(
+        &[("ETCD_BOOTSTRAP_METRICS_LISTEN", "0.0.0.0:2380")],
+        "metrics.listen",
     ),
     Bad {
         source: "environment",

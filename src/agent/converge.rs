@@ -1,6 +1,7 @@
 //! Bringing the local member up: observe, decide, act, until it is a healthy voter; then settle
 //! (record who it is, take the bootstrap flags out of etcd's environment, prune old copies).
 
+use super::metrics::{self, HealAction, MemberState};
 use super::{env_value, local_endpoint, notify, Agent};
 use crate::backup::verify::FetchError;
 use crate::datadir::{self, Record, RecordedMember};
@@ -82,6 +83,7 @@ impl Agent<'_> {
             tokio::select! {
                 r = ready => {
                     let me = r?;
+                    metrics::member_state(MemberState::Voter);
                     self.settle(&material, &me).await?;
                     return Ok(material);
                 }
@@ -89,6 +91,7 @@ impl Agent<'_> {
                     tracing::warn!(%reason, round, "the member being started is no longer part of the cluster; moving its data aside and joining again");
                     self.manager.stop().await?;
                     datadir::move_aside(&cfg.member.data_dir, &reason, None)?;
+                    metrics::heal_action(HealAction::MoveAside);
                 }
             }
         }
@@ -187,6 +190,7 @@ impl Agent<'_> {
                 Action::MoveAside(why) => {
                     tracing::warn!(reason = %why, "moving the data dir aside");
                     datadir::move_aside(&cfg.member.data_dir, &why, None)?;
+                    metrics::heal_action(HealAction::MoveAside);
                     continue;
                 }
                 Action::Wait(reason) => {
@@ -317,6 +321,7 @@ impl Agent<'_> {
         if !is_learner {
             return Ok(());
         }
+        metrics::member_state(MemberState::Learner);
         if voters.is_empty() {
             let found = crate::discovery::read_all(&self.observer.sources).await?;
             voters = found.endpoints_except(
@@ -461,6 +466,7 @@ impl Agent<'_> {
             &target,
         )
         .await?;
+        metrics::heal_action(HealAction::Restore);
         tracing::info!(snapshot = %id, keys = r.total_keys, revision = r.revision, revision_after = r.revision_after, tool = %r.tool, elapsed = ?started.elapsed(), "snapshot restored as this member's data");
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! answering is logged loudly and changes nothing; the pause marker stops every membership change
 //! without stopping etcd.
 
+use super::metrics::{self, HealAction};
 use super::restore::Followed;
 use super::{local_endpoint, notify, Agent};
 use crate::datadir;
@@ -120,7 +121,11 @@ impl Agent<'_> {
         let mut schedule = match &cfg.backup {
             None => None,
             Some(b) => match crate::backup::store::open(b, &cfg.cluster.name) {
-                Ok(store) => Some(super::snapshots::Schedule::new(store)),
+                Ok(store) => Some(
+                    super::snapshots::Schedule::new(store)
+                        .with_known_snapshot(cfg)
+                        .await,
+                ),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "cannot open the snapshot store; no scheduled snapshots from this agent");
                     None
@@ -193,6 +198,7 @@ impl Agent<'_> {
                 material = m;
             }
             let health = client::check_health(&endpoint, &material).await;
+            metrics::local_health(&health);
             let tick = Tick {
                 left: datadir::left_marker(data_dir).exists(),
                 paused: datadir::pause_marker(data_dir).exists(),
@@ -239,6 +245,7 @@ impl Agent<'_> {
                         self.manager.stop().await?;
                         failpoint::hit("heal:after-stop");
                         datadir::move_aside(data_dir, &reason, last_index)?;
+                        metrics::heal_action(HealAction::MoveAside);
                         failpoint::hit("heal:after-move");
                         state = State::Rejoining;
                     }
@@ -262,7 +269,10 @@ impl Agent<'_> {
                         tracing::info!(%why, "unhealthy, but no majority says this member was removed: keeping its data and waiting");
                         if last_quorum_report.is_none_or(|t| t.elapsed() >= QUORUM_REPORT_EVERY) {
                             last_quorum_report = Some(Instant::now());
-                            if let Some(q) = super::recover::quorum_report(cfg, &material).await {
+                            let q = super::recover::quorum_report(cfg, &material).await;
+                            // None: a quorum answers (or the membership could not be seen).
+                            metrics::quorum(q.is_none());
+                            if let Some(q) = q {
                                 tracing::error!("{q}");
                                 notify(&[sd_notify::NotifyState::Status(
                                     "quorum lost; see the log",
@@ -286,6 +296,7 @@ impl Agent<'_> {
                 Ok(m) => {
                     material = m;
                     state = State::Healthy;
+                    metrics::heal_action(HealAction::Rejoin);
                     tracing::info!("healed: the local member is a healthy voter again");
                     notify(&[sd_notify::NotifyState::Status("etcd member healthy")]);
                 }
@@ -336,7 +347,9 @@ impl Agent<'_> {
         }
         let now = Instant::now();
         tracker.update(&health, now);
-        let found = crate::discovery::read_all(&self.observer.sources).await?;
+        let found = crate::discovery::read_all(&self.observer.sources).await;
+        metrics::discovery_read(&found);
+        let found = found?;
         let discovered = found.peers.iter().map(|p| p.peer_url.to_string()).collect();
         let second = if cfg.heal.remove_dead_by_default {
             dead_member::SecondSignal::GoneFromDiscovery
@@ -348,6 +361,7 @@ impl Agent<'_> {
         {
             tracing::warn!(reason = %why, "removing a dead member (heal.remove_dead_after)");
             membership::remove(&mut c, id, now + cfg.heal.interval).await?;
+            metrics::heal_action(HealAction::RemoveDead);
         }
         Ok(())
     }

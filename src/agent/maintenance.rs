@@ -92,6 +92,7 @@ impl Agent<'_> {
             return Ok(());
         }
         let alarms = ops::nospace_alarms(&local, material).await?;
+        super::metrics::nospace(!alarms.is_empty());
         if !alarms.is_empty() {
             return self.clear_nospace(material, &alarms, sched).await;
         }
@@ -240,6 +241,7 @@ impl Agent<'_> {
             })?;
             let took = started.elapsed();
             tracing::info!(member = %m.name, %role, before = %mib(m.db_size), after = %mib(after.db_size), reclaimed = %mib(m.db_size.saturating_sub(after.db_size)), ?took, "member defragmented");
+            super::metrics::defrag_done(&m.name, m.db_size.saturating_sub(after.db_size));
             done.push(Defragged {
                 name: m.name.clone(),
                 was_leader,

@@ -1,12 +1,13 @@
 //! The running keeper: the agent's own endpoint (`endpoint`), bringing the local member up
-//! (`converge`), the heal loop as an explicit state machine (`heal`), and following a
-//! fleet-wide restore request (`restore`). Commands use it; it
+//! (`converge`), the heal loop as an explicit state machine (`heal`), following a fleet-wide
+//! restore request (`restore`), and what it counts for Prometheus (`metrics`). Commands use it; it
 //! uses the layers below (decide, etcd, tls, service, discovery).
 
 pub mod converge;
 pub mod endpoint;
 pub mod heal;
 pub mod maintenance;
+pub mod metrics;
 pub mod recover;
 pub mod renew;
 pub mod restore;

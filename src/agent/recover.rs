@@ -253,6 +253,7 @@ impl Agent<'_> {
         }
         let members = healthy?;
         tracing::warn!(member = %format!("{:x}", members[0].id), "the local member is now the only member; replacement nodes join it through the normal join path");
+        super::metrics::heal_action(super::metrics::HealAction::Recover);
         if !start_after {
             return Ok(());
         }

@@ -37,6 +37,7 @@ impl Agent<'_> {
             tracing::info!(file = %f.path.display(), reason = f.change.as_deref().unwrap_or(""), source = %source.describe(), "renewing certificate material");
         }
         plan.apply()?;
+        super::metrics::heal_action(super::metrics::HealAction::Renew);
         *material = Some(ClientMaterial::from_dir(&cfg.tls.dir)?);
         if let Some(ep) = &self.observer.endpoint {
             ep.refresh(&ClientMaterial::peer_from_dir(&cfg.tls.dir)?)?;
@@ -54,9 +55,9 @@ impl Agent<'_> {
         let cfg = self.cfg;
         let me = super::converge::current_member(cfg)?;
         let peer_url = me.peer_url(cfg).to_string();
-        let found = crate::discovery::read_all(&self.observer.sources)
-            .await
-            .context("reading discovery for this member's names")?;
+        let found = crate::discovery::read_all(&self.observer.sources).await;
+        super::metrics::discovery_read(&found);
+        let found = found.context("reading discovery for this member's names")?;
         let dns_name = found
             .peers
             .iter()

@@ -225,6 +225,7 @@ impl Agent<'_> {
         record.restore_finished = Some(r.id.clone());
         record.save(data_dir)?;
         request::report(store, &r.id, &me.name, "started").await;
+        super::metrics::heal_action(super::metrics::HealAction::Restore);
         tracing::warn!(request = %r.id, snapshot = %r.snapshot, cluster = %format!("{:x}", r.cluster_id()), elapsed = ?started.elapsed(), endpoint = %local_endpoint(cfg), "etcd started from the restored snapshot; the cluster is back once a majority of its members have done the same");
         Ok(Followed::Restored(r.id.clone()))
     }

@@ -6,7 +6,7 @@
 //! leader's stream when another voter is up; then retention.
 
 use super::{local_endpoint, Agent};
-use crate::backup::{catalog, retention, snapshotter, store::Store};
+use crate::backup::{catalog, manifest::Manifest, retention, snapshotter, store::Store};
 use crate::etcd::client::{self, Whoami};
 use crate::tls::ClientMaterial;
 use anyhow::{Context, Result};
@@ -28,6 +28,35 @@ impl Schedule {
     pub fn new(store: Store) -> Self {
         Schedule { store, expected: 0 }
     }
+
+    /// With metrics served: report the newest snapshot the store holds as the last one, so that
+    /// an agent that restarted does not read as "no snapshot yet" until it takes one itself.
+    /// Bounded: the heal loop waits for it once, at its start.
+    pub async fn with_known_snapshot(self, cfg: &crate::config::Config) -> Self {
+        if cfg.metrics.listen.is_none() {
+            return self;
+        }
+        let newest = tokio::time::timeout(
+            KNOWN_SNAPSHOT_TIMEOUT,
+            catalog::newest_verified(&self.store),
+        )
+        .await;
+        if let Ok(Ok(Some(e))) = newest {
+            super::metrics::snapshot_stored(created_unix(&e.manifest), e.manifest.size);
+        }
+        self
+    }
+}
+
+/// How long the start of the heal loop waits for the store's listing (metrics only).
+const KNOWN_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A manifest's creation time in seconds since the epoch (now, if it does not parse: it was
+/// written by this version, so it always does).
+fn created_unix(m: &Manifest) -> i64 {
+    time::OffsetDateTime::parse(&m.created, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .unix_timestamp()
 }
 
 fn keys(cluster: &str) -> (String, String) {
@@ -135,12 +164,16 @@ impl Agent<'_> {
         let result = match taken {
             Ok(m) => {
                 tracing::info!(id = %m.id, revision = m.revision, size = m.size, encrypted = m.encrypted, "snapshot stored");
+                super::metrics::snapshot_stored(created_unix(&m), m.size);
                 let put = c.put(last_key.as_str(), format!("{number} {}", m.id), None);
                 client::bounded("Put", client::PROBE_TIMEOUT, put)
                     .await
                     .map(|_| ())
             }
-            Err(e) => Err(e.context("the scheduled snapshot failed; the next tick tries again")),
+            Err(e) => {
+                super::metrics::snapshot_failed();
+                Err(e.context("the scheduled snapshot failed; the next tick tries again"))
+            }
         };
         let _ = c.lease_revoke(lease).await;
         result?;

@@ -50,6 +50,8 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         ))
         .into());
     }
+    // Before anything that can take long: the member's state is visible while it comes up.
+    agent::metrics::server::start(&cfg).await?;
     if let Some(b) = &cfg.backup {
         if b.age_recipients.is_empty() {
             tracing::warn!(store = %b.url, "backup.age_recipients is empty: snapshots are stored unencrypted and hold every key in the clear (Kubernetes Secrets included); set age recipients");

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod load;
 pub mod maintenance;
+pub mod metrics;
 pub mod raw;
 
 use crate::error::ConfigError;
@@ -28,6 +29,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<backup::BackupConfig>,
     pub maintenance: maintenance::MaintenanceConfig,
+    pub metrics: metrics::MetricsConfig,
     /// The files that were read, in merge order.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1214,6 +1216,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     };
     let backup = backup::validate(&v, raw.backup)?;
     let maintenance = maintenance::validate(&v, raw.maintenance)?;
+    let metrics = metrics::validate(&v, raw.metrics, &member)?;
 
     let cfg = Config {
         cluster: ClusterConfig { name, size, token },
@@ -1224,6 +1227,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         heal,
         backup,
         maintenance,
+        metrics,
         files: merged.files.clone(),
     };
     check_written_files(&v, &cfg)?;
@@ -1558,6 +1562,42 @@ heartbeat-interval = 200
                 "[heal]\ninterval = \"40d\"\n[etcd.flags]",
                 "heal.interval",
             ),
+            // [metrics]: an IP literal and a port of its own.
+            (
+                "[etcd.flags]",
+                "[metrics]\nlisten = \"localhost:9479\"\n[etcd.flags]",
+                "metrics.listen",
+            ),
+            (
+                "[etcd.flags]",
+                "[metrics]\nlisten = \"127.0.0.1\"\n[etcd.flags]",
+                "metrics.listen",
+            ),
+            (
+                "[etcd.flags]",
+                "[metrics]\nlisten = \"127.0.0.1:0\"\n[etcd.flags]",
+                "metrics.listen",
+            ),
+            (
+                "[etcd.flags]",
+                "[metrics]\nlisten = \"0.0.0.0:2380\"\n[etcd.flags]",
+                "metrics.listen",
+            ),
+            (
+                "[etcd.flags]",
+                "[metrics]\nlisten = \"127.0.0.1:2381\"\n[etcd.flags]",
+                "metrics.listen",
+            ),
+            (
+                "[etcd.flags]",
+                "[metrics]\nlisten = \"10.0.0.5:2378\"\n[etcd.flags]",
+                "metrics.listen",
+            ),
+            (
+                "[etcd.flags]",
+                "[metrics]\nlisten = 9479\n[etcd.flags]",
+                "metrics.listen",
+            ),
         ];
         for (from, to, key) in cases {
             assert!(GOOD.contains(from), "case pattern {from:?} not in GOOD");
@@ -1570,6 +1610,46 @@ heartbeat-interval = 200
             assert_eq!(e.key, *key, "{e}");
             assert!(!e.source.is_empty(), "{e}");
         }
+    }
+
+    /// `[metrics] listen`: off by default; an address whose IP cannot be one etcd or the agent
+    /// endpoint listens on may share their port numbers; shown by check-config as written.
+    #[test]
+    fn metrics_listen() {
+        let load = |extra: &str, env: &[(String, String)]| {
+            let (_d, p) = setup(&format!("{GOOD}{extra}"));
+            Config::load(Some(&p), env).map(|c| (c.metrics.listen, c.to_toml()))
+        };
+        let (off, text) = load("", &[]).unwrap();
+        assert_eq!(off, None);
+        assert!(text.contains("[metrics]\nlisten = \"\"\n"), "{text}");
+        for ok in [
+            "127.0.0.1:9479",
+            "[::1]:9479",
+            // etcd's peer port is not on loopback; 127.0.0.2 is not where etcd listens.
+            "127.0.0.1:2380",
+            "127.0.0.2:2379",
+        ] {
+            let (on, text) = load(&format!("[metrics]\nlisten = \"{ok}\"\n"), &[]).unwrap();
+            assert_eq!(on, Some(ok.parse().unwrap()));
+            assert!(text.contains(&format!("listen = \"{ok}\"")), "{text}");
+        }
+        // A member address set explicitly: another address of this machine may reuse the port.
+        let set =
+            "[member]\nadvertise_address = \"10.0.0.6\"\n[metrics]\nlisten = \"10.0.0.5:2380\"\n";
+        assert!(load(set, &[]).is_ok());
+        let same = set.replace("10.0.0.5", "10.0.0.6");
+        let e = load(&same, &[]).unwrap_err();
+        assert_eq!(e.key, "metrics.listen");
+        assert!(e.message.contains("member.peer_port"), "{e}");
+        let env = vec![(
+            "ETCD_BOOTSTRAP_METRICS_LISTEN".to_string(),
+            "metrics.example.com:9479".to_string(),
+        )];
+        let e = load("", &env).unwrap_err();
+        assert_eq!(e.key, "metrics.listen");
+        assert!(e.source.contains("ETCD_BOOTSTRAP_METRICS_LISTEN"), "{e}");
+        assert!(e.message.contains("not a host name"), "{e}");
     }
 
     /// A duration that would overflow a clock is a config error, not a panic.

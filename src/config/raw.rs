@@ -80,6 +80,7 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("maintenance", "interval", Kind::Str),
     ("maintenance", "window", Kind::Str),
     ("maintenance", "disarm_nospace", Kind::Bool),
+    ("metrics", "listen", Kind::Str),
 ];
 
 /// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
@@ -110,6 +111,8 @@ pub struct RawConfig {
     pub backup: RawBackup,
     #[serde(default)]
     pub maintenance: RawMaintenance,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +221,12 @@ pub struct RawBackup {
     pub restore_on_bootstrap: Option<bool>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
+}
+
 impl RawConfig {
     /// Check one fragment: known sections and keys, right types. Names the first bad key.
     pub fn check(table: &Table) -> Result<(), SchemaError> {
@@ -226,7 +235,7 @@ impl RawConfig {
                 return Err(SchemaError {
                     key: section.clone(),
                     message:
-                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [maintenance]"
+                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [maintenance] [metrics]"
                             .into(),
                 });
             }

@@ -57,6 +57,11 @@ pub fn info(pem: &str) -> Result<CertInfo, String> {
     })
 }
 
+/// When the (first) certificate in `pem` expires, in seconds since the epoch.
+pub fn not_after_unix(pem: &str) -> Result<i64, String> {
+    Ok(parse_pem(pem)?.cert().validity().not_after.timestamp())
+}
+
 /// The PEM blocks of `text`, each re-encoded the same way so that blocks compare equal when their
 /// contents do.
 pub fn pem_blocks(text: &str) -> Vec<String> {

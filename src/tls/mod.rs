@@ -27,7 +27,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use inspect::CertInfo;
+pub use inspect::{not_after_unix, CertInfo};
 
 /// The kinds of certificate a member holds, named as kubeadm names their files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -604,9 +604,9 @@ pub fn due_on_disk(cfg: &Config, now: time::OffsetDateTime) -> Option<String> {
     None
 }
 
-/// Expiry and subject of each certificate this configuration keeps, for `status`. For a CA bundle,
-/// the first (current) CA.
-pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
+/// The certificates this member keeps, by file name ("ca.crt", "server.crt", ...), and where
+/// each is.
+pub fn cert_files(cfg: &Config) -> Vec<(String, PathBuf)> {
     let paths = TlsPaths::new(&cfg.tls.dir);
     std::iter::once(("ca.crt".to_string(), paths.ca))
         .chain(
@@ -614,6 +614,14 @@ pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
                 .into_iter()
                 .map(|k| (format!("{}.crt", k.file_stem()), k.cert_path(cfg))),
         )
+        .collect()
+}
+
+/// Expiry and subject of each certificate this configuration keeps, for `status`. For a CA bundle,
+/// the first (current) CA.
+pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
+    cert_files(cfg)
+        .into_iter()
         .map(|(name, p)| {
             let info = crate::fsutil::read_pem(&p)
                 .map_err(|e| e.to_string())

@@ -1,0 +1,105 @@
+//! `[metrics]`: where the agent serves its Prometheus metrics. The section's struct and its
+//! validation live together; every bad value is one line naming `metrics.listen`.
+
+use super::{MemberConfig, Validator};
+use crate::error::ConfigError;
+use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MetricsConfig {
+    /// The one address `/metrics` is served on; `None` ("" in the file): no metrics endpoint.
+    #[serde(serialize_with = "ser_listen")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Printed as written, "" when off, so that `check-config`'s output reads back.
+fn ser_listen<S: serde::Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_str(""),
+    }
+}
+
+pub(super) fn validate(
+    v: &Validator<'_>,
+    raw: super::raw::RawMetrics,
+    member: &MemberConfig,
+) -> Result<MetricsConfig, ConfigError> {
+    let key = "metrics.listen";
+    let Some(text) = raw.listen.filter(|s| !s.is_empty()) else {
+        return Ok(MetricsConfig::default());
+    };
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) if text.parse::<IpAddr>().is_ok() => {
+            return Err(v.err(
+                key,
+                format!("{text:?} has no port: write IP:PORT, e.g. \"127.0.0.1:9479\" (IPv6: \"[::1]:9479\")"),
+            ))
+        }
+        Err(_) => {
+            return Err(v.err(
+                key,
+                format!("{text:?} is not IP:PORT: the agent binds exactly this address, so it takes an IP literal, not a host name (e.g. \"127.0.0.1:9479\", \"[::1]:9479\")"),
+            ))
+        }
+    };
+    if addr.port() == 0 {
+        return Err(v.err(
+            key,
+            format!("{text:?}: port 0 would be a different random port at every start; Prometheus needs a fixed one (e.g. 9479)"),
+        ));
+    }
+    if let Some(taken) = colliding_port(addr, member) {
+        return Err(v.err(
+            key,
+            format!("{text:?}: port {} is {taken}; give the metrics endpoint a port of its own (e.g. 9479)", addr.port()),
+        ));
+    }
+    Ok(MetricsConfig { listen: Some(addr) })
+}
+
+/// The member port `addr` would fight over, and where that one is listened on. etcd listens for
+/// clients on the member's address and 127.0.0.1, for peers on the member's address, for its own
+/// metrics on 127.0.0.1; the agent endpoint is on the member's address. The member's address is
+/// `member.advertise_address` or, when unset, detected at start: any address of this machine.
+fn colliding_port(addr: SocketAddr, member: &MemberConfig) -> Option<String> {
+    let ip = addr.ip();
+    let any = ip.is_unspecified();
+    let local = ip == IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let member_ip = !ip.is_loopback()
+        && member
+            .advertise_address
+            .is_none_or(|advertised| advertised == ip);
+    let ports = [
+        (
+            "member.client_port",
+            member.client_port,
+            "etcd's client port on the member's address and 127.0.0.1",
+            any || local || member_ip,
+        ),
+        (
+            "member.peer_port",
+            member.peer_port,
+            "etcd's peer port on the member's address",
+            any || member_ip,
+        ),
+        (
+            "member.metrics_port",
+            member.metrics_port,
+            "etcd's own metrics port on 127.0.0.1",
+            any || local,
+        ),
+        (
+            "member.agent_port",
+            member.agent_port,
+            "the agent endpoint's port on the member's address",
+            any || member_ip,
+        ),
+    ];
+    ports
+        .into_iter()
+        .find(|(_, port, _, collides)| *port == addr.port() && *collides)
+        .map(|(key, _, what, _)| format!("{key} ({what})"))
+}
