@@ -2,7 +2,7 @@
 
 use crate::commands;
 use crate::config::Config;
-use crate::error::{exit_code_for, ConfigError};
+use crate::error::{exit_code_for, ConfigError, Reported};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +56,16 @@ pub enum Command {
         /// Client URLs to ask (default: this node's local client URL).
         #[arg(long, value_delimiter = ',')]
         endpoints: Vec<String>,
+    },
+    /// What is wrong and the fix, one line per check: quorum, unreachable members and since
+    /// when, a dead member blocking joins, certificates near expiry or not covering their
+    /// member's addresses, NOSPACE and fragmentation, discovery against the membership, clock
+    /// skew, the last snapshot's age. Exit 0 when all is well, 1 otherwise.
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Remove the local member from the cluster, stop etcd, move its data aside.
     Leave {
@@ -213,7 +223,11 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if e.downcast_ref::<Reported>().is_some() {
+                eprintln!("{e}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(exit_code_for(&e))
         }
     }
@@ -235,6 +249,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
             }
             Ok(())
+        }
+        Command::Doctor { config, output } => {
+            commands::doctor::doctor(&load(&config)?, matches!(output, Output::Json)).await
         }
         Command::Leave { config } => commands::leave::leave(load(&config)?).await,
         Command::Defrag { config, all } => commands::defrag::defrag(load(&config)?, all).await,

@@ -105,6 +105,11 @@ pub struct Record {
     /// The last fleet-wide restore request this node finished (or gave up on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_finished: Option<String>,
+    /// Kept by the heal loop while this node's member leads: the members it finds unreachable,
+    /// by ID (hex), and since when (Unix seconds). Empty on other nodes. The agent endpoint
+    /// reports it, so that `doctor` on any node can say since when a member is down.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unreachable_since: std::collections::BTreeMap<String, i64>,
 }
 
 fn hex_id(s: &Option<String>) -> Option<u64> {

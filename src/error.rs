@@ -71,6 +71,19 @@ impl fmt::Display for Fatal {
 
 impl std::error::Error for Fatal {}
 
+/// A failure the command has already reported in full on stdout (`doctor`'s FAIL lines): exit
+/// code 1, and `main` prints only this summary, without an "error:" prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported(pub String);
+
+impl fmt::Display for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// The exit code for an error chain: 2 for config errors, 3 for refusals, 1 otherwise.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -96,6 +109,7 @@ mod tests {
         let r: anyhow::Result<()> = Err(Refused("two clusters".into()).into());
         assert_eq!(exit_code_for(&r.context("deciding").unwrap_err()), 3);
         assert_eq!(exit_code_for(&anyhow::anyhow!("io")), 1);
+        assert_eq!(exit_code_for(&Reported("2 problems".into()).into()), 1);
     }
 
     /// `Fatal` is attached as context; it must still be found under further context.

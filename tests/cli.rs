@@ -709,3 +709,45 @@ fn restore_without_a_store_is_a_config_error() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
 }
+
+/// `doctor` on a node that was never made a member: one clear line naming the missing identity
+/// record and what makes one, exit 1, nothing on stdout, nothing written.
+#[test]
+fn doctor_on_a_node_that_was_never_bootstrapped_says_so() {
+    let s = Setup::new();
+    let cfg = s.config("");
+    for output in ["table", "json"] {
+        let out = run(
+            &[
+                "doctor",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--output",
+                output,
+            ],
+            &[],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{output}: {err}");
+        assert!(
+            err.contains("this node has not been bootstrapped")
+                && err.contains(&format!("{}/data.identity.json", s.dir.path().display()))
+                && err.contains("`etcd-bootstrap run`"),
+            "{output}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(out.stdout.is_empty(), "{output}: stdout {:?}", out.stdout);
+    }
+    s.assert_nothing_written();
+    let out = run(
+        &[
+            "doctor",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--output",
+            "yaml",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -517,7 +517,7 @@ async fn wait_healthy(
 }
 
 /// What the agents do by themselves about a dead member, for the message of a joiner that waits.
-fn dead_member_policy(cfg: &crate::config::Config) -> String {
+pub(crate) fn dead_member_policy(cfg: &crate::config::Config) -> String {
     let h = &cfg.heal;
     match h.remove_dead_after {
         Some(d) if h.enabled => {

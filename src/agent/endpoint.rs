@@ -187,6 +187,34 @@ async fn handle(
 /// refused connection is retried for a moment (a peer started at the same instant), everything
 /// else fails within `IO_TIMEOUT`.
 pub async fn ask(addr: SocketAddr, material: &ClientMaterial) -> Result<AgentReport> {
+    Ok(ask_timed(addr, material).await?.0)
+}
+
+/// When a request was sent and its answer received (Unix ms, this node's clock): the responder
+/// made its report in between, after the TLS handshake, so its `now_unix_ms` compares with the
+/// middle of the two, give or take half their difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub sent_ms: i64,
+    pub received_ms: i64,
+}
+
+impl Timing {
+    /// The responder's clock minus this node's, and the uncertainty of that, in ms.
+    pub fn offset_of(&self, their_now_ms: i64) -> (i64, i64) {
+        let middle = self.sent_ms + (self.received_ms - self.sent_ms) / 2;
+        (
+            their_now_ms - middle,
+            (self.received_ms - self.sent_ms + 1) / 2,
+        )
+    }
+}
+
+/// `ask`, and when the request went out and the answer came back.
+pub async fn ask_timed(
+    addr: SocketAddr,
+    material: &ClientMaterial,
+) -> Result<(AgentReport, Timing)> {
     let config = client_config(material)?;
     let started = Instant::now();
     let tcp = loop {
@@ -212,6 +240,7 @@ pub async fn ask(addr: SocketAddr, material: &ClientMaterial) -> Result<AgentRep
             .await
             .context("TLS handshake")?;
         let request = format!("GET {PATH} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let sent_ms = super::now_unix_ms();
         tls.write_all(request.as_bytes()).await?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -230,9 +259,13 @@ pub async fn ask(addr: SocketAddr, material: &ClientMaterial) -> Result<AgentRep
                 bail!("answer larger than {MAX_ANSWER} bytes");
             }
         }
-        anyhow::Ok(buf)
+        let timing = Timing {
+            sent_ms,
+            received_ms: super::now_unix_ms(),
+        };
+        anyhow::Ok((buf, timing))
     };
-    let buf = tokio::time::timeout(IO_TIMEOUT, exchange)
+    let (buf, timing) = tokio::time::timeout(IO_TIMEOUT, exchange)
         .await
         .with_context(|| format!("{addr} did not answer within {IO_TIMEOUT:?}"))?
         .with_context(|| format!("asking the agent at {addr}"))?;
@@ -244,5 +277,43 @@ pub async fn ask(addr: SocketAddr, material: &ClientMaterial) -> Result<AgentRep
     if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
         bail!("{addr} answered {status:?}");
     }
-    serde_json::from_str(body).with_context(|| format!("{addr} answered a malformed report"))
+    let report = serde_json::from_str(body)
+        .with_context(|| format!("{addr} answered a malformed report"))?;
+    Ok((report, timing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_is_measured_from_the_middle_of_the_round_trip() {
+        let t = Timing {
+            sent_ms: 1_000,
+            received_ms: 1_040,
+        };
+        // In step: the responder's clock read 20 ms after the request left.
+        assert_eq!(t.offset_of(1_020), (0, 20));
+        assert_eq!(t.offset_of(4_020), (3_000, 20));
+        assert_eq!(t.offset_of(20), (-1_000, 20));
+        // A round trip of 0 ms still has its millisecond of resolution.
+        let zero = Timing {
+            sent_ms: 5,
+            received_ms: 5,
+        };
+        assert_eq!(zero.offset_of(5), (0, 0));
+    }
+
+    /// Older agents answer without `now_unix_ms` or `unreachable_since`; newer ones with both.
+    #[test]
+    fn reports_of_older_agents_still_parse() {
+        let old = r#"{"cluster_name":"prod","nonce":"n","has_data":true,"cluster_id":"3d2ca84ca24e47e4","member_id":"62bf51b240562c3c","raft_index":1204,"formation":null}"#;
+        let r: AgentReport = serde_json::from_str(old).unwrap();
+        assert_eq!(r.now_unix_ms, None);
+        assert!(r.unreachable_since.is_empty());
+        let new = r#"{"cluster_name":"prod","nonce":"n","has_data":true,"now_unix_ms":1800000000123,"unreachable_since":{"62bf51b240562c3d":1800000000}}"#;
+        let r: AgentReport = serde_json::from_str(new).unwrap();
+        assert_eq!(r.now_unix_ms, Some(1_800_000_000_123));
+        assert_eq!(r.unreachable_since["62bf51b240562c3d"], 1_800_000_000);
+    }
 }

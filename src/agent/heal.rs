@@ -226,13 +226,9 @@ impl Agent<'_> {
                             tracing::warn!(error = %format!("{e:#}"), "scheduled snapshot");
                         }
                     }
-                    if let (true, Some(limit)) = (cfg.heal.enabled, cfg.heal.remove_dead_after) {
-                        if let Err(e) = self
-                            .remove_dead_member(&material, &me, &mut dead, limit)
-                            .await
-                        {
-                            tracing::warn!(error = %format!("{e:#}"), "dead-member check failed");
-                        }
+                    let policy = cfg.heal.remove_dead_after.filter(|_| cfg.heal.enabled);
+                    if let Err(e) = self.watch_members(&material, &me, &mut dead, policy).await {
+                        tracing::warn!(error = %format!("{e:#}"), "dead-member check failed");
                     }
                     continue;
                 }
@@ -309,44 +305,56 @@ impl Agent<'_> {
         }
     }
 
-    /// On the leader's node only: track unreachable members and remove one that the policy says
-    /// is dead (`heal.remove_dead_after`).
-    async fn remove_dead_member(
+    /// On the leader's node only: track unreachable members, note since when in the identity
+    /// record (the agent endpoint reports it, for `doctor` on any node), and, with
+    /// `heal.remove_dead_after` (`policy`), remove one that the policy says is dead.
+    async fn watch_members(
         &self,
         material: &ClientMaterial,
         me: &client::Whoami,
         tracker: &mut dead_member::Tracker,
-        limit: Duration,
+        policy: Option<Duration>,
     ) -> Result<()> {
         let cfg = self.cfg;
         let my_id = me.member_id;
         if me.leader != my_id {
             *tracker = dead_member::Tracker::default();
+            note_unreachable(cfg, &[])?;
             return Ok(());
         }
         let mut c =
             client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT).await?;
         let members = membership::list(&mut c).await?;
-        let mut health = Vec::new();
-        for m in &members {
-            let reachable = match m.client_urls.first() {
-                _ if m.id == my_id => true,
-                Some(url) => matches!(
-                    client::probe(url, material).await,
-                    crate::decide::Answer::Cluster(_)
-                ),
-                None => false,
-            };
-            health.push(dead_member::MemberHealth {
+        let urls: Vec<String> = members
+            .iter()
+            .map(|m| m.client_urls.first().cloned().unwrap_or_default())
+            .collect();
+        let answers = client::probe_all(&urls, material).await;
+        let health: Vec<dead_member::MemberHealth> = members
+            .iter()
+            .zip(answers)
+            .map(|(m, answer)| dead_member::MemberHealth {
                 id: m.id,
                 name: m.name.clone(),
                 peer_urls: m.peer_urls.clone(),
                 is_learner: m.is_learner,
-                reachable,
-            });
-        }
+                // Never started (no client URL): unreachable.
+                reachable: m.id == my_id
+                    || (!m.client_urls.is_empty()
+                        && matches!(answer, crate::decide::Answer::Cluster(_))),
+            })
+            .collect();
         let now = Instant::now();
         tracker.update(&health, now);
+        let down: Vec<u64> = health
+            .iter()
+            .filter(|m| !m.reachable)
+            .map(|m| m.id)
+            .collect();
+        note_unreachable(cfg, &down)?;
+        let Some(limit) = policy else {
+            return Ok(());
+        };
         let found = crate::discovery::read_all(&self.observer.sources).await;
         metrics::discovery_read(&found);
         let found = found?;
@@ -365,6 +373,30 @@ impl Agent<'_> {
         }
         Ok(())
     }
+}
+
+/// Keep `Record::unreachable_since` to exactly the members in `down`: the time a member was
+/// first seen down stays as long as it stays down (also across a restart of this agent); one
+/// that answers again leaves. Written only when it changes.
+fn note_unreachable(cfg: &crate::config::Config, down: &[u64]) -> Result<()> {
+    let data_dir = &cfg.member.data_dir;
+    let Some(mut record) = datadir::Record::load(data_dir)? else {
+        return Ok(());
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let next: std::collections::BTreeMap<String, i64> = down
+        .iter()
+        .map(|id| {
+            let key = format!("{id:x}");
+            let since = record.unreachable_since.get(&key).copied().unwrap_or(now);
+            (key, since)
+        })
+        .collect();
+    if next != record.unreachable_since {
+        record.unreachable_since = next;
+        record.save(data_dir)?;
+    }
+    Ok(())
 }
 
 fn log_transition(from: State, to: State, health: &Result<client::Whoami>) {

@@ -4,6 +4,7 @@
 //! uses the layers below (decide, etcd, tls, service, discovery).
 
 pub mod converge;
+pub mod doctor;
 pub mod endpoint;
 pub mod heal;
 pub mod maintenance;
@@ -72,7 +73,14 @@ fn report(cfg: &Config) -> AgentReport {
         raft_index: record.raft_index,
         formation: record.formation.clone(),
         restored_from: record.restored_from.clone(),
+        now_unix_ms: Some(now_unix_ms()),
+        unreachable_since: record.unreachable_since.clone(),
     }
+}
+
+/// This node's clock, Unix milliseconds.
+pub fn now_unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 pub fn describe(action: &Action) -> String {

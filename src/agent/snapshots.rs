@@ -59,6 +59,56 @@ fn created_unix(m: &Manifest) -> i64 {
         .unix_timestamp()
 }
 
+/// How long `status` and `doctor` wait for the store to list its snapshots.
+const LIST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The newest verified snapshot in the store of `[backup]`, for `status` and `doctor`; `None`
+/// without `[backup]`.
+#[derive(Debug, serde::Serialize)]
+pub struct LastSnapshot {
+    pub store: String,
+    pub id: Option<String>,
+    pub created: Option<String>,
+    pub age_seconds: Option<i64>,
+    /// Older than two `backup.interval`s (or none at all).
+    pub stale: bool,
+    pub error: Option<String>,
+}
+
+pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> {
+    let b = cfg.backup.as_ref()?;
+    let store = match crate::backup::store::open(b, &cfg.cluster.name) {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(LastSnapshot {
+                store: b.url.to_string(),
+                id: None,
+                created: None,
+                age_seconds: None,
+                stale: true,
+                error: Some(format!("{e:#}")),
+            })
+        }
+    };
+    let listed = match tokio::time::timeout(LIST_TIMEOUT, catalog::newest_verified(&store)).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!(
+            "listing {} did not finish within {LIST_TIMEOUT:?}",
+            store.describe
+        )),
+    };
+    let newest = listed.as_ref().ok().and_then(|e| e.as_ref());
+    let age = newest.and_then(|e| catalog::age_seconds(e, time::OffsetDateTime::now_utc()));
+    Some(LastSnapshot {
+        store: store.describe.clone(),
+        id: newest.map(|e| e.manifest.id.clone()),
+        created: newest.map(|e| e.manifest.created.clone()),
+        age_seconds: age,
+        stale: age.is_none_or(|a| a > 2 * b.interval.as_secs() as i64),
+        error: listed.err().map(|e| format!("{e:#}")),
+    })
+}
+
 fn keys(cluster: &str) -> (String, String) {
     let base = format!("/etcd-bootstrap/snapshots/{cluster}");
     (format!("{base}/last"), format!("{base}/claim"))

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod defrag;
+pub mod doctor;
 pub mod leave;
 pub mod plan;
 pub mod recover;

@@ -1,6 +1,7 @@
 //! `etcd-bootstrap status`: members, leader, learners, raft index, DB size, health and certificate
 //! expiry, as a table or as JSON.
 
+use crate::agent::snapshots::{last_snapshot, LastSnapshot};
 use crate::config::Config;
 use crate::etcd::client;
 use crate::tls::{self, ClientMaterial};
@@ -42,46 +43,6 @@ pub struct Status {
     /// This node's part in a fleet-wide restore that is under way (its identity record).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restoring: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LastSnapshot {
-    pub store: String,
-    pub id: Option<String>,
-    pub created: Option<String>,
-    pub age_seconds: Option<i64>,
-    /// Older than two `backup.interval`s (or none at all).
-    pub stale: bool,
-    pub error: Option<String>,
-}
-
-async fn last_snapshot(cfg: &Config) -> Option<LastSnapshot> {
-    let b = cfg.backup.as_ref()?;
-    let store = match crate::backup::store::open(b, &cfg.cluster.name) {
-        Ok(s) => s,
-        Err(e) => {
-            return Some(LastSnapshot {
-                store: b.url.to_string(),
-                id: None,
-                created: None,
-                age_seconds: None,
-                stale: true,
-                error: Some(format!("{e:#}")),
-            })
-        }
-    };
-    let listed = crate::backup::catalog::newest_verified(&store).await;
-    let newest = listed.as_ref().ok().and_then(|e| e.as_ref());
-    let age = newest
-        .and_then(|e| crate::backup::catalog::age_seconds(e, time::OffsetDateTime::now_utc()));
-    Some(LastSnapshot {
-        store: store.describe.clone(),
-        id: newest.map(|e| e.manifest.id.clone()),
-        created: newest.map(|e| e.manifest.created.clone()),
-        age_seconds: age,
-        stale: age.is_none_or(|a| a > 2 * b.interval.as_secs() as i64),
-        error: listed.err().map(|e| format!("{e:#}")),
-    })
 }
 
 #[derive(Debug, Serialize)]
@@ -128,7 +89,7 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
         };
         match view.client_urls.first() {
             None => st.error = Some("not started".into()),
-            Some(url) => match member_status(url, &material).await {
+            Some(url) => match client::status(url, &material).await {
                 Ok(s) => {
                     leader = leader.max(s.leader());
                     st.version = Some(s.version().to_string());
@@ -190,14 +151,6 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
                 )
             }),
     })
-}
-
-async fn member_status(
-    url: &str,
-    material: &ClientMaterial,
-) -> Result<etcd_client::StatusResponse> {
-    let mut c = client::connect(&[url.to_string()], material, client::PROBE_TIMEOUT).await?;
-    client::bounded("Maintenance.Status", client::PROBE_TIMEOUT, c.status()).await
 }
 
 pub fn table(s: &Status) -> String {

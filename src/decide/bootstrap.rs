@@ -80,6 +80,14 @@ pub struct AgentReport {
     /// The snapshot its data was restored from when the cluster formed (`decide::restore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<String>,
+    /// The responder's clock when it answered (Unix ms), for `doctor`'s clock-skew check.
+    /// Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_unix_ms: Option<i64>,
+    /// On the leader's node: the members its agent sees unreachable, by ID (hex), and since when
+    /// (Unix seconds), from its identity record. Absent from older agents and other nodes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unreachable_since: std::collections::BTreeMap<String, i64>,
 }
 
 /// IDs as etcdctl prints them (hex), so that the endpoint's JSON reads like `member list`.
@@ -681,6 +689,8 @@ pub(crate) mod tests {
                 raft_index: cluster.map(|_| 100),
                 formation: None,
                 restored_from: None,
+                now_unix_ms: None,
+                unreachable_since: Default::default(),
             }),
         }
     }

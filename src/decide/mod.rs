@@ -1,13 +1,15 @@
 //! Decisions, as pure functions over observations (no I/O here; each file's table tests are its
 //! specification): the first-boot decision and the evidence a new cluster needs (`bootstrap`),
 //! "was I removed?" (`removed`), the dead-member policy (`dead_member`), which moved-aside
-//! data dirs may be pruned (`prune`), what a new cluster starts from (`restore`) and whether a
-//! survivor may recover a cluster that lost its quorum for good (`recover`), and database
-//! maintenance: the defrag rule, order and NOSPACE (`defrag`).
+//! data dirs may be pruned (`prune`), what a new cluster starts from (`restore`), whether a
+//! survivor may recover a cluster that lost its quorum for good (`recover`), database
+//! maintenance: the defrag rule, order and NOSPACE (`defrag`), and what `doctor` finds wrong and
+//! how to fix it (`doctor`).
 
 pub mod bootstrap;
 pub mod dead_member;
 pub mod defrag;
+pub mod doctor;
 pub mod prune;
 pub mod recover;
 pub mod removed;

@@ -101,6 +101,33 @@ pub struct QuorumLoss {
     pub newest_snapshot: Option<(String, String)>,
 }
 
+impl QuorumLoss {
+    /// What to do about it: wait for the unreachable members, or, if they are lost for good,
+    /// the command that brings the cluster back (`doctor` gives this as the fix).
+    pub fn remedy(&self) -> String {
+        let mut f = String::from(
+            "If the unreachable members come back, nothing needs doing. If they are lost for good: ",
+        );
+        match (&self.highest, &self.newest_snapshot) {
+            (Some((who, _)), Some((id, _))) => f.push_str(&format!(
+                "run `etcd-bootstrap recover` on {who} (keeps every key it has), or go back to snapshot {id}: {}",
+                RESTORE_BY_REPLACING.replace("{id}", id)
+            )),
+            (Some((who, _)), None) => f.push_str(&format!(
+                "run `etcd-bootstrap recover` on {who} (keeps every key it has)"
+            )),
+            (None, Some((id, _))) => f.push_str(&format!(
+                "go back to snapshot {id}: {}",
+                RESTORE_BY_REPLACING.replace("{id}", id)
+            )),
+            (None, None) => {
+                f.push_str("run `etcd-bootstrap recover` on the member with the highest raft index")
+            }
+        }
+        f
+    }
+}
+
 impl fmt::Display for QuorumLoss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -118,27 +145,7 @@ impl fmt::Display for QuorumLoss {
             Some((id, age)) => write!(f, "; newest snapshot {id} ({age} old)")?,
             None => write!(f, "; no snapshot known")?,
         }
-        write!(f, ". If the unreachable members come back, nothing needs doing. If they are lost for good: ")?;
-        match (&self.highest, &self.newest_snapshot) {
-            (Some((who, _)), Some((id, _))) => write!(
-                f,
-                "run `etcd-bootstrap recover` on {who} (keeps every key it has), or go back to snapshot {id}: {}", RESTORE_BY_REPLACING.replace("{id}", id)
-            ),
-            (Some((who, _)), None) => {
-                write!(f, "run `etcd-bootstrap recover` on {who} (keeps every key it has)")
-            }
-            (None, Some((id, _))) => {
-                write!(
-                    f,
-                    "go back to snapshot {id}: {}",
-                    RESTORE_BY_REPLACING.replace("{id}", id)
-                )
-            }
-            (None, None) => write!(
-                f,
-                "run `etcd-bootstrap recover` on the member with the highest raft index"
-            ),
-        }
+        write!(f, ". {}", self.remedy())
     }
 }
 

@@ -125,6 +125,13 @@ pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<Whoami
     Ok(me)
 }
 
+/// Maintenance.Status of the member at `url` alone (DB size and in use, version, raft index,
+/// errors and alarms), bounded. It answers on learners and without a quorum.
+pub async fn status(url: &str, tls: &ClientMaterial) -> Result<etcd_client::StatusResponse> {
+    let mut c = connect(&[url.to_string()], tls, PROBE_TIMEOUT).await?;
+    bounded("Maintenance.Status", PROBE_TIMEOUT, c.status()).await
+}
+
 /// What a member says about itself in Maintenance.Status (it answers on learners too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Whoami {

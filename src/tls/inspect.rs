@@ -62,6 +62,41 @@ pub fn not_after_unix(pem: &str) -> Result<i64, String> {
     Ok(parse_pem(pem)?.cert().validity().not_after.timestamp())
 }
 
+/// What `doctor` judges a certificate by: its validity period and the names it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertFacts {
+    pub subject: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// DNS SANs, lower case.
+    pub dns_names: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+fn facts_of(cert: &X509Certificate<'_>) -> CertFacts {
+    let (dns_names, ips) = sans(cert);
+    CertFacts {
+        subject: cert.subject().to_string(),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        dns_names,
+        ips,
+    }
+}
+
+/// The facts of the first certificate in `pem` (the current CA of a bundle).
+pub fn facts(pem: &str) -> Result<CertFacts, String> {
+    Ok(facts_of(&parse_pem(pem)?.cert()))
+}
+
+/// The facts of a DER certificate (one a server presented).
+pub fn facts_der(der: &[u8]) -> Result<CertFacts, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(facts_of(&cert))
+}
+
 /// The PEM blocks of `text`, each re-encoded the same way so that blocks compare equal when their
 /// contents do.
 pub fn pem_blocks(text: &str) -> Vec<String> {

@@ -13,6 +13,7 @@ mod cfssl;
 mod files;
 mod inspect;
 mod local_ca;
+pub mod served;
 
 use crate::config::{Config, TlsMode};
 use crate::discovery::BoxFuture;
@@ -27,7 +28,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use inspect::{not_after_unix, CertInfo};
+pub use inspect::{not_after_unix, CertFacts, CertInfo};
 
 /// The kinds of certificate a member holds, named as kubeadm names their files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -627,6 +628,41 @@ pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
                 .map_err(|e| e.to_string())
                 .and_then(|pem| inspect::info(&pem));
             (name, info)
+        })
+        .collect()
+}
+
+/// One certificate file this configuration keeps, for `doctor`: `ca.crt` (its current CA) and
+/// each leaf, with what it must cover when it is served (`Server`, `Peer`).
+pub struct OnDisk {
+    /// `server.crt`, ...
+    pub file: String,
+    pub path: PathBuf,
+    /// `None` for `ca.crt`.
+    pub kind: Option<Kind>,
+    pub facts: Result<CertFacts, String>,
+}
+
+pub fn on_disk(cfg: &Config) -> Vec<OnDisk> {
+    let paths = TlsPaths::new(&cfg.tls.dir);
+    std::iter::once(("ca.crt".to_string(), paths.ca, None))
+        .chain(
+            Kind::wanted(cfg)
+                .into_iter()
+                .map(|k| (format!("{}.crt", k.file_stem()), k.cert_path(cfg), Some(k))),
+        )
+        .map(|(file, path, kind)| {
+            let facts = crate::fsutil::read_pem(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|pem| {
+                    inspect::facts(&pem).map_err(|e| format!("{}: {e}", path.display()))
+                });
+            OnDisk {
+                file,
+                path,
+                kind,
+                facts,
+            }
         })
         .collect()
 }
