@@ -23,6 +23,8 @@ const DEFRAG_LIMIT: Duration = Duration::from_secs(300);
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 /// The job's lock lease.
 const LOCK_TTL: i64 = 60;
+/// The first wait between two probing defrags under NOSPACE; it doubles up to 16 times this.
+const PROBE_FIRST: Duration = Duration::from_secs(60);
 /// How often an agent repeats that NOSPACE cannot be cleared without deleting data.
 const CANNOT_FREE_EVERY: Duration = Duration::from_secs(60);
 
@@ -31,7 +33,9 @@ const CANNOT_FREE_EVERY: Duration = Duration::from_secs(60);
 pub struct Schedule {
     last_run: Option<Instant>,
     last_cannot_free: Option<Instant>,
-    last_probe: Option<Instant>,
+    /// Probing defrags under NOSPACE (see `clear_nospace`): how many, and when the next.
+    probes: u32,
+    next_probe: Option<Instant>,
 }
 
 /// One member defragmented.
@@ -47,10 +51,6 @@ pub struct Defragged {
 /// The members as the job sees them.
 struct Seen {
     dbs: Vec<MemberDb>,
-    /// Some member runs etcd 3.4, whose dbSizeInUse is not brought up to date by a compaction
-    /// (measured: 25 MiB "in use" after deleting everything and compacting; a defrag then left
-    /// 20 KiB): there `free` is only known after a defrag.
-    stale_in_use: bool,
     urls: Vec<(u64, String)>,
     unhealthy: Vec<String>,
 }
@@ -160,7 +160,6 @@ impl Agent<'_> {
         let members = membership::list(&mut c).await?;
         let mut seen = Seen {
             dbs: vec![],
-            stale_in_use: false,
             urls: vec![],
             unhealthy: vec![],
         };
@@ -176,7 +175,6 @@ impl Agent<'_> {
             };
             match ops::db_status(url, material).await {
                 Ok(s) if s.leader != 0 && s.errors.is_empty() => {
-                    seen.stale_in_use |= s.version.starts_with("3.4.");
                     seen.dbs.push(MemberDb {
                         id: m.id,
                         name: who,
@@ -305,35 +303,36 @@ impl Agent<'_> {
         }
         let mut verdict = defrag::nospace(&seen.dbs, quota);
         let mut seen = seen;
-        if let (Nospace::CannotFree(_), true) = (&verdict, seen.stale_in_use) {
-            // etcd 3.4 may report compacted pages as in use: find out with one follower, at
-            // most once a minute.
-            if sched
-                .last_probe
-                .is_none_or(|t| t.elapsed() >= CANNOT_FREE_EVERY)
-            {
-                sched.last_probe = Some(Instant::now());
-                let order =
-                    defrag::plan(&seen.dbs, &[], None, quota, true, true).unwrap_or_default();
-                if let Some(first) = order.first().filter(|m| !m.is_leader) {
-                    tracing::info!(member = %first.name, "NOSPACE on etcd 3.4, whose in-use figure lags behind compaction: defragmenting one follower to see what a defrag frees");
-                    let probed = self
-                        .defrag_in_order(material, &seen, std::slice::from_ref(first))
-                        .await?;
-                    seen = self.see_dbs(material).await?;
-                    verdict = defrag::nospace(&seen.dbs, quota);
-                    let limit = quota / 100 * defrag::DISARM_BELOW_PERCENT;
-                    if probed.first().is_some_and(|p| p.after <= limit) {
-                        // The same data on every member: what the follower gave back, the
-                        // others give back too.
-                        verdict = Nospace::Defrag(
-                            seen.dbs
-                                .iter()
-                                .filter(|m| m.db_size > limit)
-                                .map(|m| m.id)
-                                .collect(),
-                        );
-                    }
+        if matches!(verdict, Nospace::CannotFree(_))
+            && sched.next_probe.is_none_or(|t| Instant::now() >= t)
+        {
+            // dbSizeInUse lags behind a compaction until the backend commits again, and under
+            // NOSPACE nothing more is written (seen on 3.5: 15 MiB "in use" a minute after every
+            // key was deleted and compacted; etcd 3.4 lags also without NOSPACE). What a defrag
+            // frees is only known by doing one: one follower, after 1, 2, 4, 8, then every 16
+            // minutes while the alarm stays.
+            let wait = PROBE_FIRST * 2u32.pow(sched.probes.min(4));
+            sched.probes += 1;
+            sched.next_probe = Some(Instant::now() + wait);
+            let order = defrag::plan(&seen.dbs, &[], None, quota, true, true).unwrap_or_default();
+            if let Some(first) = order.first().filter(|m| !m.is_leader) {
+                tracing::info!(member = %first.name, next_in = ?wait, "NOSPACE and the in-use figures say a defrag cannot help, but they lag behind compaction: defragmenting one follower to see what a defrag frees");
+                let probed = self
+                    .defrag_in_order(material, &seen, std::slice::from_ref(first))
+                    .await?;
+                seen = self.see_dbs(material).await?;
+                verdict = defrag::nospace(&seen.dbs, quota);
+                let limit = quota / 100 * defrag::DISARM_BELOW_PERCENT;
+                if probed.first().is_some_and(|p| p.after <= limit) {
+                    // The same data on every member: what the follower gave back, the others
+                    // give back too.
+                    verdict = Nospace::Defrag(
+                        seen.dbs
+                            .iter()
+                            .filter(|m| m.db_size > limit)
+                            .map(|m| m.id)
+                            .collect(),
+                    );
                 }
             }
         }
@@ -370,6 +369,8 @@ impl Agent<'_> {
             tracing::warn!("NOSPACE: every member is under 90% of the quota again; maintenance.disarm_nospace = false: disarm it yourself (etcdctl alarm disarm)");
             return Ok(());
         }
+        sched.probes = 0;
+        sched.next_probe = None;
         let local = local_endpoint(cfg);
         for id in alarms {
             ops::disarm_nospace(&local, material, *id).await?;
