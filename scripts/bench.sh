@@ -3,6 +3,7 @@
 #
 # Usage: scripts/bench.sh [--runs 5] [--versions "3.4 3.5"] [--rss-seconds 180]
 #                         [--keep-logs DIR] [--skip-start] [--skip-snapshot] [--skip-restore]
+#                         [--skip-defrag]
 #                         [--only "leader_removed leader_wiped"] (figures of part 2 to run)
 #
 # 1. start-to-healthy, 3 and 5 members started at the same instant: etcd-bootstrap (SRV
@@ -15,6 +16,9 @@
 # 1c. total loss of 3 members recovered from a ~100 MiB snapshot in S3 (etcd 3.5): etcd-bootstrap
 #    against the manual procedure scripted with etcdutl: scripts/bench-restore.sh (lab ebbenchr,
 #    10.200.248). --skip-restore leaves it out.
+# 1d. the client-visible stall of a cluster-wide defrag of a ~200 MiB database (etcd 3.5):
+#    `etcd-bootstrap defrag --all` against `etcdctl defrag --cluster`: scripts/bench-defrag.sh
+#    (lab ebbenchd, 10.200.246). --skip-defrag leaves it out.
 # 2. per version, in one lab (ebbenchj, 10.200.244, 4 hosts) whose hosts 1-3 run a cluster
 #    formed by `etcd-bootstrap run` (heal.interval 1 s, etcd.binary a wrapper that records
 #    the instant etcd is exec'd, then execs the real etcd), --runs rounds of:
@@ -55,7 +59,7 @@ RSS_S=180
 KEEP=""
 SKIP_START=0
 SKIP_SNAPSHOT=0
-SKIP_RESTORE=0
+SKIP_RESTORE=0 SKIP_DEFRAG=0
 FIGURES="manual_join bootstrap_join wiped removed restart leader_removed leader_wiped"
 ONLY=""
 readonly NAME=ebbenchj SUBNET=10.200.244 DOMAIN=lab.test
@@ -79,6 +83,7 @@ while (($#)); do
     --skip-start) SKIP_START=1 ;;
     --skip-snapshot) SKIP_SNAPSHOT=1 ;;
     --skip-restore) SKIP_RESTORE=1 ;;
+    --skip-defrag) SKIP_DEFRAG=1 ;;
     --only) ONLY=${2:-}; shift ;;
     -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -146,6 +151,16 @@ if ((!SKIP_RESTORE)); then
     note "total loss restored from S3 (scripts/bench-restore.sh --runs $RUNS)"
     "$HERE/bench-restore.sh" --runs "$RUNS" --summary "$WORK/restore" >&2
     RESTORE=$(cat "$WORK/restore")
+fi
+
+# ---------------------------------------------------------------------------
+# 1d. stall of a cluster-wide defrag (scripts/bench-defrag.sh, etcd 3.5)
+# ---------------------------------------------------------------------------
+DEFRAG=""
+if ((!SKIP_DEFRAG)); then
+    note "cluster-wide defrag stall (scripts/bench-defrag.sh --runs $RUNS)"
+    "$HERE/bench-defrag.sh" --runs "$RUNS" --summary "$WORK/defrag" >&2
+    DEFRAG=$(cat "$WORK/defrag")
 fi
 
 # ---------------------------------------------------------------------------
@@ -556,6 +571,20 @@ if [[ -n $RESTORE ]]; then
     row "total loss of 3 members, restored from a $db MiB snapshot in S3: by hand (etcdutl)" "" "${cells_a[@]}"
     row "the same: etcd-bootstrap (new VMs restore by themselves)" "< 60 s" "${cells_b[@]}"
     row "ratio etcd-bootstrap / by hand, restore" "<= 1.5" "${cells_r[@]}"
+fi
+if [[ -n $DEFRAG ]]; then
+    read -r db da dbt dr <<<"$DEFRAG"
+    cells_a=() cells_b=() cells_r=()
+    for v in $VERSIONS; do
+        if [[ $v == 3.5 ]]; then
+            cells_a+=("$da ms") cells_b+=("$dbt ms") cells_r+=("$dr ($(verdict "$dr" 0.5))")
+        else
+            cells_a+=("-") cells_b+=("-") cells_r+=("-")
+        fi
+    done
+    row "longest client operation during a defrag of every member ($db MiB): etcdctl defrag --cluster" "" "${cells_a[@]}"
+    row "the same: etcd-bootstrap defrag --all (leader last, after moving leadership)" "" "${cells_b[@]}"
+    row "ratio etcd-bootstrap / etcdctl, defrag stall" "<= 0.5" "${cells_r[@]}"
 fi
 mib=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }')
 cells=()
