@@ -114,8 +114,17 @@ fn fail_lines<'a>(out: &'a str, check: &str) -> Vec<&'a str> {
 
 #[test]
 fn doctor_names_a_stopped_member_an_expired_certificate_and_a_san_mismatch_etcd_3_5() {
+    doctor_scenario(94, Version::V3_5);
+}
+
+#[test]
+fn doctor_names_a_stopped_member_an_expired_certificate_and_a_san_mismatch_etcd_3_4() {
+    doctor_scenario(99, Version::V3_4);
+}
+
+fn doctor_scenario(id: u8, version: Version) {
     let _g = serial();
-    let mut lab = Lab::three(94, Version::V3_5, 3);
+    let mut lab = Lab::three(id, version, 3);
 
     // All is well: exit 0 on every node, one OK line per check; JSON says the same.
     for h in 1..=3 {

@@ -145,11 +145,20 @@ fn member_state(s: &Value) -> Vec<(String, f64)> {
 }
 
 #[test]
-fn metrics_endpoint_on_three_members() {
+fn metrics_endpoint_on_three_members_etcd_3_5() {
+    metrics_endpoint(93, Version::V3_5);
+}
+
+#[test]
+fn metrics_endpoint_on_three_members_etcd_3_4() {
+    metrics_endpoint(100, Version::V3_4);
+}
+
+fn metrics_endpoint(id: u8, version: Version) {
     let _g = serial();
     let mut lab = Lab::up(
-        93,
-        Version::V3_5,
+        id,
+        version,
         LabOptions {
             hosts: 3,
             srv: true,
