@@ -152,7 +152,7 @@ impl Record {
     pub fn for_start(data_dir: &Path, cluster_name: &str, has_data: bool) -> Result<Record> {
         let mut r = Record::load(data_dir)?.unwrap_or_default();
         if r.nonce.is_empty() || (r.nonce_used && !has_data) {
-            r.nonce = new_nonce();
+            r.nonce = crate::etcd::ids::random_hex();
             r.nonce_used = false;
         }
         r.nonce_used |= has_data;
@@ -160,13 +160,6 @@ impl Record {
         r.save(data_dir)?;
         Ok(r)
     }
-}
-
-fn new_nonce() -> String {
-    let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("the system RNG works");
-    crate::etcd::ids::hex(&b)
 }
 
 /// Written by `leave` before the member is removed: the node was decommissioned on purpose, so

@@ -30,10 +30,22 @@ fn db_sizes(lab: &Lab) -> Vec<u64> {
         .collect()
 }
 
-fn revision(lab: &Lab) -> i64 {
-    let out = lab.etcdctl(1, &lab.client_url(1), &["endpoint", "status", "-w", "json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[0]["Status"]["header"]["revision"].as_i64().unwrap()
+/// What the operator does: delete every key under `prefix`, then compact (physically) to the
+/// current revision.
+fn delete_and_compact(lab: &Lab, prefix: &str) {
+    let out = lab.etcdctl(1, &lab.client_url(1), &["del", "--prefix", prefix]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rev = lab.revision(1).to_string();
+    let out = lab.etcdctl(1, &lab.client_url(1), &["compact", &rev, "--physical"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// On failure: each member's status and its agent's maintenance lines (etcd's own log drowns
@@ -77,15 +89,7 @@ fn defrag_by_the_agents(id: u8, version: Version) {
     lab.put(1, "/kept", "yes");
     // Measured before the compaction: the agents may defragment as soon as it is done.
     let before = db_sizes(&lab);
-    let out = lab.etcdctl(1, &lab.client_url(1), &["del", "--prefix", "/churn/"]);
-    assert!(out.status.success());
-    let rev = revision(&lab).to_string();
-    let out = lab.etcdctl(1, &lab.client_url(1), &["compact", &rev, "--physical"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    delete_and_compact(&lab, "/churn/");
     assert!(
         before.iter().all(|s| *s > 20 << 20),
         "the churn did not grow every database: {before:?}"
@@ -220,19 +224,7 @@ fn nospace_clears_itself(id: u8, version: Version) {
     let refused = lab.etcdctl(1, &lab.client_url(1), &["put", "/fill/0", "x"]);
     assert!(!refused.status.success());
     // The operator deletes data and compacts; nothing else.
-    let out = lab.etcdctl(1, &lab.client_url(1), &["del", "--prefix", "/fill/"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rev = revision(&lab).to_string();
-    let out = lab.etcdctl(1, &lab.client_url(1), &["compact", &rev, "--physical"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    delete_and_compact(&lab, "/fill/");
     let t = Instant::now();
     loop {
         let out = lab.etcdctl(2, &lab.client_url(2), &["put", "/after", "ok"]);

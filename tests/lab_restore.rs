@@ -11,22 +11,6 @@ use std::time::{Duration, Instant};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-/// The cluster's current revision, as etcdctl reports it through `host`.
-fn revision(lab: &Lab, host: usize) -> i64 {
-    let out = lab.etcdctl(
-        host,
-        &lab.client_url(host),
-        &["endpoint", "status", "-w", "json"],
-    );
-    assert!(
-        out.status.success(),
-        "endpoint status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[0]["Status"]["header"]["revision"].as_i64().unwrap()
-}
-
 fn cluster_id(lab: &Lab, host: usize) -> u64 {
     lab.member_list(host).unwrap()["header"]["cluster_id"]
         .as_u64()
@@ -103,7 +87,7 @@ fn total_loss(id: u8, version: Version) {
     let snapshot = snapshot_save(&lab, 2);
     // Written after the last snapshot: lost with the members, as with any backup.
     lab.put(1, "/after/lost", "x");
-    let revision_before = revision(&lab, 1);
+    let revision_before = lab.revision(1);
 
     // Every VM is destroyed and replaced.
     lab.stop_all();
@@ -183,7 +167,7 @@ fn total_loss(id: u8, version: Version) {
         old_cluster,
         "a restored cluster has a new ID"
     );
-    let after = revision(&lab, 1);
+    let after = lab.revision(1);
     if version == Version::V3_5 {
         // etcdutl moved the revision forward: watchers never see a revision again.
         assert!(
@@ -364,7 +348,7 @@ fn fleet_restore(id: u8, version: Version, failpoint: &str) {
     lab.put(1, "/before/00", "changed");
     let del = lab.etcdctl(1, &lab.client_url(1), &["del", "/before/19"]);
     assert!(del.status.success());
-    let revision_before = revision(&lab, 1);
+    let revision_before = lab.revision(1);
     let old_cluster = cluster_id(&lab, 1);
     let bin = common::bin();
     let cfg1 = lab.config_path(1);
@@ -540,7 +524,7 @@ fn fleet_restore(id: u8, version: Version, failpoint: &str) {
         "a restored cluster has a new ID"
     );
     if version == Version::V3_5 {
-        let after = revision(&lab, 1);
+        let after = lab.revision(1);
         assert!(
             after > revision_before,
             "revision went back: {after} after, {revision_before} before"

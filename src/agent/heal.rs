@@ -174,11 +174,7 @@ impl Agent<'_> {
                     }
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "following the fleet-wide restore request failed; trying again after heal.interval");
-                        let under_way = crate::datadir::Record::load(data_dir)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|r| r.restore.is_some());
-                        if under_way {
+                        if super::restore::under_way(data_dir).unwrap_or(false) {
                             // etcd is stopped and its data is aside: nothing else to do here.
                             continue;
                         }
@@ -245,15 +241,15 @@ impl Agent<'_> {
                         failpoint::hit("heal:after-move");
                         state = State::Rejoining;
                     }
-                    Verdict::Foreign(what)
+                    Verdict::Foreign { what, clusters }
                         if current_restore
                             .as_ref()
-                            .is_some_and(|r| restore_clusters_in(r, &what)) =>
+                            .is_some_and(|r| clusters.iter().any(|c| r.is_either_side(*c))) =>
                     {
                         tracing::info!(%what, request = current_restore.as_ref().map(|r| r.id.as_str()).unwrap_or(""), "a fleet-wide restore is under way: members on the old and the restored data ignore each other until each has followed it");
                         continue;
                     }
-                    Verdict::Foreign(what) => {
+                    Verdict::Foreign { what, .. } => {
                         tracing::error!(%what, "another cluster answers at this member's peers; refusing to move data or re-join: fix discovery");
                         notify(&[sd_notify::NotifyState::Status(
                             "refusing: another cluster answers; see the log",
@@ -418,17 +414,6 @@ fn log_transition(from: State, to: State, health: &Result<client::Whoami>) {
         }
         _ => {}
     }
-}
-
-/// Whether the other clusters that answered are the two sides of fleet-wide restore `r` (the
-/// cluster it restores, or the restored one): expected while it is under way.
-fn restore_clusters_in(r: &crate::decide::restore::FleetRequest, what: &str) -> bool {
-    let restored = format!("answers as cluster {:x}", r.cluster_id());
-    let old = r
-        .from_cluster
-        .as_ref()
-        .map(|c| format!("answers as cluster {c}"));
-    what.contains(&restored) || old.is_some_and(|o| what.contains(&o))
 }
 
 /// A re-join can take longer than `WatchdogSec` (it is bounded by discovery.timeout instead):

@@ -42,6 +42,12 @@ pub enum Followed {
     GaveUp(String),
 }
 
+/// Whether this node began a fleet-wide restore and has not finished it (etcd is stopped, or its
+/// restored data not started yet): then etcd must not be started from anything else.
+pub fn under_way(data_dir: &std::path::Path) -> Result<bool> {
+    Ok(Record::load(data_dir)?.is_some_and(|r| r.restore.is_some()))
+}
+
 fn my_peer_url(cfg: &crate::config::Config, record: &Record) -> Option<String> {
     record
         .peer_url

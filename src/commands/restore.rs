@@ -71,7 +71,7 @@ pub async fn restore(cfg: Config, from: &str, yes: bool, timeout: Duration) -> R
     let id = format!(
         "{}-{}",
         crate::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
-        &crate::etcd::ids::sha256_hex(&random_bytes())[..6]
+        &crate::etcd::ids::random_hex()[..6]
     );
     let by = crate::agent::env_value(&cfg, "ETCD_NAME")
         .or_else(crate::observe::hostname)
@@ -174,13 +174,6 @@ async fn members(
         members.len()
     );
     Ok((members, record.cluster()))
-}
-
-fn random_bytes() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("the system RNG works");
-    b
 }
 
 /// Which members answer as members of the restored cluster.

@@ -72,10 +72,7 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         let store = crate::backup::store::open(b, &cfg.cluster.name)?;
         match agent.follow_restore_request(&store).await {
             Ok(_) => {}
-            Err(e)
-                if crate::datadir::Record::load(&cfg.member.data_dir)?
-                    .is_some_and(|r| r.restore.is_some()) =>
-            {
+            Err(e) if agent::restore::under_way(&cfg.member.data_dir)? => {
                 return Err(e.context("a fleet-wide restore of this member is under way and could not be finished; etcd is not started from anything else (run again: it resumes)"));
             }
             Err(e) => {

@@ -18,8 +18,8 @@ pub enum Verdict {
     Member,
     /// Not enough evidence either way: do nothing this round.
     Undecided(String),
-    /// Only another cluster answered: refuse to act, loudly.
-    Foreign(String),
+    /// Only another cluster answered: refuse to act, loudly. `clusters`: the IDs that answered.
+    Foreign { what: String, clusters: Vec<u64> },
 }
 
 /// `known_members`: the size of this member's last-known membership (itself included);
@@ -68,16 +68,19 @@ pub fn verdict(
     }) {
         return Verdict::Member;
     }
-    let foreign: Vec<String> = views
-        .iter()
-        .filter(|v| v.cluster_id != mine)
-        .map(|v| format!("{} answers as cluster {:x}", v.endpoint, v.cluster_id))
-        .collect();
+    let foreign: Vec<&&ClusterView> = views.iter().filter(|v| v.cluster_id != mine).collect();
     if !foreign.is_empty() && agree.is_empty() {
-        return Verdict::Foreign(format!(
-            "{} (this member is in cluster {mine:x}); check DNS records and discovery.peers: the data stays where it is",
-            foreign.join("; ")
-        ));
+        let what = foreign
+            .iter()
+            .map(|v| format!("{} answers as cluster {:x}", v.endpoint, v.cluster_id))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Verdict::Foreign {
+            what: format!(
+                "{what} (this member is in cluster {mine:x}); check DNS records and discovery.peers: the data stays where it is"
+            ),
+            clusters: foreign.iter().map(|v| v.cluster_id).collect(),
+        };
     }
     Verdict::Undecided(format!(
         "{} of the {quorum} members needed say {my_url} was removed from cluster {mine:x}",
@@ -123,7 +126,7 @@ mod tests {
             Removed(_) => "removed",
             Member => "member",
             Undecided(_) => "undecided",
-            Foreign(_) => "foreign",
+            Foreign { .. } => "foreign",
         };
         // (own cluster, known members, answers, expected)
         let table: Vec<(Option<u64>, usize, Vec<Answer>, &str)> = vec![

@@ -177,6 +177,12 @@ impl FleetRequest {
             .and_then(|c| u64::from_str_radix(c, 16).ok())
     }
 
+    /// Whether `cluster` is the one this request restores or the restored one: while the
+    /// request is under way, members on either side answer with it.
+    pub fn is_either_side(&self, cluster: u64) -> bool {
+        cluster == self.cluster_id() || Some(cluster) == self.from_cluster_id()
+    }
+
     pub fn member(&self, peer_url: &str) -> Option<&RequestMember> {
         self.members.iter().find(|m| m.peer_url == peer_url)
     }
@@ -385,6 +391,9 @@ mod tests {
         assert_ne!(r1.token, r2.token);
         assert_ne!(r1.cluster_id(), r2.cluster_id());
         assert_eq!(r1.quorum(), 2);
+        // While r1 is under way, the restored cluster and the old one answer; r2's does not.
+        assert!(r1.is_either_side(OLD) && r1.is_either_side(r1.cluster_id()));
+        assert!(!r1.is_either_side(r2.cluster_id()));
         assert!(r1.token.starts_with("lab-"));
     }
 

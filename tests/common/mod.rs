@@ -672,6 +672,22 @@ interval = "2s"
         serde_json::from_slice(&out.stdout).map_err(|e| format!("host {host}: member list: {e}"))
     }
 
+    /// The cluster's current revision, as etcdctl reports it through `host`.
+    pub fn revision(&self, host: usize) -> i64 {
+        let out = self.etcdctl(
+            host,
+            &self.client_url(host),
+            &["endpoint", "status", "-w", "json"],
+        );
+        assert!(
+            out.status.success(),
+            "endpoint status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["Status"]["header"]["revision"].as_i64().unwrap()
+    }
+
     /// The members in `host`'s member list.
     pub fn members(&self, host: usize) -> Vec<serde_json::Value> {
         let v = self.member_list(host).unwrap_or_else(|e| panic!("{e}"));
