@@ -657,10 +657,28 @@ fn rendered_unit_passes_systemd_analyze_verify() {
         fake_etcd.to_str().unwrap(),
     );
     std::fs::write(&cfg_path, text).unwrap();
-    let cfg = etcd_bootstrap::config::Config::load(Some(&cfg_path), &[]).unwrap();
+    let mut cfg = etcd_bootstrap::config::Config::load(Some(&cfg_path), &[]).unwrap();
+    cfg.etcd.service_manager = etcd_bootstrap::config::ServiceManagerKind::Systemd;
     std::fs::write(&cfg.etcd.env_file, "ETCD_NAME=a\n").unwrap();
     let unit = s.path("etcd.service");
-    std::fs::write(&unit, etcd_bootstrap::etcd::render::unit(&cfg).unwrap()).unwrap();
+    let me = etcd_bootstrap::etcd::render::LocalMember {
+        name: "a".into(),
+        ip: "10.0.0.1".parse().unwrap(),
+    };
+    let spec = etcd_bootstrap::etcd::render::spec(
+        &cfg,
+        &me,
+        &etcd_bootstrap::etcd::render::ClusterState::FromDisk,
+    )
+    .unwrap();
+    let artifacts = etcd_bootstrap::service::manager(&cfg)
+        .render(&spec)
+        .unwrap();
+    let rendered = artifacts
+        .iter()
+        .find(|a| a.path == cfg.etcd.unit_path)
+        .expect("the systemd manager writes a unit");
+    std::fs::write(&unit, &rendered.content).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&unit)

@@ -123,8 +123,8 @@ impl Agent<'_> {
                     ep.serve(SocketAddr::new(me.ip, cfg.member.agent_port), &peer)
                         .await?;
                 }
-                let env = render::env_file(cfg, &me, &ClusterState::FromDisk)?;
-                let changed = manager.install(&env, &render::unit(cfg)?)?;
+                let spec = render::spec(cfg, &me, &ClusterState::FromDisk)?;
+                let changed = manager.install(&spec)?;
                 if changed {
                     tracing::info!(env_file = %cfg.etcd.env_file.display(), "etcd's environment rendered from the current configuration");
                 }
@@ -279,8 +279,8 @@ impl Agent<'_> {
                     }
                 }
             }
-            let env = render::env_file(cfg, &observed.me, &state)?;
-            let changed = manager.install(&env, &render::unit(cfg)?)?;
+            let spec = render::spec(cfg, &observed.me, &state)?;
+            let changed = manager.install(&spec)?;
             failpoint::hit("new:after-env");
             if let ClusterState::New(ic) = &state {
                 let delay = ic.start_delay();
@@ -342,8 +342,8 @@ impl Agent<'_> {
         let cfg = self.cfg;
         self.refresh_record(material, me).await?;
         let member = current_member(cfg)?;
-        let env = render::env_file(cfg, &member, &ClusterState::FromDisk)?;
-        if self.manager.install(&env, &render::unit(cfg)?)? {
+        let spec = render::spec(cfg, &member, &ClusterState::FromDisk)?;
+        if self.manager.install(&spec)? {
             tracing::info!(env_file = %cfg.etcd.env_file.display(), "the member has joined: bootstrap flags removed from etcd's environment (ETCD_INITIAL_CLUSTER_STATE=existing only)");
         }
         datadir::prune(&cfg.member.data_dir, Some(me.raft_index))

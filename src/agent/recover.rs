@@ -202,23 +202,17 @@ impl Agent<'_> {
         self.manager.stop().await?;
         let env = std::fs::read_to_string(&cfg.etcd.env_file)
             .with_context(|| format!("reading {}", cfg.etcd.env_file.display()))?;
-        let mut command = tokio::process::Command::new(&cfg.etcd.binary);
-        command
-            .env_clear()
-            .envs(render::parse_env(&env))
-            .env("ETCD_FORCE_NEW_CLUSTER", "true")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        // SAFETY: prctl(2) in the child before exec: the one-off etcd must not outlive this
-        // process (a kill -9 of the agent would otherwise leave it holding etcd's ports).
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        let mut env = render::parse_env(&env);
+        env.push(("ETCD_FORCE_NEW_CLUSTER".into(), "true".into()));
+        // The one-off etcd gets SIGTERM when this process dies (the manager sets
+        // PR_SET_PDEATHSIG): a kill -9 of the agent must not leave it holding etcd's ports.
+        let mut command = self.manager.one_off(&env)?;
+        command.kill_on_drop(true);
         let mut child = command.spawn().with_context(|| {
-            format!("starting {} --force-new-cluster", cfg.etcd.binary.display())
+            format!(
+                "starting a one-off etcd with --force-new-cluster ({})",
+                self.manager.describe()
+            )
         })?;
         let healthy = async {
             let deadline = Instant::now() + FORCE_START_TIMEOUT;

@@ -223,8 +223,8 @@ impl Agent<'_> {
             name: me.name.clone(),
             ip,
         };
-        let env = render::env_file(cfg, &local, &ClusterState::FromDisk)?;
-        self.manager.install(&env, &render::unit(cfg)?)?;
+        let spec = render::spec(cfg, &local, &ClusterState::FromDisk)?;
+        self.manager.install(&spec)?;
         self.manager.start(true).await?;
         let mut record = Record::load(data_dir)?.unwrap_or_default();
         record.restore = None;

@@ -87,11 +87,15 @@ pub async fn plan(cfg: Config) -> Result<()> {
                 None => println!("would keep  {}", f.path.display()),
             }
         }
-        println!("would write {}:", cfg.etcd.env_file.display());
-        print!("{}", indent(&render::env_file(&cfg, &observed.me, &state)?));
-        if cfg.etcd.service_manager == crate::config::ServiceManagerKind::Systemd {
-            println!("would write {}:", cfg.etcd.unit_path.display());
-            print!("{}", indent(&render::unit(&cfg)?));
+        let manager = crate::service::manager(&cfg);
+        println!("etcd runs as: {}", manager.describe());
+        for artifact in manager.render(&render::spec(&cfg, &observed.me, &state)?)? {
+            println!(
+                "would write {} (mode {:o}):",
+                artifact.path.display(),
+                artifact.mode
+            );
+            print!("{}", indent(&artifact.content));
         }
     }
     if let Action::Refuse(why) = action {

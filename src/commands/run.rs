@@ -17,7 +17,7 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         return Err(ConfigError::new(
             "--once",
             "command line",
-            "needs etcd.service_manager = \"systemd\": with \"process\" etcd lives only as long as etcd-bootstrap",
+            "needs etcd.service_manager = \"systemd\", \"container\" or \"static-pod\": with \"process\" etcd lives only as long as etcd-bootstrap",
         )
         .into());
     }
@@ -31,7 +31,9 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
             "installed etcd"
         ),
     }
-    if !cfg.etcd.binary.is_file() {
+    // With an image, etcd is in the image; etcd.binary (and the snapshot tools beside it) on the
+    // host are needed only to verify and restore snapshots, which say so themselves.
+    if !cfg.etcd.service_manager.runs_image() && !cfg.etcd.binary.is_file() {
         return Err(ConfigError::new(
             "etcd.binary",
             "",

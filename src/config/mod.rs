@@ -165,6 +165,34 @@ pub const PINNABLE: [&str; 9] = [
 pub enum ServiceManagerKind {
     Systemd,
     Process,
+    Container,
+    StaticPod,
+}
+
+impl ServiceManagerKind {
+    /// Managers that run `etcd.image` rather than `etcd.binary`.
+    pub fn runs_image(self) -> bool {
+        matches!(
+            self,
+            ServiceManagerKind::Container | ServiceManagerKind::StaticPod
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerRuntime {
+    Podman,
+    Docker,
+}
+
+impl ContainerRuntime {
+    pub fn program(self) -> &'static str {
+        match self {
+            ContainerRuntime::Podman => "podman",
+            ContainerRuntime::Docker => "docker",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,6 +207,14 @@ pub struct EtcdConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub install_dir: PathBuf,
+    /// The image the `container` and `static-pod` managers run (required by them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `container` only; None: podman if it is installed, else docker (looked up at run time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_runtime: Option<ContainerRuntime>,
+    /// `static-pod` only: where kubelet reads the pod.
+    pub manifest_path: PathBuf,
     /// Extra etcd flags, `flag-name -> value` as etcd takes it on its command line.
     pub flags: BTreeMap<String, String>,
 }
@@ -411,6 +447,7 @@ fn check_written_files(v: &Validator<'_>, cfg: &Config) -> Result<(), ConfigErro
     let written = [
         ("etcd.env_file", &cfg.etcd.env_file),
         ("etcd.unit_path", &cfg.etcd.unit_path),
+        ("etcd.manifest_path", &cfg.etcd.manifest_path),
     ];
     for (i, (key, path)) in written.iter().enumerate() {
         let target = resolved(path);
@@ -612,6 +649,17 @@ fn check_location(v: &Validator<'_>, key: &str, value: &str) -> Result<(), Confi
         ));
     }
     v.readable_file(key, p)
+}
+
+/// `[registry[:port]/]path[:tag][@sha256:digest]`, loosely: the runtime checks the rest. It
+/// lands in a unit's command line and a manifest, so nothing but the characters a reference
+/// can hold.
+pub fn is_image_reference(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 512
+        && !s.starts_with(['-', '/', ':', '@', '.'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
 }
 
 pub fn is_sha256_hex(s: &str) -> bool {
@@ -1076,16 +1124,60 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
 
     // [etcd]
     let e = raw.etcd;
-    let service_manager = match e.service_manager.as_deref().unwrap_or("systemd") {
+    // "" is the default too, so that a template can leave the choice empty.
+    let service_manager = match e
+        .service_manager
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .unwrap_or("systemd")
+    {
         "systemd" => ServiceManagerKind::Systemd,
         "process" => ServiceManagerKind::Process,
+        "container" => ServiceManagerKind::Container,
+        "static-pod" => ServiceManagerKind::StaticPod,
         m => {
             return Err(v.err(
                 "etcd.service_manager",
-                format!("{m:?} is not one of \"systemd\", \"process\""),
+                format!(
+                    "{m:?} is not one of \"systemd\", \"process\", \"container\", \"static-pod\""
+                ),
             ))
         }
     };
+    let image = e.image.filter(|s| !s.is_empty());
+    if let Some(image) = &image {
+        if !is_image_reference(image) {
+            return Err(v.err(
+                "etcd.image",
+                format!(
+                    "{image:?} is not an image reference such as \"registry.k8s.io/etcd:3.5.15-0\""
+                ),
+            ));
+        }
+    } else if service_manager.runs_image() {
+        return Err(v.err(
+            "etcd.image",
+            "is required with etcd.service_manager = \"container\" or \"static-pod\" (the image that holds etcd, e.g. \"registry.k8s.io/etcd:3.5.15-0\")",
+        ));
+    }
+    let container_runtime = match e.container_runtime.as_deref().unwrap_or("") {
+        "" => None,
+        "podman" => Some(ContainerRuntime::Podman),
+        "docker" => Some(ContainerRuntime::Docker),
+        r => {
+            return Err(v.err(
+                "etcd.container_runtime",
+                format!(
+                    "{r:?} is not one of \"podman\", \"docker\" (or empty: whichever is installed)"
+                ),
+            ))
+        }
+    };
+    let manifest_path = v.path(
+        "etcd.manifest_path",
+        e.manifest_path,
+        "/etc/kubernetes/manifests/etcd.yaml",
+    )?;
     let mut flags = BTreeMap::new();
     for (flag, value) in e.flags.unwrap_or_default() {
         let key = format!("etcd.flags.{flag}");
@@ -1166,6 +1258,9 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
             "/etc/systemd/system/etcd.service",
         )?,
         env_file: v.path("etcd.env_file", e.env_file, "/etc/etcd/etcd.env")?,
+        image,
+        container_runtime,
+        manifest_path,
         flags,
     };
 
@@ -1472,6 +1567,31 @@ heartbeat-interval = 200
                 "[etcd.flags]",
                 "[etcd]\ndownload_url = \"https://x.test/etcd.tar.gz\"\n[etcd.flags]",
                 "etcd.sha256",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nservice_manager = \"container\"\n[etcd.flags]",
+                "etcd.image",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nservice_manager = \"static-pod\"\nimage = \"\"\n[etcd.flags]",
+                "etcd.image",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nservice_manager = \"container\"\nimage = \"etcd:3.5 --privileged\"\n[etcd.flags]",
+                "etcd.image",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nservice_manager = \"container\"\nimage = \"etcd:3.5\"\ncontainer_runtime = \"rkt\"\n[etcd.flags]",
+                "etcd.container_runtime",
+            ),
+            (
+                "[etcd.flags]",
+                "[etcd]\nservice_manager = \"static-pod\"\nimage = \"etcd:3.5\"\nmanifest_path = \"etcd.yaml\"\n[etcd.flags]",
+                "etcd.manifest_path",
             ),
             (
                 "[etcd.flags]",

@@ -62,6 +62,9 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("etcd", "download_url", Kind::Str),
     ("etcd", "sha256", Kind::Str),
     ("etcd", "install_dir", Kind::Str),
+    ("etcd", "image", Kind::Str),
+    ("etcd", "container_runtime", Kind::Str),
+    ("etcd", "manifest_path", Kind::Str),
     ("heal", "enabled", Kind::Bool),
     ("heal", "interval", Kind::Str),
     ("heal", "remove_dead_after", Kind::Str),
@@ -194,6 +197,9 @@ pub struct RawEtcd {
     pub download_url: Option<String>,
     pub sha256: Option<String>,
     pub install_dir: Option<String>,
+    pub image: Option<String>,
+    pub container_runtime: Option<String>,
+    pub manifest_path: Option<String>,
     pub flags: Option<BTreeMap<String, Value>>,
 }
 

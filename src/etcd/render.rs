@@ -1,5 +1,6 @@
-//! etcd's configuration as files: the `ETCD_*` environment file and the systemd unit that reads it.
-//! The same environment is handed to etcd by the `process` service manager.
+//! etcd's configuration for this member: the `ETCD_*` variables (the one list of flags the
+//! bootstrapper owns) and the environment file. Each service manager renders its own artifact
+//! (unit, manifest) from the same `EtcdSpec`.
 
 use crate::config::{control_char, Config};
 use crate::decide::InitialCluster;
@@ -7,6 +8,7 @@ use crate::error::ConfigError;
 use crate::tls::TlsPaths;
 use crate::urls::EtcdUrl;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 /// How etcd is to join on this start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +43,7 @@ impl LocalMember {
 /// A value for one line of the environment file or unit. Config values were checked when the
 /// config was read; this also covers what comes from elsewhere (a member name from the host
 /// name or a peer, membership read from the cluster): a line break would add a line of its own.
-fn one_line(key: &str, value: &str, file: &std::path::Path) -> Result<(), ConfigError> {
+pub fn one_line(key: &str, value: &str, file: &std::path::Path) -> Result<(), ConfigError> {
     match control_char(value) {
         None => Ok(()),
         Some(c) => Err(ConfigError::new(
@@ -52,18 +54,59 @@ fn one_line(key: &str, value: &str, file: &std::path::Path) -> Result<(), Config
     }
 }
 
-/// The environment file, `KEY=value` lines in a stable order.
 /// Compaction flags set unless `[etcd.flags]` sets them.
 pub const COMPACTION_DEFAULTS: &[(&str, &str)] = &[
     ("auto-compaction-mode", "periodic"),
     ("auto-compaction-retention", "1h"),
 ];
 
-pub fn env_file(
-    cfg: &Config,
-    me: &LocalMember,
-    state: &ClusterState,
-) -> Result<String, ConfigError> {
+/// One description of this member's etcd, from which every service manager renders its own
+/// artifact (environment file, unit, container unit, kubelet manifest): etcd's configuration as
+/// `ETCD_*` variables in a stable order, and what the managers mount or probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSpec {
+    pub name: String,
+    /// `ETCD_*` variables, each checked to be one line.
+    pub vars: Vec<(String, String)>,
+    pub data_dir: PathBuf,
+    pub tls_dir: PathBuf,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub metrics_port: u16,
+    pub advertise_client_url: String,
+}
+
+impl EtcdSpec {
+    /// The environment file, `KEY=value` lines in the order of `vars`.
+    pub fn env_text(&self) -> String {
+        let mut out = String::from(
+            "# Written by etcd-bootstrap: edits are overwritten. Set extra flags in [etcd.flags].\n",
+        );
+        for (k, v) in &self.vars {
+            out.push_str(&format!("{k}={v}\n"));
+        }
+        out
+    }
+
+    /// The same configuration as command-line flags (`ETCD_INITIAL_CLUSTER` ->
+    /// `--initial-cluster=...`): etcd reads each flag from the variable of the same name.
+    pub fn flags(&self) -> Vec<String> {
+        self.vars
+            .iter()
+            .filter_map(|(k, v)| {
+                let flag = k.strip_prefix("ETCD_")?;
+                Some(format!(
+                    "--{}={v}",
+                    flag.to_ascii_lowercase().replace('_', "-")
+                ))
+            })
+            .collect()
+    }
+}
+
+/// What etcd runs with: the environment variables, in a stable order.
+/// Compaction flags are set unless `[etcd.flags]` sets them.
+pub fn spec(cfg: &Config, me: &LocalMember, state: &ClusterState) -> Result<EtcdSpec, ConfigError> {
     let tls = TlsPaths::new(&cfg.tls.dir);
     let local = |port: u16| EtcdUrl::https(IpAddr::from([127, 0, 0, 1]), port);
     let mut vars: Vec<(String, String)> = vec![
@@ -144,14 +187,28 @@ pub fn env_file(
             value.clone(),
         ));
     }
-    let mut out = String::from(
-        "# Written by etcd-bootstrap: edits are overwritten. Set extra flags in [etcd.flags].\n",
-    );
-    for (k, v) in vars {
-        one_line(&k, &v, &cfg.etcd.env_file)?;
-        out.push_str(&format!("{k}={v}\n"));
+    for (k, v) in &vars {
+        one_line(k, v, &cfg.etcd.env_file)?;
     }
-    Ok(out)
+    Ok(EtcdSpec {
+        name: me.name.clone(),
+        vars,
+        data_dir: cfg.member.data_dir.clone(),
+        tls_dir: cfg.tls.dir.clone(),
+        client_port: cfg.member.client_port,
+        peer_port: cfg.member.peer_port,
+        metrics_port: cfg.member.metrics_port,
+        advertise_client_url: me.client_url(cfg).to_string(),
+    })
+}
+
+/// The environment file's text (what `plan` shows and the `systemd` manager writes).
+pub fn env_file(
+    cfg: &Config,
+    me: &LocalMember,
+    state: &ClusterState,
+) -> Result<String, ConfigError> {
+    Ok(spec(cfg, me, state)?.env_text())
 }
 
 /// Parse an environment file back into pairs (for the `process` manager).
@@ -162,35 +219,6 @@ pub fn parse_env(text: &str) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
-}
-
-/// The systemd unit, in the spirit of the classic guides.
-pub fn unit(cfg: &Config) -> Result<String, ConfigError> {
-    let env = cfg.etcd.env_file.display().to_string();
-    let binary = cfg.etcd.binary.display().to_string();
-    one_line("etcd.env_file", &env, &cfg.etcd.unit_path)?;
-    one_line("etcd.binary", &binary, &cfg.etcd.unit_path)?;
-    Ok(format!(
-        "# Written by etcd-bootstrap: edits are overwritten.\n\
-[Unit]\n\
-Description=etcd key-value store (managed by etcd-bootstrap)\n\
-Documentation=https://etcd.io/docs/\n\
-After=network-online.target\n\
-Wants=network-online.target\n\
-\n\
-[Service]\n\
-# etcd signals READY only once it has joined through raft, which needs a quorum: joining\n\
-# members can take a while, so the start timeout is generous.\n\
-# No [Install] section: etcd-bootstrap starts this unit on every boot after it has looked at\n\
-# the data dir and the peers; systemd never starts it on its own.\n\
-Type=notify\n\
-EnvironmentFile={env}\n\
-ExecStart={binary}\n\
-Restart=always\n\
-RestartSec=5s\n\
-TimeoutStartSec=600\n\
-LimitNOFILE=65536\n",
-    ))
 }
 
 #[cfg(test)]
@@ -211,11 +239,10 @@ mod tests {
     }
 
     /// A value that did not come from the config (here a member name, as from a host name or a
-    /// peer) cannot add a line to the environment file; nor can a path changed after validation
-    /// add one to the unit.
+    /// peer) cannot add a line to the environment file.
     #[test]
     fn a_control_character_never_reaches_the_files() {
-        let (_d, mut cfg) = config();
+        let (_d, cfg) = config();
         let me = |name: &str| LocalMember {
             name: name.into(),
             ip: "10.0.0.1".parse().unwrap(),
@@ -238,11 +265,5 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "ETCD_INITIAL_CLUSTER");
-        assert!(unit(&cfg).unwrap().contains("ExecStart=/usr/bin/etcd\n"));
-        cfg.etcd.binary = "/usr/bin/etcd\nExecStartPre=/bin/sh -c true".into();
-        assert_eq!(unit(&cfg).unwrap_err().key, "etcd.binary");
-        cfg.etcd.binary = "/usr/bin/etcd".into();
-        cfg.etcd.env_file = "/etc/etcd/etcd.env\0".into();
-        assert_eq!(unit(&cfg).unwrap_err().key, "etcd.env_file");
     }
 }

@@ -1,27 +1,480 @@
-//! Running etcd: one interface, two managers, one `match` that picks them.
+//! Running etcd: one interface, one `match` that picks the manager. Each manager renders and
+//! owns its own artifact from one description of the member (`render::EtcdSpec`): the
+//! environment file and unit (`systemd`), the environment file (`process`), the environment file
+//! and a unit that runs an image (`container`), a kubelet manifest (`static-pod`).
 
+mod container;
 mod process;
+mod static_pod;
 mod systemd;
 
 use crate::config::{Config, ServiceManagerKind};
 use crate::discovery::BoxFuture;
+use crate::error::ConfigError;
+use crate::etcd::render::EtcdSpec;
+use crate::fsutil;
 use anyhow::Result;
+use std::path::PathBuf;
+
+/// A file a manager writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub content: String,
+}
+
+impl Artifact {
+    fn new(path: &std::path::Path, mode: u32, content: String) -> Artifact {
+        Artifact {
+            path: path.to_path_buf(),
+            mode,
+            content,
+        }
+    }
+}
 
 pub trait ServiceManager: Send + Sync {
     fn describe(&self) -> String;
-    /// Write etcd's environment file (and unit, where there is one). True when anything changed.
-    fn install(&self, env_file: &str, unit: &str) -> Result<bool>;
+    /// The files this manager writes for `spec`, in the order it writes them (`plan` prints them).
+    fn render(&self, spec: &EtcdSpec) -> Result<Vec<Artifact>, ConfigError>;
+    /// Write the artifacts (atomically, only when their content changes). True when any changed.
+    fn install(&self, spec: &EtcdSpec) -> Result<bool> {
+        write_all(&self.render(spec)?)
+    }
     /// Start etcd without waiting for it to be ready (etcd is ready only once it has joined
     /// through raft, which needs its peers started too); restart it when `changed` and it is
     /// already running.
     fn start(&self, changed: bool) -> BoxFuture<'_, Result<()>>;
     /// Stop etcd and wait until it is gone.
     fn stop(&self) -> BoxFuture<'_, Result<()>>;
+    /// A one-off etcd with this environment, outside the manager (`recover` starts one with
+    /// `ETCD_FORCE_NEW_CLUSTER`, which must never be written to a file). It must end when the
+    /// returned process gets SIGTERM.
+    fn one_off(&self, env: &[(String, String)]) -> Result<tokio::process::Command>;
+}
+
+fn write_all(artifacts: &[Artifact]) -> Result<bool> {
+    let mut changed = false;
+    for a in artifacts {
+        changed |= fsutil::write_atomic(&a.path, a.content.as_bytes(), a.mode)?.changed();
+    }
+    Ok(changed)
+}
+
+/// A child that gets SIGTERM when this process dies (PR_SET_PDEATHSIG): a re-run never finds a
+/// stray etcd holding the data dir.
+fn child_command(program: &std::path::Path, args: &[String]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// etcd itself with exactly `env` (and a PATH), as systemd's EnvironmentFile gives it.
+fn etcd_command(program: &std::path::Path, env: &[(String, String)]) -> tokio::process::Command {
+    let mut cmd = child_command(program, &[]);
+    cmd.env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd
 }
 
 pub fn manager(cfg: &Config) -> Box<dyn ServiceManager> {
     match cfg.etcd.service_manager {
         ServiceManagerKind::Systemd => Box::new(systemd::Systemd::new(cfg)),
         ServiceManagerKind::Process => Box::new(process::Process::new(cfg)),
+        ServiceManagerKind::Container => Box::new(container::Container::new(cfg)),
+        ServiceManagerKind::StaticPod => Box::new(static_pod::StaticPod::new(cfg)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container::{Container, Runtime};
+    use super::*;
+    use crate::config::ContainerRuntime;
+    use crate::decide::InitialCluster;
+    use crate::etcd::render::{self, ClusterState, LocalMember};
+    use serde_norway::Value;
+
+    fn config(extra: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[cluster]\nname = \"t\"\n[discovery]\npeers = [\"a=https://10.0.0.1:2380\"]\n\
+                 [tls]\nmode = \"cfssl\"\ncfssl_url = \"https://10.0.0.9:8888\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p), &[]).unwrap();
+        (dir, cfg)
+    }
+
+    fn spec(cfg: &Config) -> EtcdSpec {
+        let me = LocalMember {
+            name: "a".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+        };
+        render::spec(cfg, &me, &ClusterState::FromDisk).unwrap()
+    }
+
+    fn paths(artifacts: &[Artifact]) -> Vec<(String, u32)> {
+        artifacts
+            .iter()
+            .map(|a| (a.path.display().to_string(), a.mode))
+            .collect()
+    }
+
+    /// `systemd` writes the environment file and the unit exactly as before managers rendered
+    /// their own artifacts; `process` the environment file alone.
+    #[test]
+    fn native_managers_write_the_same_files_as_before() {
+        let (_d, cfg) = config("");
+        let spec = spec(&cfg);
+        let systemd = manager(&cfg).render(&spec).unwrap();
+        assert_eq!(
+            paths(&systemd),
+            [
+                ("/etc/etcd/etcd.env".to_string(), 0o644),
+                ("/etc/systemd/system/etcd.service".to_string(), 0o644)
+            ]
+        );
+        assert_eq!(systemd[0].content, spec.env_text());
+        assert!(
+            spec.env_text().starts_with(
+                "# Written by etcd-bootstrap: edits are overwritten. Set extra flags in [etcd.flags].\n\
+                 ETCD_NAME=a\nETCD_DATA_DIR=/var/lib/etcd\n"
+            ),
+            "{}",
+            spec.env_text()
+        );
+        assert_eq!(
+            systemd[1].content,
+            "# Written by etcd-bootstrap: edits are overwritten.\n[Unit]\n\
+             Description=etcd key-value store (managed by etcd-bootstrap)\n\
+             Documentation=https://etcd.io/docs/\nAfter=network-online.target\n\
+             Wants=network-online.target\n\n[Service]\n\
+             # etcd signals READY only once it has joined through raft, which needs a quorum: joining\n\
+             # members can take a while, so the start timeout is generous.\n\
+             # No [Install] section: etcd-bootstrap starts this unit on every boot after it has looked at\n\
+             # the data dir and the peers; systemd never starts it on its own.\n\
+             Type=notify\nEnvironmentFile=/etc/etcd/etcd.env\nExecStart=/usr/bin/etcd\n\
+             Restart=always\nRestartSec=5s\nTimeoutStartSec=600\nLimitNOFILE=65536\n"
+        );
+        let (_d, cfg) = config("[etcd]\nservice_manager = \"process\"\n");
+        let process = manager(&cfg).render(&spec).unwrap();
+        assert_eq!(paths(&process), [("/etc/etcd/etcd.env".to_string(), 0o644)]);
+        assert_eq!(process[0].content, spec.env_text());
+    }
+
+    /// The environment as flags: each `ETCD_X_Y=v` is `--x-y=v`, in the same order.
+    #[test]
+    fn flags_are_the_environment() {
+        let (_d, cfg) = config("[etcd.flags]\nheartbeat-interval = 200\n");
+        let me = LocalMember {
+            name: "a".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+        };
+        let ic = InitialCluster {
+            members: vec![("a".into(), "https://10.0.0.1:2380".into())],
+            token: "tok".into(),
+            my_name: "a".into(),
+            formation: "f".into(),
+            seed: None,
+        };
+        let spec = render::spec(&cfg, &me, &ClusterState::New(ic)).unwrap();
+        let flags = spec.flags();
+        assert_eq!(flags.len(), spec.vars.len());
+        assert_eq!(flags[0], "--name=a");
+        for want in [
+            "--data-dir=/var/lib/etcd",
+            "--initial-cluster-state=new",
+            "--initial-cluster=a=https://10.0.0.1:2380",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--heartbeat-interval=200",
+            "--auto-compaction-mode=periodic",
+        ] {
+            assert!(flags.iter().any(|f| f == want), "{want} not in {flags:?}");
+        }
+    }
+
+    /// The container unit, for each runtime: what runs, how it is told ready, what is mounted.
+    #[test]
+    fn container_unit_per_runtime() {
+        let (_d, cfg) = config(
+            "[etcd]\nservice_manager = \"container\"\nimage = \"registry.k8s.io/etcd:3.5.15-0\"\n",
+        );
+        let spec = spec(&cfg);
+        struct Case {
+            runtime: ContainerRuntime,
+            program: &'static str,
+            has: &'static [&'static str],
+            lacks: &'static [&'static str],
+        }
+        let cases = [
+            Case {
+                runtime: ContainerRuntime::Podman,
+                program: "/usr/bin/podman",
+                has: &[
+                    "Type=notify\nNotifyAccess=all\n",
+                    "ExecStart=/usr/bin/podman run --name etcd --replace --rm --cidfile=%t/%n.ctr-id --cgroups=no-conmon --sdnotify=container -d --network host --ulimit nofile=65536:65536 --volume /var/lib/etcd:/var/lib/etcd:Z --volume /etc/etcd/pki:/etc/etcd/pki:ro,z --env-file /etc/etcd/etcd.env registry.k8s.io/etcd:3.5.15-0 etcd\n",
+                    "ExecStop=/usr/bin/podman stop --ignore --time 60 --cidfile=%t/%n.ctr-id\n",
+                    "Restart=always\n",
+                ],
+                lacks: &["\n[Install]\n", "docker"],
+            },
+            Case {
+                runtime: ContainerRuntime::Docker,
+                program: "/usr/local/bin/docker",
+                has: &[
+                    "Type=simple\n",
+                    "ExecStartPre=-/usr/local/bin/docker rm --force etcd\n",
+                    "ExecStart=/usr/local/bin/docker run --name etcd --rm --network host --ulimit nofile=65536:65536 --volume /var/lib/etcd:/var/lib/etcd:Z --volume /etc/etcd/pki:/etc/etcd/pki:ro,z --env-file /etc/etcd/etcd.env registry.k8s.io/etcd:3.5.15-0 etcd\n",
+                    "ExecStop=/usr/local/bin/docker stop --time 60 etcd\n",
+                ],
+                lacks: &["\n[Install]\n", "sdnotify", "NotifyAccess", "podman"],
+            },
+        ];
+        for c in cases {
+            let m = Container::with_runtime(
+                &cfg,
+                Runtime {
+                    kind: c.runtime,
+                    program: c.program.into(),
+                    found: true,
+                },
+            );
+            let files = m.render(&spec).unwrap();
+            assert_eq!(
+                paths(&files),
+                [
+                    ("/etc/etcd/etcd.env".to_string(), 0o644),
+                    ("/etc/systemd/system/etcd.service".to_string(), 0o644)
+                ]
+            );
+            assert_eq!(files[0].content, spec.env_text());
+            for want in c.has {
+                assert!(
+                    files[1].content.contains(want),
+                    "{:?}: {want} not in\n{}",
+                    c.runtime,
+                    files[1].content
+                );
+            }
+            for not in c.lacks {
+                assert!(
+                    !files[1].content.contains(not),
+                    "{:?}: {not} in\n{}",
+                    c.runtime,
+                    files[1].content
+                );
+            }
+        }
+        // A data dir with a space cannot go on the command line.
+        let (_d, mut cfg) =
+            config("[etcd]\nservice_manager = \"container\"\nimage = \"etcd:3.5.30\"\n");
+        cfg.member.data_dir = "/var/lib/my etcd".into();
+        let e = manager(&cfg).render(&spec_of(&cfg)).unwrap_err();
+        assert_eq!(e.key, "member.data_dir");
+    }
+
+    fn spec_of(cfg: &Config) -> EtcdSpec {
+        spec(cfg)
+    }
+
+    fn yaml(text: &str) -> Value {
+        serde_norway::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    /// The manifest, read back as YAML: kubeadm's shape, the same flags, probes by version.
+    #[test]
+    fn static_pod_manifest_per_etcd_version() {
+        let cases: &[(&str, &str, Option<&str>, &str)] = &[
+            // image, liveness path, readiness path, startup path
+            (
+                "registry.k8s.io/etcd:3.5.15-0",
+                "/livez",
+                Some("/readyz"),
+                "/readyz",
+            ),
+            (
+                "quay.io/coreos/etcd:v3.5.11",
+                "/livez",
+                Some("/readyz"),
+                "/readyz",
+            ),
+            (
+                "quay.io/coreos/etcd:v3.5.10",
+                "/health?serializable=true",
+                None,
+                "/health?serializable=true",
+            ),
+            (
+                "localhost/etcd:3.4.23",
+                "/health?serializable=true",
+                None,
+                "/health?serializable=true",
+            ),
+            (
+                "localhost:5000/etcd@sha256:0123",
+                "/health?serializable=true",
+                None,
+                "/health?serializable=true",
+            ),
+            (
+                "etcd:latest",
+                "/health?serializable=true",
+                None,
+                "/health?serializable=true",
+            ),
+        ];
+        for (image, live, ready, startup) in cases {
+            let (_d, cfg) = config(&format!(
+                "[etcd]\nservice_manager = \"static-pod\"\nimage = \"{image}\"\n[etcd.flags]\nquota-backend-bytes = 8589934592\n"
+            ));
+            let spec = spec(&cfg);
+            let files = manager(&cfg).render(&spec).unwrap();
+            assert_eq!(
+                paths(&files),
+                [
+                    ("/etc/etcd/etcd.env".to_string(), 0o644),
+                    ("/etc/kubernetes/manifests/etcd.yaml".to_string(), 0o600)
+                ]
+            );
+            let pod = yaml(&files[1].content);
+            assert_eq!(pod["kind"].as_str(), Some("Pod"));
+            assert_eq!(pod["metadata"]["namespace"].as_str(), Some("kube-system"));
+            assert_eq!(
+                pod["metadata"]["labels"]["component"].as_str(),
+                Some("etcd")
+            );
+            assert_eq!(
+                pod["metadata"]["annotations"]["kubeadm.kubernetes.io/etcd.advertise-client-urls"]
+                    .as_str(),
+                Some("https://10.0.0.1:2379")
+            );
+            let s = &pod["spec"];
+            assert_eq!(s["hostNetwork"].as_bool(), Some(true));
+            assert_eq!(
+                s["priorityClassName"].as_str(),
+                Some("system-node-critical")
+            );
+            let c = &s["containers"][0];
+            assert_eq!(c["image"].as_str(), Some(*image));
+            let command: Vec<&str> = c["command"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let mut want = vec!["etcd".to_string()];
+            want.extend(spec.flags());
+            assert_eq!(command, want);
+            assert!(command.contains(&"--quota-backend-bytes=8589934592"));
+            let probe = |name: &str| {
+                let p = &c[name]["httpGet"];
+                assert_eq!(p["host"].as_str(), Some("127.0.0.1"), "{name}");
+                assert_eq!(p["port"].as_u64(), Some(2381), "{name}");
+                p["path"].as_str().map(str::to_string)
+            };
+            assert_eq!(probe("livenessProbe").as_deref(), Some(*live), "{image}");
+            assert_eq!(probe("startupProbe").as_deref(), Some(*startup), "{image}");
+            match ready {
+                Some(r) => assert_eq!(probe("readinessProbe").as_deref(), Some(*r)),
+                None => assert!(c["readinessProbe"].is_null(), "{image}"),
+            }
+            assert_eq!(c["resources"]["requests"]["cpu"].as_str(), Some("100m"));
+            assert_eq!(c["resources"]["requests"]["memory"].as_str(), Some("100Mi"));
+            let volumes: Vec<(&str, &str)> = s["volumes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap(),
+                        v["hostPath"]["path"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                volumes,
+                [
+                    ("etcd-certs", "/etc/etcd/pki"),
+                    ("etcd-data", "/var/lib/etcd")
+                ]
+            );
+            let mounts: Vec<&str> = c["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|v| v["mountPath"].as_str().unwrap())
+                .collect();
+            assert_eq!(mounts, ["/var/lib/etcd", "/etc/etcd/pki"]);
+        }
+    }
+
+    /// Written atomically and only on a change; a restart with nothing else changed rewrites the
+    /// manifest with a new annotation (so kubelet restarts the pod), and a new manager keeps the
+    /// annotation it finds; stop removes the manifest.
+    #[tokio::test]
+    async fn static_pod_restart_changes_the_annotation_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_d, mut cfg) =
+            config("[etcd]\nservice_manager = \"static-pod\"\nimage = \"etcd:3.5.30\"\n");
+        cfg.etcd.manifest_path = dir.path().join("manifests/etcd.yaml");
+        cfg.etcd.env_file = dir.path().join("etcd.env");
+        cfg.member.data_dir = dir.path().join("data");
+        // Ports nothing listens on, so that stop does not wait.
+        cfg.member.client_port = 1;
+        cfg.member.metrics_port = 1;
+        let spec = spec(&cfg);
+        let m = manager(&cfg);
+        assert!(m.install(&spec).unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cfg.member.data_dir), 0o700);
+        assert_eq!(mode(&cfg.etcd.manifest_path), 0o600);
+        let first = std::fs::read_to_string(&cfg.etcd.manifest_path).unwrap();
+        m.start(true).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&cfg.etcd.manifest_path).unwrap(),
+            first,
+            "just written: kubelet restarts by itself"
+        );
+        assert!(!m.install(&spec).unwrap(), "same spec, same file");
+        m.start(true).await.unwrap();
+        let second = std::fs::read_to_string(&cfg.etcd.manifest_path).unwrap();
+        assert_ne!(second, first);
+        let differs: Vec<(&str, &str)> = first
+            .lines()
+            .zip(second.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(differs.len(), 1, "{differs:?}");
+        assert!(
+            differs[0].0.contains("etcd-bootstrap.io/restart"),
+            "{differs:?}"
+        );
+        m.start(false).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&cfg.etcd.manifest_path).unwrap(),
+            second
+        );
+        // A new agent keeps the annotation: no restart for nothing.
+        assert!(!manager(&cfg).install(&spec).unwrap());
+        m.stop().await.unwrap();
+        assert!(!cfg.etcd.manifest_path.exists());
+        assert!(m.one_off(&[]).is_err());
     }
 }

@@ -4,11 +4,11 @@
 //! etcd-bootstrap itself dies, the kernel sends etcd SIGTERM (PR_SET_PDEATHSIG), so a re-run never
 //! finds a stray etcd holding the data dir.
 
-use super::ServiceManager;
+use super::{Artifact, ServiceManager};
 use crate::config::Config;
 use crate::discovery::BoxFuture;
-use crate::etcd::render;
-use crate::fsutil;
+use crate::error::ConfigError;
+use crate::etcd::render::{self, EtcdSpec};
 use crate::retry::Backoff;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -39,24 +39,10 @@ impl Process {
 }
 
 fn spawn_etcd(
-    binary: &PathBuf,
+    binary: &std::path::Path,
     env: &[(String, String)],
 ) -> std::io::Result<tokio::process::Child> {
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::null());
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
+    super::etcd_command(binary, env).spawn()
 }
 
 /// Between restarts of etcd: 1 s doubling to 30 s, with jitter; reset after a minute of running.
@@ -122,8 +108,8 @@ impl ServiceManager for Process {
         format!("supervised process {}", self.binary.display())
     }
 
-    fn install(&self, env_file: &str, _unit: &str) -> Result<bool> {
-        Ok(fsutil::write_atomic(&self.env_path, env_file.as_bytes(), 0o644)?.changed())
+    fn render(&self, spec: &EtcdSpec) -> Result<Vec<Artifact>, ConfigError> {
+        Ok(vec![Artifact::new(&self.env_path, 0o644, spec.env_text())])
     }
 
     fn start(&self, changed: bool) -> BoxFuture<'_, Result<()>> {
@@ -153,6 +139,10 @@ impl ServiceManager for Process {
             )));
             Ok(())
         })
+    }
+
+    fn one_off(&self, env: &[(String, String)]) -> Result<tokio::process::Command> {
+        Ok(super::etcd_command(&self.binary, env))
     }
 
     fn stop(&self) -> BoxFuture<'_, Result<()>> {

@@ -1,0 +1,277 @@
+//! `etcd.service_manager = "static-pod"`: a kubelet manifest at `etcd.manifest_path`, in the shape
+//! kubeadm gives its etcd (hostNetwork, system-node-critical, hostPath volumes for the data dir
+//! and the certificates, probes on the loopback metrics port). kubelet runs whatever manifest is
+//! in its directory, so here writing the manifest starts etcd and removing it stops etcd; a
+//! restart without any other change rewrites it with a new `etcd-bootstrap.io/restart`
+//! annotation. The environment file is written as well, as the record of what etcd runs with
+//! (kubelet does not read it; etcd-bootstrap does).
+
+use super::{Artifact, ServiceManager};
+use crate::config::Config;
+use crate::discovery::BoxFuture;
+use crate::error::ConfigError;
+use crate::etcd::render::{one_line, EtcdSpec};
+use crate::fsutil;
+use anyhow::{bail, Context, Result};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// kubelet stops a pod within its grace period (30 s by default) after it notices the manifest
+/// is gone (its file source looks every 20 s, and at once on inotify).
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+const RESTART_ANNOTATION: &str = "etcd-bootstrap.io/restart";
+
+pub struct StaticPod {
+    manifest_path: PathBuf,
+    env_path: PathBuf,
+    image: String,
+    /// The restart annotation's value: kept from the manifest on disk, changed by a restart.
+    restart_mark: Mutex<String>,
+    /// The manifest was written since the last start: kubelet restarts the pod by itself.
+    written: Mutex<bool>,
+    last_spec: Mutex<Option<EtcdSpec>>,
+    ports: [u16; 3],
+}
+
+impl StaticPod {
+    pub fn new(cfg: &Config) -> Self {
+        let mark = std::fs::read_to_string(&cfg.etcd.manifest_path)
+            .ok()
+            .and_then(|text| restart_mark_in(&text))
+            .unwrap_or_else(|| "0".into());
+        StaticPod {
+            manifest_path: cfg.etcd.manifest_path.clone(),
+            env_path: cfg.etcd.env_file.clone(),
+            image: cfg.etcd.image.clone().unwrap_or_default(),
+            restart_mark: Mutex::new(mark),
+            written: Mutex::new(false),
+            last_spec: Mutex::new(None),
+            ports: [
+                cfg.member.client_port,
+                cfg.member.peer_port,
+                cfg.member.metrics_port,
+            ],
+        }
+    }
+
+    fn manifest(&self, spec: &EtcdSpec) -> Result<String, ConfigError> {
+        let mark = self.restart_mark.lock().expect("poisoned").clone();
+        manifest_text(spec, &self.image, &mark, &self.manifest_path)
+    }
+}
+
+/// The restart annotation's value in a manifest this manager wrote.
+fn restart_mark_in(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l
+            .trim()
+            .strip_prefix(RESTART_ANNOTATION)?
+            .strip_prefix(':')?;
+        serde_json::from_str::<String>(v.trim()).ok()
+    })
+}
+
+/// `major.minor.patch` from an image tag such as `registry.k8s.io/etcd:3.5.15-0` or
+/// `quay.io/coreos/etcd:v3.5.30`; None for a digest only or a tag like `latest`.
+pub fn version_of_image(image: &str) -> Option<(u32, u32, u32)> {
+    let image = image.split('@').next()?;
+    let last = image.rsplit('/').next()?;
+    let tag = last.split_once(':')?.1.trim_start_matches('v');
+    let mut parts = tag.splitn(3, '.').map(|p| {
+        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// The probe paths: etcd serves /livez and /readyz from 3.5.11 on; before, /health, answered
+/// from the local member's own state (serializable) so that a member without a quorum is not
+/// killed for it.
+fn probe_paths(image: &str) -> (&'static str, Option<&'static str>) {
+    match version_of_image(image) {
+        Some(v) if v >= (3, 5, 11) => ("/livez", Some("/readyz")),
+        _ => ("/health?serializable=true", None),
+    }
+}
+
+/// A YAML scalar that holds any string: a JSON string is a YAML double-quoted scalar.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+pub fn manifest_text(
+    spec: &EtcdSpec,
+    image: &str,
+    restart_mark: &str,
+    path: &std::path::Path,
+) -> Result<String, ConfigError> {
+    one_line("etcd.image", image, path)?;
+    one_line(
+        "member.data_dir",
+        &spec.data_dir.display().to_string(),
+        path,
+    )?;
+    one_line("tls.dir", &spec.tls_dir.display().to_string(), path)?;
+    let (live, ready) = probe_paths(image);
+    let probe = |path: &str, failures: u32, period: u32, delay: bool| {
+        format!(
+            "      failureThreshold: {failures}\n      httpGet:\n        host: 127.0.0.1\n        path: {}\n        port: {}\n        scheme: HTTP\n{}      periodSeconds: {period}\n      timeoutSeconds: 15\n",
+            q(path),
+            spec.metrics_port,
+            if delay { "      initialDelaySeconds: 10\n" } else { "" },
+        )
+    };
+    let mut out = String::from(
+        "# Written by etcd-bootstrap: edits are overwritten. Set extra flags in [etcd.flags].\n\
+         # etcd-bootstrap writes this file only after it has looked at the data dir and the peers,\n\
+         # and removes it to stop etcd.\n\
+         apiVersion: v1\n\
+         kind: Pod\n\
+         metadata:\n  annotations:\n",
+    );
+    out.push_str(&format!(
+        "    kubeadm.kubernetes.io/etcd.advertise-client-urls: {}\n    {RESTART_ANNOTATION}: {}\n",
+        q(&spec.advertise_client_url),
+        q(restart_mark)
+    ));
+    out.push_str(
+        "  labels:\n    component: etcd\n    tier: control-plane\n  name: etcd\n  namespace: kube-system\n\
+         spec:\n  containers:\n  - command:\n    - etcd\n",
+    );
+    for flag in spec.flags() {
+        out.push_str(&format!("    - {}\n", q(&flag)));
+    }
+    out.push_str(&format!(
+        "    image: {}\n    imagePullPolicy: IfNotPresent\n    livenessProbe:\n",
+        q(image)
+    ));
+    out.push_str(&probe(live, 8, 10, true));
+    out.push_str("    name: etcd\n");
+    if let Some(ready) = ready {
+        out.push_str("    readinessProbe:\n");
+        out.push_str(&probe(ready, 3, 1, false));
+    }
+    out.push_str("    resources:\n      requests:\n        cpu: 100m\n        memory: 100Mi\n    startupProbe:\n");
+    out.push_str(&probe(ready.unwrap_or(live), 24, 10, true));
+    out.push_str(&format!(
+        "    volumeMounts:\n    - mountPath: {data}\n      name: etcd-data\n    - mountPath: {tls}\n      name: etcd-certs\n      readOnly: true\n\
+         \x20 hostNetwork: true\n  priority: 2000001000\n  priorityClassName: system-node-critical\n\
+         \x20 securityContext:\n    seccompProfile:\n      type: RuntimeDefault\n\
+         \x20 volumes:\n  - hostPath:\n      path: {tls}\n      type: DirectoryOrCreate\n    name: etcd-certs\n\
+         \x20 - hostPath:\n      path: {data}\n      type: DirectoryOrCreate\n    name: etcd-data\n",
+        data = q(&spec.data_dir.display().to_string()),
+        tls = q(&spec.tls_dir.display().to_string()),
+    ));
+    Ok(out)
+}
+
+/// Whether anything listens on one of etcd's ports on loopback.
+async fn listening(ports: &[u16]) -> bool {
+    for port in ports {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
+        {
+            return true;
+        }
+    }
+    false
+}
+
+impl ServiceManager for StaticPod {
+    fn describe(&self) -> String {
+        format!(
+            "kubelet static pod {} from {}",
+            self.manifest_path.display(),
+            self.image
+        )
+    }
+
+    fn render(&self, spec: &EtcdSpec) -> Result<Vec<Artifact>, ConfigError> {
+        Ok(vec![
+            Artifact::new(&self.env_path, 0o644, spec.env_text()),
+            // kubeadm writes its manifests 0600.
+            Artifact::new(&self.manifest_path, 0o600, self.manifest(spec)?),
+        ])
+    }
+
+    fn install(&self, spec: &EtcdSpec) -> Result<bool> {
+        // hostPath DirectoryOrCreate would make the data dir 0755; etcd wants it private.
+        fsutil::ensure_dir(&spec.data_dir, 0o700)?;
+        if let Some(dir) = self.manifest_path.parent() {
+            fsutil::ensure_dir(dir, 0o755)?;
+        }
+        let changed = super::write_all(&self.render(spec)?)?;
+        if changed {
+            *self.written.lock().expect("poisoned") = true;
+        }
+        *self.last_spec.lock().expect("poisoned") = Some(spec.clone());
+        Ok(changed)
+    }
+
+    fn start(&self, changed: bool) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if !self.manifest_path.is_file() {
+                bail!(
+                    "{} is missing: etcd-bootstrap writes it before it starts etcd",
+                    self.manifest_path.display()
+                );
+            }
+            let written = std::mem::take(&mut *self.written.lock().expect("poisoned"));
+            if changed && !written {
+                // Nothing in the pod changed, so kubelet would not restart it: a new annotation.
+                let spec = self.last_spec.lock().expect("poisoned").clone();
+                let Some(spec) = spec else {
+                    bail!("a restart of the static pod before its manifest was rendered");
+                };
+                *self.restart_mark.lock().expect("poisoned") = time::OffsetDateTime::now_utc()
+                    .unix_timestamp_nanos()
+                    .to_string();
+                super::write_all(&self.render(&spec)?)?;
+                tracing::info!(manifest = %self.manifest_path.display(), "restart: the manifest's {RESTART_ANNOTATION} annotation changed, so kubelet restarts etcd");
+            }
+            Ok(())
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            match std::fs::remove_file(&self.manifest_path) {
+                Ok(()) => {
+                    if let Some(dir) = self.manifest_path.parent() {
+                        fsutil::sync_dir(dir)?;
+                    }
+                    tracing::info!(manifest = %self.manifest_path.display(), "removed the manifest: kubelet stops etcd");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing {}", self.manifest_path.display()))
+                }
+            }
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while listening(&self.ports).await {
+                if Instant::now() > deadline {
+                    bail!(
+                        "etcd still listens on 127.0.0.1 ({:?}) {} s after {} was removed; is kubelet running? Stop the pod by hand, then run etcd-bootstrap again",
+                        self.ports,
+                        STOP_TIMEOUT.as_secs(),
+                        self.manifest_path.display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn one_off(&self, _env: &[(String, String)]) -> Result<tokio::process::Command> {
+        bail!(
+            "a one-off etcd outside kubelet is not supported with etcd.service_manager = \"static-pod\": \
+             remove {} and run the one-off etcd from the same image by hand",
+            self.manifest_path.display()
+        )
+    }
+}
