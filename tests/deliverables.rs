@@ -166,6 +166,8 @@ impl Samples {
             "https://releases.example.com/v3.5.30/etcd-v3.5.30-linux-amd64.tar.gz".to_string(),
         );
         vars.insert("etcd_sha256", "ab".repeat(32));
+        vars.insert("service_manager", String::new());
+        vars.insert("etcd_image", String::new());
         Samples { dir, vars }
     }
 }
@@ -368,6 +370,32 @@ fn user_data_configs_pass_check_config() {
         let root = tempfile::tempdir().unwrap();
         install(root.path(), &write_files(&cfg, &f));
         check_config(root.path(), &f);
+    }
+    // Each place etcd can run, through the template's variables.
+    let f = "cloudinit/srv-local-ca.yaml".to_string();
+    for manager in ["systemd", "container", "static-pod"] {
+        let mut vars = s.vars.clone();
+        vars.insert("service_manager", manager.to_string());
+        vars.insert("etcd_image", "registry.k8s.io/etcd:3.5.15-0".to_string());
+        vars.insert("etcd_download_url", String::new());
+        vars.insert("etcd_sha256", String::new());
+        let cfg = yaml(&render(&read(&f), &vars), &f);
+        let root = tempfile::tempdir().unwrap();
+        install(root.path(), &write_files(&cfg, &f));
+        check_config(
+            root.path(),
+            &format!("{f} with service_manager = {manager}"),
+        );
+        let printed = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(root.path().join(CONFIG_PATH.trim_start_matches('/')))
+            .output()
+            .unwrap();
+        assert!(
+            text(&printed.stdout).contains(&format!("service_manager = \"{manager}\"")),
+            "{manager}: {}",
+            text(&printed.stdout)
+        );
     }
 }
 

@@ -418,7 +418,7 @@ pub fn members(o: &Observed) -> Vec<Finding> {
 }
 
 /// A node waiting to join (listed by discovery, not a member) is not held up by a dead member.
-/// etcd rules relied on (etcd-rules.md 9, 10): a member add is refused while any voter is not
+/// etcd rules relied on: a member add is refused while any voter is not
 /// connected to the member receiving it ("unhealthy cluster"), and while another learner is
 /// there ("too many learner members"); a new member joins as a learner.
 pub fn joins(o: &Observed) -> Vec<Finding> {

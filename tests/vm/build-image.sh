@@ -12,10 +12,13 @@
 # package's own etcd.service is disabled and a preset keeps it so), linux-image-amd64,
 # ca-certificates, openssl. /etc/machine-id says "uninitialized": every VM is a "first boot"
 # (own machine-id; systemd applies the preset policy, which Ignition relies on).
-# Plus one test aid, ebvm-report.service: it prints "EBVM-STATUS <host> etcd=<state>
-# agent=<state> agent-enabled=<state>" on the serial console whenever `systemctl
-# is-active` of etcd.service or etcd-bootstrap.service (or is-enabled of the latter)
-# changes, so the test can see them from outside.
+# podman (crun, conmon, catatonit), curl and dbus for the container and static-pod modes.
+# Test aids: ebvm-report.service prints "EBVM-STATUS <host> etcd=<state> agent=<state>
+# agent-enabled=<state> via=native|container|pod|none" on the serial console whenever
+# `systemctl is-active` of etcd.service or etcd-bootstrap.service (or is-enabled of the
+# latter, or where etcd runs) changes, so the test can see them from outside;
+# ebvm-etcd-image.service imports the local image localhost/etcd:3.4.23 (the image's own etcd
+# binary, sh and curl); ebvm-kubelet.service stands in for kubelet with `podman kube play`.
 #
 # The mirror is the machine's own (the bookworm `URIs:` of its apt sources); no host
 # name is written here.
@@ -88,7 +91,8 @@ log "apt-get install (cloud-init, etcd, kernel)"
     in_root apt-get update -q
     in_root apt-get install -y -q --no-install-recommends \
         cloud-init etcd-server etcd-client linux-image-amd64 initramfs-tools \
-        systemd-resolved iproute2 procps
+        systemd-resolved iproute2 procps \
+        podman crun conmon catatonit containernetworking-plugins dbus curl
 } >"$OUT/apt.log" 2>&1 || {
     tail -n 30 "$OUT/apt.log" >&2
     die "apt-get install in the image failed (log: $OUT/apt.log)"
@@ -118,7 +122,21 @@ cat >"$ROOT/usr/local/sbin/ebvm-report" <<'EOF'
 # whenever it changes, and every 60 s.
 last="" n=0
 while :; do
-    s="etcd=$(systemctl is-active etcd.service) agent=$(systemctl is-active etcd-bootstrap.service) agent-enabled=$(systemctl is-enabled etcd-bootstrap.service 2>/dev/null)"
+    # Where etcd runs: in a pod (the manifest is there and etcd is in a libpod cgroup), in a
+    # container (libpod cgroup, no manifest), natively, or not at all.
+    pid=$(pgrep -xo etcd || true)
+    if [ -z "$pid" ]; then via=none
+    elif grep -q libpod "/proc/$pid/cgroup" 2>/dev/null; then
+        if [ -f /etc/kubernetes/manifests/etcd.yaml ]; then via=pod; else via=container; fi
+    else via=native
+    fi
+    if [ -f /etc/kubernetes/manifests/etcd.yaml ]; then
+        # No etcd.service in this mode: active when the pod's etcd runs.
+        if [ "$via" = pod ]; then e=active; else e=inactive; fi
+    else
+        e=$(systemctl is-active etcd.service)
+    fi
+    s="etcd=$e agent=$(systemctl is-active etcd-bootstrap.service) agent-enabled=$(systemctl is-enabled etcd-bootstrap.service 2>/dev/null) via=$via"
     if [ "$s" != "$last" ] || [ "$n" -ge 30 ]; then
         echo "EBVM-STATUS $(hostname) $s" >/dev/ttyS0
         last=$s n=0
@@ -139,6 +157,93 @@ ExecStart=/usr/local/sbin/ebvm-report
 WantedBy=multi-user.target
 EOF
 in_root systemctl enable ebvm-report.service >/dev/null 2>&1
+
+# The local etcd image for service_manager = "container" and "static-pod" (no registry pull):
+# the image's own etcd 3.4.23, plus sh and curl, which podman's health checks for the
+# manifest's httpGet probes run inside the container, with the libraries they load. It is
+# imported into podman's storage at each VM's boot (ebvm-etcd-image.service).
+mkdir -p "$ROOT/usr/local/share/ebvm"
+in_root sh -ec '
+    d=$(mktemp -d)
+    for f in /usr/bin/etcd /bin/sh /usr/bin/curl /etc/ld.so.cache; do
+        cp --parents -L "$f" "$d"
+        { ldd "$f" 2>/dev/null || true; } |
+            awk "\$2 == \"=>\" && \$3 ~ /^\\// { print \$3 } \$1 ~ /^\\// { print \$1 }" |
+            while read -r l; do cp --parents -L -n "$l" "$d"; done
+    done
+    tar -C "$d" -cf /usr/local/share/ebvm/etcd-image.tar .
+    rm -rf "$d"
+'
+cat >"$ROOT/usr/local/sbin/ebvm-etcd-image" <<'IMG'
+#!/bin/sh
+# Test aid (tests/vm): import the local etcd image once.
+set -e
+podman image exists localhost/etcd:3.4.23 && exit 0
+podman import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["/usr/bin/etcd"]' \
+    /usr/local/share/ebvm/etcd-image.tar localhost/etcd:3.4.23 >/dev/null
+echo "EBVM-IMAGE $(hostname) localhost/etcd:3.4.23 imported" >/dev/ttyS0
+IMG
+chmod 755 "$ROOT/usr/local/sbin/ebvm-etcd-image"
+cat >"$ROOT/etc/systemd/system/ebvm-etcd-image.service" <<'UNIT'
+[Unit]
+Description=tests/vm: the local etcd image localhost/etcd:3.4.23
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/ebvm-etcd-image
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+in_root systemctl enable ebvm-etcd-image.service >/dev/null 2>&1
+
+# Stands in for kubelet's static-pod source (there is no kubelet in the image): whenever
+# /etc/kubernetes/manifests/etcd.yaml appears, changes or goes, `podman kube down` the pod
+# played before, then `podman kube play` the new manifest.
+cat >"$ROOT/usr/local/sbin/ebvm-kubelet" <<'KUBELET'
+#!/bin/sh
+# Test aid (tests/vm): a stand-in for kubelet's static pods, with podman kube play.
+m=/etc/kubernetes/manifests/etcd.yaml
+s=/run/ebvm-kubelet
+mkdir -p "$s"
+last=absent
+while :; do
+    if [ -f "$m" ]; then cur=$(sha256sum <"$m" | cut -d' ' -f1); else cur=absent; fi
+    if [ "$cur" != "$last" ]; then
+        if [ -f "$s/played.yaml" ]; then
+            podman kube down "$s/played.yaml" >/dev/null 2>&1 || true
+            rm -f "$s/played.yaml"
+            echo "EBVM-KUBELET $(hostname) pod down" >/dev/ttyS0
+        fi
+        if [ "$cur" = absent ]; then
+            last=absent
+        elif cp "$m" "$s/played.yaml" && podman kube play --replace "$s/played.yaml" >"$s/play.log" 2>&1; then
+            last=$cur
+            echo "EBVM-KUBELET $(hostname) played $cur" >/dev/ttyS0
+        else
+            echo "EBVM-KUBELET $(hostname) play failed: $(tail -n 3 "$s/play.log" | tr '\n' ' ')" >/dev/ttyS0
+            rm -f "$s/played.yaml"
+        fi
+    fi
+    sleep 2
+done
+KUBELET
+chmod 755 "$ROOT/usr/local/sbin/ebvm-kubelet"
+cat >"$ROOT/etc/systemd/system/ebvm-kubelet.service" <<'UNIT'
+[Unit]
+Description=tests/vm: kubelet stand-in (podman kube play of /etc/kubernetes/manifests/etcd.yaml)
+After=ebvm-etcd-image.service
+
+[Service]
+ExecStart=/usr/local/sbin/ebvm-kubelet
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+in_root systemctl enable ebvm-kubelet.service >/dev/null 2>&1
 
 rm -f "$ROOT/usr/sbin/policy-rc.d"
 in_root apt-get clean
