@@ -63,7 +63,7 @@ impl Agent<'_> {
             tracing::error!(outcome = %request.state, "recover");
         }
         if let Ok(text) = serde_json::to_vec(&request) {
-            if let Err(e) = crate::fsutil::write_atomic(&path, &text, 0o600) {
+            if let Err(e) = crate::util::fs::write_atomic(&path, &text, 0o600) {
                 tracing::warn!(error = %format!("{e:#}"), "writing the outcome of recover");
             }
         }

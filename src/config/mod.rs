@@ -555,13 +555,13 @@ impl Validator<'_> {
         if !meta.is_file() {
             return Err(self.err(key, format!("{} is not a regular file", path.display())));
         }
-        if meta.len() > crate::fsutil::PEM_LIMIT {
+        if meta.len() > crate::util::fs::PEM_LIMIT {
             return Err(self.err(
                 key,
                 format!(
                     "{} is larger than {} bytes; is this the right file?",
                     path.display(),
-                    crate::fsutil::PEM_LIMIT
+                    crate::util::fs::PEM_LIMIT
                 ),
             ));
         }

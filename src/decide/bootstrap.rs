@@ -13,6 +13,7 @@ use super::restore::{self, FormedPeer, NoSeed, Snapshots};
 use crate::discovery::Peer;
 use crate::etcd::ids;
 use crate::urls::EtcdUrl;
+use crate::util::sha256::sha256_hex;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -318,7 +319,7 @@ pub fn derive_token(
     if let Some(id) = seed {
         input.push_str(&format!("|restore:{id}"));
     }
-    let digest = ids::sha256_hex(input.as_bytes());
+    let digest = sha256_hex(input.as_bytes());
     format!("{cluster_name}-{}", &digest[..12])
 }
 
@@ -440,7 +441,7 @@ fn initial_cluster(obs: &Observations) -> Result<InitialCluster, Action> {
     }
     let mut nonces = e.nonces.clone();
     nonces.sort();
-    let formation = ids::sha256_hex(nonces.join(",").as_bytes())[..16].to_string();
+    let formation = sha256_hex(nonces.join(",").as_bytes())[..16].to_string();
     let formed: Vec<FormedPeer> = e
         .holding
         .iter()

@@ -134,7 +134,7 @@ impl FleetRequest {
     ) -> FleetRequest {
         members.sort_by(|a, b| a.peer_url.cmp(&b.peer_url));
         let urls: Vec<&str> = members.iter().map(|m| m.peer_url.as_str()).collect();
-        let digest = crate::etcd::ids::sha256_hex(
+        let digest = crate::util::sha256::sha256_hex(
             format!("{}|restore:{snapshot}|request:{id}", urls.join(",")).as_bytes(),
         );
         FleetRequest {

@@ -6,8 +6,8 @@
 
 use crate::decide::{Answer, MemberView};
 use crate::etcd::client;
-use crate::retry::Backoff;
 use crate::tls::ClientMaterial;
+use crate::util::retry::Backoff;
 use anyhow::{bail, Context, Result};
 use etcd_client::{Client, MemberAddOptions};
 use std::collections::HashMap;

@@ -7,7 +7,7 @@
 use super::ServiceManager;
 use crate::config::Config;
 use crate::discovery::BoxFuture;
-use crate::fsutil;
+use crate::util::fs as fsutil;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
