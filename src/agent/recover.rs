@@ -11,9 +11,9 @@ use super::{local_endpoint, Agent};
 use crate::config::Config;
 use crate::datadir::Record;
 use crate::decide::recover::{self, AgentSeen, MemberSeen, QuorumLoss, Verdict};
-use crate::decide::Answer;
 use crate::error::Refused;
 use crate::etcd::{client, membership, render};
+use crate::model::cluster::Answer;
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
@@ -107,7 +107,7 @@ async fn members_seen(
         .iter()
         .filter_map(|m| {
             let url = m.peer_urls.first()?;
-            let ip = crate::urls::EtcdUrl::parse(url).ok()?.ip()?;
+            let ip = crate::model::url::EtcdUrl::parse(url).ok()?.ip()?;
             Some((
                 url.clone(),
                 url.clone(),

@@ -72,7 +72,7 @@ async fn agent_runs(cfg: &Config) -> bool {
         .ok()
         .flatten()
         .and_then(|r| r.peer_url)
-        .and_then(|u| crate::urls::EtcdUrl::parse(&u).ok())
+        .and_then(|u| crate::model::url::EtcdUrl::parse(&u).ok())
         .and_then(|u| u.ip())
     else {
         return false;

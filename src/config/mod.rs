@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod raw;
 
 use crate::error::ConfigError;
-use crate::urls::{is_dns_name, EtcdUrl};
+use crate::model::url::{is_dns_name, EtcdUrl};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

@@ -127,7 +127,7 @@ impl Identity {
             hostname,
         ];
         for n in candidates.into_iter().flatten() {
-            if crate::urls::is_dns_name(n) {
+            if crate::model::url::is_dns_name(n) {
                 dns_names.insert(n.to_ascii_lowercase());
             }
         }
