@@ -7,7 +7,7 @@
 //! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator).
 
 use crate::decide::prune;
-use crate::fsutil;
+use crate::util::fs;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -143,7 +143,7 @@ impl Record {
     pub fn save(&self, data_dir: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self).expect("a record serializes");
         text.push('\n');
-        fsutil::write_atomic(&record_path(data_dir), text.as_bytes(), 0o600)?;
+        fs::write_atomic(&record_path(data_dir), text.as_bytes(), 0o600)?;
         Ok(())
     }
 
@@ -152,7 +152,7 @@ impl Record {
     pub fn for_start(data_dir: &Path, cluster_name: &str, has_data: bool) -> Result<Record> {
         let mut r = Record::load(data_dir)?.unwrap_or_default();
         if r.nonce.is_empty() || (r.nonce_used && !has_data) {
-            r.nonce = crate::etcd::ids::random_hex();
+            r.nonce = crate::util::hex::random_hex();
             r.nonce_used = false;
         }
         r.nonce_used |= has_data;
@@ -224,7 +224,7 @@ pub fn move_aside(
     };
     // The note goes in before the move, so every moved-aside copy has one.
     let note_text = serde_json::to_string_pretty(&note).expect("a note serializes");
-    fsutil::write_atomic(&data_dir.join(MOVED_NOTE), note_text.as_bytes(), 0o600)?;
+    fs::write_atomic(&data_dir.join(MOVED_NOTE), note_text.as_bytes(), 0o600)?;
     std::fs::rename(data_dir, &target)
         .with_context(|| format!("moving {} to {}", data_dir.display(), target.display()))?;
     tracing::warn!(from = %data_dir.display(), to = %target.display(), %reason, raft_index = ?note.raft_index, "data dir moved aside");

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::error::ConfigError;
-use crate::fsutil;
+use crate::util::fs;
 use anyhow::{bail, Context, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -78,11 +78,11 @@ pub async fn ensure(cfg: &Config) -> Result<Outcome> {
         }
     }
     tracing::info!(%url, dir = %dir.display(), "installing etcd from its release tarball");
-    let http = crate::fetch::client(cfg.tls.signer_ca.as_deref(), Duration::from_secs(300))?;
-    let tarball = crate::fetch::get(&http, url, MAX_TARBALL)
+    let http = crate::util::http::client(cfg.tls.signer_ca.as_deref(), Duration::from_secs(300))?;
+    let tarball = crate::util::http::get(&http, url, MAX_TARBALL)
         .await
         .context("downloading etcd (etcd.download_url)")?;
-    let got = crate::etcd::ids::sha256_hex(&tarball);
+    let got = crate::util::sha256::sha256_hex(&tarball);
     if &got != sum {
         return Err(ConfigError::new(
             "etcd.sha256",
@@ -92,7 +92,7 @@ pub async fn ensure(cfg: &Config) -> Result<Outcome> {
         .into());
     }
     let installed = unpack(&tarball, dir).with_context(|| format!("unpacking {url}"))?;
-    fsutil::write_atomic(&marker(dir), format!("{sum} {url}\n").as_bytes(), 0o644)?;
+    fs::write_atomic(&marker(dir), format!("{sum} {url}\n").as_bytes(), 0o644)?;
     Ok(Outcome::Installed(installed))
 }
 
@@ -134,7 +134,7 @@ fn unpack(tarball: &[u8], dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for (name, data) in found {
         let path = dir.join(name);
-        fsutil::write_atomic(&path, &data, 0o755)
+        fs::write_atomic(&path, &data, 0o755)
             .with_context(|| format!("installing {}", path.display()))?;
         out.push(path);
     }

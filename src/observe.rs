@@ -4,11 +4,13 @@
 use crate::agent::endpoint::{self, Endpoint};
 use crate::config::Config;
 use crate::datadir::Record;
-use crate::decide::{AgentAnswer, Answer, LocalState, Observations, Snapshots};
+use crate::decide::{AgentAnswer, Observations, Snapshots};
 use crate::discovery::{self, Discovered, Source};
 use crate::error::Refused;
 use crate::etcd::client;
 use crate::etcd::render::LocalMember;
+use crate::model::cluster::Answer;
+use crate::model::local::LocalState;
 use crate::tls::{self, CertSource, Identity, TlsPlan};
 use anyhow::{Context, Result};
 use std::net::{IpAddr, SocketAddr};
@@ -131,7 +133,7 @@ impl<'a> Observer<'a> {
         let my_peer_url = me.as_ref().map(|p| p.peer_url.clone()).or_else(|| {
             cfg.member
                 .advertise_address
-                .map(|a| crate::urls::EtcdUrl::https(a, cfg.member.peer_port))
+                .map(|a| crate::model::url::EtcdUrl::https(a, cfg.member.peer_port))
         });
         let member = LocalMember { name, ip };
         let identity = Identity::new(

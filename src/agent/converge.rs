@@ -11,8 +11,8 @@ use crate::etcd::client::{self, Whoami};
 use crate::etcd::membership;
 use crate::etcd::render::{self, ClusterState, LocalMember};
 use crate::failpoint;
-use crate::retry::Backoff;
 use crate::tls::ClientMaterial;
+use crate::util::retry::Backoff;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ pub fn current_member(cfg: &crate::config::Config) -> Result<LocalMember> {
         .clone()
         .or_else(|| env_value(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS"))
         .context("this member's peer URL is neither in its identity record nor in etcd's environment file")?;
-    let ip = crate::urls::EtcdUrl::parse(&url)
+    let ip = crate::model::url::EtcdUrl::parse(&url)
         .map_err(|m| anyhow::anyhow!("{url}: {m}"))?
         .ip()
         .with_context(|| format!("{url} has no IP address"))?;
@@ -482,7 +482,7 @@ fn record_formation(
     record.cluster_id = Some(format!("{:x}", ic.cluster_id()));
     record.member_id = Some(format!(
         "{:x}",
-        crate::etcd::ids::member_id(std::slice::from_ref(&my_url), &ic.token)
+        crate::model::ids::member_id(std::slice::from_ref(&my_url), &ic.token)
     ));
     record.name = Some(me.name.clone());
     record.peer_url = Some(my_url);

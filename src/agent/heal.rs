@@ -337,7 +337,7 @@ impl Agent<'_> {
                 // Never started (no client URL): unreachable.
                 reachable: m.id == my_id
                     || (!m.client_urls.is_empty()
-                        && matches!(answer, crate::decide::Answer::Cluster(_))),
+                        && matches!(answer, crate::model::cluster::Answer::Cluster(_))),
             })
             .collect();
         let now = Instant::now();

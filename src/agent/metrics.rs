@@ -396,7 +396,7 @@ pub fn render(certs: &[(String, PathBuf)]) -> String {
 
 /// notAfter of the (first) certificate in `path`, in seconds since the epoch.
 fn not_after(path: &Path) -> Option<i64> {
-    let pem = crate::fsutil::read_pem(path).ok()?;
+    let pem = crate::util::fs::read_pem(path).ok()?;
     crate::tls::not_after_unix(&pem).ok()
 }
 

@@ -11,9 +11,9 @@ use super::{local_endpoint, Agent};
 use crate::config::Config;
 use crate::datadir::Record;
 use crate::decide::recover::{self, AgentSeen, MemberSeen, QuorumLoss, Verdict};
-use crate::decide::Answer;
 use crate::error::Refused;
 use crate::etcd::{client, membership, render};
+use crate::model::cluster::Answer;
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
@@ -63,7 +63,7 @@ impl Agent<'_> {
             tracing::error!(outcome = %request.state, "recover");
         }
         if let Ok(text) = serde_json::to_vec(&request) {
-            if let Err(e) = crate::fsutil::write_atomic(&path, &text, 0o600) {
+            if let Err(e) = crate::util::fs::write_atomic(&path, &text, 0o600) {
                 tracing::warn!(error = %format!("{e:#}"), "writing the outcome of recover");
             }
         }
@@ -107,7 +107,7 @@ async fn members_seen(
         .iter()
         .filter_map(|m| {
             let url = m.peer_urls.first()?;
-            let ip = crate::urls::EtcdUrl::parse(url).ok()?.ip()?;
+            let ip = crate::model::url::EtcdUrl::parse(url).ok()?.ip()?;
             Some((
                 url.clone(),
                 url.clone(),

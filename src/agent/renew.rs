@@ -26,7 +26,7 @@ impl Agent<'_> {
             return Ok(());
         }
         if plan.ca_changed && running {
-            let pause = crate::retry::jitter(cfg.heal.interval);
+            let pause = crate::util::retry::jitter(cfg.heal.interval);
             tracing::info!(
                 ?pause,
                 "the CA changed; renewing and restarting etcd after a random pause"

@@ -215,7 +215,7 @@ impl Agent<'_> {
             phase = Phase::Restored;
         }
         debug_assert_eq!(phase, Phase::Restored);
-        let ip = crate::urls::EtcdUrl::parse(my_url)
+        let ip = crate::model::url::EtcdUrl::parse(my_url)
             .ok()
             .and_then(|u| u.ip())
             .with_context(|| format!("{my_url} has no IP address"))?;

@@ -73,13 +73,13 @@ pub async fn prepare(
     etcd_binary: &Path,
     target: &Target<'_>,
 ) -> Result<(std::path::PathBuf, Restored), FetchError> {
-    crate::fsutil::ensure_dir(target.data_dir, 0o700)?;
+    crate::util::fs::ensure_dir(target.data_dir, 0o700)?;
     let work = target.data_dir.join(WORK_DIR);
     if work.exists() {
         std::fs::remove_dir_all(&work)
             .with_context(|| format!("clearing {} (an earlier attempt)", work.display()))?;
     }
-    crate::fsutil::ensure_dir(&work, 0o700)?;
+    crate::util::fs::ensure_dir(&work, 0o700)?;
     let db = verify::fetch(store, entry, identity_file, &work).await?;
     let tool = SnapshotTool::beside(etcd_binary)?;
     let (revision, total_keys, _) = tool.status(&db)?;
@@ -139,7 +139,7 @@ pub fn install(prepared: &Path, data_dir: &Path) -> anyhow::Result<()> {
             member.display()
         );
     }
-    crate::fsutil::ensure_dir(data_dir, 0o700)?;
+    crate::util::fs::ensure_dir(data_dir, 0o700)?;
     std::fs::rename(prepared, &member).with_context(|| {
         format!(
             "moving the restored data from {} into place at {}",
@@ -147,7 +147,7 @@ pub fn install(prepared: &Path, data_dir: &Path) -> anyhow::Result<()> {
             member.display()
         )
     })?;
-    crate::fsutil::sync_dir(data_dir)?;
+    crate::util::fs::sync_dir(data_dir)?;
     let _ = std::fs::remove_dir_all(data_dir.join(WORK_DIR));
     Ok(())
 }

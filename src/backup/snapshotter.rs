@@ -178,8 +178,8 @@ pub async fn take(store: &Store, recipients: &[String], src: &Source<'_>) -> Res
             .await
             .context("uploading the last parts")?;
         anyhow::Ok((
-            crate::etcd::ids::hex(db_sha.as_ref()),
-            crate::etcd::ids::hex(stored_hash.finish().as_ref()),
+            crate::util::hex::hex(db_sha.as_ref()),
+            crate::util::hex::hex(stored_hash.finish().as_ref()),
             total,
             stored,
         ))

@@ -24,7 +24,7 @@ pub fn open(cfg: &BackupConfig, cluster_name: &str) -> Result<Store> {
     let describe = format!("{}/{cluster_name}", cfg.url);
     match &cfg.url {
         StoreUrl::File { dir } => {
-            crate::fsutil::ensure_dir(dir, 0o700)?;
+            crate::util::fs::ensure_dir(dir, 0o700)?;
             let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
                 .with_context(|| format!("opening {}", dir.display()))?;
             Ok(Store {
@@ -51,7 +51,7 @@ pub fn open(cfg: &BackupConfig, cluster_name: &str) -> Result<Store> {
                 .with_timeout(std::time::Duration::from_secs(60))
                 .with_connect_timeout(std::time::Duration::from_secs(10));
             if let Some(ca) = &cfg.ca_file {
-                let pem = crate::fsutil::read_bounded(ca, crate::fsutil::PEM_LIMIT)
+                let pem = crate::util::fs::read_bounded(ca, crate::util::fs::PEM_LIMIT)
                     .with_context(|| format!("reading {}", ca.display()))?;
                 for c in object_store::Certificate::from_pem_bundle(&pem)
                     .with_context(|| format!("{} holds no usable certificate", ca.display()))?

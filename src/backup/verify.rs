@@ -91,7 +91,7 @@ pub async fn fetch(
         file.write_all(&chunk)?;
     }
     file.sync_all()?;
-    let got = crate::etcd::ids::hex(hash.finish().as_ref());
+    let got = crate::util::hex::hex(hash.finish().as_ref());
     if got != m.sha256 || size != m.size {
         return Err(FetchError::Integrity(format!(
             "{}: the stored bytes do not match the manifest (sha256 {got}, {size} bytes; the manifest says {}, {} bytes)",
@@ -161,7 +161,7 @@ fn check_trailer(path: &Path, want: &str) -> Result<()> {
     let mut trailer = [0u8; 32];
     f.read_exact(&mut trailer)?;
     let got = hash.finish();
-    if got.as_ref() != trailer || crate::etcd::ids::hex(&trailer) != want {
+    if got.as_ref() != trailer || crate::util::hex::hex(&trailer) != want {
         bail!(
             "{}: etcd's SHA-256 trailer does not match the database",
             path.display()

@@ -56,7 +56,7 @@ pub async fn leave(cfg: Config) -> Result<()> {
         }
     }
     let marker = datadir::left_marker(&cfg.member.data_dir);
-    crate::fsutil::write_atomic(
+    crate::util::fs::write_atomic(
         &marker,
         format!("member {my_id:x} left the cluster; delete this file to let etcd-bootstrap join again\n").as_bytes(),
         0o644,

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::decide::{self, Action};
 use crate::error::Refused;
 use crate::etcd::render;
+use crate::model::cluster::Answer;
 use crate::observe::Observer;
 use anyhow::Result;
 
@@ -26,7 +27,7 @@ pub async fn plan(cfg: Config) -> Result<()> {
     );
     for a in &observed.obs.answers {
         match a {
-            decide::Answer::Cluster(c) => println!(
+            Answer::Cluster(c) => println!(
                 "answer:   {} is in cluster {:x} ({} members, leader {})",
                 c.endpoint,
                 c.cluster_id,
@@ -37,7 +38,7 @@ pub async fn plan(cfg: Config) -> Result<()> {
                     "none".into()
                 }
             ),
-            decide::Answer::NoAnswer(why) => println!("answer:   none ({why})"),
+            Answer::NoAnswer(why) => println!("answer:   none ({why})"),
         }
     }
     for a in &observed.obs.agents {

@@ -72,7 +72,7 @@ async fn agent_runs(cfg: &Config) -> bool {
         .ok()
         .flatten()
         .and_then(|r| r.peer_url)
-        .and_then(|u| crate::urls::EtcdUrl::parse(&u).ok())
+        .and_then(|u| crate::model::url::EtcdUrl::parse(&u).ok())
         .and_then(|u| u.ip())
     else {
         return false;
@@ -91,7 +91,7 @@ async fn through_agent(cfg: &Config) -> Result<()> {
         requested: crate::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
         state: "requested".into(),
     };
-    crate::fsutil::write_atomic(&path, serde_json::to_string(&request)?.as_bytes(), 0o600)?;
+    crate::util::fs::write_atomic(&path, serde_json::to_string(&request)?.as_bytes(), 0o600)?;
     println!("the local agent runs: it carries the recovery out at its next heal.interval tick");
     let deadline = Instant::now() + AGENT_TIMEOUT;
     loop {

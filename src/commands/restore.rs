@@ -8,9 +8,9 @@ use crate::backup::{catalog, request, store};
 use crate::config::Config;
 use crate::datadir::Record;
 use crate::decide::restore::{may_request, FleetRequest, RequestMember, RequestState};
-use crate::decide::Answer;
 use crate::error::{ConfigError, Refused};
 use crate::etcd::{client, membership};
+use crate::model::cluster::Answer;
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, Write};
@@ -49,7 +49,7 @@ pub async fn restore(cfg: Config, from: &str, yes: bool, timeout: Duration) -> R
         std::process::id(),
         m.id
     ));
-    crate::fsutil::ensure_dir(&scratch, 0o700)?;
+    crate::util::fs::ensure_dir(&scratch, 0o700)?;
     let checked = crate::backup::verify::verify(
         &store,
         &entry,
@@ -71,7 +71,7 @@ pub async fn restore(cfg: Config, from: &str, yes: bool, timeout: Duration) -> R
     let id = format!(
         "{}-{}",
         crate::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
-        &crate::etcd::ids::random_hex()[..6]
+        &crate::util::hex::random_hex()[..6]
     );
     let by = crate::agent::env_value(&cfg, "ETCD_NAME")
         .or_else(crate::observe::hostname)

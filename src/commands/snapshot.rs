@@ -77,7 +77,7 @@ pub async fn verify(cfg: &Config, which: &str, json: bool) -> Result<()> {
         std::process::id(),
         entry.manifest.id
     ));
-    crate::fsutil::ensure_dir(&scratch, 0o700)?;
+    crate::util::fs::ensure_dir(&scratch, 0o700)?;
     let result = backup::verify::verify(
         &store,
         &entry,

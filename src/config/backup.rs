@@ -233,7 +233,7 @@ pub(super) fn validate(
     let ca_file = match raw.ca_file.filter(|s| !s.is_empty()) {
         Some(p) => {
             let p = v.path("backup.ca_file", Some(p), "")?;
-            let pem = crate::fsutil::read_pem(&p).map_err(|e| {
+            let pem = crate::util::fs::read_pem(&p).map_err(|e| {
                 v.err(
                     "backup.ca_file",
                     format!("cannot read {}: {e}", p.display()),

@@ -42,7 +42,7 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Merged, Con
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
     let mut merged = Merged::default();
-    match crate::fsutil::read_bounded_text(&main, CONFIG_LIMIT) {
+    match crate::util::fs::read_bounded_text(&main, CONFIG_LIMIT) {
         Ok(text) => merge_file(&mut merged, &main, &text)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
         Err(e) => {
@@ -55,7 +55,7 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Merged, Con
     }
     let dropin_dir = main.parent().unwrap_or(Path::new("/")).join("config.d");
     for file in dropins(&dropin_dir)? {
-        let text = crate::fsutil::read_bounded_text(&file, CONFIG_LIMIT).map_err(|e| {
+        let text = crate::util::fs::read_bounded_text(&file, CONFIG_LIMIT).map_err(|e| {
             ConfigError::new(
                 "config.d",
                 file.display().to_string(),

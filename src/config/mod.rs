@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod raw;
 
 use crate::error::ConfigError;
-use crate::urls::{is_dns_name, EtcdUrl};
+use crate::model::url::{is_dns_name, EtcdUrl};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -592,13 +592,13 @@ impl Validator<'_> {
         if !meta.is_file() {
             return Err(self.err(key, format!("{} is not a regular file", path.display())));
         }
-        if meta.len() > crate::fsutil::PEM_LIMIT {
+        if meta.len() > crate::util::fs::PEM_LIMIT {
             return Err(self.err(
                 key,
                 format!(
                     "{} is larger than {} bytes; is this the right file?",
                     path.display(),
-                    crate::fsutil::PEM_LIMIT
+                    crate::util::fs::PEM_LIMIT
                 ),
             ));
         }

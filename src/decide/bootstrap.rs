@@ -10,52 +10,14 @@
 //!   member and cluster IDs of an earlier one (etcd derives both from peer URLs and token only).
 
 use super::restore::{self, FormedPeer, NoSeed, Snapshots};
-use crate::discovery::Peer;
-use crate::etcd::ids;
-use crate::urls::EtcdUrl;
+use crate::model::cluster::{Answer, ClusterView};
+use crate::model::ids;
+use crate::model::local::LocalState;
+use crate::model::peer::Peer;
+use crate::model::url::EtcdUrl;
+use crate::util::sha256::sha256_hex;
 use std::collections::BTreeMap;
 use std::fmt;
-
-/// The local data dir. Decide from the disk first: once `member/wal` exists etcd ignores every
-/// `--initial-cluster*` flag and restarts from its own state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LocalState {
-    /// `<data_dir>/member/wal` exists: etcd will restart from its own state whatever flags say.
-    pub has_wal: bool,
-    /// `<data_dir>/member` exists.
-    pub has_member_dir: bool,
-}
-
-/// One member as a peer's MemberList shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberView {
-    pub id: u64,
-    /// Empty until the member has started and published itself.
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    pub is_learner: bool,
-}
-
-impl MemberView {
-    /// Has published its name and client URLs, i.e. has run with its data.
-    pub fn started(&self) -> bool {
-        !self.name.is_empty() && !self.client_urls.is_empty()
-    }
-}
-
-/// What a peer's etcd said about its cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterView {
-    pub endpoint: String,
-    pub cluster_id: u64,
-    /// The answering member.
-    pub member_id: u64,
-    /// 0 when it knows no leader.
-    pub leader: u64,
-    pub is_learner: bool,
-    pub members: Vec<MemberView>,
-}
 
 /// What a peer's agent says about its node (its endpoint on `member.agent_port`). It answers
 /// before etcd runs, so it is the evidence for "nobody holds data".
@@ -115,13 +77,6 @@ pub struct AgentAnswer {
     pub name: String,
     /// The report, or why there is none (down, TLS refused, not an agent, ...).
     pub report: Result<AgentReport, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Cluster(ClusterView),
-    /// Not reachable, TLS refused, not etcd, ...: the reason, for logs.
-    NoAnswer(String),
 }
 
 /// Everything the decision looks at.
@@ -318,7 +273,7 @@ pub fn derive_token(
     if let Some(id) = seed {
         input.push_str(&format!("|restore:{id}"));
     }
-    let digest = ids::sha256_hex(input.as_bytes());
+    let digest = sha256_hex(input.as_bytes());
     format!("{cluster_name}-{}", &digest[..12])
 }
 
@@ -440,7 +395,7 @@ fn initial_cluster(obs: &Observations) -> Result<InitialCluster, Action> {
     }
     let mut nonces = e.nonces.clone();
     nonces.sort();
-    let formation = ids::sha256_hex(nonces.join(",").as_bytes())[..16].to_string();
+    let formation = sha256_hex(nonces.join(",").as_bytes())[..16].to_string();
     let formed: Vec<FormedPeer> = e
         .holding
         .iter()
@@ -640,6 +595,7 @@ pub fn decide(obs: &Observations) -> Action {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::model::cluster::MemberView;
     use std::net::IpAddr;
 
     pub(crate) fn peer(i: u8) -> Peer {

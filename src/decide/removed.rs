@@ -8,7 +8,7 @@
 //! other ("cluster ID mismatch") and never tell one another what to do, so such an answer means
 //! a wrong peer list or DNS record, which an operator has to fix.
 
-use super::{Answer, ClusterView};
+use crate::model::cluster::{Answer, ClusterView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -91,7 +91,7 @@ pub fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::MemberView;
+    use crate::model::cluster::MemberView;
 
     const ME: &str = "https://10.0.0.1:2380";
 

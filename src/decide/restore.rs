@@ -134,7 +134,7 @@ impl FleetRequest {
     ) -> FleetRequest {
         members.sort_by(|a, b| a.peer_url.cmp(&b.peer_url));
         let urls: Vec<&str> = members.iter().map(|m| m.peer_url.as_str()).collect();
-        let digest = crate::etcd::ids::sha256_hex(
+        let digest = crate::util::sha256::sha256_hex(
             format!("{}|restore:{snapshot}|request:{id}", urls.join(",")).as_bytes(),
         );
         FleetRequest {
@@ -158,7 +158,7 @@ impl FleetRequest {
     }
 
     pub fn member_id(&self, peer_url: &str) -> u64 {
-        crate::etcd::ids::member_id(&[peer_url.to_string()], &self.token)
+        crate::model::ids::member_id(&[peer_url.to_string()], &self.token)
     }
 
     /// The restored cluster's ID (etcd derives it from the initial cluster and the token).
@@ -168,7 +168,7 @@ impl FleetRequest {
             .iter()
             .map(|m| self.member_id(&m.peer_url))
             .collect();
-        crate::etcd::ids::cluster_id(&ids)
+        crate::model::ids::cluster_id(&ids)
     }
 
     pub fn from_cluster_id(&self) -> Option<u64> {

@@ -6,7 +6,8 @@ mod srv;
 mod static_peers;
 
 use crate::config::Config;
-use crate::urls::EtcdUrl;
+use crate::model::peer::Peer;
+use crate::model::url::EtcdUrl;
 use anyhow::{bail, Result};
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -15,20 +16,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One etcd server found by discovery.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Peer {
-    pub name: String,
-    /// Exactly as it goes into `--initial-cluster`.
-    pub peer_url: EtcdUrl,
-    /// Where its clients connect (mTLS).
-    pub client_url: EtcdUrl,
-    /// The addresses the peer URL's host stands for (the IP itself for IP URLs).
-    pub ips: Vec<IpAddr>,
-    /// The DNS name it was found under (SRV target or the URL's host name), for certificate SANs.
-    pub dns_name: Option<String>,
-}
 
 /// What one read of all sources found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! only say where an existing cluster can be asked.
 
 use super::{BoxFuture, Discovered, Source};
-use crate::urls::EtcdUrl;
+use crate::model::url::EtcdUrl;
 use anyhow::Result;
 
 pub struct SeedSource {

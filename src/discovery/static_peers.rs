@@ -2,9 +2,10 @@
 //! URLs are used exactly as written (etcd hashes their text); host names are resolved only to
 //! recognise this node among them.
 
-use super::{BoxFuture, Discovered, Peer, Source};
+use super::{BoxFuture, Discovered, Source};
 use crate::config::StaticPeer;
-use crate::urls::{EtcdUrl, Host};
+use crate::model::peer::Peer;
+use crate::model::url::{EtcdUrl, Host};
 use anyhow::Result;
 use hickory_resolver::TokioResolver;
 

@@ -1,7 +1,7 @@
 //! A thin layer over etcd-client: mTLS connections, bounded in time, and the questions the
 //! bootstrapper asks (who are you, which cluster, who is in it, are you healthy).
 
-use crate::decide::{Answer, ClusterView, MemberView};
+use crate::model::cluster::{Answer, ClusterView, MemberView};
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};

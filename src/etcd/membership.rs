@@ -4,10 +4,10 @@
 //! refuses what would leave the started voters below quorum). Learners refuse member RPCs, so
 //! every call goes to voting members; busy answers are retried; every wait ends at a deadline.
 
-use crate::decide::{Answer, MemberView};
 use crate::etcd::client;
-use crate::retry::Backoff;
+use crate::model::cluster::{Answer, MemberView};
 use crate::tls::ClientMaterial;
+use crate::util::retry::Backoff;
 use anyhow::{bail, Context, Result};
 use etcd_client::{Client, MemberAddOptions};
 use std::collections::HashMap;

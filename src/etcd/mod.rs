@@ -1,7 +1,6 @@
 //! Talking to etcd and rendering its configuration.
 
 pub mod client;
-pub mod ids;
 pub mod maintenance;
 pub mod membership;
 pub mod render;

@@ -216,7 +216,7 @@ impl ServiceManager for Container {
                 .into());
             }
             // A bind mount needs its source: etcd creates its data dir only inside the container.
-            crate::fsutil::ensure_dir(&self.data_dir, 0o700)?;
+            crate::util::fs::ensure_dir(&self.data_dir, 0o700)?;
             self.unit.start(changed).await
         })
     }

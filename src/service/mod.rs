@@ -12,7 +12,7 @@ use crate::config::{Config, ServiceManagerKind};
 use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use crate::etcd::render::EtcdSpec;
-use crate::fsutil;
+use crate::util::fs as fsutil;
 use anyhow::Result;
 use std::path::PathBuf;
 

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use crate::etcd::render::{self, EtcdSpec};
-use crate::retry::Backoff;
+use crate::util::retry::Backoff;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use crate::etcd::render::{one_line, EtcdSpec};
-use crate::fsutil;
+use crate::util::fs as fsutil;
 use anyhow::{bail, Context, Result};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

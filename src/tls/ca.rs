@@ -1,7 +1,7 @@
 //! `etcd-bootstrap ca init --out DIR`: a CA for `tls.mode = "local-ca"`.
 
 use crate::error::ConfigError;
-use crate::fsutil;
+use crate::util::fs;
 use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -45,7 +45,7 @@ pub fn init(out: &Path, common_name: &str, validity: Duration) -> Result<(PathBu
     params.not_after = now + time::Duration::try_from(validity).context("CA validity")?;
     params.serial_number = Some(super::random_serial()?);
     let cert = params.self_signed(&key).context("self-signing the CA")?;
-    fsutil::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    fsutil::write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    fs::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    fs::write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
     Ok((cert_path, key_path))
 }

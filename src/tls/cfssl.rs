@@ -59,11 +59,11 @@ impl Cfssl {
             .context("tls.cfssl_url is not set")?
             .trim_end_matches('/')
             .to_string();
-        let http = crate::fetch::client(tls.signer_ca.as_deref(), Duration::from_secs(15))?;
+        let http = crate::util::http::client(tls.signer_ca.as_deref(), Duration::from_secs(15))?;
         let auth_key = match &tls.cfssl_auth_key_file {
             None => None,
             Some(p) => {
-                let text = crate::fsutil::read_pem(p).map_err(|e| {
+                let text = crate::util::fs::read_pem(p).map_err(|e| {
                     ConfigError::new(
                         "tls.cfssl_auth_key_file",
                         p.display().to_string(),

@@ -44,22 +44,22 @@ impl Files {
         Ok(Files {
             sources,
             pins: tls.sha256_pins.clone(),
-            http: crate::fetch::client(tls.signer_ca.as_deref(), Duration::from_secs(15))?,
+            http: crate::util::http::client(tls.signer_ca.as_deref(), Duration::from_secs(15))?,
         })
     }
 
     async fn fetch(&self, key: &'static str, file: &str, location: &str) -> Result<Fetched> {
         let bytes = if location.starts_with("https://") {
-            crate::fetch::get(&self.http, location, MAX_FILE)
+            crate::util::http::get(&self.http, location, MAX_FILE)
                 .await
                 .with_context(|| format!("fetching {key}"))?
         } else {
-            crate::fsutil::read_bounded(std::path::Path::new(location), MAX_FILE as u64).map_err(
+            crate::util::fs::read_bounded(std::path::Path::new(location), MAX_FILE as u64).map_err(
                 |e| ConfigError::new(key, location.to_string(), format!("cannot read: {e}")),
             )?
         };
         if let Some(pin) = self.pins.get(file) {
-            let got = crate::etcd::ids::sha256_hex(&bytes);
+            let got = crate::util::sha256::sha256_hex(&bytes);
             if &got != pin {
                 return Err(ConfigError::new(
                     "tls.sha256_pins",
@@ -221,7 +221,7 @@ impl CertSource for Files {
         Box::pin(async move {
             let (ca, pairs) = self.fetch_checked(cfg, Some(identity), now).await?;
             let paths = TlsPaths::new(&cfg.tls.dir);
-            let on_disk_ca = crate::fsutil::read_pem(&paths.ca).ok();
+            let on_disk_ca = crate::util::fs::read_pem(&paths.ca).ok();
             let ca_changed = on_disk_ca.as_ref().is_some_and(|c| c != &ca.text);
             let mut files = vec![planned(paths.ca, ca.text, 0o644)];
             for (kind, cert, key) in pairs {
@@ -236,7 +236,7 @@ impl CertSource for Files {
 /// A file as fetched; changed when the copy in place differs (or is readable by others).
 fn planned(path: std::path::PathBuf, content: String, mode: u32) -> PlannedFile {
     use std::os::unix::fs::PermissionsExt;
-    let same = crate::fsutil::read_pem(&path).is_ok_and(|c| c == content)
+    let same = crate::util::fs::read_pem(&path).is_ok_and(|c| c == content)
         && std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o777 == mode);
     let change = match (same, path.exists()) {
         (true, _) => None,
@@ -424,7 +424,7 @@ mod tests {
             .sha256_pins
             .insert("client.key".into(), "00".repeat(32));
         f.refused("tls.sha256_pins", "client.key has SHA-256").await;
-        let real = crate::etcd::ids::sha256_hex(&std::fs::read(f.src("client.key")).unwrap());
+        let real = crate::util::sha256::sha256_hex(&std::fs::read(f.src("client.key")).unwrap());
         f.cfg.tls.sha256_pins.insert("client.key".into(), real);
         f.plan().await.unwrap();
     }

@@ -22,7 +22,7 @@ impl LocalCa {
         let bad = |key: &str, path: &std::path::Path, msg: String| {
             ConfigError::new(key, path.display().to_string(), msg)
         };
-        let ca_pem = crate::fsutil::read_pem(cert_path)
+        let ca_pem = crate::util::fs::read_pem(cert_path)
             .map_err(|e| bad("tls.ca_cert", cert_path, format!("cannot read: {e}")))?;
         let parsed =
             super::inspect::parse_pem(&ca_pem).map_err(|m| bad("tls.ca_cert", cert_path, m))?;
@@ -47,7 +47,7 @@ impl LocalCa {
                 key_path: key_path.clone(),
             });
         }
-        let key_pem = crate::fsutil::read_pem(key_path)
+        let key_pem = crate::util::fs::read_pem(key_path)
             .map_err(|e| bad("tls.ca_key", key_path, format!("cannot read: {e}")))?;
         let key = super::ca_key::parse(&key_pem).map_err(|m| bad("tls.ca_key", key_path, m))?;
         use rcgen::PublicKeyData;

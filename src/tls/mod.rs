@@ -17,7 +17,7 @@ pub mod served;
 
 use crate::config::{Config, TlsMode};
 use crate::discovery::BoxFuture;
-use crate::fsutil::{self, Written};
+use crate::util::fs::{self, Written};
 use anyhow::{Context, Result};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
@@ -127,7 +127,7 @@ impl Identity {
             hostname,
         ];
         for n in candidates.into_iter().flatten() {
-            if crate::urls::is_dns_name(n) {
+            if crate::model::url::is_dns_name(n) {
                 dns_names.insert(n.to_ascii_lowercase());
             }
         }
@@ -254,9 +254,8 @@ pub struct ClientMaterial {
 
 impl ClientMaterial {
     fn read(ca: &Path, cert: &Path, key: &Path) -> Result<ClientMaterial> {
-        let read = |path: &Path| {
-            crate::fsutil::read_pem(path).with_context(|| format!("reading {}", path.display()))
-        };
+        let read =
+            |path: &Path| fs::read_pem(path).with_context(|| format!("reading {}", path.display()));
         Ok(ClientMaterial {
             ca_pem: read(ca)?,
             cert_pem: read(cert)?,
@@ -321,7 +320,7 @@ impl TlsPlan {
     pub fn apply(&self) -> Result<Vec<(PathBuf, Written)>> {
         let mut out = Vec::new();
         for f in self.changed() {
-            let w = fsutil::write_atomic(&f.path, f.content.as_bytes(), f.mode)?;
+            let w = fs::write_atomic(&f.path, f.content.as_bytes(), f.mode)?;
             out.push((f.path.clone(), w));
         }
         Ok(out)
@@ -366,10 +365,7 @@ async fn issue_plan(
     for kind in Kind::wanted(cfg) {
         let cert_path = kind.cert_path(cfg);
         let key_path = kind.key_path(cfg);
-        let existing = (
-            crate::fsutil::read_pem(&cert_path).ok(),
-            crate::fsutil::read_pem(&key_path).ok(),
-        );
+        let existing = (fs::read_pem(&cert_path).ok(), fs::read_pem(&key_path).ok());
         let expected_cn = expected_cn(cfg, kind, identity);
         let verdict = match &existing {
             (Some(cert), Some(key)) => inspect::check_existing(
@@ -458,7 +454,7 @@ struct Bundle {
 /// member that already switched keeps trusting peers and clients whose certificates the old CA
 /// signed until they have switched too.
 fn ca_bundle(current: &str, path: &Path, overlap: Duration, now: time::OffsetDateTime) -> Bundle {
-    let on_disk = crate::fsutil::read_pem(path).ok();
+    let on_disk = fs::read_pem(path).ok();
     let Some(on_disk) = on_disk else {
         return Bundle {
             content: current.to_string(),
@@ -584,7 +580,7 @@ pub(crate) fn random_serial() -> Result<SerialNumber> {
 pub fn due_on_disk(cfg: &Config, now: time::OffsetDateTime) -> Option<String> {
     for kind in Kind::wanted(cfg) {
         let path = kind.cert_path(cfg);
-        let parsed = match crate::fsutil::read_pem(&path)
+        let parsed = match fs::read_pem(&path)
             .map_err(|e| e.to_string())
             .and_then(|pem| inspect::parse_pem(&pem))
         {
@@ -624,7 +620,7 @@ pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
     cert_files(cfg)
         .into_iter()
         .map(|(name, p)| {
-            let info = crate::fsutil::read_pem(&p)
+            let info = fs::read_pem(&p)
                 .map_err(|e| e.to_string())
                 .and_then(|pem| inspect::info(&pem));
             (name, info)
@@ -652,7 +648,7 @@ pub fn on_disk(cfg: &Config) -> Vec<OnDisk> {
                 .map(|k| (format!("{}.crt", k.file_stem()), k.cert_path(cfg), Some(k))),
         )
         .map(|(file, path, kind)| {
-            let facts = crate::fsutil::read_pem(&path)
+            let facts = fs::read_pem(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))
                 .and_then(|pem| {
                     inspect::facts(&pem).map_err(|e| format!("{}: {e}", path.display()))

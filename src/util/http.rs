@@ -18,7 +18,7 @@ pub fn client(ca: Option<&Path>, timeout: Duration) -> Result<reqwest::Client> {
         .redirect(redirect_policy());
     if let Some(ca) = ca {
         let bad = |msg: String| ConfigError::new("tls.signer_ca", ca.display().to_string(), msg);
-        let pem = crate::fsutil::read_bounded(ca, crate::fsutil::PEM_LIMIT)
+        let pem = crate::util::fs::read_bounded(ca, crate::util::fs::PEM_LIMIT)
             .map_err(|e| bad(format!("cannot read: {e}")))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;

@@ -30,23 +30,6 @@ fn first_u64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// The SHA-256 of `data`, hex encoded.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(digest::digest(&digest::SHA256, data).as_ref())
-}
-
-/// 16 bytes from the system's secure RNG, hex encoded.
-pub fn random_hex() -> String {
-    let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("the system RNG works");
-    hex(&b)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

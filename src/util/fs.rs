@@ -139,7 +139,7 @@ fn temp_name(file_name: &str) -> String {
     let mut b = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .expect("the system RNG works");
-    format!(".{file_name}.tmp-{}", crate::etcd::ids::hex(&b))
+    format!(".{file_name}.tmp-{}", crate::util::hex::hex(&b))
 }
 
 /// Create `dir` (and parents) if missing; a newly created leaf gets `mode`.

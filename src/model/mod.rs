@@ -1,0 +1,8 @@
+//! Plain data shared across layers (URLs, peers, what etcd answered, the local state, etcd's ID
+//! arithmetic) and pure functions over it. No I/O here: no files, network, clock or RNG.
+
+pub mod cluster;
+pub mod ids;
+pub mod local;
+pub mod peer;
+pub mod url;
