@@ -32,7 +32,8 @@ pub struct StaticPod {
     /// The manifest was written since the last start: kubelet restarts the pod by itself.
     written: Mutex<bool>,
     last_spec: Mutex<Option<EtcdSpec>>,
-    ports: [u16; 3],
+    /// The client and metrics ports, which etcd serves on 127.0.0.1.
+    ports: [u16; 2],
 }
 
 impl StaticPod {
@@ -48,11 +49,7 @@ impl StaticPod {
             restart_mark: Mutex::new(mark),
             written: Mutex::new(false),
             last_spec: Mutex::new(None),
-            ports: [
-                cfg.member.client_port,
-                cfg.member.peer_port,
-                cfg.member.metrics_port,
-            ],
+            ports: [cfg.member.client_port, cfg.member.metrics_port],
         }
     }
 
@@ -273,5 +270,44 @@ impl ServiceManager for StaticPod {
              remove {} and run the one-off etcd from the same image by hand",
             self.manifest_path.display()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stop returns only once nothing listens on etcd's ports any more: the data dir is moved
+    /// aside right after a stop, and must not be moved under a running etcd.
+    #[tokio::test]
+    async fn stop_waits_until_etcd_is_gone() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("etcd.yaml");
+        std::fs::write(&manifest, "kind: Pod\n").unwrap();
+        let pod = StaticPod {
+            manifest_path: manifest.clone(),
+            env_path: dir.path().join("etcd.env"),
+            image: "etcd:3.5.30".into(),
+            restart_mark: Mutex::new("0".into()),
+            written: Mutex::new(false),
+            last_spec: Mutex::new(None),
+            ports: [port, port],
+        };
+        let gone_after = Duration::from_millis(1500);
+        let t0 = Instant::now();
+        let kubelet = std::thread::spawn(move || {
+            std::thread::sleep(gone_after);
+            drop(listener);
+        });
+        pod.stop().await.unwrap();
+        assert!(
+            t0.elapsed() >= gone_after,
+            "returned after {:?}",
+            t0.elapsed()
+        );
+        assert!(!manifest.exists());
+        kubelet.join().unwrap();
     }
 }
