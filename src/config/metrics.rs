@@ -103,3 +103,49 @@ fn colliding_port(addr: SocketAddr, member: &MemberConfig) -> Option<String> {
         .find(|(_, port, _, collides)| *port == addr.port() && *collides)
         .map(|(key, _, what, _)| format!("{key} ({what})"))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{setup, GOOD};
+    use crate::config::Config;
+
+    /// `[metrics] listen`: off by default; an address whose IP cannot be one etcd or the agent
+    /// endpoint listens on may share their port numbers; shown by check-config as written.
+    #[test]
+    fn metrics_listen() {
+        let load = |extra: &str, env: &[(String, String)]| {
+            let (_d, p) = setup(&format!("{GOOD}{extra}"));
+            Config::load(Some(&p), env).map(|c| (c.metrics.listen, c.to_toml()))
+        };
+        let (off, text) = load("", &[]).unwrap();
+        assert_eq!(off, None);
+        assert!(text.contains("[metrics]\nlisten = \"\"\n"), "{text}");
+        for ok in [
+            "127.0.0.1:9479",
+            "[::1]:9479",
+            // etcd's peer port is not on loopback; 127.0.0.2 is not where etcd listens.
+            "127.0.0.1:2380",
+            "127.0.0.2:2379",
+        ] {
+            let (on, text) = load(&format!("[metrics]\nlisten = \"{ok}\"\n"), &[]).unwrap();
+            assert_eq!(on, Some(ok.parse().unwrap()));
+            assert!(text.contains(&format!("listen = \"{ok}\"")), "{text}");
+        }
+        // A member address set explicitly: another address of this machine may reuse the port.
+        let set =
+            "[member]\nadvertise_address = \"10.0.0.6\"\n[metrics]\nlisten = \"10.0.0.5:2380\"\n";
+        assert!(load(set, &[]).is_ok());
+        let same = set.replace("10.0.0.5", "10.0.0.6");
+        let e = load(&same, &[]).unwrap_err();
+        assert_eq!(e.key, "metrics.listen");
+        assert!(e.message.contains("member.peer_port"), "{e}");
+        let env = vec![(
+            "ETCD_BOOTSTRAP_METRICS_LISTEN".to_string(),
+            "metrics.example.com:9479".to_string(),
+        )];
+        let e = load("", &env).unwrap_err();
+        assert_eq!(e.key, "metrics.listen");
+        assert!(e.source.contains("ETCD_BOOTSTRAP_METRICS_LISTEN"), "{e}");
+        assert!(e.message.contains("not a host name"), "{e}");
+    }
+}

@@ -1,0 +1,273 @@
+//! `[etcd]`: the etcd program and how it is run: the binary (or a release to install), the
+//! service manager and its files, the image for the managers that run one, and extra flags. The
+//! section's structs and its validation live together; every bad value is one line naming its key.
+
+use super::{is_sha256_hex, Validator};
+use crate::error::ConfigError;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceManagerKind {
+    Systemd,
+    Process,
+    Container,
+    StaticPod,
+}
+
+impl ServiceManagerKind {
+    /// Managers that run `etcd.image` rather than `etcd.binary`.
+    pub fn runs_image(self) -> bool {
+        matches!(
+            self,
+            ServiceManagerKind::Container | ServiceManagerKind::StaticPod
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerRuntime {
+    Podman,
+    Docker,
+}
+
+impl ContainerRuntime {
+    pub fn program(self) -> &'static str {
+        match self {
+            ContainerRuntime::Podman => "podman",
+            ContainerRuntime::Docker => "docker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EtcdConfig {
+    pub binary: PathBuf,
+    pub service_manager: ServiceManagerKind,
+    pub unit_path: PathBuf,
+    pub env_file: PathBuf,
+    /// Install etcd from this release tarball (verified against `sha256`) into `install_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub install_dir: PathBuf,
+    /// The image the `container` and `static-pod` managers run (required by them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `container` only; None: podman if it is installed, else docker (looked up at run time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_runtime: Option<ContainerRuntime>,
+    /// `static-pod` only: where kubelet reads the pod.
+    pub manifest_path: PathBuf,
+    /// Extra etcd flags, `flag-name -> value` as etcd takes it on its command line.
+    pub flags: BTreeMap<String, String>,
+}
+
+/// Flags the bootstrapper owns: setting them in `[etcd.flags]` would break its guarantees.
+const MANAGED_FLAGS: &[&str] = &[
+    "name",
+    "data-dir",
+    "wal-dir",
+    "listen-peer-urls",
+    "listen-client-urls",
+    "listen-metrics-urls",
+    "advertise-client-urls",
+    "initial-advertise-peer-urls",
+    "initial-cluster",
+    "initial-cluster-state",
+    "initial-cluster-token",
+    "discovery",
+    "discovery-srv",
+    "discovery-srv-name",
+    "force-new-cluster",
+    "strict-reconfig-check",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "peer-client-cert-auth",
+    "auto-tls",
+    "peer-auto-tls",
+];
+
+pub(super) fn validate(
+    v: &Validator<'_>,
+    raw: super::raw::RawEtcd,
+) -> Result<EtcdConfig, ConfigError> {
+    // "" is the default too, so that a template can leave the choice empty.
+    let service_manager = match raw
+        .service_manager
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .unwrap_or("systemd")
+    {
+        "systemd" => ServiceManagerKind::Systemd,
+        "process" => ServiceManagerKind::Process,
+        "container" => ServiceManagerKind::Container,
+        "static-pod" => ServiceManagerKind::StaticPod,
+        m => {
+            return Err(v.err(
+                "etcd.service_manager",
+                format!(
+                    "{m:?} is not one of \"systemd\", \"process\", \"container\", \"static-pod\""
+                ),
+            ))
+        }
+    };
+    let image = raw.image.filter(|s| !s.is_empty());
+    if let Some(image) = &image {
+        if !is_image_reference(image) {
+            return Err(v.err(
+                "etcd.image",
+                format!(
+                    "{image:?} is not an image reference such as \"registry.k8s.io/etcd:3.5.15-0\""
+                ),
+            ));
+        }
+    } else if service_manager.runs_image() {
+        return Err(v.err(
+            "etcd.image",
+            "is required with etcd.service_manager = \"container\" or \"static-pod\" (the image that holds etcd, e.g. \"registry.k8s.io/etcd:3.5.15-0\")",
+        ));
+    }
+    let container_runtime = match raw.container_runtime.as_deref().unwrap_or("") {
+        "" => None,
+        "podman" => Some(ContainerRuntime::Podman),
+        "docker" => Some(ContainerRuntime::Docker),
+        r => {
+            return Err(v.err(
+                "etcd.container_runtime",
+                format!(
+                    "{r:?} is not one of \"podman\", \"docker\" (or empty: whichever is installed)"
+                ),
+            ))
+        }
+    };
+    let manifest_path = v.path(
+        "etcd.manifest_path",
+        raw.manifest_path,
+        "/etc/kubernetes/manifests/etcd.yaml",
+    )?;
+    let mut flags = BTreeMap::new();
+    for (flag, value) in raw.flags.unwrap_or_default() {
+        let key = format!("etcd.flags.{flag}");
+        let flag = flag.trim_start_matches('-').to_string();
+        if flag.is_empty()
+            || !flag
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(v.err(
+                &key,
+                "etcd flag names are lowercase words joined by '-', e.g. heartbeat-interval",
+            ));
+        }
+        if MANAGED_FLAGS.contains(&flag.as_str()) {
+            return Err(v.err(
+                &key,
+                format!("--{flag} is set by etcd-bootstrap itself and cannot be overridden"),
+            ));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(v.err(&key, format!("unsupported value {other}"))),
+        };
+        flags.insert(flag, text);
+    }
+    let install_dir = v.path("etcd.install_dir", raw.install_dir, "/usr/local/bin")?;
+    let download_url = raw.download_url.filter(|s| !s.is_empty());
+    let sha256 = raw.sha256.filter(|s| !s.is_empty());
+    match (&download_url, &sha256) {
+        (Some(url), Some(sum)) => {
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || url.contains(char::is_whitespace)
+            {
+                return Err(v.err(
+                    "etcd.download_url",
+                    format!("{url:?} is not an http(s) URL of an etcd release tarball"),
+                ));
+            }
+            if !is_sha256_hex(sum) {
+                return Err(v.err(
+                    "etcd.sha256",
+                    "must be the tarball's SHA-256 as 64 hex digits (from the release's SHA256SUMS)",
+                ));
+            }
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "etcd.sha256",
+                v.merged.source_of("etcd.download_url"),
+                "is required with etcd.download_url: nothing is installed without a checksum",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "etcd.download_url",
+                v.merged.source_of("etcd.sha256"),
+                "is required with etcd.sha256 (or remove etcd.sha256)",
+            ))
+        }
+        (None, None) => {}
+    }
+    let default_binary = match download_url {
+        Some(_) => install_dir.join("etcd").display().to_string(),
+        None => "/usr/bin/etcd".to_string(),
+    };
+    Ok(EtcdConfig {
+        binary: v.path("etcd.binary", raw.binary, &default_binary)?,
+        download_url,
+        sha256: sha256.map(|s| s.to_ascii_lowercase()),
+        install_dir,
+        service_manager,
+        unit_path: v.path(
+            "etcd.unit_path",
+            raw.unit_path,
+            "/etc/systemd/system/etcd.service",
+        )?,
+        env_file: v.path("etcd.env_file", raw.env_file, "/etc/etcd/etcd.env")?,
+        image,
+        container_runtime,
+        manifest_path,
+        flags,
+    })
+}
+
+/// `[registry[:port]/]path[:tag][@sha256:digest]`, loosely: the runtime checks the rest. It
+/// lands in a unit's command line and a manifest, so nothing but the characters a reference
+/// can hold.
+pub fn is_image_reference(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 512
+        && !s.starts_with(['-', '/', ':', '@', '.'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{setup, GOOD};
+    use crate::config::Config;
+    use std::path::PathBuf;
+
+    #[test]
+    fn an_etcd_download_puts_the_binary_in_install_dir() {
+        let sum = "ab".repeat(32);
+        let (_d, p) = setup(&GOOD.replace(
+            "[etcd.flags]",
+            &format!("[etcd]\ndownload_url = \"https://x.test/etcd-v3.5.30-linux-amd64.tar.gz\"\nsha256 = \"{sum}\"\ninstall_dir = \"/opt/etcd\"\n[etcd.flags]"),
+        ));
+        let c = Config::load(Some(&p), &[]).unwrap();
+        assert_eq!(c.etcd.binary, PathBuf::from("/opt/etcd/etcd"));
+        assert_eq!(c.etcd.sha256.as_deref(), Some(sum.as_str()));
+    }
+}

@@ -1,0 +1,124 @@
+//! `[heal]`: the heal loop: whether it runs, how often it checks, and when it removes a dead
+//! member. The section's struct and its validation live together; every bad value is one line
+//! naming its key. `heal.interval` is checked against `tls.cert_validity` here too.
+
+use super::{format_duration, ser_duration, DiscoveryConfig, TlsConfig, Validator};
+use crate::error::ConfigError;
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealConfig {
+    pub enabled: bool,
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Remove a member unreachable for longer than this (`decide::dead_member`). Default "5m"
+    /// with SRV discovery, off with static peers or seeds; "" turns it off.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_duration"
+    )]
+    pub remove_dead_after: Option<Duration>,
+    /// The default is in force (the key was not set): a member is removed only on both signals,
+    /// unreachable AND gone from the SRV records. Set explicitly, a node waiting to join also
+    /// counts as the second signal.
+    #[serde(skip)]
+    pub remove_dead_by_default: bool,
+}
+
+/// `heal.remove_dead_after` when the key is not set and discovery is by SRV records: long
+/// enough that a reboot or a DNS hiccup never costs a member, short enough that a rolling
+/// replacement is not held up for long.
+pub const REMOVE_DEAD_AFTER_SRV_DEFAULT: Duration = Duration::from_secs(300);
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+pub(super) fn validate(
+    v: &Validator<'_>,
+    raw: super::raw::RawHeal,
+    discovery: &DiscoveryConfig,
+    tls: &TlsConfig,
+) -> Result<HealConfig, ConfigError> {
+    let interval = v.duration("heal.interval", raw.interval, "15s")?;
+    let remove_dead_by_default = raw.remove_dead_after.is_none() && discovery.srv_domain.is_some();
+    let remove_dead_after = match raw.remove_dead_after.filter(|s| !s.is_empty()) {
+        None if remove_dead_by_default => Some(REMOVE_DEAD_AFTER_SRV_DEFAULT.max(interval * 2)),
+        None => None,
+        Some(text) => {
+            let d = v.duration("heal.remove_dead_after", Some(text), "")?;
+            if d < interval * 2 {
+                return Err(v.err(
+                    "heal.remove_dead_after",
+                    "must be at least two heal.interval: a member is judged dead only after several checks",
+                ));
+            }
+            Some(d)
+        }
+    };
+    // Renewal starts when a third of a certificate's lifetime is left and is tried once per
+    // heal.interval (also with heal.enabled = false): leave several tries, and time to fix a
+    // failing signer, inside that third.
+    if interval.saturating_mul(10) > tls.cert_validity {
+        // Name the one that was set; when both were, the interval (the usual mistake).
+        let key = if v.merged.sources.contains_key("heal.interval")
+            || !v.merged.sources.contains_key("tls.cert_validity")
+        {
+            "heal.interval"
+        } else {
+            "tls.cert_validity"
+        };
+        return Err(v.err(
+            key,
+            format!(
+                "heal.interval ({}) must be at most a tenth of tls.cert_validity ({}): certificates are renewed in the last third of their lifetime, checked once per heal.interval",
+                format_duration(interval),
+                format_duration(tls.cert_validity)
+            ),
+        ));
+    }
+    Ok(HealConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        interval,
+        remove_dead_after,
+        remove_dead_by_default,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{setup, GOOD};
+    use crate::config::Config;
+    use std::time::Duration;
+
+    /// A rolling replacement completes with default settings under SRV discovery: dead members
+    /// are removed after 5 minutes on both signals. Static peers keep their slots (off), and ""
+    /// turns it off.
+    #[test]
+    fn remove_dead_after_defaults_on_with_srv_only() {
+        let load = |body: &str| {
+            let (_d, p) = setup(body);
+            Config::load(Some(&p), &[]).unwrap().heal
+        };
+        let srv = load(GOOD);
+        assert_eq!(srv.remove_dead_after, Some(Duration::from_secs(300)));
+        assert!(srv.remove_dead_by_default);
+        let statics = load(&GOOD.replace(
+            "srv_domain = \"lab.test\"",
+            "peers = [\"a=https://10.0.0.1:2380\"]",
+        ));
+        assert_eq!(statics.remove_dead_after, None);
+        let off = load(&format!("{GOOD}[heal]\nremove_dead_after = \"\"\n"));
+        assert_eq!(off.remove_dead_after, None);
+        let set = load(&format!("{GOOD}[heal]\nremove_dead_after = \"90s\"\n"));
+        assert_eq!(set.remove_dead_after, Some(Duration::from_secs(90)));
+        assert!(!set.remove_dead_by_default);
+        // A long heal.interval moves the default out to two intervals.
+        let slow = load(&format!("{GOOD}[heal]\ninterval = \"10m\"\n"));
+        assert_eq!(slow.remove_dead_after, Some(Duration::from_secs(1200)));
+    }
+}
