@@ -62,7 +62,7 @@ install_deps() {
     log "installing: ${missing[*]}"
     apt-get -o DPkg::Lock::Timeout=120 update -q >/dev/null
     # A newer qemu-utils (backports) conflicts with bookworm's qemu-system-x86: take the
-    # pair from the same release (lab-notes.md).
+    # pair from the same release.
     local qs qu
     qs=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')
     qu=$(pkg_version qemu-utils)
@@ -321,7 +321,7 @@ EOF
 
 ACCEL=tcg
 if [[ -w /dev/kvm && ${EBVM_ACCEL:-auto} != tcg ]]; then
-    # KVM opens on some machines but guests make no progress (lab-notes.md): use it
+    # KVM opens on some machines but guests make no progress: use it
     # only when a guest kernel really runs to its root mount (a panic without a root, here).
     timeout 20 qemu-system-x86_64 -accel kvm -m 256 -nographic -no-reboot \
         -kernel "$IMAGE/vmlinuz" -append "console=ttyS0 panic=-1" </dev/null >"$LOGS/kvm-probe.log" 2>&1 || true
@@ -520,9 +520,39 @@ else
 fi
 
 # ---------------------------------------------------------------------------
+# 4b. the static pod's member removed: the agent stops etcd by taking the manifest away,
+#     moves the data aside only once etcd is gone, and joins again through a new manifest
+# ---------------------------------------------------------------------------
+POD_HEAL_OK=0
+if ((HEAL_OK)); then
+    old_id=$(members 1 | awk '$1 == "etcd3" { print $4 }')
+    downs=$(grep -ac 'EBVM-KUBELET etcd3 pod down' "$(latest_console 3)" || true)
+    log "removing etcd3 (member $old_id, a static pod) from the cluster through etcd1"
+    t=$(date +%s)
+    if [[ -n $old_id ]] && ctl 1 member remove "$old_id" >/dev/null &&
+        wait_healthy "$HEAL_WAIT_S" "removed static-pod member" 1 2 3; then
+        new_id=$(members 1 | awk '$1 == "etcd3" { print $4 }')
+        got=$(ctl 3 get --print-value-only /vmtest/key1 2>/dev/null)
+        downs_now=$(grep -ac 'EBVM-KUBELET etcd3 pod down' "$(latest_console 3)" || true)
+        if [[ $new_id != "$old_id" && $got == value1 ]] && runs_as 3 && ((downs_now > downs)); then
+            TIMING[pod-heal]="$(($(date +%s) - t)) s"
+            pass "removed member in a pod: etcd3 healed (pod taken down, data moved aside, joined again: member $old_id -> $new_id), healthy, old keys read through etcd3 (${TIMING[pod-heal]})"
+            POD_HEAL_OK=1
+        else
+            fail "removed member in a pod: member id $old_id -> ${new_id:-none}, key via etcd3: '$got', console: $(console_state 3)"
+        fi
+    else
+        TIMING[pod-heal]="failed after $(($(date +%s) - t)) s"
+        fail "removed member in a pod: etcd3 not a healthy voter again within $HEAL_WAIT_S s"
+    fi
+else
+    fail "removed member in a pod (skipped: earlier phase failed)"
+fi
+
+# ---------------------------------------------------------------------------
 # 5. the Ignition VM
 # ---------------------------------------------------------------------------
-if ((HEAL_OK)); then
+if ((POD_HEAL_OK)); then
     t=$(date +%s)
     if "$HERE/ignition-root.sh" "$WORK" "$IMAGE/root" "$BIN" 4 "$SUBNET" "$GW" "$DOMAIN" "$CLUSTER" "$(mac 4)" \
         >"$LOGS/ignition.log" 2>&1; then
@@ -568,6 +598,7 @@ printf '%-40s %s\n' "phase" "time" "image build" "${TIMING[image]:--}" \
     "disk (copy root + binary, mkfs)" "${TIMING[disk]:--}" \
     "boot 3 VMs to healthy cluster" "${TIMING[cluster]:--}" \
     "replaced-disk heal (boot to voter)" "${TIMING[heal]:--}" \
+    "removed member in a pod (to voter)" "${TIMING[pod-heal]:--}" \
     "Ignition apply (fetch+files, mkfs)" "${TIMING[ignition-apply]:--}" \
     "Ignition VM boot to voter" "${TIMING[join]:--}" \
     "total" "$(($(date +%s) - T0)) s (accelerator $ACCEL)"
