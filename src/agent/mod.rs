@@ -13,6 +13,7 @@ pub mod recover;
 pub mod renew;
 pub mod restore;
 pub mod snapshots;
+pub mod status;
 
 use crate::config::Config;
 use crate::datadir::Record;
@@ -20,6 +21,8 @@ use crate::decide::{Action, AgentReport};
 use crate::etcd::render;
 use crate::observe::Observer;
 use crate::service::ServiceManager;
+use crate::tls::ClientMaterial;
+use anyhow::Context;
 use std::sync::Arc;
 
 /// What one agent works with.
@@ -27,6 +30,23 @@ pub struct Agent<'a> {
     pub cfg: &'a Config,
     pub observer: Observer<'a>,
     pub manager: Box<dyn ServiceManager>,
+}
+
+impl<'a> Agent<'a> {
+    /// The agent a one-off command works through: no endpoint of its own.
+    pub async fn new(cfg: &'a Config) -> anyhow::Result<Agent<'a>> {
+        Ok(Agent {
+            cfg,
+            observer: Observer::new(cfg).await?,
+            manager: crate::service::manager(cfg),
+        })
+    }
+}
+
+/// This node's client certificate, for talking to etcd.
+pub fn client_material(cfg: &Config) -> anyhow::Result<ClientMaterial> {
+    ClientMaterial::from_dir(&cfg.tls.dir)
+        .context("reading the client certificate (has this node been bootstrapped?)")
 }
 
 pub fn local_endpoint(cfg: &Config) -> String {
