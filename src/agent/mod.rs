@@ -63,6 +63,14 @@ pub fn env_value(cfg: &Config, var: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// This member's name as etcd knows it (`ETCD_NAME` of the environment file), else the short
+/// host name; empty when neither is known. Who took a snapshot, who asked for a restore.
+pub fn node_name(cfg: &Config) -> String {
+    env_value(cfg, "ETCD_NAME")
+        .or_else(crate::observe::hostname)
+        .unwrap_or_default()
+}
+
 pub fn notify(states: &[sd_notify::NotifyState<'_>]) {
     // Outside systemd (no NOTIFY_SOCKET) this does nothing.
     let _ = sd_notify::notify(false, states);
