@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod recover;
 pub mod renew;
 pub mod restore;
+pub mod restore_request;
 pub mod snapshots;
 pub mod status;
 
