@@ -7,6 +7,7 @@ pub mod converge;
 pub mod doctor;
 pub mod endpoint;
 pub mod heal;
+pub mod leave;
 pub mod maintenance;
 pub mod metrics;
 pub mod recover;
