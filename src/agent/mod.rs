@@ -14,6 +14,7 @@ pub mod recover;
 pub mod renew;
 pub mod restore;
 pub mod restore_request;
+pub mod run;
 pub mod snapshots;
 pub mod status;
 
