@@ -10,6 +10,7 @@ pub mod heal;
 pub mod leave;
 pub mod maintenance;
 pub mod metrics;
+pub mod plan;
 pub mod recover;
 pub mod renew;
 pub mod restore;
