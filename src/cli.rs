@@ -242,13 +242,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             output,
             endpoints,
         } => {
-            let cfg = load(&config)?;
-            let status = commands::status::collect(&cfg, &endpoints).await?;
-            match output {
-                Output::Table => print!("{}", commands::status::table(&status)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-            }
-            Ok(())
+            commands::status::status(&load(&config)?, &endpoints, matches!(output, Output::Json))
+                .await
         }
         Command::Doctor { config, output } => {
             commands::doctor::doctor(&load(&config)?, matches!(output, Output::Json)).await

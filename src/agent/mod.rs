@@ -1,18 +1,26 @@
-//! The running keeper: the agent's own endpoint (`endpoint`), bringing the local member up
-//! (`converge`), the heal loop as an explicit state machine (`heal`), following a fleet-wide
-//! restore request (`restore`), and what it counts for Prometheus (`metrics`). Commands use it; it
-//! uses the layers below (decide, etcd, tls, service, discovery).
+//! The running keeper: the agent from start to stop (`run`), its own endpoint (`endpoint`),
+//! bringing the local member up (`converge`), the heal loop as an explicit state machine
+//! (`heal`), following a fleet-wide restore request (`restore`), and what it counts for Prometheus
+//! (`metrics`). Also what the one-off commands do beyond printing: `plan`, `status`, `doctor`,
+//! `leave`, `recover`, asking for a fleet-wide restore (`restore_request`), taking and checking
+//! snapshots (`snapshots`). Commands use it; it uses the layers below (decide, etcd, tls,
+//! service, discovery) and never the commands.
 
 pub mod converge;
 pub mod doctor;
 pub mod endpoint;
 pub mod heal;
+pub mod leave;
 pub mod maintenance;
 pub mod metrics;
+pub mod plan;
 pub mod recover;
 pub mod renew;
 pub mod restore;
+pub mod restore_request;
+pub mod run;
 pub mod snapshots;
+pub mod status;
 
 use crate::config::Config;
 use crate::datadir::Record;
@@ -20,6 +28,8 @@ use crate::decide::{Action, AgentReport};
 use crate::etcd::render;
 use crate::observe::Observer;
 use crate::service::ServiceManager;
+use crate::tls::ClientMaterial;
+use anyhow::Context;
 use std::sync::Arc;
 
 /// What one agent works with.
@@ -27,6 +37,23 @@ pub struct Agent<'a> {
     pub cfg: &'a Config,
     pub observer: Observer<'a>,
     pub manager: Box<dyn ServiceManager>,
+}
+
+impl<'a> Agent<'a> {
+    /// The agent a one-off command works through: no endpoint of its own.
+    pub async fn new(cfg: &'a Config) -> anyhow::Result<Agent<'a>> {
+        Ok(Agent {
+            cfg,
+            observer: Observer::new(cfg).await?,
+            manager: crate::service::manager(cfg),
+        })
+    }
+}
+
+/// This node's client certificate, for talking to etcd.
+pub fn client_material(cfg: &Config) -> anyhow::Result<ClientMaterial> {
+    ClientMaterial::from_dir(&cfg.tls.dir)
+        .context("reading the client certificate (has this node been bootstrapped?)")
 }
 
 pub fn local_endpoint(cfg: &Config) -> String {
@@ -41,6 +68,14 @@ pub fn env_value(cfg: &Config, var: &str) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == var)
         .map(|(_, v)| v)
+}
+
+/// This member's name as etcd knows it (`ETCD_NAME` of the environment file), else the short
+/// host name; empty when neither is known. Who took a snapshot, who asked for a restore.
+pub fn node_name(cfg: &Config) -> String {
+    env_value(cfg, "ETCD_NAME")
+        .or_else(crate::observe::hostname)
+        .unwrap_or_default()
 }
 
 pub fn notify(states: &[sd_notify::NotifyState<'_>]) {

@@ -70,6 +70,94 @@ impl Agent<'_> {
     }
 }
 
+/// How long `recover` waits for a running agent to carry the recovery out.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// `recover`, before it asks for confirmation: what this node sees of its last-known
+/// membership, `Refused` unless recovering alone is right.
+pub async fn check(cfg: &Config, material: &ClientMaterial) -> Result<Seen> {
+    let seen = see_membership(cfg, material).await?;
+    if let Verdict::Refuse(why) =
+        recover::may_recover(seen.local_healthy, seen.local_index, &seen.members)
+    {
+        return Err(Refused(format!("not recovering: {why}")).into());
+    }
+    Ok(seen)
+}
+
+impl Seen {
+    /// The members whose etcd does not answer.
+    pub fn lost(&self) -> Vec<&str> {
+        self.members
+            .iter()
+            .filter(|m| !m.etcd_answers)
+            .map(|m| m.who.as_str())
+            .collect()
+    }
+}
+
+/// Does this node's agent answer on `member.agent_port`? Then `recover` leaves it the request
+/// (it owns etcd's process) instead of recovering here.
+pub async fn agent_runs(cfg: &Config) -> bool {
+    let Some(ip) = Record::load(&cfg.member.data_dir)
+        .ok()
+        .flatten()
+        .and_then(|r| r.peer_url)
+        .and_then(|u| crate::model::url::EtcdUrl::parse(&u).ok())
+        .and_then(|u| u.ip())
+    else {
+        return false;
+    };
+    let addr = SocketAddr::new(ip, cfg.member.agent_port);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Leave the request for the running agent (`request_path`).
+pub fn ask_agent(cfg: &Config) -> Result<()> {
+    let request = Request {
+        requested: crate::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
+        state: "requested".into(),
+    };
+    crate::util::fs::write_atomic(
+        &request_path(&cfg.member.data_dir),
+        serde_json::to_string(&request)?.as_bytes(),
+        0o600,
+    )?;
+    Ok(())
+}
+
+/// Wait for the running agent's outcome of the request `ask_agent` left: `Ok` when it
+/// recovered. The request file is removed either way.
+pub async fn agent_outcome(cfg: &Config) -> Result<()> {
+    let path = request_path(&cfg.member.data_dir);
+    let deadline = Instant::now() + AGENT_TIMEOUT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let state = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Request>(&b).ok())
+            .map(|r| r.state);
+        match state.as_deref() {
+            Some("requested") | None if Instant::now() < deadline => continue,
+            Some("requested") | None => {
+                let _ = std::fs::remove_file(&path);
+                bail!("the local agent did not carry the recovery out within {AGENT_TIMEOUT:?}; see its log (journalctl -u etcd-bootstrap)");
+            }
+            Some("done") => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(());
+            }
+            Some(other) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(Refused(format!("the local agent did not recover: {other}")).into());
+            }
+        }
+    }
+}
+
 /// This node's last-known membership (its identity record), each member's etcd probed and
 /// each member's agent asked, all at once.
 pub async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<Seen> {

@@ -109,6 +109,28 @@ pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> 
     })
 }
 
+/// `snapshot save`: take one now, through the local member (or `endpoint`), into `store`.
+pub async fn take_now(
+    cfg: &crate::config::Config,
+    store: &Store,
+    age_recipients: &[String],
+    endpoint: Option<String>,
+) -> Result<Manifest> {
+    let material = super::client_material(cfg)?;
+    let endpoint = endpoint.unwrap_or_else(|| local_endpoint(cfg));
+    let taken_by = super::node_name(cfg);
+    snapshotter::take(
+        store,
+        age_recipients,
+        &snapshotter::Source {
+            endpoint: &endpoint,
+            material: &material,
+            taken_by: &taken_by,
+        },
+    )
+    .await
+}
+
 fn keys(cluster: &str) -> (String, String) {
     let base = format!("/etcd-bootstrap/snapshots/{cluster}");
     (format!("{base}/last"), format!("{base}/claim"))

@@ -35,6 +35,27 @@ pub async fn verify(
     restore(&plain, etcd_binary, scratch, &entry.manifest.id)
 }
 
+/// A scratch dir of its own for `verify`, made under the system's temporary directory:
+/// `<prefix>-<pid>-<id>`.
+pub fn temp_scratch(prefix: &str, id: &str) -> Result<PathBuf> {
+    let scratch = std::env::temp_dir().join(format!("{prefix}-{}-{id}", std::process::id()));
+    crate::util::fs::ensure_dir(&scratch, 0o700)?;
+    Ok(scratch)
+}
+
+/// `verify` in `scratch`, removed afterwards whatever the outcome.
+pub async fn verify_then_remove(
+    store: &Store,
+    entry: &Entry,
+    identity_file: Option<&Path>,
+    etcd_binary: &Path,
+    scratch: &Path,
+) -> Result<Report> {
+    let result = verify(store, entry, identity_file, etcd_binary, scratch).await;
+    let _ = std::fs::remove_dir_all(scratch);
+    result
+}
+
 /// Why a snapshot could not be made ready: its bytes are wrong (every node would find the same,
 /// so it is skipped) or getting them failed (worth another try).
 #[derive(Debug)]

@@ -3,21 +3,13 @@
 //! the leader last after leadership has moved away. `maintenance.window` does not apply: an
 //! operator asked for it now.
 
-use crate::agent::Agent;
+use crate::agent::{self, Agent};
 use crate::config::Config;
-use crate::observe::Observer;
-use crate::service;
-use crate::tls::ClientMaterial;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub async fn defrag(cfg: Config, all: bool) -> Result<()> {
-    let material = ClientMaterial::from_dir(&cfg.tls.dir)
-        .context("reading the client certificate (has this node been bootstrapped?)")?;
-    let agent = Agent {
-        cfg: &cfg,
-        observer: Observer::new(&cfg).await?,
-        manager: service::manager(&cfg),
-    };
+    let material = agent::client_material(&cfg)?;
+    let agent = Agent::new(&cfg).await?;
     if !all && cfg.maintenance.defrag_when.is_none() {
         println!("maintenance.defrag_when is \"\": no member is picked; use --all to defragment every member");
         return Ok(());

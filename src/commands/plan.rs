@@ -1,18 +1,21 @@
-//! `etcd-bootstrap plan`: observe and decide like `run`, print the decision and the files it would
-//! write, change nothing.
+//! `etcd-bootstrap plan`: observe and decide like `run` (`agent::plan`), print the decision and
+//! the files it would write, change nothing.
 
+use crate::agent::plan::Plan;
 use crate::config::Config;
-use crate::decide::{self, Action};
+use crate::decide::Action;
 use crate::error::Refused;
 use crate::etcd::render;
 use crate::model::cluster::Answer;
-use crate::observe::Observer;
 use anyhow::Result;
 
 pub async fn plan(cfg: Config) -> Result<()> {
-    let observer = Observer::new(&cfg).await?;
-    let observed = observer.observe().await?;
-    let action = decide::decide(&observed.obs);
+    let Plan {
+        observed,
+        action,
+        quorum_lost,
+        state,
+    } = crate::agent::plan::plan(&cfg).await?;
     println!("peers:    {}", observed.discovered.describe());
     println!("stable:   {}", observed.obs.stable);
     println!(
@@ -64,19 +67,9 @@ pub async fn plan(cfg: Config) -> Result<()> {
         }
     }
     println!("decision: {}", crate::agent::describe(&action));
-    if action == Action::Restart {
-        // A member with data: when its cluster has no quorum, say so and what to run.
-        if let Ok(material) = crate::tls::ClientMaterial::from_dir(&cfg.tls.dir) {
-            if let Some(q) = crate::agent::recover::quorum_report(&cfg, &material).await {
-                println!("QUORUM LOST: {q}");
-            }
-        }
+    if let Some(q) = quorum_lost {
+        println!("QUORUM LOST: {q}");
     }
-    let state = match &action {
-        Action::Restart => Some(render::ClusterState::FromDisk),
-        Action::BootstrapNew(ic) => Some(render::ClusterState::New(ic.clone())),
-        _ => None,
-    };
     if let Some(state) = state {
         for f in &observed.tls.files {
             match &f.change {

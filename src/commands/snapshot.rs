@@ -1,10 +1,9 @@
 //! `etcd-bootstrap snapshot save|list|verify`.
 
-use crate::backup::{self, catalog, snapshotter, store};
+use crate::backup::{self, catalog, store};
 use crate::config::Config;
 use crate::error::ConfigError;
-use crate::tls::ClientMaterial;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 fn open(cfg: &Config) -> Result<(store::Store, &crate::config::backup::BackupConfig)> {
     let b = cfg.backup.as_ref().ok_or_else(|| {
@@ -20,22 +19,7 @@ fn open(cfg: &Config) -> Result<(store::Store, &crate::config::backup::BackupCon
 /// Take one now, through the local member (or `endpoint`); prints the id.
 pub async fn save(cfg: &Config, endpoint: Option<String>) -> Result<()> {
     let (store, b) = open(cfg)?;
-    let material = ClientMaterial::from_dir(&cfg.tls.dir)
-        .context("reading the client certificate (has this node been bootstrapped?)")?;
-    let endpoint = endpoint.unwrap_or_else(|| crate::agent::local_endpoint(cfg));
-    let taken_by = crate::agent::env_value(cfg, "ETCD_NAME")
-        .or_else(crate::observe::hostname)
-        .unwrap_or_default();
-    let m = snapshotter::take(
-        &store,
-        &b.age_recipients,
-        &snapshotter::Source {
-            endpoint: &endpoint,
-            material: &material,
-            taken_by: &taken_by,
-        },
-    )
-    .await?;
+    let m = crate::agent::snapshots::take_now(cfg, &store, &b.age_recipients, endpoint).await?;
     eprintln!(
         "stored {} in {} (revision {}, {} bytes{})",
         m.object,
@@ -72,22 +56,15 @@ pub async fn list(cfg: &Config, json: bool) -> Result<()> {
 pub async fn verify(cfg: &Config, which: &str, json: bool) -> Result<()> {
     let (store, b) = open(cfg)?;
     let entry = catalog::find(&store, which).await?;
-    let scratch = std::env::temp_dir().join(format!(
-        "etcd-bootstrap-verify-{}-{}",
-        std::process::id(),
-        entry.manifest.id
-    ));
-    crate::util::fs::ensure_dir(&scratch, 0o700)?;
-    let result = backup::verify::verify(
+    let scratch = backup::verify::temp_scratch("etcd-bootstrap-verify", &entry.manifest.id)?;
+    let report = backup::verify::verify_then_remove(
         &store,
         &entry,
         b.age_identity_file.as_deref(),
         &cfg.etcd.binary,
         &scratch,
     )
-    .await;
-    let _ = std::fs::remove_dir_all(&scratch);
-    let report = result?;
+    .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

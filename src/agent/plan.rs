@@ -1,0 +1,44 @@
+//! What `plan` shows, gathered the way `run` gathers it but changing nothing: the observation
+//! (discovery, the peers' answers, their agents, the disk, the certificates it would issue), the
+//! decision, the quorum-loss report when this member would restart from data whose cluster has
+//! no quorum, and what etcd would be started with. The command prints it.
+
+use crate::config::Config;
+use crate::decide::recover::QuorumLoss;
+use crate::decide::{self, Action};
+use crate::etcd::render::ClusterState;
+use crate::observe::{Observed, Observer};
+use anyhow::Result;
+
+pub struct Plan {
+    pub observed: Observed,
+    pub action: Action,
+    /// `Restart` only: the cluster of this member's data has no quorum (what to run).
+    pub quorum_lost: Option<QuorumLoss>,
+    /// What etcd would be started with; `None` when the decision starts nothing.
+    pub state: Option<ClusterState>,
+}
+
+pub async fn plan(cfg: &Config) -> Result<Plan> {
+    let observer = Observer::new(cfg).await?;
+    let observed = observer.observe().await?;
+    let action = decide::decide(&observed.obs);
+    let mut quorum_lost = None;
+    if action == Action::Restart {
+        // A member with data: when its cluster has no quorum, say so and what to run.
+        if let Ok(material) = crate::tls::ClientMaterial::from_dir(&cfg.tls.dir) {
+            quorum_lost = super::recover::quorum_report(cfg, &material).await;
+        }
+    }
+    let state = match &action {
+        Action::Restart => Some(ClusterState::FromDisk),
+        Action::BootstrapNew(ic) => Some(ClusterState::New(ic.clone())),
+        _ => None,
+    };
+    Ok(Plan {
+        observed,
+        action,
+        quorum_lost,
+        state,
+    })
+}

@@ -1,0 +1,105 @@
+//! The agent from its start to its stop (`etcd-bootstrap run`): what must be there first (etcd
+//! installed, not a node that left), the metrics endpoint, the agent's own endpoint, a
+//! fleet-wide restore that names this node before etcd is started from its data, converging to a
+//! healthy voter, then (unless `once`) the heal loop until a signal.
+
+use super::heal::Shutdown;
+use super::Agent;
+use crate::config::Config;
+use crate::datadir;
+use crate::error::{ConfigError, Refused};
+use crate::observe::Observer;
+use crate::service;
+use anyhow::Result;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Bring the local member up and keep it healthy; with `once`, return as soon as it is a healthy
+/// voter.
+pub async fn run(cfg: &Config, once: bool) -> Result<()> {
+    match crate::install::ensure(cfg).await? {
+        crate::install::Outcome::NotConfigured => {}
+        crate::install::Outcome::AlreadyInstalled(why) => {
+            tracing::debug!(%why, "etcd already installed")
+        }
+        crate::install::Outcome::Installed(files) => tracing::info!(
+            files = %files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "),
+            "installed etcd"
+        ),
+    }
+    // With an image, etcd is in the image; etcd.binary (and the snapshot tools beside it) on the
+    // host are needed only to verify and restore snapshots, which say so themselves.
+    if !cfg.etcd.service_manager.runs_image() && !cfg.etcd.binary.is_file() {
+        return Err(ConfigError::new(
+            "etcd.binary",
+            "",
+            format!(
+                "{} does not exist; install etcd or point etcd.binary at it",
+                cfg.etcd.binary.display()
+            ),
+        )
+        .into());
+    }
+    let marker = datadir::left_marker(&cfg.member.data_dir);
+    if marker.exists() {
+        return Err(Refused(format!(
+            "this node left the cluster (`etcd-bootstrap leave`); delete {} to let it join again",
+            marker.display()
+        ))
+        .into());
+    }
+    // Before anything that can take long: the member's state is visible while it comes up.
+    super::metrics::server::start(cfg).await?;
+    if let Some(b) = &cfg.backup {
+        if b.age_recipients.is_empty() {
+            tracing::warn!(store = %b.url, "backup.age_recipients is empty: snapshots are stored unencrypted and hold every key in the clear (Kubernetes Secrets included); set age recipients");
+        }
+    }
+    let mut shutdown = Shutdown::new()?;
+    let endpoint = Arc::new(super::endpoint::Endpoint::new(super::reporter(cfg)));
+    let agent = Agent {
+        cfg,
+        observer: Observer::new(cfg).await?.with_endpoint(endpoint),
+        manager: service::manager(cfg),
+    };
+    let started = Instant::now();
+    // Before etcd is started from its data: a fleet-wide restore that names this node (it was
+    // down when it was asked for, or this agent was killed in the middle of one) comes first,
+    // or etcd would come back with data the rest of the cluster no longer runs.
+    if let Some(b) = &cfg.backup {
+        let store = crate::backup::store::open(b, &cfg.cluster.name)?;
+        match agent.follow_restore_request(&store).await {
+            Ok(_) => {}
+            Err(e) if super::restore::under_way(&cfg.member.data_dir)? => {
+                return Err(e.context("a fleet-wide restore of this member is under way and could not be finished; etcd is not started from anything else (run again: it resumes)"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not check the store for a fleet-wide restore request; going on, the heal loop checks again");
+            }
+        }
+    }
+
+    let material = tokio::select! {
+        r = agent.converge() => match r {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = agent.manager.stop().await;
+                return Err(e);
+            }
+        },
+        _ = shutdown.wait() => {
+            tracing::info!("signal received; stopping");
+            agent.manager.stop().await?;
+            return Ok(());
+        }
+    };
+    tracing::info!(elapsed = ?started.elapsed(), "local member is a healthy voter");
+    super::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("etcd member healthy"),
+    ]);
+    if once {
+        return Ok(());
+    }
+    agent.heal_loop(material, &mut shutdown).await
+}
