@@ -178,8 +178,14 @@ in_root sh -ec '
 '
 cat >"$ROOT/usr/local/sbin/ebvm-etcd-image" <<'IMG'
 #!/bin/sh
-# Test aid (tests/vm): import the local etcd image once.
+# Test aid (tests/vm): import the local etcd image once, on the VMs whose config runs an
+# image (the import takes a minute or more of an emulated CPU).
 set -e
+c=/etc/etcd-bootstrap/config.toml
+n=0
+# cloud-init or Ignition writes the config early in the boot; bounded wait.
+while [ ! -f "$c" ] && [ "$n" -lt 300 ]; do sleep 2; n=$((n + 1)); done
+grep -Eq '^service_manager = "(container|static-pod)"' "$c" 2>/dev/null || exit 0
 podman image exists localhost/etcd:3.4.23 && exit 0
 podman import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \

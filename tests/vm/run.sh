@@ -529,8 +529,18 @@ if ((HEAL_OK)); then
     downs=$(grep -ac 'EBVM-KUBELET etcd3 pod down' "$(latest_console 3)" || true)
     log "removing etcd3 (member $old_id, a static pod) from the cluster through etcd1"
     t=$(date +%s)
-    if [[ -n $old_id ]] && ctl 1 member remove "$old_id" >/dev/null &&
-        wait_healthy "$HEAL_WAIT_S" "removed static-pod member" 1 2 3; then
+    # etcd refuses a removal while the members left would not all have been connected for a
+    # few seconds (etcd2 has just been promoted): retry, bounded.
+    removed=0
+    for _ in $(seq 1 20); do
+        if [[ -n $old_id ]] && out=$(ctl 1 member remove "$old_id" 2>&1); then
+            removed=1
+            break
+        fi
+        sleep 3
+    done
+    ((removed)) || log "etcdctl member remove $old_id: ${out:-no member etcd3}"
+    if ((removed)) && wait_healthy "$HEAL_WAIT_S" "removed static-pod member" 1 2 3; then
         new_id=$(members 1 | awk '$1 == "etcd3" { print $4 }')
         got=$(ctl 3 get --print-value-only /vmtest/key1 2>/dev/null)
         downs_now=$(grep -ac 'EBVM-KUBELET etcd3 pod down' "$(latest_console 3)" || true)
