@@ -4,10 +4,10 @@
 use super::metrics::{self, HealAction, MemberState};
 use super::{env_value, local_endpoint, notify, Agent};
 use crate::backup::verify::FetchError;
-use crate::datadir::{self, Record, RecordedMember};
 use crate::decide::{self, removed::Verdict, Action};
 use crate::error::{ConfigError, Refused};
 use crate::etcd::client::{self, Whoami};
+use crate::etcd::datadir::{self, Record, RecordedMember};
 use crate::etcd::membership;
 use crate::etcd::render::{self, ClusterState, LocalMember};
 use crate::failpoint;
@@ -103,7 +103,7 @@ impl Agent<'_> {
     async fn bring_up(&self) -> Result<(ClientMaterial, Vec<String>)> {
         let cfg = self.cfg;
         let manager = self.manager.as_ref();
-        let local = crate::observe::local_state(&cfg.member.data_dir);
+        let local = crate::agent::observe::local_state(&cfg.member.data_dir);
         let tls_paths = crate::tls::TlsPaths::new(&cfg.tls.dir);
         // The restart path: data and certificates are there; nothing to discover or ask. etcd's
         // environment is rendered again from the current config (so that a changed

@@ -9,12 +9,12 @@
 use super::endpoint::{self, Timing};
 use super::local_endpoint;
 use crate::config::{Config, TlsMode};
-use crate::datadir::{self, Record};
 use crate::decide::doctor::{self as d, Observed};
 use crate::decide::recover::AgentSeen;
 use crate::decide::AgentReport;
 use crate::discovery;
 use crate::etcd::client;
+use crate::etcd::datadir::{self, Record};
 use crate::model::cluster::{Answer, ClusterView, MemberView};
 use crate::model::peer::Peer;
 use crate::model::url::EtcdUrl;

@@ -7,9 +7,9 @@
 use super::metrics::{self, HealAction};
 use super::restore::Followed;
 use super::{local_endpoint, notify, Agent};
-use crate::datadir;
 use crate::decide::dead_member;
 use crate::decide::removed::Verdict;
+use crate::etcd::datadir;
 use crate::etcd::{client, membership};
 use crate::failpoint;
 use crate::tls::ClientMaterial;

@@ -4,8 +4,8 @@
 //! keeps `run` from joining again.
 
 use crate::config::Config;
-use crate::datadir;
 use crate::error::Refused;
+use crate::etcd::datadir;
 use crate::etcd::{client, membership};
 use crate::service;
 use anyhow::{Context, Result};

@@ -406,7 +406,7 @@ impl Agent<'_> {
         .await?
         .id();
         let holder = crate::agent::env_value(cfg, "ETCD_NAME")
-            .or_else(crate::observe::hostname)
+            .or_else(crate::agent::observe::hostname)
             .unwrap_or_default();
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])

@@ -13,6 +13,7 @@ pub mod heal;
 pub mod leave;
 pub mod maintenance;
 pub mod metrics;
+pub mod observe;
 pub mod plan;
 pub mod recover;
 pub mod renew;
@@ -22,11 +23,11 @@ pub mod run;
 pub mod snapshots;
 pub mod status;
 
+use crate::agent::observe::Observer;
 use crate::config::Config;
-use crate::datadir::Record;
 use crate::decide::{Action, AgentReport};
+use crate::etcd::datadir::Record;
 use crate::etcd::render;
-use crate::observe::Observer;
 use crate::service::ServiceManager;
 use crate::tls::ClientMaterial;
 use anyhow::Context;
@@ -74,7 +75,7 @@ pub fn env_value(cfg: &Config, var: &str) -> Option<String> {
 /// host name; empty when neither is known. Who took a snapshot, who asked for a restore.
 pub fn node_name(cfg: &Config) -> String {
     env_value(cfg, "ETCD_NAME")
-        .or_else(crate::observe::hostname)
+        .or_else(crate::agent::observe::hostname)
         .unwrap_or_default()
 }
 

@@ -3,11 +3,11 @@
 //! decision, the quorum-loss report when this member would restart from data whose cluster has
 //! no quorum, and what etcd would be started with. The command prints it.
 
+use crate::agent::observe::{Observed, Observer};
 use crate::config::Config;
 use crate::decide::recover::QuorumLoss;
 use crate::decide::{self, Action};
 use crate::etcd::render::ClusterState;
-use crate::observe::{Observed, Observer};
 use anyhow::Result;
 
 pub struct Plan {

@@ -9,9 +9,9 @@
 
 use super::{local_endpoint, Agent};
 use crate::config::Config;
-use crate::datadir::Record;
 use crate::decide::recover::{self, AgentSeen, MemberSeen, QuorumLoss, Verdict};
 use crate::error::Refused;
+use crate::etcd::datadir::Record;
 use crate::etcd::{client, membership, render};
 use crate::model::cluster::Answer;
 use crate::tls::ClientMaterial;
@@ -118,7 +118,7 @@ pub async fn agent_runs(cfg: &Config) -> bool {
 /// Leave the request for the running agent (`request_path`).
 pub fn ask_agent(cfg: &Config) -> Result<()> {
     let request = Request {
-        requested: crate::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
+        requested: crate::etcd::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
         state: "requested".into(),
     };
     crate::util::fs::write_atomic(
@@ -203,7 +203,7 @@ async fn members_seen(
             ))
         })
         .collect();
-    let agents = crate::observe::ask_agents(to_ask, &peer).await;
+    let agents = crate::agent::observe::ask_agents(to_ask, &peer).await;
     let members = record
             .members
             .iter()
@@ -273,7 +273,7 @@ impl Agent<'_> {
     /// alone once with `--force-new-cluster`, then (`start_after`) as always.
     pub async fn recover_alone(&self, material: &ClientMaterial, start_after: bool) -> Result<()> {
         let cfg = self.cfg;
-        if !crate::observe::local_state(&cfg.member.data_dir).has_wal {
+        if !crate::agent::observe::local_state(&cfg.member.data_dir).has_wal {
             return Err(Refused(format!(
                 "{} holds no etcd data: recover runs on the member that survived",
                 cfg.member.data_dir.display()

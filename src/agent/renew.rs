@@ -68,7 +68,7 @@ impl Agent<'_> {
             &me.name,
             me.ip,
             dns_name.as_deref(),
-            crate::observe::hostname().as_deref(),
+            crate::agent::observe::hostname().as_deref(),
         ))
     }
 }

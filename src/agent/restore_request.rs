@@ -9,9 +9,9 @@ use crate::backup::manifest::Manifest;
 use crate::backup::store::Store;
 use crate::backup::{catalog, request, verify};
 use crate::config::Config;
-use crate::datadir::Record;
 use crate::decide::restore::{may_request, FleetRequest, RequestMember, RequestState};
 use crate::error::Refused;
+use crate::etcd::datadir::Record;
 use crate::etcd::{client, membership};
 use crate::model::cluster::Answer;
 use crate::tls::ClientMaterial;
@@ -104,12 +104,12 @@ pub async fn prepare(
     let from_cluster = from_cluster.ok_or_else(|| {
         Refused(format!(
             "the local etcd does not answer and {} does not say which cluster this node belongs to: run restore on another member",
-            crate::datadir::record_path(&cfg.member.data_dir).display()
+            crate::etcd::datadir::record_path(&cfg.member.data_dir).display()
         ))
     })?;
     let id = format!(
         "{}-{}",
-        crate::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
+        crate::etcd::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
         &crate::util::hex::random_hex()[..6]
     );
     let by = super::node_name(cfg);
@@ -269,7 +269,7 @@ async fn members(
     {
         return Err(Refused(format!(
             "the local etcd does not answer, and the membership in {} lacks member names (written by an older version or before the members started): run restore on another member, or once etcd answers",
-            crate::datadir::record_path(&cfg.member.data_dir).display()
+            crate::etcd::datadir::record_path(&cfg.member.data_dir).display()
         ))
         .into());
     }

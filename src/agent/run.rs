@@ -5,10 +5,10 @@
 
 use super::heal::Shutdown;
 use super::Agent;
+use crate::agent::observe::Observer;
 use crate::config::Config;
-use crate::datadir;
 use crate::error::{ConfigError, Refused};
-use crate::observe::Observer;
+use crate::etcd::datadir;
 use crate::service;
 use anyhow::Result;
 use std::sync::Arc;
@@ -17,12 +17,12 @@ use std::time::Instant;
 /// Bring the local member up and keep it healthy; with `once`, return as soon as it is a healthy
 /// voter.
 pub async fn run(cfg: &Config, once: bool) -> Result<()> {
-    match crate::install::ensure(cfg).await? {
-        crate::install::Outcome::NotConfigured => {}
-        crate::install::Outcome::AlreadyInstalled(why) => {
+    match crate::etcd::install::ensure(cfg).await? {
+        crate::etcd::install::Outcome::NotConfigured => {}
+        crate::etcd::install::Outcome::AlreadyInstalled(why) => {
             tracing::debug!(%why, "etcd already installed")
         }
-        crate::install::Outcome::Installed(files) => tracing::info!(
+        crate::etcd::install::Outcome::Installed(files) => tracing::info!(
             files = %files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "),
             "installed etcd"
         ),

@@ -134,14 +134,14 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
         leader: format!("{leader:x}"),
         members: members.into_iter().map(|(_, s)| s).collect(),
         certificates,
-        paused_by: Some(crate::datadir::pause_marker(&cfg.member.data_dir))
+        paused_by: Some(crate::etcd::datadir::pause_marker(&cfg.member.data_dir))
             .filter(|p| p.exists())
             .map(|p| p.display().to_string()),
         last_snapshot: last_snapshot(cfg).await,
         quorum_lost: super::recover::quorum_report(cfg, &material)
             .await
             .map(|q| q.to_string()),
-        restoring: crate::datadir::Record::load(&cfg.member.data_dir)
+        restoring: crate::etcd::datadir::Record::load(&cfg.member.data_dir)
             .ok()
             .flatten()
             .and_then(|r| r.restore)

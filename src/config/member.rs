@@ -97,7 +97,7 @@ fn check_data_dir(v: &Validator<'_>, dir: &Path) -> Result<(), ConfigError> {
         }
         _ => {}
     }
-    let foreign = crate::datadir::foreign_entries(dir)
+    let foreign = crate::etcd::datadir::foreign_entries(dir)
         .map_err(|e| v.err(key, format!("cannot list {}: {e}", dir.display())))?;
     if !foreign.is_empty() {
         let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();

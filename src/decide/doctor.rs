@@ -6,8 +6,8 @@
 //! `cert-expiry`, `cert-names`, `nospace`, `fragmentation`, `discovery`, `clock`, `snapshot`.
 
 use crate::backup::catalog::age_text;
-use crate::datadir::utc_stamp;
 use crate::decide::recover::{self, AgentSeen};
+use crate::etcd::datadir::utc_stamp;
 use crate::tls::CertFacts;
 use serde::Serialize;
 use std::net::IpAddr;

@@ -1,6 +1,8 @@
-//! Talking to etcd and rendering its configuration.
+//! The etcd program: talking to it, its configuration, its data dir (and what lives beside it), and installing a release.
 
 pub mod client;
+pub mod datadir;
+pub mod install;
 pub mod maintenance;
 pub mod membership;
 pub mod render;

@@ -136,10 +136,7 @@ fn open_exclusive(path: &Path, mode: u32) -> std::io::Result<fs::File> {
 
 /// `.<file_name>.tmp-<32 hex digits from the system RNG>`.
 fn temp_name(file_name: &str) -> String {
-    let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("the system RNG works");
-    format!(".{file_name}.tmp-{}", crate::util::hex::hex(&b))
+    format!(".{file_name}.tmp-{}", crate::util::hex::random_hex())
 }
 
 /// Create `dir` (and parents) if missing; a newly created leaf gets `mode`.

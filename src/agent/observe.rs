@@ -3,11 +3,11 @@
 
 use crate::agent::endpoint::{self, Endpoint};
 use crate::config::Config;
-use crate::datadir::Record;
 use crate::decide::{AgentAnswer, Observations, Snapshots};
 use crate::discovery::{self, Discovered, Source};
 use crate::error::Refused;
 use crate::etcd::client;
+use crate::etcd::datadir::Record;
 use crate::etcd::render::LocalMember;
 use crate::model::cluster::Answer;
 use crate::model::local::LocalState;
