@@ -405,9 +405,7 @@ impl Agent<'_> {
         )
         .await?
         .id();
-        let holder = crate::agent::env_value(cfg, "ETCD_NAME")
-            .or_else(crate::agent::observe::hostname)
-            .unwrap_or_default();
+        let holder = crate::agent::node_name(cfg);
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
