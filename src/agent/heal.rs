@@ -234,7 +234,13 @@ impl Agent<'_> {
                         notify(&[sd_notify::NotifyState::Status(&format!(
                             "healing: {reason}"
                         ))]);
-                        self.manager.stop().await?;
+                        // The data is moved only once etcd is known to be gone. A stop that
+                        // cannot tell (kubelet slow to take a static pod down) is tried again
+                        // at the next tick, with the removal asked again; the agent stays up.
+                        if let Err(e) = self.manager.stop().await {
+                            tracing::error!(error = %format!("{e:#}"), "stopping etcd failed, so its data stays where it is; trying again after heal.interval");
+                            continue;
+                        }
                         failpoint::hit("heal:after-stop");
                         datadir::move_aside(data_dir, &reason, last_index)?;
                         metrics::heal_action(HealAction::MoveAside);

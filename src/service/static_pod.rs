@@ -20,7 +20,11 @@ use std::time::{Duration, Instant};
 
 /// kubelet stops a pod within its grace period (30 s by default) after it notices the manifest
 /// is gone (its file source looks every 20 s, and at once on inotify).
-const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+const STOP_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long etcd must have been gone, without a break, before a stop counts as done: a pod that
+/// kubelet has not yet seen removed restarts a crash-looping etcd (a removed member exits at
+/// once, and is started again), and kubelet's file source may take its 20 s period to see it.
+const STOP_QUIET: Duration = Duration::from_secs(25);
 const RESTART_ANNOTATION: &str = "etcd-bootstrap.io/restart";
 
 pub struct StaticPod {
@@ -34,6 +38,10 @@ pub struct StaticPod {
     last_spec: Mutex<Option<EtcdSpec>>,
     /// The client and metrics ports, which etcd serves on 127.0.0.1.
     ports: [u16; 2],
+    /// etcd's `--data-dir=` argument: a process that has it is this member's etcd.
+    data_dir_arg: String,
+    /// See `STOP_QUIET`.
+    quiet: Duration,
 }
 
 impl StaticPod {
@@ -50,7 +58,23 @@ impl StaticPod {
             written: Mutex::new(false),
             last_spec: Mutex::new(None),
             ports: [cfg.member.client_port, cfg.member.metrics_port],
+            data_dir_arg: data_dir_arg(&cfg.member.data_dir),
+            quiet: STOP_QUIET,
         }
+    }
+
+    /// What shows that this member's etcd runs: a process with its `--data-dir=` (also in a
+    /// container: the host sees every process), or a listener on its loopback ports.
+    async fn running(&self) -> Option<String> {
+        if let Some(pid) = process_with_arg(&self.data_dir_arg) {
+            return Some(format!("process {pid} runs with {}", self.data_dir_arg));
+        }
+        for port in self.ports {
+            if listening(port).await {
+                return Some(format!("something listens on 127.0.0.1:{port}"));
+            }
+        }
+        None
     }
 
     fn manifest(&self, spec: &EtcdSpec) -> Result<String, ConfigError> {
@@ -164,17 +188,34 @@ pub fn manifest_text(
     Ok(out)
 }
 
-/// Whether anything listens on one of etcd's ports on loopback.
-async fn listening(ports: &[u16]) -> bool {
-    for port in ports {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
-        {
-            return true;
+fn data_dir_arg(data_dir: &std::path::Path) -> String {
+    format!("--data-dir={}", data_dir.display())
+}
+
+/// Whether anything listens on `port` on loopback.
+async fn listening(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// The first process (other than this one) with `arg` among its arguments.
+fn process_with_arg(arg: &str) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        if pid == me {
+            return None;
         }
-    }
-    false
+        // A process that ended meanwhile, or one this agent may not read: not etcd's.
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == arg.as_bytes())
+            .then_some(pid)
+    })
 }
 
 impl ServiceManager for StaticPod {
@@ -248,19 +289,36 @@ impl ServiceManager for StaticPod {
                         .with_context(|| format!("removing {}", self.manifest_path.display()))
                 }
             }
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while listening(&self.ports).await {
-                if Instant::now() > deadline {
-                    bail!(
-                        "etcd still listens on 127.0.0.1 ({:?}) {} s after {} was removed; is kubelet running? Stop the pod by hand, then run etcd-bootstrap again",
-                        self.ports,
-                        STOP_TIMEOUT.as_secs(),
-                        self.manifest_path.display()
-                    );
+            // Done once etcd has been gone for `quiet` without a break: a gap between two
+            // runs of a crash-looping etcd is not a stop.
+            let started = Instant::now();
+            let mut gone_since: Option<Instant> = None;
+            let mut logged = false;
+            loop {
+                match self.running().await {
+                    None => {
+                        let since = *gone_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.quiet {
+                            return Ok(());
+                        }
+                    }
+                    Some(seen) => {
+                        gone_since = None;
+                        if started.elapsed() > STOP_TIMEOUT {
+                            bail!(
+                                "etcd still runs {} s after {} was removed ({seen}); is kubelet running? Stop the pod by hand, then run etcd-bootstrap again",
+                                STOP_TIMEOUT.as_secs(),
+                                self.manifest_path.display()
+                            );
+                        }
+                        if !logged && started.elapsed() > Duration::from_secs(30) {
+                            tracing::info!(%seen, "waiting for kubelet to stop etcd");
+                            logged = true;
+                        }
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Ok(())
         })
     }
 
@@ -277,6 +335,22 @@ impl ServiceManager for StaticPod {
 mod tests {
     use super::*;
 
+    fn pod_for_test(dir: &std::path::Path, port: u16, quiet: Duration) -> StaticPod {
+        let manifest = dir.join("etcd.yaml");
+        std::fs::write(&manifest, "kind: Pod\n").unwrap();
+        StaticPod {
+            manifest_path: manifest,
+            env_path: dir.join("etcd.env"),
+            image: "etcd:3.5.30".into(),
+            restart_mark: Mutex::new("0".into()),
+            written: Mutex::new(false),
+            last_spec: Mutex::new(None),
+            ports: [port, port],
+            data_dir_arg: data_dir_arg(&dir.join("data")),
+            quiet,
+        }
+    }
+
     /// Stop returns only once nothing listens on etcd's ports any more: the data dir is moved
     /// aside right after a stop, and must not be moved under a running etcd.
     #[tokio::test]
@@ -284,17 +358,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let manifest = dir.path().join("etcd.yaml");
-        std::fs::write(&manifest, "kind: Pod\n").unwrap();
-        let pod = StaticPod {
-            manifest_path: manifest.clone(),
-            env_path: dir.path().join("etcd.env"),
-            image: "etcd:3.5.30".into(),
-            restart_mark: Mutex::new("0".into()),
-            written: Mutex::new(false),
-            last_spec: Mutex::new(None),
-            ports: [port, port],
-        };
+        let quiet = Duration::from_millis(800);
+        let pod = pod_for_test(dir.path(), port, quiet);
         let gone_after = Duration::from_millis(1500);
         let t0 = Instant::now();
         let kubelet = std::thread::spawn(move || {
@@ -303,11 +368,66 @@ mod tests {
         });
         pod.stop().await.unwrap();
         assert!(
-            t0.elapsed() >= gone_after,
+            t0.elapsed() >= gone_after + quiet,
             "returned after {:?}",
             t0.elapsed()
         );
-        assert!(!manifest.exists());
+        assert!(!pod.manifest_path.exists());
         kubelet.join().unwrap();
+    }
+
+    /// A crash-looping etcd (a removed member exits at once and is started again until kubelet
+    /// takes the pod down) is not stopped in a gap between two of its runs.
+    #[tokio::test]
+    async fn stop_is_not_fooled_by_a_crash_loop() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let quiet = Duration::from_millis(1500);
+        let pod = pod_for_test(dir.path(), port, quiet);
+        // Up 1 s, down 0.7 s, up again 1 s (the restart), then gone for good.
+        let t0 = Instant::now();
+        let kubelet = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1000));
+            drop(listener);
+            std::thread::sleep(Duration::from_millis(700));
+            let again = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            std::thread::sleep(Duration::from_millis(1000));
+            drop(again);
+        });
+        pod.stop().await.unwrap();
+        let last_up = Duration::from_millis(2700);
+        assert!(
+            t0.elapsed() >= last_up + quiet,
+            "returned after {:?}, in the crash loop's gap",
+            t0.elapsed()
+        );
+        kubelet.join().unwrap();
+    }
+
+    /// An etcd that does not listen (yet) but runs on this data dir is still running.
+    #[tokio::test]
+    async fn stop_waits_for_a_process_on_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let free_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let quiet = Duration::from_millis(500);
+        let pod = pod_for_test(dir.path(), free_port, quiet);
+        // A real process with etcd's argument (sh takes it as $0 and ignores it).
+        let mut etcd = std::process::Command::new("sh")
+            .args(["-c", "sleep 2; true", &pod.data_dir_arg])
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        pod.stop().await.unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(1500) + quiet,
+            "returned after {:?} while {} ran",
+            t0.elapsed(),
+            pod.data_dir_arg
+        );
+        etcd.wait().unwrap();
     }
 }
