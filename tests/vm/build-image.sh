@@ -223,9 +223,14 @@ while :; do
     if [ -f "$m" ]; then cur=$(sha256sum <"$m" | cut -d' ' -f1); else cur=absent; fi
     if [ "$cur" != "$last" ]; then
         if [ -f "$s/played.yaml" ]; then
-            podman kube down "$s/played.yaml" >/dev/null 2>&1 || true
-            rm -f "$s/played.yaml"
+            # As kubelet does, keep trying until the pod is gone.
+            if ! podman kube down "$s/played.yaml" >"$s/down.log" 2>&1; then
+                echo "EBVM-KUBELET $(hostname) pod down failed (trying again): $(tail -n 3 "$s/down.log" | tr '\n' ' ')" >/dev/ttyS0
+                sleep 2
+                continue
+            fi
             echo "EBVM-KUBELET $(hostname) pod down" >/dev/ttyS0
+            rm -f "$s/played.yaml"
         fi
         if [ "$cur" = absent ]; then
             last=absent
@@ -253,6 +258,15 @@ ExecStart=/usr/local/sbin/ebvm-kubelet
 WantedBy=multi-user.target
 UNIT
 in_root systemctl enable ebvm-kubelet.service >/dev/null 2>&1
+
+# The agent's log on the serial console too (the test keeps the consoles and prints the end of
+# a failing VM's), prefixed so that it can be told from the rest.
+mkdir -p "$ROOT/etc/systemd/system/etcd-bootstrap.service.d"
+cat >"$ROOT/etc/systemd/system/etcd-bootstrap.service.d/50-ebvm-console.conf" <<'UNIT'
+[Service]
+StandardOutput=journal+console
+StandardError=journal+console
+UNIT
 
 rm -f "$ROOT/usr/sbin/policy-rc.d"
 in_root apt-get clean

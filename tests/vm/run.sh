@@ -387,6 +387,17 @@ console_state() { # I -> last "etcd=... agent=..." the VM printed on its console
     [[ -n $f ]] || return 0
     tr -d '\r' <"$f" | grep -a 'EBVM-STATUS' | tail -n1 | sed 's/.*EBVM-STATUS [^ ]* //'
 }
+# The end of what the agent (its log is on the console too) and the kubelet stand-in said on
+# VM I's console: printed when a phase fails, since CI keeps only this script's output.
+console_tail() { # I [N]
+    local f
+    f=$(latest_console "$1")
+    [[ -n $f ]] || return 0
+    printf 'vm: the last agent and kubelet lines on etcd%s'"'"'s console (%s):\n' "$1" "$f"
+    # The agent's lines come as "[  510.85] etcd-bootstrap[810]: <time> INFO ...".
+    tr -d '\r' <"$f" | grep -aE 'etcd-bootstrap\[[0-9]+\]: |EBVM-KUBELET' | sed 's/^\[ *[0-9.]*\] //' |
+        tail -n "${2:-40}" | cut -c1-400 | sed 's/^/    /' || true
+}
 # Members as "name started|unstarted voter|learner id" lines, via etcdI.
 members() { # I
     ctl "$1" member list -w json 2>/dev/null | python3 -c '
@@ -458,6 +469,9 @@ if wait_healthy "$BOOT_WAIT_S" "cluster" 1 2 3; then
 else
     TIMING[cluster]="failed after $(($(date +%s) - t)) s"
     fail "3 VMs from cloud-init did not form a healthy cluster within $BOOT_WAIT_S s"
+    console_tail 1
+    console_tail 2
+    console_tail 3
 fi
 
 # ---------------------------------------------------------------------------
@@ -510,10 +524,12 @@ if ((KEYS_OK)); then
             HEAL_OK=1
         else
             fail "replaced disk: member id $old_id -> ${new_id:-none}, keys via etcd2: '${got//$'\n'/,}', console: $(console_state 2)"
+            console_tail 2
         fi
     else
         TIMING[heal]="failed after $(($(date +%s) - t)) s"
         fail "replaced disk: etcd2 not a healthy voter again within $HEAL_WAIT_S s"
+        console_tail 2
     fi
 else
     fail "replaced disk (skipped: no cluster with keys)"
@@ -550,10 +566,12 @@ if ((HEAL_OK)); then
             POD_HEAL_OK=1
         else
             fail "removed member in a pod: member id $old_id -> ${new_id:-none}, key via etcd3: '$got', console: $(console_state 3)"
+            console_tail 3
         fi
     else
         TIMING[pod-heal]="failed after $(($(date +%s) - t)) s"
         fail "removed member in a pod: etcd3 not a healthy voter again within $HEAL_WAIT_S s"
+        console_tail 3
     fi
 else
     fail "removed member in a pod (skipped: earlier phase failed)"
@@ -588,6 +606,7 @@ if ((POD_HEAL_OK)); then
         else
             TIMING[join]="failed after $(($(date +%s) - t)) s"
             fail "Ignition VM: etcd4 not a healthy voter with the keys within $JOIN_WAIT_S s"
+            console_tail 4
         fi
     else
         tail -n 20 "$LOGS/ignition.log" >&2
