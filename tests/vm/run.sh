@@ -37,6 +37,7 @@ MEM_MB=${EBVM_MEM_MB:-768}
 BOOT_WAIT_S=${EBVM_BOOT_WAIT_S:-900}  # 3 VMs, start to healthy cluster
 HEAL_WAIT_S=${EBVM_HEAL_WAIT_S:-600}  # replaced disk, boot to healthy voter
 JOIN_WAIT_S=${EBVM_JOIN_WAIT_S:-600}  # Ignition VM, boot to healthy voter
+SETTLE_S=30                           # healthy this long in a row counts as healthy
 KEEP_LOGS=0
 [[ ${1:-} == --keep-logs ]] && KEEP_LOGS=1
 
@@ -421,15 +422,24 @@ runs_as() { # I...
     local i
     for i in "$@"; do [[ $(console_state "$i") == *" via=${VIA[$i]}"* ]] || return 1; done
 }
+# Healthy means healthy for SETTLE_S s in a row: a member that has just joined is restarted
+# once more when the agent takes the bootstrap flags out of its configuration (in a static pod
+# that is a new manifest, which kubelet runs as a new pod), so one healthy look can come just
+# before that restart.
 wait_healthy() { # BOUND_S WHAT I...
-    local bound=$1 what=$2 deadline last=0 now
+    local bound=$1 what=$2 deadline last=0 now since=0
     shift 2
     deadline=$(($(date +%s) + bound))
     while :; do
-        healthy "$@" && return 0
         now=$(date +%s)
+        if healthy "$@"; then
+            ((since)) || since=$now
+            ((now - since >= SETTLE_S)) && return 0
+        else
+            since=0
+        fi
         if ((now >= deadline)); then
-            log "$what: not healthy within $bound s; consoles: $(for i in "$@"; do printf 'etcd%s[%s] ' "$i" "$(console_state "$i")"; done)"
+            log "$what: not healthy for $SETTLE_S s in a row within $bound s; consoles: $(for i in "$@"; do printf 'etcd%s[%s] ' "$i" "$(console_state "$i")"; done)"
             log "member list via etcd$1: $(members "$1" | tr '\n' ';')"
             return 1
         fi
