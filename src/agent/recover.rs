@@ -118,7 +118,7 @@ pub async fn agent_runs(cfg: &Config) -> bool {
 /// Leave the request for the running agent (`request_path`).
 pub fn ask_agent(cfg: &Config) -> Result<()> {
     let request = Request {
-        requested: crate::etcd::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
+        requested: crate::util::time::utc_stamp(time::OffsetDateTime::now_utc()),
         state: "requested".into(),
     };
     crate::util::fs::write_atomic(

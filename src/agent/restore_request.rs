@@ -109,7 +109,7 @@ pub async fn prepare(
     })?;
     let id = format!(
         "{}-{}",
-        crate::etcd::datadir::utc_stamp(time::OffsetDateTime::now_utc()),
+        crate::util::time::utc_stamp(time::OffsetDateTime::now_utc()),
         &crate::util::hex::random_hex()[..6]
     );
     let by = super::node_name(cfg);

@@ -32,7 +32,7 @@ pub struct Manifest {
 
 /// `20261203T082500Z`, sortable as text.
 pub fn stamp(t: time::OffsetDateTime) -> String {
-    crate::etcd::datadir::utc_stamp(t)
+    crate::util::time::utc_stamp(t)
 }
 
 pub fn id(t: time::OffsetDateTime, revision: i64) -> String {

@@ -7,8 +7,8 @@
 
 use crate::backup::catalog::age_text;
 use crate::decide::recover::{self, AgentSeen};
-use crate::etcd::datadir::utc_stamp;
 use crate::tls::CertFacts;
+use crate::util::time::utc_stamp;
 use serde::Serialize;
 use std::net::IpAddr;
 

@@ -168,20 +168,6 @@ pub fn left_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.left", data_dir.display()))
 }
 
-/// `20261203T082500Z`: UTC, sortable as text (moved-aside copies, snapshot ids).
-pub fn utc_stamp(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 #[derive(Serialize, Deserialize)]
 struct MovedNote {
     reason: String,
@@ -204,14 +190,14 @@ pub fn move_aside(
     let mut target = PathBuf::from(format!(
         "{}.removed-{}",
         data_dir.display(),
-        utc_stamp(time::OffsetDateTime::now_utc())
+        crate::util::time::utc_stamp(time::OffsetDateTime::now_utc())
     ));
     let mut n = 1;
     while target.exists() {
         target = PathBuf::from(format!(
             "{}.removed-{}-{n}",
             data_dir.display(),
-            utc_stamp(time::OffsetDateTime::now_utc())
+            crate::util::time::utc_stamp(time::OffsetDateTime::now_utc())
         ));
         n += 1;
     }

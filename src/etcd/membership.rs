@@ -177,9 +177,10 @@ impl WaitReport {
             return;
         }
         for m in down {
-            let since = self.down_since.entry(m.id).or_insert_with(|| {
-                crate::etcd::datadir::utc_stamp(time::OffsetDateTime::now_utc())
-            });
+            let since = self
+                .down_since
+                .entry(m.id)
+                .or_insert_with(|| crate::util::time::utc_stamp(time::OffsetDateTime::now_utc()));
             let what = if m.name.is_empty() {
                 "added but never started"
             } else {
