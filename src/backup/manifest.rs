@@ -30,13 +30,9 @@ pub struct Manifest {
     pub encrypted: bool,
 }
 
-/// `20261203T082500Z`, sortable as text.
-pub fn stamp(t: time::OffsetDateTime) -> String {
-    crate::util::time::utc_stamp(t)
-}
-
+/// `20261203T082500Z-r1204`: the time, sortable as text, and the revision.
 pub fn id(t: time::OffsetDateTime, revision: i64) -> String {
-    format!("{}-r{revision}", stamp(t))
+    format!("{}-r{revision}", crate::util::time::utc_stamp(t))
 }
 
 pub fn object_name(id: &str, encrypted: bool) -> String {

@@ -187,18 +187,11 @@ pub fn move_aside(
     if !data_dir.exists() {
         return Ok(None);
     }
-    let mut target = PathBuf::from(format!(
-        "{}.removed-{}",
-        data_dir.display(),
-        crate::util::time::utc_stamp(time::OffsetDateTime::now_utc())
-    ));
+    let stamp = crate::util::time::utc_stamp(time::OffsetDateTime::now_utc());
+    let mut target = PathBuf::from(format!("{}.removed-{stamp}", data_dir.display()));
     let mut n = 1;
     while target.exists() {
-        target = PathBuf::from(format!(
-            "{}.removed-{}-{n}",
-            data_dir.display(),
-            crate::util::time::utc_stamp(time::OffsetDateTime::now_utc())
-        ));
+        target = PathBuf::from(format!("{}.removed-{stamp}-{n}", data_dir.display()));
         n += 1;
     }
     let record = Record::load(data_dir).ok().flatten().unwrap_or_default();
