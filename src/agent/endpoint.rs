@@ -6,9 +6,9 @@
 //! is needed.
 
 use crate::decide::AgentReport;
-use crate::discovery::BoxFuture;
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
+use futures::future::BoxFuture;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::net::SocketAddr;

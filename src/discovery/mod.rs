@@ -9,13 +9,10 @@ use crate::config::Config;
 use crate::model::peer::Peer;
 use crate::model::url::EtcdUrl;
 use anyhow::{bail, Result};
+use futures::future::BoxFuture;
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::time::Duration;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What one read of all sources found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

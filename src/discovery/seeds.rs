@@ -1,9 +1,10 @@
 //! `discovery.seeds`: client URLs of a running cluster to join through. They name no peers; they
 //! only say where an existing cluster can be asked.
 
-use super::{BoxFuture, Discovered, Source};
+use super::{Discovered, Source};
 use crate::model::url::EtcdUrl;
 use anyhow::Result;
+use futures::future::BoxFuture;
 
 pub struct SeedSource {
     seeds: Vec<EtcdUrl>,

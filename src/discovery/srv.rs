@@ -3,10 +3,11 @@
 //! client endpoints. Every target must resolve; one that does not is reported, never dropped, so
 //! that two nodes cannot compute different clusters from partial answers.
 
-use super::{BoxFuture, Discovered, Source};
+use super::{Discovered, Source};
 use crate::model::peer::Peer;
 use crate::model::url::EtcdUrl;
 use anyhow::{Context, Result};
+use futures::future::BoxFuture;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;

@@ -2,11 +2,12 @@
 //! URLs are used exactly as written (etcd hashes their text); host names are resolved only to
 //! recognise this node among them.
 
-use super::{BoxFuture, Discovered, Source};
+use super::{Discovered, Source};
 use crate::config::StaticPeer;
 use crate::model::peer::Peer;
 use crate::model::url::{EtcdUrl, Host};
 use anyhow::Result;
+use futures::future::BoxFuture;
 use hickory_resolver::TokioResolver;
 
 pub struct StaticSource {

@@ -7,10 +7,10 @@
 use super::systemd::Unit;
 use super::{Artifact, ServiceManager};
 use crate::config::{Config, ContainerRuntime};
-use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use crate::etcd::render::{one_line, EtcdSpec};
 use anyhow::Result;
+use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 
 pub struct Container {

@@ -9,11 +9,11 @@ mod static_pod;
 mod systemd;
 
 use crate::config::{Config, ServiceManagerKind};
-use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use crate::etcd::render::EtcdSpec;
 use crate::util::fs as fsutil;
 use anyhow::Result;
+use futures::future::BoxFuture;
 use std::path::PathBuf;
 
 /// A file a manager writes.

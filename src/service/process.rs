@@ -6,11 +6,11 @@
 
 use super::{Artifact, ServiceManager};
 use crate::config::Config;
-use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use crate::etcd::render::{self, EtcdSpec};
 use crate::util::retry::Backoff;
 use anyhow::{Context, Result};
+use futures::future::BoxFuture;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;

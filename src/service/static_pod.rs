@@ -8,11 +8,11 @@
 
 use super::{Artifact, ServiceManager};
 use crate::config::Config;
-use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use crate::etcd::render::{one_line, EtcdSpec};
 use crate::util::fs as fsutil;
 use anyhow::{bail, Context, Result};
+use futures::future::BoxFuture;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -6,10 +6,10 @@
 
 use super::{Artifact, ServiceManager};
 use crate::config::Config;
-use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use crate::etcd::render::{one_line, EtcdSpec};
 use anyhow::{bail, Context, Result};
+use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

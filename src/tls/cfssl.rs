@@ -5,10 +5,10 @@
 
 use super::{Kind, Signer};
 use crate::config::TlsConfig;
-use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use anyhow::{bail, Context, Result};
 use base64::Engine;
+use futures::future::BoxFuture;
 use rcgen::{CertificateParams, KeyPair, SanType};
 use serde::Deserialize;
 use std::time::Duration;

@@ -6,9 +6,9 @@
 
 use super::{inspect, CertSource, Identity, Kind, PlannedFile, TlsPaths, TlsPlan};
 use crate::config::{Config, TlsConfig, TlsSources};
-use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use anyhow::{Context, Result};
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;

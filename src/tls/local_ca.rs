@@ -2,9 +2,9 @@
 
 use super::{Kind, Signer, TlsPaths};
 use crate::config::TlsConfig;
-use crate::discovery::BoxFuture;
 use crate::error::ConfigError;
 use anyhow::{Context, Result};
+use futures::future::BoxFuture;
 use rcgen::{CertificateParams, Issuer, KeyPair};
 
 pub struct LocalCa {

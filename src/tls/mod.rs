@@ -16,9 +16,9 @@ mod local_ca;
 pub mod served;
 
 use crate::config::{Config, TlsMode};
-use crate::discovery::BoxFuture;
 use crate::util::fs::{self, Written};
 use anyhow::{Context, Result};
+use futures::future::BoxFuture;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
