@@ -104,7 +104,7 @@ impl Agent<'_> {
         let cfg = self.cfg;
         let manager = self.manager.as_ref();
         let local = crate::agent::observe::local_state(&cfg.member.data_dir);
-        let tls_paths = crate::tls::TlsPaths::new(&cfg.tls.dir);
+        let tls_paths = crate::model::tls::TlsPaths::new(&cfg.tls.dir);
         // The restart path: data and certificates are there; nothing to discover or ask. etcd's
         // environment is rendered again from the current config (so that a changed
         // [etcd.flags] reaches etcd), without bootstrap flags: with a WAL etcd ignores them.

@@ -17,6 +17,7 @@ use crate::etcd::client;
 use crate::etcd::datadir::{self, Record};
 use crate::model::cluster::{Answer, ClusterView, MemberView};
 use crate::model::peer::Peer;
+use crate::model::tls::CertFacts;
 use crate::model::url::EtcdUrl;
 use crate::tls::{self, ClientMaterial, Kind};
 use anyhow::{Context, Result};
@@ -517,7 +518,7 @@ struct Served {
     port_kind: &'static str,
     url: String,
     host: String,
-    facts: Result<tls::CertFacts, String>,
+    facts: Result<CertFacts, String>,
 }
 
 /// The certificates the other members that answer serve on their peer and client ports.

@@ -128,7 +128,7 @@ pub(super) fn validate(
                     // Removed after the first issue, to keep signing power off the node: the
                     // certificates in tls.dir stay; only a renewal needs the key again.
                     let removed_after_issue =
-                        !p.exists() && crate::tls::TlsPaths::new(&dir).client_cert.is_file();
+                        !p.exists() && crate::model::tls::TlsPaths::new(&dir).client_cert.is_file();
                     if !removed_after_issue {
                         v.private_file(key, p)?;
                     }

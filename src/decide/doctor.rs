@@ -7,7 +7,7 @@
 
 use crate::backup::catalog::age_text;
 use crate::decide::recover::{self, AgentSeen};
-use crate::tls::CertFacts;
+use crate::model::tls::CertFacts;
 use crate::util::time::utc_stamp;
 use serde::Serialize;
 use std::net::IpAddr;

@@ -5,8 +5,8 @@
 use crate::config::{control_char, Config};
 use crate::decide::InitialCluster;
 use crate::error::ConfigError;
+use crate::model::tls::TlsPaths;
 use crate::model::url::EtcdUrl;
-use crate::tls::TlsPaths;
 use std::net::IpAddr;
 use std::path::PathBuf;
 

@@ -5,4 +5,5 @@ pub mod cluster;
 pub mod ids;
 pub mod local;
 pub mod peer;
+pub mod tls;
 pub mod url;

@@ -4,9 +4,10 @@
 //! validity and covers the addresses this member is reached at. A failed check names the key it
 //! is about and exits 2.
 
-use super::{inspect, CertSource, Identity, Kind, PlannedFile, TlsPaths, TlsPlan};
+use super::{inspect, CertSource, Identity, Kind, PlannedFile, TlsPlan};
 use crate::config::{Config, TlsConfig, TlsSources};
 use crate::error::ConfigError;
+use crate::model::tls::TlsPaths;
 use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! Reading certificates back: is an existing one still right for this member?
 
 use super::{Identity, Kind};
+use crate::model::tls::CertFacts;
 use base64::Engine;
 use serde::Serialize;
 use std::fs::Metadata;
@@ -60,18 +61,6 @@ pub fn info(pem: &str) -> Result<CertInfo, String> {
 /// When the (first) certificate in `pem` expires, in seconds since the epoch.
 pub fn not_after_unix(pem: &str) -> Result<i64, String> {
     Ok(parse_pem(pem)?.cert().validity().not_after.timestamp())
-}
-
-/// What `doctor` judges a certificate by: its validity period and the names it covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CertFacts {
-    pub subject: String,
-    /// Unix seconds.
-    pub not_before: i64,
-    pub not_after: i64,
-    /// DNS SANs, lower case.
-    pub dns_names: Vec<String>,
-    pub ips: Vec<IpAddr>,
 }
 
 fn facts_of(cert: &X509Certificate<'_>) -> CertFacts {

@@ -1,8 +1,9 @@
 //! `tls.mode = "local-ca"`: the node holds the CA certificate and key and signs its own leaves.
 
-use super::{Kind, Signer, TlsPaths};
+use super::{Kind, Signer};
 use crate::config::TlsConfig;
 use crate::error::ConfigError;
+use crate::model::tls::TlsPaths;
 use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use rcgen::{CertificateParams, Issuer, KeyPair};

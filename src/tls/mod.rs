@@ -16,6 +16,7 @@ mod local_ca;
 pub mod served;
 
 use crate::config::{Config, TlsMode};
+use crate::model::tls::{CertFacts, TlsPaths};
 use crate::util::fs::{self, Written};
 use anyhow::{Context, Result};
 use futures::future::BoxFuture;
@@ -28,7 +29,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use inspect::{not_after_unix, CertFacts, CertInfo};
+pub use inspect::{not_after_unix, CertInfo};
 
 /// The kinds of certificate a member holds, named as kubeadm names their files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,32 +217,6 @@ pub struct TlsPlan {
     pub files: Vec<PlannedFile>,
     /// The CA certificate changed: etcd reads its trusted CAs only at start, so it must restart.
     pub ca_changed: bool,
-}
-
-/// Paths of the material etcd and clients use.
-#[derive(Debug, Clone)]
-pub struct TlsPaths {
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub peer_cert: PathBuf,
-    pub peer_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
-
-impl TlsPaths {
-    pub fn new(dir: &Path) -> TlsPaths {
-        TlsPaths {
-            ca: dir.join("ca.crt"),
-            server_cert: dir.join("server.crt"),
-            server_key: dir.join("server.key"),
-            peer_cert: dir.join("peer.crt"),
-            peer_key: dir.join("peer.key"),
-            client_cert: dir.join("client.crt"),
-            client_key: dir.join("client.key"),
-        }
-    }
 }
 
 /// PEM material for a client connection.

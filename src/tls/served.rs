@@ -7,8 +7,9 @@
 //! after the handshake (the peer certificate is presented so that etcd, which requires a client
 //! certificate, completes it; it is public anyway).
 
-use super::inspect::{self, CertFacts};
+use super::inspect;
 use super::ClientMaterial;
+use crate::model::tls::CertFacts;
 use anyhow::{bail, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
