@@ -14,7 +14,7 @@
 //!    find a quorum once a majority of them have done the same.
 
 use super::{local_endpoint, notify, Agent};
-use crate::backup::restorer::{self, Target, WORK_DIR};
+use crate::backup::restorer::{self, Target};
 use crate::backup::store::Store;
 use crate::backup::verify::FetchError;
 use crate::backup::{catalog, request};
@@ -22,6 +22,7 @@ use crate::decide::restore::{fleet_step, FleetRequest, FleetStep, InProgress, Ph
 use crate::etcd::datadir::{self, Record, RecordedMember};
 use crate::etcd::render::{self, ClusterState, LocalMember};
 use crate::failpoint;
+use crate::model::datadir::WORK_DIR;
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 

@@ -11,11 +11,9 @@
 use super::catalog::Entry;
 use super::store::Store;
 use super::verify::{self, FetchError, SnapshotTool};
+use crate::model::datadir::WORK_DIR;
 use anyhow::Context;
 use std::path::Path;
-
-/// The work directory inside the data dir (see `datadir`'s list of what may be there).
-pub const WORK_DIR: &str = ".etcd-bootstrap-restore";
 
 /// How far a restore moves the revision forward (etcdutl `--bump-revision`, with
 /// `--mark-compacted`): more than any cluster writes between two snapshots, so that no revision a

@@ -4,6 +4,7 @@
 
 use super::Validator;
 use crate::error::ConfigError;
+use crate::model::datadir::is_own_entry;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -97,7 +98,7 @@ fn check_data_dir(v: &Validator<'_>, dir: &Path) -> Result<(), ConfigError> {
         }
         _ => {}
     }
-    let foreign = crate::etcd::datadir::foreign_entries(dir)
+    let foreign = foreign_entries(dir)
         .map_err(|e| v.err(key, format!("cannot list {}: {e}", dir.display())))?;
     if !foreign.is_empty() {
         let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
@@ -112,4 +113,44 @@ fn check_data_dir(v: &Validator<'_>, dir: &Path) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// The entries of `data_dir` that are neither etcd's nor etcd-bootstrap's, sorted: a data dir
+/// pointed at a directory of something else (`/var/lib`, a home) would be handed to etcd and,
+/// on a heal, moved aside with everything in it. Empty when `data_dir` does not exist.
+fn foreign_entries(data_dir: &Path) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut foreign = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !is_own_entry(&name) {
+            foreign.push(name);
+        }
+    }
+    foreign.sort();
+    Ok(foreign)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::datadir::MOVED_NOTE;
+
+    #[test]
+    fn only_etcds_own_entries_belong_in_a_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("etcd");
+        assert!(foreign_entries(&data).unwrap().is_empty(), "missing: empty");
+        std::fs::create_dir_all(data.join("member/wal")).unwrap();
+        std::fs::create_dir(data.join("lost+found")).unwrap();
+        std::fs::write(data.join(MOVED_NOTE), "{}").unwrap();
+        assert!(foreign_entries(&data).unwrap().is_empty());
+        std::fs::write(data.join("notes.txt"), "mine").unwrap();
+        std::fs::create_dir(data.join("bin")).unwrap();
+        assert_eq!(foreign_entries(&data).unwrap(), vec!["bin", "notes.txt"]);
+    }
 }

@@ -7,46 +7,13 @@
 //! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator).
 
 use crate::decide::prune;
+use crate::model::datadir::MOVED_NOTE;
 use crate::util::fs;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const KEEP: usize = 3;
-
-/// Inside a moved-aside copy: why and when it was moved, and its raft index.
-const MOVED_NOTE: &str = "etcd-bootstrap-moved.json";
-
-/// What may be found in a data dir: etcd's `member/`, the note written just before a move aside
-/// (and the temporary file of that write, after a crash), the work directory of a snapshot
-/// restore, and `lost+found` when the data dir is a file system of its own.
-fn is_own_entry(name: &str) -> bool {
-    name == "member"
-        || name == "lost+found"
-        || name == crate::backup::restorer::WORK_DIR
-        || name == MOVED_NOTE
-        || name.starts_with(&format!(".{MOVED_NOTE}.tmp-"))
-}
-
-/// The entries of `data_dir` that are neither etcd's nor etcd-bootstrap's, sorted: a data dir
-/// pointed at a directory of something else (`/var/lib`, a home) would be handed to etcd and,
-/// on a heal, moved aside with everything in it. Empty when `data_dir` does not exist.
-pub fn foreign_entries(data_dir: &Path) -> std::io::Result<Vec<String>> {
-    let entries = match std::fs::read_dir(data_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e),
-    };
-    let mut foreign = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if !is_own_entry(&name) {
-            foreign.push(name);
-        }
-    }
-    foreign.sort();
-    Ok(foreign)
-}
 
 /// While this file exists the heal loop neither re-adds this member nor removes any member, and
 /// etcd keeps running: for an operator working on the cluster by hand.
@@ -247,20 +214,6 @@ pub fn prune(data_dir: &Path, running_index: Option<u64>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_etcds_own_entries_belong_in_a_data_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("etcd");
-        assert!(foreign_entries(&data).unwrap().is_empty(), "missing: empty");
-        std::fs::create_dir_all(data.join("member/wal")).unwrap();
-        std::fs::create_dir(data.join("lost+found")).unwrap();
-        std::fs::write(data.join(MOVED_NOTE), "{}").unwrap();
-        assert!(foreign_entries(&data).unwrap().is_empty());
-        std::fs::write(data.join("notes.txt"), "mine").unwrap();
-        std::fs::create_dir(data.join("bin")).unwrap();
-        assert_eq!(foreign_entries(&data).unwrap(), vec!["bin", "notes.txt"]);
-    }
 
     #[test]
     fn moves_aside_and_keeps_the_newest() {

@@ -2,6 +2,7 @@
 //! arithmetic) and pure functions over it. No I/O here: no files, network, clock or RNG.
 
 pub mod cluster;
+pub mod datadir;
 pub mod ids;
 pub mod local;
 pub mod peer;
