@@ -259,7 +259,7 @@ pub async fn quorum_report(cfg: &Config, material: &ClientMaterial) -> Option<Qu
                 .map(|e| {
                     let age =
                         crate::backup::catalog::age_seconds(&e, time::OffsetDateTime::now_utc())
-                            .map(crate::backup::catalog::age_text)
+                            .map(crate::util::time::age_text)
                             .unwrap_or("?".into());
                     (e.manifest.id, age)
                 })

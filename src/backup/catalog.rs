@@ -105,17 +105,6 @@ pub fn age_seconds(entry: &Entry, now: time::OffsetDateTime) -> Option<i64> {
     .map(|t| (now - t).whole_seconds())
 }
 
-/// An age in seconds in the largest unit that keeps two digits of precision: "45s", "12m", "5h", "3d".
-pub fn age_text(seconds: i64) -> String {
-    let s = seconds.max(0);
-    match s {
-        0..120 => format!("{s}s"),
-        120..7200 => format!("{}m", s / 60),
-        7200..172800 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
 /// `latest` or an id.
 pub async fn find(store: &Store, which: &str) -> Result<Entry> {
     let all = list(store).await?;

@@ -5,10 +5,9 @@
 //! Checks, in the order they are printed: `quorum` (then, with a quorum, `members` and `joins`),
 //! `cert-expiry`, `cert-names`, `nospace`, `fragmentation`, `discovery`, `clock`, `snapshot`.
 
-use crate::backup::catalog::age_text;
 use crate::decide::recover::{self, AgentSeen};
 use crate::model::tls::CertFacts;
-use crate::util::time::utc_stamp;
+use crate::util::time::{age_text, utc_stamp};
 use serde::Serialize;
 use std::net::IpAddr;
 

@@ -1,4 +1,4 @@
-//! Timestamps as text.
+//! Timestamps and ages as text.
 
 /// `20261203T082500Z`: UTC, sortable as text (moved-aside copies, snapshot ids, requests).
 pub fn utc_stamp(t: time::OffsetDateTime) -> String {
@@ -14,6 +14,17 @@ pub fn utc_stamp(t: time::OffsetDateTime) -> String {
     )
 }
 
+/// An age in seconds in the largest unit that keeps two digits of precision: "45s", "12m", "5h", "3d".
+pub fn age_text(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -24,5 +35,21 @@ mod tests {
             .to_offset(time::UtcOffset::from_hms(1, 0, 0).unwrap());
         assert_eq!(t.hour(), 9);
         assert_eq!(super::utc_stamp(t), "20261203T082500Z");
+    }
+
+    #[test]
+    fn age_text_keeps_two_digits() {
+        for (secs, text) in [
+            (-5, "0s"),
+            (45, "45s"),
+            (119, "119s"),
+            (120, "2m"),
+            (7199, "119m"),
+            (7200, "2h"),
+            (172_799, "47h"),
+            (172_800, "2d"),
+        ] {
+            assert_eq!(super::age_text(secs), text, "{secs}");
+        }
     }
 }
