@@ -172,8 +172,19 @@ fn scheduled_snapshots(id: u8, version: Version) {
                 .boto(&["get", last, local.to_str().unwrap()])
                 .status
                 .success());
-            let manifest: serde_json::Value =
+            // A signed envelope: the manifest is its payload, with the member that signed it.
+            let sealed: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
+            assert_eq!(sealed["kind"], "snapshot-manifest", "{sealed}");
+            assert!(sealed["signature"]["certificate"]
+                .as_str()
+                .unwrap()
+                .contains("BEGIN CERTIFICATE"));
+            let manifest = sealed["payload"].clone();
+            assert!(
+                !manifest["taken_by"].as_str().unwrap().is_empty(),
+                "{manifest}"
+            );
             if manifest["revision"].as_i64().unwrap() >= 21 {
                 break manifest;
             }

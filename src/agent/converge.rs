@@ -441,7 +441,7 @@ impl Agent<'_> {
             .backup
             .as_ref()
             .context("a snapshot to restore, but no [backup]")?;
-        let store = crate::backup::store::open(b, &cfg.cluster.name)?;
+        let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir)?;
         let entry = crate::backup::catalog::find(&store, id).await?;
         let m = &entry.manifest;
         tracing::warn!(snapshot = %id, created = %m.created, revision = m.revision, from_cluster = %m.cluster_id, "every member is without data and the store holds snapshots of this cluster: restoring the newest verified one instead of forming an empty cluster");

@@ -242,6 +242,7 @@ pub async fn observe(cfg: &Config) -> Result<Observed> {
                 (None, None) => Ok(None),
                 (None, Some(id)) => Ok(Some((id, s.age_seconds.unwrap_or(i64::MAX / 4)))),
             },
+            untrusted: s.untrusted.into_iter().map(|u| (u.object, u.why)).collect(),
             store: s.store,
             interval_secs: cfg
                 .backup

@@ -114,13 +114,13 @@ impl Agent<'_> {
         let restore_store = cfg
             .backup
             .as_ref()
-            .and_then(|b| crate::backup::store::open(b, &cfg.cluster.name).ok());
+            .and_then(|b| crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir).ok());
         let mut not_named: Option<String> = None;
         let mut current_restore: Option<crate::decide::restore::FleetRequest> = None;
         let mut maintenance = super::maintenance::Schedule::default();
         let mut schedule = match &cfg.backup {
             None => None,
-            Some(b) => match crate::backup::store::open(b, &cfg.cluster.name) {
+            Some(b) => match crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir) {
                 Ok(store) => Some(
                     super::snapshots::Schedule::new(store)
                         .with_known_snapshot(cfg)

@@ -123,6 +123,7 @@ struct Metrics {
     snapshot_time: Unknown,
     snapshot_size: Unknown,
     snapshot_failures: Counter,
+    store_untrusted: Unknown,
     defrags: Family<Label<String>, Counter>,
     defrag_reclaimed: Family<Label<String>, Counter>,
     member_state: Family<Label<&'static str>, Gauge>,
@@ -149,6 +150,7 @@ impl Metrics {
             snapshot_time: Default::default(),
             snapshot_size: Default::default(),
             snapshot_failures: Default::default(),
+            store_untrusted: Default::default(),
             defrags: Default::default(),
             defrag_reclaimed: Default::default(),
             member_state: Default::default(),
@@ -187,6 +189,11 @@ impl Metrics {
             "snapshot_failures",
             "Scheduled snapshots this agent claimed and failed to store",
             m.snapshot_failures.clone(),
+        );
+        r.register(
+            "store_untrusted_objects",
+            "Objects in the snapshot store that look like manifests but are not to be trusted (unsigned, badly signed, misnamed, too large, of another cluster, from the future), at this agent's last listing; they are never used. Above 0: somebody with write access to the bucket wrote them",
+            m.store_untrusted.0.clone(),
         );
         r.register(
             "defrags",
@@ -340,6 +347,11 @@ pub fn snapshot_stored(unix_time: i64, bytes: u64) {
     metrics().snapshot_stored(unix_time, bytes);
 }
 
+/// How many untrusted objects the last listing of the store found.
+pub fn store_untrusted_objects(count: usize) {
+    metrics().store_untrusted.set(count as i64);
+}
+
 /// A scheduled snapshot this agent claimed could not be stored.
 pub fn snapshot_failed() {
     metrics().snapshot_failures.inc();
@@ -482,7 +494,7 @@ mod tests {
             .map(|(_, v)| *v)
     }
 
-    const FAMILIES: [(&str, &str); 13] = [
+    const FAMILIES: [(&str, &str); 14] = [
         (
             "etcd_bootstrap_certificate_expiry_timestamp_seconds",
             "gauge",
@@ -494,6 +506,7 @@ mod tests {
         ),
         ("etcd_bootstrap_snapshot_last_size_bytes", "gauge"),
         ("etcd_bootstrap_snapshot_failures_total", "counter"),
+        ("etcd_bootstrap_store_untrusted_objects", "gauge"),
         ("etcd_bootstrap_defrags_total", "counter"),
         ("etcd_bootstrap_defrag_reclaimed_bytes_total", "counter"),
         ("etcd_bootstrap_member_state", "gauge"),
@@ -512,6 +525,7 @@ mod tests {
         m.heal_action(HealAction::Renew);
         m.snapshot_stored(1_800_000_000, 1);
         m.snapshot_failures.inc();
+        m.store_untrusted.set(0);
         m.defrag_done("etcd-1", 1);
         m.member_state(MemberState::Voter);
         m.quorum.set(1);

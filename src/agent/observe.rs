@@ -212,7 +212,7 @@ impl<'a> Observer<'a> {
             if local.has_member_dir || answers.iter().any(|a| matches!(a, Answer::Cluster(_))) {
                 Snapshots::Off
             } else {
-                restorable(cfg).await
+                restorable(cfg, &peer_material).await
             };
         let obs = Observations {
             local,
@@ -243,14 +243,17 @@ impl<'a> Observer<'a> {
 /// How long one listing of the snapshot store may take.
 const STORE_LIST_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The snapshots a new cluster could start from (`backup.restore_on_bootstrap`): one listing of
-/// the store, no object read.
-async fn restorable(cfg: &Config) -> Snapshots {
+/// The snapshots a new cluster could start from (`backup.restore_on_bootstrap`): the signed,
+/// complete ones (one listing of the store and each manifest, read bounded).
+async fn restorable(cfg: &Config, peer_material: &tls::ClientMaterial) -> Snapshots {
     let Some(b) = cfg.backup.as_ref().filter(|b| b.restore_on_bootstrap) else {
         return Snapshots::Off;
     };
     let listed = async {
-        let store = crate::backup::store::open(b, &cfg.cluster.name)?;
+        // Signatures are checked against the CA of this node's TLS plan: on a first boot it is
+        // not written to tls.dir yet.
+        let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir)?
+            .with_material(peer_material.clone());
         crate::backup::catalog::complete_ids(&store).await
     };
     match tokio::time::timeout(STORE_LIST_TIMEOUT, listed).await {

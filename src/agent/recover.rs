@@ -251,7 +251,7 @@ pub async fn quorum_report(cfg: &Config, material: &ClientMaterial) -> Option<Qu
     let newest = match &cfg.backup {
         None => None,
         Some(b) => {
-            let store = crate::backup::store::open(b, &cfg.cluster.name).ok()?;
+            let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir).ok()?;
             crate::backup::catalog::newest_verified(&store)
                 .await
                 .ok()

@@ -72,7 +72,7 @@ impl Agent<'_> {
             return Ok((Followed::Nothing, None));
         };
         let current = match tokio::time::timeout(READ_TIMEOUT, request::read(store)).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => r.trusted(store),
             Ok(Err(e)) if record.restore.is_none() => return Err(e),
             Err(_) if record.restore.is_none() => {
                 anyhow::bail!(
@@ -84,8 +84,26 @@ impl Agent<'_> {
             // the record).
             _ => None,
         };
+        // A request for this node's cluster must name only members the cluster recorded.
+        let recorded: Vec<String> = record
+            .members
+            .iter()
+            .filter_map(|m| m.peer_urls.first().cloned())
+            .collect();
+        let followable = current.as_ref().filter(|r| {
+            if record.restore.is_some() || r.from_cluster_id() != record.cluster() {
+                return true;
+            }
+            match crate::decide::restore::fits_membership(r, &recorded) {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::error!(request = %r.id, %why, "not following the restore request");
+                    false
+                }
+            }
+        });
         let followed = match fleet_step(
-            current.as_ref(),
+            followable,
             &my_url,
             record.cluster(),
             record.restore_finished.as_deref(),

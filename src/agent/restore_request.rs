@@ -26,6 +26,8 @@ pub enum Note {
     NeverStarted { id: u64, peer_urls: Vec<String> },
     /// The local etcd does not answer: the members are this node's last-known membership.
     LastKnown { members: usize },
+    /// `request.json` holds an object that is not a signed request (it is replaced).
+    UntrustedRequest(String),
 }
 
 /// A request, checked and ready to be written.
@@ -37,6 +39,8 @@ pub struct Prepared {
     /// Its check: hashes match and it restores.
     pub checked: verify::Report,
     pub request: FleetRequest,
+    /// The version of `request.json` this request replaces (`None`: there was none).
+    replaces: Option<object_store::UpdateVersion>,
 }
 
 /// How far one member is, as the watch sees it.
@@ -70,12 +74,23 @@ pub async fn prepare(
     mut note: impl FnMut(Note),
 ) -> Result<Prepared> {
     let material = super::client_material(cfg)?;
+    // The request is signed with this node's peer key: refused here, before anything else,
+    // when it cannot be (the members would never follow an unsigned request).
+    let key = store.signing_key()?;
     // One request at a time: refused before anything is downloaded.
-    if let Some(current) = request::read(&store).await? {
-        let state = request_state(&store, &current, &material).await;
-        may_request(Some(&current), &state)
-            .map_err(|why| Refused(format!("not restoring: {why}")))?;
-    }
+    let replaces = match request::read(&store).await? {
+        request::Current::None => None,
+        request::Current::Trusted(current, version) => {
+            let state = request_state(&store, &current, &material).await;
+            may_request(Some(&current), &state)
+                .map_err(|why| Refused(format!("not restoring: {why}")))?;
+            Some(version)
+        }
+        request::Current::Untrusted { why, version } => {
+            note(Note::UntrustedRequest(why));
+            Some(version)
+        }
+    };
     let entry = catalog::find(&store, from).await?;
     let m = &entry.manifest;
     if !entry.verified {
@@ -87,7 +102,7 @@ pub async fn prepare(
     }
     // Checked here first (hashes, decryption, a trial restore), so that no member stops for a
     // snapshot that cannot be restored.
-    let scratch = verify::temp_scratch("etcd-bootstrap-restore-check", &m.id)?;
+    let scratch = verify::temp_scratch("etcd-bootstrap-restore-check")?;
     let checked = verify::verify_then_remove(
         &store,
         &entry,
@@ -112,7 +127,7 @@ pub async fn prepare(
         crate::util::time::utc_stamp(time::OffsetDateTime::now_utc()),
         &crate::util::hex::random_hex()[..6]
     );
-    let by = super::node_name(cfg);
+    let by = key.name().to_string();
     let request = FleetRequest::new(
         &cfg.cluster.name,
         &id,
@@ -128,13 +143,58 @@ pub async fn prepare(
         material,
         checked,
         request,
+        replaces,
     })
 }
 
 impl Prepared {
     /// Write the request into the store: from here on the agents carry it out.
     pub async fn submit(&self) -> Result<()> {
-        request::write(&self.store, &self.request).await
+        request::write(&self.store, &self.request, self.replaces.clone())
+            .await
+            .map_err(|e| match e {
+                request::WriteError::Raced(_) => Refused(format!("not restoring: {e}")).into(),
+                request::WriteError::Failed(e) => e,
+            })?;
+        self.record_in_etcd().await;
+        Ok(())
+    }
+
+    /// When the cluster still has a quorum, the request is also written into etcd with the
+    /// client certificate of whoever ran `restore`: a record, outside the bucket, of who asked
+    /// for what (best effort; the store's copy is what the agents follow).
+    async fn record_in_etcd(&self) {
+        let key = format!("/etcd-bootstrap/restore/requests/{}", self.request.id);
+        let value = serde_json::json!({
+            "snapshot": self.request.snapshot,
+            "by": self.request.by,
+            "requested": self.request.requested,
+            "token": self.request.token,
+            "members": self.request.members.iter().map(|m| &m.name).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let urls: Vec<String> = self
+            .request
+            .members
+            .iter()
+            .map(|m| m.client_url.clone())
+            .collect();
+        let put = async {
+            let mut c = client::connect(&urls, &self.material, client::PROBE_TIMEOUT).await?;
+            client::bounded(
+                "Put",
+                client::PROBE_TIMEOUT,
+                c.put(key.as_str(), value, None),
+            )
+            .await
+            .map(|_| ())
+        };
+        match put.await {
+            Ok(()) => tracing::info!(%key, "the restore request is recorded in etcd too"),
+            Err(e) => {
+                tracing::info!(error = %format!("{e:#}"), "the restore request could not be recorded in etcd (no quorum?); the store's copy is what the agents follow")
+            }
+        }
     }
 
     /// Watch the members' progress until every one runs the restored cluster, or `timeout`.
@@ -153,7 +213,7 @@ impl Prepared {
         let grace = cfg.heal.interval * 2 + Duration::from_secs(30);
         let mut quorum_at: Option<Instant> = None;
         loop {
-            if let Ok(Some(now)) = request::read(store).await {
+            if let Ok(request::Current::Trusted(now, _)) = request::read(store).await {
                 if now.id != r.id {
                     return Err(Refused(format!(
                         "restore request {} was superseded by {} (snapshot {}, asked by {}): the members follow that one",

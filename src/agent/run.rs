@@ -67,7 +67,7 @@ pub async fn run(cfg: &Config, once: bool) -> Result<()> {
     // down when it was asked for, or this agent was killed in the middle of one) comes first,
     // or etcd would come back with data the rest of the cluster no longer runs.
     if let Some(b) = &cfg.backup {
-        let store = crate::backup::store::open(b, &cfg.cluster.name)?;
+        let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir)?;
         match agent.follow_restore_request(&store).await {
             Ok(_) => {}
             Err(e) if super::restore::under_way(&cfg.member.data_dir)? => {

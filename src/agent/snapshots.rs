@@ -36,13 +36,14 @@ impl Schedule {
         if cfg.metrics.listen.is_none() {
             return self;
         }
-        let newest = tokio::time::timeout(
-            KNOWN_SNAPSHOT_TIMEOUT,
-            catalog::newest_verified(&self.store),
-        )
-        .await;
-        if let Ok(Ok(Some(e))) = newest {
-            super::metrics::snapshot_stored(created_unix(&e.manifest), e.manifest.size);
+        let listing =
+            tokio::time::timeout(KNOWN_SNAPSHOT_TIMEOUT, catalog::list(&self.store)).await;
+        if let Ok(Ok(listing)) = listing {
+            listing.warn_untrusted(&self.store);
+            super::metrics::store_untrusted_objects(listing.untrusted.len());
+            if let Some(e) = listing.newest_verified() {
+                super::metrics::snapshot_stored(created_unix(&e.manifest), e.manifest.size);
+            }
         }
         self
     }
@@ -73,11 +74,13 @@ pub struct LastSnapshot {
     /// Older than two `backup.interval`s (or none at all).
     pub stale: bool,
     pub error: Option<String>,
+    /// Objects that look like manifests but are not to be trusted: never used.
+    pub untrusted: Vec<crate::backup::catalog::Untrusted>,
 }
 
 pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> {
     let b = cfg.backup.as_ref()?;
-    let store = match crate::backup::store::open(b, &cfg.cluster.name) {
+    let store = match crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir) {
         Ok(s) => s,
         Err(e) => {
             return Some(LastSnapshot {
@@ -87,17 +90,18 @@ pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> 
                 age_seconds: None,
                 stale: true,
                 error: Some(format!("{e:#}")),
+                untrusted: vec![],
             })
         }
     };
-    let listed = match tokio::time::timeout(LIST_TIMEOUT, catalog::newest_verified(&store)).await {
+    let listed = match tokio::time::timeout(LIST_TIMEOUT, catalog::list(&store)).await {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!(
             "listing {} did not finish within {LIST_TIMEOUT:?}",
             store.describe
         )),
     };
-    let newest = listed.as_ref().ok().and_then(|e| e.as_ref());
+    let newest = listed.as_ref().ok().and_then(|l| l.newest_verified());
     let age = newest.and_then(|e| catalog::age_seconds(e, time::OffsetDateTime::now_utc()));
     Some(LastSnapshot {
         store: store.describe.clone(),
@@ -105,6 +109,10 @@ pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> 
         created: newest.map(|e| e.manifest.created.clone()),
         age_seconds: age,
         stale: age.is_none_or(|a| a > 2 * b.interval.as_secs() as i64),
+        untrusted: listed
+            .as_ref()
+            .map(|l| l.untrusted.clone())
+            .unwrap_or_default(),
         error: listed.err().map(|e| format!("{e:#}")),
     })
 }
@@ -118,14 +126,12 @@ pub async fn take_now(
 ) -> Result<Manifest> {
     let material = super::client_material(cfg)?;
     let endpoint = endpoint.unwrap_or_else(|| local_endpoint(cfg));
-    let taken_by = super::node_name(cfg);
     snapshotter::take(
         store,
         age_recipients,
         &snapshotter::Source {
             endpoint: &endpoint,
             material: &material,
-            taken_by: &taken_by,
         },
     )
     .await
@@ -218,7 +224,6 @@ impl Agent<'_> {
         let from = snapshotter::Source {
             endpoint: &source,
             material,
-            taken_by: &me_name,
         };
         let taken = {
             let take = snapshotter::take(&sched.store, &b.age_recipients, &from);
@@ -279,7 +284,12 @@ impl Agent<'_> {
         let Some(b) = &self.cfg.backup else {
             return Ok(());
         };
-        let all = catalog::list(&sched.store).await?;
+        let listing = catalog::list(&sched.store).await?;
+        listing.warn_untrusted(&sched.store);
+        super::metrics::store_untrusted_objects(listing.untrusted.len());
+        // Only signed snapshots count and are ever deleted: an untrusted object neither pushes
+        // a real snapshot out nor is touched.
+        let all = listing.entries;
         let ids: Vec<String> = all.iter().map(|e| e.manifest.id.clone()).collect();
         let doomed = match retention::to_delete(&ids, b.keep_last, b.keep_daily, sched.expected) {
             Ok(d) => d,

@@ -1,11 +1,12 @@
-//! What the store holds: the manifests of a cluster's snapshots (a data object without a
-//! manifest is not a snapshot), newest first, and whether each data object is there at its size.
+//! What the store holds: the signed manifests of a cluster's snapshots (a data object without a
+//! manifest is not a snapshot), newest first by what they sign (never by a name's text), whether
+//! each data object is there at its size, and the objects that are not to be trusted.
 
 use super::manifest::Manifest;
-use super::store::Store;
+use super::signed;
+use super::store::{ReadError, Store};
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -14,6 +15,36 @@ pub struct Entry {
     pub manifest: Manifest,
     /// The data object is listed with the size the manifest gives.
     pub verified: bool,
+}
+
+/// An object that looks like a manifest but is not to be trusted (unsigned, badly signed,
+/// misnamed, too large, of another cluster, from the future): never used, reported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Untrusted {
+    pub object: String,
+    pub why: String,
+}
+
+/// What the store holds for this cluster.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Listing {
+    /// Signed manifests, newest first by their signed time and revision.
+    pub entries: Vec<Entry>,
+    pub untrusted: Vec<Untrusted>,
+}
+
+impl Listing {
+    /// The newest snapshot whose data object is there at the manifest's size.
+    pub fn newest_verified(&self) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.verified)
+    }
+
+    /// Log each untrusted object (they are never used; somebody wrote them by hand).
+    pub fn warn_untrusted(&self, store: &Store) {
+        for u in &self.untrusted {
+            tracing::warn!(store = %store.describe, object = %u.object, why = %u.why, "an object in the snapshot store is not trusted and is ignored: whoever can write the bucket wrote it, or it is not of this version; check the bucket's access");
+        }
+    }
 }
 
 /// Every object directly in the cluster's directory of the store (snapshots and their
@@ -32,67 +63,83 @@ async fn objects(store: &Store) -> Result<Vec<object_store::ObjectMeta>> {
         .collect())
 }
 
-pub async fn list(store: &Store) -> Result<Vec<Entry>> {
+/// Read and check every manifest. Every read is bounded; a manifest counts only when it is
+/// signed by a member of this cluster's CA and passes `Manifest::check`.
+pub async fn list(store: &Store) -> Result<Listing> {
+    let anchor = store.anchor()?;
     let objects = objects(store).await?;
     let sizes: BTreeMap<String, u64> = objects
         .iter()
         .filter_map(|o| Some((o.location.filename()?.to_string(), o.size)))
         .collect();
-    let mut out = Vec::new();
+    let now = time::OffsetDateTime::now_utc();
+    let mut out = Listing::default();
     for o in &objects {
         let Some(name) = o.location.filename() else {
             continue;
         };
-        if !name.ends_with(".json") {
+        let Some(stored_as) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let untrusted = |why: String| Untrusted {
+            object: name.to_string(),
+            why,
+        };
+        if let Err(e) = super::manifest::parse_id(stored_as) {
+            out.untrusted.push(untrusted(e));
             continue;
         }
-        let bytes = store
-            .inner
-            .get(&o.location)
-            .await
-            .with_context(|| format!("reading {}", o.location))?
-            .bytes()
-            .await
-            .with_context(|| format!("reading {}", o.location))?;
-        let manifest: Manifest = match serde_json::from_slice(&bytes) {
+        if o.size > signed::MAX_BYTES {
+            out.untrusted.push(untrusted(format!(
+                "{} bytes, too large to be a manifest; not read",
+                o.size
+            )));
+            continue;
+        }
+        let bytes = match store.get_bounded(&o.location, signed::MAX_BYTES).await {
+            Ok(Some((b, _))) => b,
+            // Deleted since the listing (retention elsewhere).
+            Ok(None) => continue,
+            Err(ReadError::TooLarge(_)) => {
+                out.untrusted
+                    .push(untrusted("too large to be a manifest; not read".into()));
+                continue;
+            }
+            Err(ReadError::Failed(e)) => return Err(e),
+        };
+        let manifest: Manifest = match signed::open(super::manifest::KIND, &bytes, &anchor, now)
+            .and_then(|m: Manifest| m.check(stored_as, &store.cluster).map(|_| m))
+        {
             Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(object = %o.location, error = %e, "not a snapshot manifest; ignored");
+            Err(why) => {
+                out.untrusted.push(untrusted(why));
                 continue;
             }
         };
         let verified = sizes.get(&manifest.object) == Some(&manifest.size);
-        out.push(Entry { manifest, verified });
+        out.entries.push(Entry { manifest, verified });
     }
-    out.sort_by(|a, b| b.manifest.id.cmp(&a.manifest.id));
+    out.entries
+        .sort_by_key(|e| std::cmp::Reverse(e.manifest.newness()));
     Ok(out)
 }
 
-/// The ids of the complete snapshots (a manifest and its data object), newest first, from one
-/// listing of the store (no object is read): what a new cluster can be restored from.
+/// The ids of the complete, signed snapshots (a manifest and its data object at its size),
+/// newest first: what a new cluster can be restored from.
 pub async fn complete_ids(store: &Store) -> Result<Vec<String>> {
-    let names: std::collections::BTreeSet<String> = objects(store)
-        .await?
-        .iter()
-        .filter_map(|o| o.location.filename().map(String::from))
-        .collect();
-    let mut ids: Vec<String> = names
-        .iter()
-        .filter_map(|n| n.strip_suffix(".json"))
-        .filter(|id| {
-            [false, true]
-                .iter()
-                .any(|enc| names.contains(&super::manifest::object_name(id, *enc)))
-        })
-        .map(String::from)
-        .collect();
-    ids.sort_by(|a, b| b.cmp(a));
-    Ok(ids)
+    let listing = list(store).await?;
+    listing.warn_untrusted(store);
+    Ok(listing
+        .entries
+        .into_iter()
+        .filter(|e| e.verified)
+        .map(|e| e.manifest.id)
+        .collect())
 }
 
-/// The newest snapshot whose data object is there at the manifest's size.
+/// The newest signed snapshot whose data object is there at the manifest's size.
 pub async fn newest_verified(store: &Store) -> Result<Option<Entry>> {
-    Ok(list(store).await?.into_iter().find(|e| e.verified))
+    Ok(list(store).await?.newest_verified().cloned())
 }
 
 /// Seconds since the snapshot was created, by its manifest.
@@ -105,13 +152,29 @@ pub fn age_seconds(entry: &Entry, now: time::OffsetDateTime) -> Option<i64> {
     .map(|t| (now - t).whole_seconds())
 }
 
-/// `latest` or an id.
+/// `latest` (the newest signed, complete snapshot) or an id (refused unless it is one, and a
+/// signed one: an untrusted object says why).
 pub async fn find(store: &Store, which: &str) -> Result<Entry> {
-    let all = list(store).await?;
+    if which != "latest" {
+        super::manifest::parse_id(which).map_err(anyhow::Error::msg)?;
+    }
+    let listing = list(store).await?;
+    listing.warn_untrusted(store);
     let found = if which == "latest" {
-        all.into_iter().find(|e| e.verified)
+        listing.newest_verified().cloned()
     } else {
-        all.into_iter().find(|e| e.manifest.id == which)
+        if let Some(u) = listing
+            .untrusted
+            .iter()
+            .find(|u| u.object.strip_suffix(".json") == Some(which))
+        {
+            anyhow::bail!(
+                "snapshot {which} in {} is not trusted and is never used: {}",
+                store.describe,
+                u.why
+            );
+        }
+        listing.entries.into_iter().find(|e| e.manifest.id == which)
     };
-    found.with_context(|| format!("no snapshot {which:?} in {}", store.describe))
+    found.with_context(|| format!("no signed snapshot {which:?} in {}", store.describe))
 }

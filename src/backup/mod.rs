@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod request;
 pub mod restorer;
 pub mod retention;
+pub mod signed;
 pub mod snapshotter;
 pub mod store;
 pub mod verify;

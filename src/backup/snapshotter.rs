@@ -91,15 +91,17 @@ impl Encoder {
     }
 }
 
-/// Where the snapshot comes from and who takes it.
+/// Where the snapshot comes from (the manifest names the member whose key signs it as the one
+/// that took it).
 pub struct Source<'a> {
     pub endpoint: &'a str,
     pub material: &'a ClientMaterial,
-    pub taken_by: &'a str,
 }
 
 /// Take a snapshot through `src.endpoint` and store it; returns its manifest.
 pub async fn take(store: &Store, recipients: &[String], src: &Source<'_>) -> Result<Manifest> {
+    // Before anything is streamed: a snapshot this node cannot sign would never be used.
+    let key = store.signing_key()?;
     let (mut c, me) = client::who_is(src.endpoint, src.material).await?;
     if me.is_learner {
         bail!(
@@ -212,10 +214,11 @@ pub async fn take(store: &Store, recipients: &[String], src: &Source<'_>) -> Res
         etcd_version: status.version().to_string(),
         created: manifest::rfc3339(created),
         taken_from: src.endpoint.to_string(),
-        taken_by: src.taken_by.to_string(),
+        taken_by: key.name().to_string(),
         encrypted,
+        cluster: store.cluster.clone(),
     };
-    let text = serde_json::to_vec_pretty(&manifest)?;
+    let text = super::signed::seal(manifest::KIND, &manifest, &key)?;
     let path = store.path(&manifest::manifest_name(&id));
     store
         .inner

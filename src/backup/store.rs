@@ -1,10 +1,16 @@
 //! The snapshot store: one interface (object_store's `ObjectStore`) and a factory that picks S3
 //! or a local directory from `backup.url`. Objects of a cluster live under `<prefix>/<cluster>/`.
+//! The store is not trusted: what is read from it counts only when signed (`signed`).
 
 use crate::config::backup::{read_credentials, BackupConfig, StoreUrl};
+use crate::model::tls::TlsPaths;
+use crate::tls::signature::{SigningKey, TrustAnchor};
+use crate::tls::ClientMaterial;
 use anyhow::{Context, Result};
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt, UpdateVersion};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub struct Store {
@@ -12,15 +18,126 @@ pub struct Store {
     /// `<prefix>/<cluster.name>`
     pub dir: ObjectPath,
     pub describe: String,
+    /// `cluster.name`: what signed objects must be of.
+    pub cluster: String,
+    /// The CA bundle that signatures are checked against, and this member's peer certificate
+    /// and key that it signs with.
+    keys: Keys,
+}
+
+/// Where the store's trust anchor and signing key come from.
+enum Keys {
+    /// `tls.dir`, read at each use, so that renewals count at once.
+    Dir(PathBuf),
+    /// Material not written yet (a first boot's plan).
+    Material(ClientMaterial),
 }
 
 impl Store {
     pub fn path(&self, name: &str) -> ObjectPath {
         self.dir.clone().join(name)
     }
+
+    /// The same store, with the peer material of a plan not written to `tls.dir` yet.
+    pub fn with_material(mut self, m: ClientMaterial) -> Store {
+        self.keys = Keys::Material(m);
+        self
+    }
+
+    /// What signatures on objects of this store are checked against: this node's CA bundle.
+    pub fn anchor(&self) -> Result<TrustAnchor> {
+        let (pem, from) = match &self.keys {
+            Keys::Dir(dir) => {
+                let path = TlsPaths::new(dir).ca;
+                let pem = crate::util::fs::read_pem(&path).with_context(|| {
+                    format!(
+                        "reading {} (the CA bundle that the store's signed objects are checked against)",
+                        path.display()
+                    )
+                })?;
+                (pem, path.display().to_string())
+            }
+            Keys::Material(m) => (m.ca_pem.clone(), "the CA bundle".to_string()),
+        };
+        TrustAnchor::from_pem(&pem).map_err(|e| anyhow::anyhow!("{from}: {e}"))
+    }
+
+    /// This member's signing key: its peer certificate and key.
+    pub fn signing_key(&self) -> Result<SigningKey> {
+        let (m, from) = match &self.keys {
+            Keys::Dir(dir) => (
+                ClientMaterial::peer_from_dir(dir).context(
+                    "reading the peer certificate and key that sign what this node stores",
+                )?,
+                TlsPaths::new(dir).peer_cert.display().to_string(),
+            ),
+            Keys::Material(m) => (m.clone(), "the peer certificate".to_string()),
+        };
+        SigningKey::new(&m.cert_pem, &m.key_pem)
+            .map_err(|e| anyhow::anyhow!("{from}: cannot sign with it: {e}"))
+    }
 }
 
-pub fn open(cfg: &BackupConfig, cluster_name: &str) -> Result<Store> {
+/// Why a bounded read gave up.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The object is larger than `limit`: nothing beyond the limit was read.
+    TooLarge(u64),
+    Failed(anyhow::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge(n) => write!(f, "more than {n} bytes, not read"),
+            ReadError::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl Store {
+    /// A small object, read only up to `limit` bytes (a listing's size is the store's word,
+    /// and the body is counted again as it comes): `None` when it is not there, with its
+    /// version (to replace exactly that one).
+    pub async fn get_bounded(
+        &self,
+        path: &ObjectPath,
+        limit: u64,
+    ) -> std::result::Result<Option<(Vec<u8>, UpdateVersion)>, ReadError> {
+        let r = match self.inner.get(path).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => {
+                return Err(ReadError::Failed(
+                    anyhow::Error::new(e).context(format!("reading {path} in {}", self.describe)),
+                ))
+            }
+        };
+        if r.meta.size > limit {
+            return Err(ReadError::TooLarge(limit));
+        }
+        let version = UpdateVersion {
+            e_tag: r.meta.e_tag.clone(),
+            version: r.meta.version.clone(),
+        };
+        let mut body = r.into_stream();
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                ReadError::Failed(
+                    anyhow::Error::new(e).context(format!("reading {path} in {}", self.describe)),
+                )
+            })?;
+            if (out.len() + chunk.len()) as u64 > limit {
+                return Err(ReadError::TooLarge(limit));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some((out, version)))
+    }
+}
+
+pub fn open(cfg: &BackupConfig, cluster_name: &str, tls_dir: &Path) -> Result<Store> {
     let describe = format!("{}/{cluster_name}", cfg.url);
     match &cfg.url {
         StoreUrl::File { dir } => {
@@ -31,6 +148,8 @@ pub fn open(cfg: &BackupConfig, cluster_name: &str) -> Result<Store> {
                 inner: Arc::new(fs),
                 dir: ObjectPath::from(cluster_name),
                 describe,
+                cluster: cluster_name.into(),
+                keys: Keys::Dir(tls_dir.into()),
             })
         }
         StoreUrl::S3 { bucket, prefix } => {
@@ -79,6 +198,8 @@ pub fn open(cfg: &BackupConfig, cluster_name: &str) -> Result<Store> {
                 inner: Arc::new(s3),
                 dir,
                 describe,
+                cluster: cluster_name.into(),
+                keys: Keys::Dir(tls_dir.into()),
             })
         }
     }

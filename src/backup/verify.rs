@@ -35,12 +35,44 @@ pub async fn verify(
     restore(&plain, etcd_binary, scratch, &entry.manifest.id)
 }
 
-/// A scratch dir of its own for `verify`, made under the system's temporary directory:
-/// `<prefix>-<pid>-<id>`.
-pub fn temp_scratch(prefix: &str, id: &str) -> Result<PathBuf> {
-    let scratch = std::env::temp_dir().join(format!("{prefix}-{}-{id}", std::process::id()));
-    crate::util::fs::ensure_dir(&scratch, 0o700)?;
+/// A scratch dir of its own for `verify`, made under the system's temporary directory with a
+/// random name (`<prefix>-<random>`: nothing read from the store goes into it), mode 0700,
+/// created exclusively: an existing directory or a symlink planted at that name is an error,
+/// never followed or reused.
+pub fn temp_scratch(prefix: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let scratch = std::env::temp_dir().join(format!("{prefix}-{}", crate::util::hex::random_hex()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&scratch)
+        .with_context(|| format!("creating the scratch directory {}", scratch.display()))?;
     Ok(scratch)
+}
+
+/// A new file in a scratch dir: created exclusively (never through a symlink, never over a
+/// file that is there), 0600.
+fn create_new(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Free bytes for an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Result<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .context("a path with a NUL byte")?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a valid out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statvfs {}", dir.display()));
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// `verify` in `scratch`, removed afterwards whatever the outcome.
@@ -94,9 +126,23 @@ pub async fn fetch(
     scratch: &Path,
 ) -> Result<PathBuf, FetchError> {
     let m = &entry.manifest;
-    let stored = scratch.join(&m.object);
-    let mut file =
-        std::fs::File::create(&stored).with_context(|| format!("creating {}", stored.display()))?;
+    // The names come from a signed manifest that passed `Manifest::check`; the files here are
+    // named by this code alone all the same.
+    super::manifest::parse_id(&m.id).map_err(FetchError::Integrity)?;
+    // The download, the decrypted copy and etcd's restore of it, with room to spare: checked
+    // before anything is written, so that a snapshot never fills the file system it lands on.
+    let need = m.size.saturating_add(m.db_size.saturating_mul(2));
+    let free = free_bytes(scratch)?;
+    if free < need {
+        return Err(FetchError::Failed(anyhow::anyhow!(
+            "{}: {} needs about {need} bytes free for snapshot {} but has {free}",
+            m.id,
+            scratch.display(),
+            m.id
+        )));
+    }
+    let stored = scratch.join("snapshot.stored");
+    let mut file = create_new(&stored)?;
     let mut hash = digest::Context::new(&digest::SHA256);
     let mut size = 0u64;
     let mut body = store
@@ -107,6 +153,15 @@ pub async fn fetch(
         .into_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.with_context(|| format!("downloading {}", m.object))?;
+        // Never more than the signed size: a larger object is stopped here, not stored.
+        if size + chunk.len() as u64 > m.size {
+            drop(file);
+            let _ = std::fs::remove_file(&stored);
+            return Err(FetchError::Integrity(format!(
+                "{}: the stored object is larger than the {} bytes its signed manifest gives; download stopped",
+                m.id, m.size
+            )));
+        }
         hash.update(&chunk);
         size += chunk.len() as u64;
         file.write_all(&chunk)?;
@@ -119,14 +174,14 @@ pub async fn fetch(
             m.id, m.sha256, m.size
         )));
     }
-    let plain = scratch.join(format!("{}.db", m.id));
+    let plain = scratch.join("snapshot.db");
     if m.encrypted {
         let identity_file = identity_file
             .context("the snapshot is encrypted: set backup.age_identity_file to decrypt it")?;
         decrypt(&stored, &plain, identity_file)
             .map_err(|e| FetchError::Integrity(format!("{}: {e:#}", m.id)))?;
         std::fs::remove_file(&stored)?;
-    } else if stored != plain {
+    } else {
         std::fs::rename(&stored, &plain)?;
     }
     check_trailer(&plain, &m.etcd_sha256)
@@ -144,7 +199,7 @@ fn decrypt(from: &Path, to: &Path, identity_file: &Path) -> Result<()> {
     let mut reader = decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .context("decrypting (is backup.age_identity_file the key of one of the recipients?)")?;
-    let mut out = std::fs::File::create(to)?;
+    let mut out = create_new(to)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = reader.read(&mut buf).context("decrypting")?;

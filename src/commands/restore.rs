@@ -20,7 +20,7 @@ pub async fn restore(cfg: Config, from: &str, yes: bool, timeout: Duration) -> R
             "is not set: restore needs the snapshot store the members read the request from",
         )
     })?;
-    let store = store::open(b, &cfg.cluster.name)?;
+    let store = store::open(b, &cfg.cluster.name, &cfg.tls.dir)?;
     let prepared = restore_request::prepare(&cfg, store, from, |note| match note {
         Note::NeverStarted { id, peer_urls } => println!(
             "note: member {id:x} ({}) has never started: it is left out, and joins the restored cluster through the normal join path",
@@ -28,6 +28,10 @@ pub async fn restore(cfg: Config, from: &str, yes: bool, timeout: Duration) -> R
         ),
         Note::LastKnown { members } => println!(
             "the local etcd does not answer: the membership is this node's last-known one ({members} members)"
+        ),
+        Note::UntrustedRequest(why) => println!(
+            "warning: the store's restore request is not a signed request of this cluster ({}); the members never followed it, and this request replaces it. Whoever can write the bucket wrote it: check the bucket's access",
+            crate::util::text::printable(&why, 300)
         ),
     })
     .await?;

@@ -13,7 +13,7 @@ fn open(cfg: &Config) -> Result<(store::Store, &crate::config::backup::BackupCon
             "is not set: there is no snapshot store (s3://BUCKET/PREFIX or file:///PATH)",
         )
     })?;
-    Ok((store::open(b, &cfg.cluster.name)?, b))
+    Ok((store::open(b, &cfg.cluster.name, &cfg.tls.dir)?, b))
 }
 
 /// Take one now, through the local member (or `endpoint`); prints the id.
@@ -36,18 +36,37 @@ pub async fn list(cfg: &Config, json: bool) -> Result<()> {
     let (store, _) = open(cfg)?;
     let all = catalog::list(&store).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        // One array: the signed snapshots (newest first), then the untrusted objects.
+        let mut rows: Vec<serde_json::Value> = Vec::new();
+        for e in &all.entries {
+            let mut v = serde_json::to_value(e)?;
+            v["trusted"] = true.into();
+            rows.push(v);
+        }
+        for u in &all.untrusted {
+            let mut v = serde_json::to_value(u)?;
+            v["trusted"] = false.into();
+            rows.push(v);
+        }
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
-        "{:<28} {:<26} {:>10} {:>12} {:<9} {:<8}",
-        "ID", "CREATED", "REVISION", "SIZE", "ENCRYPTED", "VERIFIED"
+        "{:<28} {:<26} {:>10} {:>12} {:<9} {:<8} {:<10}",
+        "ID", "CREATED", "REVISION", "SIZE", "ENCRYPTED", "VERIFIED", "SIGNED BY"
     );
-    for e in &all {
+    for e in &all.entries {
         let m = &e.manifest;
         println!(
-            "{:<28} {:<26} {:>10} {:>12} {:<9} {:<8}",
-            m.id, m.created, m.revision, m.size, m.encrypted, e.verified
+            "{:<28} {:<26} {:>10} {:>12} {:<9} {:<8} {:<10}",
+            m.id, m.created, m.revision, m.size, m.encrypted, e.verified, m.taken_by
+        );
+    }
+    for u in &all.untrusted {
+        println!(
+            "UNTRUSTED {}: {} (never used; whoever can write the store wrote it)",
+            crate::util::text::printable(&u.object, 200),
+            crate::util::text::printable(&u.why, 300)
         );
     }
     Ok(())
@@ -56,7 +75,7 @@ pub async fn list(cfg: &Config, json: bool) -> Result<()> {
 pub async fn verify(cfg: &Config, which: &str, json: bool) -> Result<()> {
     let (store, b) = open(cfg)?;
     let entry = catalog::find(&store, which).await?;
-    let scratch = backup::verify::temp_scratch("etcd-bootstrap-verify", &entry.manifest.id)?;
+    let scratch = backup::verify::temp_scratch("etcd-bootstrap-verify")?;
     let report = backup::verify::verify_then_remove(
         &store,
         &entry,

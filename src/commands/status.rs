@@ -77,6 +77,15 @@ pub fn table(s: &Status) -> String {
                 l.store
             )),
         }
+        if let Some(u) = l.untrusted.first() {
+            out.push_str(&format!(
+                "WARNING: {} untrusted object(s) in {} are ignored, e.g. {}: {}\n",
+                l.untrusted.len(),
+                l.store,
+                crate::util::text::printable(&u.object, 120),
+                crate::util::text::printable(&u.why, 200)
+            ));
+        }
     }
     if let Some(p) = &s.paused_by {
         out.push_str(&format!(

@@ -212,6 +212,8 @@ pub struct SnapshotSeen {
     /// The newest verified snapshot's id and age in seconds.
     pub newest: Result<Option<(String, i64)>, String>,
     pub interval_secs: i64,
+    /// Objects that look like manifests but are not trusted: (object, why).
+    pub untrusted: Vec<(String, String)>,
 }
 
 /// Every check, in order. `members` and `joins` only with a quorum: without one, the `quorum`
@@ -916,7 +918,21 @@ pub fn snapshot(o: &Observed) -> Vec<Finding> {
         )];
     };
     let take = "take one now: `etcd-bootstrap snapshot save`";
-    match &s.newest {
+    let mut out = Vec::new();
+    if let Some((object, why)) = s.untrusted.first() {
+        out.push(Finding::fail(
+            "store-trust",
+            format!(
+                "{} object(s) in {} are not trusted and are never used, e.g. {}: {}",
+                s.untrusted.len(),
+                s.store,
+                crate::util::text::printable(object, 120),
+                crate::util::text::printable(why, 200)
+            ),
+            "whoever can write the bucket wrote them (or they were stored by a version that did not sign): rotate the bucket's credentials if you did not, then delete them (`etcd-bootstrap snapshot list` marks them UNTRUSTED)",
+        ));
+    }
+    out.extend(match &s.newest {
         Err(e) => vec![Finding::fail(
             "snapshot",
             format!("cannot list {}: {e}", s.store),
@@ -947,7 +963,8 @@ pub fn snapshot(o: &Observed) -> Vec<Finding> {
                 )]
             }
         }
-    }
+    });
+    out
 }
 
 #[cfg(test)]
@@ -1073,6 +1090,7 @@ mod tests {
                 store: "s3://b/etcd".into(),
                 newest: Ok(Some(("20270115T080000Z-r90".into(), 600))),
                 interval_secs: 1800,
+                untrusted: vec![],
             }),
             tls_dir: TLS.into(),
             dead_member_policy: POLICY.into(),
@@ -1372,6 +1390,20 @@ mod tests {
                 Some((
                     "no verified snapshot in s3://b/etcd",
                     "the agents take one per backup.interval from a healthy cluster; take one now: `etcd-bootstrap snapshot save`".into(),
+                )),
+            ),
+            (
+                "snapshot: an untrusted object in the store",
+                snapshot,
+                |o| {
+                    o.snapshot.as_mut().unwrap().untrusted = vec![(
+                        "20991231T235959Z-r9999.json".into(),
+                        "not a signed object".into(),
+                    )]
+                },
+                Some((
+                    "1 object(s) in s3://b/etcd are not trusted and are never used, e.g. 20991231T235959Z-r9999.json: not a signed object",
+                    "whoever can write the bucket wrote them (or they were stored by a version that did not sign): rotate the bucket's credentials if you did not, then delete them (`etcd-bootstrap snapshot list` marks them UNTRUSTED)".into(),
                 )),
             ),
         ]

@@ -119,6 +119,9 @@ pub struct FleetRequest {
     /// Sorted by peer URL.
     pub members: Vec<RequestMember>,
     pub token: String,
+    /// `cluster.name` (absent in requests of older versions, kept in identity records).
+    #[serde(default)]
+    pub cluster: String,
 }
 
 impl FleetRequest {
@@ -145,6 +148,7 @@ impl FleetRequest {
             from_cluster: Some(format!("{from_cluster:x}")),
             members,
             token: format!("{cluster_name}-{}", &digest[..12]),
+            cluster: cluster_name.into(),
         }
     }
 
@@ -267,6 +271,43 @@ pub fn fleet_step(
         (None, Some(r)) => FleetStep::Begin(r.clone()),
         (None, None) => FleetStep::Nothing,
     }
+}
+
+/// Whether a request may be followed by a node whose identity record names `recorded` (the
+/// peer URLs of the membership the cluster itself last recorded): the request may leave members
+/// out (never-started ones), never add one. Members that were never part of the cluster would
+/// enter every restored member's `--initial-cluster` and, unreachable, keep it from a quorum.
+pub fn fits_membership(r: &FleetRequest, recorded: &[String]) -> Result<(), String> {
+    if recorded.is_empty() {
+        return Err(format!(
+            "restore request {}: this node has no recorded membership to check its members against",
+            r.id
+        ));
+    }
+    let extra: Vec<&str> = r
+        .members
+        .iter()
+        .filter(|m| !recorded.contains(&m.peer_url))
+        .map(|m| m.peer_url.as_str())
+        .collect();
+    if !extra.is_empty() {
+        return Err(format!(
+            "restore request {} names members the cluster never recorded ({}); refused",
+            r.id,
+            extra.join(", ")
+        ));
+    }
+    // Must restore a quorum of what the cluster recorded: a request for a minority would form
+    // a second, smaller cluster beside members it left out.
+    if r.members.len() < recorded.len() / 2 + 1 {
+        return Err(format!(
+            "restore request {} names {} of the {} recorded members, less than a quorum; refused",
+            r.id,
+            r.members.len(),
+            recorded.len()
+        ));
+    }
+    Ok(())
 }
 
 /// What the members of the current request report, for `may_request`.
@@ -513,6 +554,31 @@ mod tests {
                 want,
                 "case {i}"
             );
+        }
+    }
+
+    #[test]
+    fn fits_membership_table() {
+        let recorded: Vec<String> = [A, B, C].iter().map(|s| s.to_string()).collect();
+        // (request's members, recorded, fits)
+        let table: Vec<(Vec<&str>, Vec<String>, bool)> = vec![
+            (vec![A, B, C], recorded.clone(), true),
+            // A never-started member left out: fine.
+            (vec![A, B], recorded.clone(), true),
+            // Ghosts added (finding: a 7-member cluster that can never reach quorum).
+            (
+                vec![A, B, C, "https://10.0.0.9:2380"],
+                recorded.clone(),
+                false,
+            ),
+            // A minority of the recorded membership.
+            (vec![A], recorded.clone(), false),
+            // Nothing recorded: cannot tell, refused.
+            (vec![A, B, C], vec![], false),
+        ];
+        for (i, (members, recorded, fits)) in table.into_iter().enumerate() {
+            let r = request("r1", &members);
+            assert_eq!(fits_membership(&r, &recorded).is_ok(), fits, "case {i}");
         }
     }
 

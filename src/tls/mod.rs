@@ -14,6 +14,7 @@ mod files;
 mod inspect;
 mod local_ca;
 pub mod served;
+pub mod signature;
 
 use crate::config::{Config, TlsMode};
 use crate::model::tls::{CertFacts, TlsPaths};

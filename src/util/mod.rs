@@ -6,4 +6,5 @@ pub mod hex;
 pub mod http;
 pub mod retry;
 pub mod sha256;
+pub mod text;
 pub mod time;

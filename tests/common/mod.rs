@@ -970,6 +970,21 @@ elif op == "delete":
             .expect("python3 boto3")
     }
 
+    /// Run a Python `script` in the bridge namespace with the lab's venv (boto3), as
+    /// `script ENDPOINT CA KEY_ID SECRET BUCKET ARGS...`: a client with the bucket's credentials
+    /// and nothing else (no CA key, no node key, no age identity), as an attacker would be.
+    pub fn python_with_bucket(&self, script: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(Self::python())
+            .args(["-c", script, &self.endpoint])
+            .arg(&self.ca)
+            .args([&self.key_id, &self.secret, &self.bucket])
+            .args(args)
+            .output()
+            .expect("python3 boto3")
+    }
+
     /// Object keys and sizes under `prefix`.
     pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
         let out = self.boto(&["list", prefix]);

@@ -1,0 +1,379 @@
+//! The backup bucket is not a root of trust: each test plays an attacker who holds the bucket's
+//! credentials and nothing else (no CA key, no node key, no age identity; the age recipient and
+//! the cluster's names and addresses are public), writes objects with an independent client
+//! (boto3) and `openssl`, and checks that nothing was harmed: the cluster ID and every key are
+//! kept, no file is written or removed outside the scratch directories, memory and disk stay
+//! bounded, and every forged object is reported as untrusted.
+//!
+//! Real etcd (3.4.23 and 3.5.30), the real S3 server (SeaweedFS over HTTPS), real age.
+
+mod common;
+
+use common::{age_key, serial, Lab, LabOptions, Version, S3};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const WITHIN: Duration = Duration::from_secs(120);
+/// Heal ticks (heal.interval = 2s in the lab) an agent gets to act on a forged object.
+const TICKS: Duration = Duration::from_secs(12);
+
+/// The attacker's tool: boto3 with the bucket's credentials, openssl for a CA of its own.
+const ATTACKER: &str = r#"
+import sys, json, hashlib, subprocess, os
+import boto3
+from botocore.config import Config
+endpoint, ca, key_id, secret, bucket, op = sys.argv[1:7]
+rest = sys.argv[7:]
+s3 = boto3.client("s3", endpoint_url=endpoint, verify=ca, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
+                                connect_timeout=3, read_timeout=30))
+
+def put(key, body):
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+def get(key):
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+def sh(*args):
+    subprocess.run(args, check=True, capture_output=True)
+
+def attacker_signed(kind, payload, cn, work):
+    # Everything a member's signature has, from a CA of the attacker's own: the right key type,
+    # both usages, the member's name. Only the chain to the cluster's CA is missing.
+    os.makedirs(work, exist_ok=True)
+    ca_key, ca_crt = work + "/ca.key", work + "/ca.crt"
+    key, csr, crt, ext = work + "/m.key", work + "/m.csr", work + "/m.crt", work + "/ext"
+    if not os.path.exists(crt):
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-keyout", ca_key, "-out", ca_crt, "-subj", "/CN=etcd-bootstrap CA", "-days", "2")
+        sh("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + cn)
+        open(ext, "w").write("extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:" + cn + "\n")
+        sh("openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
+           "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", crt)
+    msg = b"etcd-bootstrap signed object v1\0" + kind.encode() + b"\0" + payload.encode()
+    open(work + "/msg", "wb").write(msg)
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key, work + "/msg"],
+                         check=True, capture_output=True).stdout
+    import base64
+    signature = {"scheme": "ecdsa-p256-sha256", "value": base64.b64encode(sig).decode(),
+                 "certificate": open(crt).read()}
+    return '{"kind": "%s", "payload": %s, "signature": %s}' % (kind, payload, json.dumps(signature))
+
+if op == "request":
+    # A restore request for an older snapshot of this very cluster: its ID is in every manifest,
+    # its members' names and peer URLs are in DNS.
+    key, snapshot, from_cluster, members, cluster, signed, work = rest
+    members = sorted(json.loads(members), key=lambda m: m["peer_url"])
+    rid = "20261207T000000Z-abcdef"
+    urls = ",".join(m["peer_url"] for m in members)
+    digest = hashlib.sha256(("%s|restore:%s|request:%s" % (urls, snapshot, rid)).encode()).hexdigest()
+    req = {"id": rid, "snapshot": snapshot, "requested": "2026-12-07T00:00:00Z", "by": members[0]["name"],
+           "from_cluster": from_cluster, "members": members, "token": cluster + "-" + digest[:12],
+           "cluster": cluster}
+    payload = json.dumps(req, indent=2)
+    body = attacker_signed("restore-request", payload, members[0]["name"], work) if signed == "signed" else payload
+    put(key, body.encode())
+elif op == "manifest":
+    # A manifest of the attacker's, copied from a real one with `changes` applied; the data
+    # object copied under its new name when `copy_data` is given.
+    dir_, real_id, new_id, changes, signed, copy_data, work = rest
+    sealed = json.loads(get(dir_ + real_id + ".json"))
+    m = sealed["payload"]
+    m.update(json.loads(changes))
+    m["id"] = new_id
+    payload = json.dumps(m, indent=2)
+    body = attacker_signed("snapshot-manifest", payload, m["taken_by"], work) if signed == "signed" else payload
+    put(dir_ + new_id + ".json", body.encode())
+    if copy_data == "copy":
+        put(dir_ + m["object"], get(dir_ + real_id + (".db.age" if m["encrypted"] else ".db")))
+elif op == "junk":
+    key, mib = rest
+    put(key, os.urandom(1024 * 1024) * int(mib))
+"#;
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn cluster_id(lab: &Lab) -> u64 {
+    lab.member_list(1).unwrap()["header"]["cluster_id"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Every key of the cluster with its value, through host 1.
+fn all_keys(lab: &Lab) -> Vec<String> {
+    let out = lab.etcdctl(1, &lab.client_url(1), &["get", "", "--prefix=true"]);
+    let text = ok(&out, "etcdctl get");
+    text.lines()
+        .map(String::from)
+        .filter(|l| !l.starts_with("/etcd-bootstrap/"))
+        .collect()
+}
+
+fn command(lab: &Lab, host: usize, args: &[&str]) -> Output {
+    let cfg = lab.config_path(host);
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", cfg.to_str().unwrap()]);
+    lab.exec(host, Path::new(&common::bin()), &all)
+}
+
+/// Peak memory (KiB) of `etcd-bootstrap ARGS` run in host `host`, and its output.
+fn peak_rss_kib(lab: &Lab, host: usize, args: &[&str]) -> (u64, Output) {
+    const MEASURE: &str = "import resource, subprocess, sys\n\
+        r = subprocess.run(sys.argv[1:], capture_output=True)\n\
+        sys.stderr.buffer.write(r.stderr)\n\
+        sys.stdout.buffer.write(r.stdout)\n\
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n";
+    let cfg = lab.config_path(host);
+    let bin = common::bin();
+    let mut all: Vec<&str> = vec!["-c", MEASURE, &bin];
+    all.extend(args);
+    all.extend(["--config", cfg.to_str().unwrap()]);
+    let out = lab.exec(host, Path::new("/usr/bin/python3"), &all);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    (kib, out)
+}
+
+fn attack(s3: &S3, args: &[&str]) {
+    let out = s3.python_with_bucket(ATTACKER, args);
+    ok(&out, &format!("attacker {}", args[0]));
+}
+
+fn bucket_attacks(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let s3 = S3::up(&lab);
+    let keys_dir = tempfile::tempdir().unwrap();
+    let (identity, public) = age_key(keys_dir.path());
+    for h in 1..=3 {
+        let section = s3.backup_section(
+            &lab.host_dir(h),
+            "fleet",
+            &format!(
+                "interval = \"1h\"\nage_recipients = [\"{public}\"]\nage_identity_file = \"{}\"",
+                identity.display()
+            ),
+        );
+        let cfg = lab.config_path(h);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, format!("{text}\n{section}")).unwrap();
+    }
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    let work = keys_dir.path().join("attacker");
+    let work = work.to_str().unwrap();
+    let dir = "fleet/lab/";
+
+    lab.put(1, "/a/1", "old");
+    let snap_a = ok(&command(&lab, 2, &["snapshot", "save"]), "save")
+        .trim()
+        .to_string();
+    lab.put(2, "/b/1", "newer");
+    std::thread::sleep(Duration::from_millis(1100)); // ids have a resolution of a second
+    let snap_b = ok(&command(&lab, 2, &["snapshot", "save"]), "save")
+        .trim()
+        .to_string();
+    lab.put(3, "/c/1", "after every snapshot");
+    let cluster = cluster_id(&lab);
+    let keys = all_keys(&lab);
+    assert!(keys.contains(&"/c/1".to_string()), "{keys:?}");
+    let members: Vec<serde_json::Value> = lab
+        .members(1)
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m["name"],
+                "peer_url": m["peerURLs"][0],
+                "client_url": m["clientURLs"][0],
+            })
+        })
+        .collect();
+    let members = serde_json::Value::from(members).to_string();
+    let unharmed = |lab: &Lab, what: &str| {
+        assert_eq!(cluster_id(lab), cluster, "{what}: the cluster ID changed");
+        assert_eq!(all_keys(lab), keys, "{what}: the keys changed");
+    };
+
+    // 1. Rollback by request: a request for the older snapshot, written by hand, then one
+    //    signed by a CA of the attacker's own. Before signing, all three members restored it
+    //    within about 5 s.
+    for signed in ["unsigned", "signed"] {
+        attack(
+            &s3,
+            &[
+                "request",
+                &format!("{dir}restore/request.json"),
+                &snap_a,
+                &format!("{cluster:x}"),
+                &members,
+                "lab",
+                signed,
+                work,
+            ],
+        );
+        std::thread::sleep(TICKS);
+        unharmed(&lab, &format!("a forged ({signed}) restore request"));
+    }
+    assert!(
+        lab.log(1)
+            .contains("the restore request in the store is not trusted"),
+        "{}",
+        lab.log(1)
+    );
+
+    // 2. Pinned "newest" and files written as root: manifests of the attacker's under ids that
+    //    sort after every real one, one pointing its data object outside the store's directory,
+    //    one at the live database.
+    let canary = Path::new("/tmp").join(format!("ebt{id}-pwned"));
+    let _ = std::fs::remove_file(&canary);
+    let data_db = lab.host_dir(1).join("data/member/snap/db");
+    let db_size = std::fs::metadata(&data_db).unwrap().len();
+    let forged = [
+        (
+            "20991231T235959Z-r9999",
+            serde_json::json!({"created": "2099-12-31T23:59:59Z", "revision": 9999}).to_string(),
+            "unsigned",
+            "copy",
+        ),
+        (
+            "20991230T000000Z-r9998",
+            serde_json::json!({"created": "2099-12-30T00:00:00Z", "revision": 9998,
+                "object": format!("../../../../../../../../..{}", canary.display())})
+            .to_string(),
+            "signed",
+            "no",
+        ),
+        (
+            "20991229T000000Z-r9997",
+            serde_json::json!({"created": "2099-12-29T00:00:00Z", "revision": 9997,
+                "object": data_db.display().to_string()})
+            .to_string(),
+            "signed",
+            "no",
+        ),
+    ];
+    for (new_id, changes, signed, copy) in &forged {
+        attack(
+            &s3,
+            &[
+                "manifest", dir, &snap_a, new_id, changes, signed, copy, work,
+            ],
+        );
+    }
+    let out = command(&lab, 1, &["snapshot", "list", "--output", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&ok(&out, "snapshot list")).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows[0]["id"], snap_b.as_str(), "newest: {rows:?}");
+    for (new_id, ..) in &forged {
+        let row = rows
+            .iter()
+            .find(|r| r["object"].as_str() == Some(&format!("{new_id}.json")))
+            .unwrap_or_else(|| panic!("{new_id} not listed: {rows:?}"));
+        assert_eq!(row["trusted"], false, "{row}");
+    }
+    let out = ok(
+        &command(&lab, 1, &["snapshot", "verify", "latest"]),
+        "verify",
+    );
+    assert!(out.starts_with(&snap_b), "verify latest took {out}");
+    let out = command(&lab, 1, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("last snapshot {snap_b}")), "{text}");
+    assert!(text.contains("3 untrusted object(s)"), "{text}");
+    let out = command(&lab, 1, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("store-trust"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    std::thread::sleep(TICKS);
+    assert!(!canary.exists(), "the attacker wrote {}", canary.display());
+    assert_eq!(
+        std::fs::metadata(&data_db).unwrap().len() >= db_size,
+        true,
+        "the live database was truncated"
+    );
+    unharmed(&lab, "forged manifests");
+
+    // 3. Directories deleted: an id with a path in it names no snapshot and touches nothing.
+    let victim = keys_dir.path().join("victim");
+    std::fs::create_dir_all(victim.join("inside")).unwrap();
+    let rel = format!("../../../../../../..{}", victim.display());
+    let out = command(&lab, 1, &["snapshot", "verify", &rel]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a snapshot id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        victim.join("inside").is_dir(),
+        "{} was removed",
+        victim.display()
+    );
+
+    // 4. Unbounded reads: the newest snapshot's data object replaced by 64 MiB of junk; its
+    //    signed manifest says a few KiB. The download stops at the signed size.
+    let object = rows[0]["object"].as_str().unwrap().to_string();
+    attack(&s3, &["junk", &format!("{dir}{object}"), "64"]);
+    let t = Instant::now();
+    let out = command(&lab, 1, &["snapshot", "verify", &snap_b]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("larger than"), "{err}");
+    eprintln!("junk object refused in {:?}", t.elapsed());
+    let left: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("etcd-bootstrap-verify")
+        })
+        .collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+
+    //    And a 100 MiB "manifest" under a valid name: listed as untrusted without being read.
+    attack(
+        &s3,
+        &["junk", &format!("{dir}20261207T000001Z-r1.json"), "100"],
+    );
+    let (kib, out) = peak_rss_kib(&lab, 1, &["snapshot", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("UNTRUSTED 20261207T000001Z-r1.json"),
+        "{text}"
+    );
+    eprintln!("snapshot list with a 100 MiB junk manifest: peak RSS {kib} KiB");
+    assert!(kib < 60 * 1024, "peak RSS {kib} KiB");
+
+    unharmed(&lab, "after every attack");
+    for h in 1..=3 {
+        assert!(lab.running(h), "host {h}'s agent exited");
+    }
+    drop(s3);
+}
+
+#[test]
+fn bucket_only_attacker_gains_nothing_etcd_3_5() {
+    bucket_attacks(140, Version::V3_5);
+}
+
+#[test]
+fn bucket_only_attacker_gains_nothing_etcd_3_4() {
+    bucket_attacks(141, Version::V3_4);
+}
