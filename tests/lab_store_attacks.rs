@@ -302,9 +302,8 @@ fn bucket_attacks(id: u8, version: Version) {
     assert_eq!(out.status.code(), Some(1), "{text}");
     std::thread::sleep(TICKS);
     assert!(!canary.exists(), "the attacker wrote {}", canary.display());
-    assert_eq!(
+    assert!(
         std::fs::metadata(&data_db).unwrap().len() >= db_size,
-        true,
         "the live database was truncated"
     );
     unharmed(&lab, "forged manifests");
