@@ -337,8 +337,8 @@ impl Agent<'_> {
 
     /// At a healthy tick: prune moved-aside copies (`decide::prune`). The store is listed only
     /// when its answer matters (a copy of an earlier cluster is on disk, and no verified snapshot
-    /// of the running cluster was seen yet), at most once per `SNAPSHOT_LOOK_EVERY_TICKS` ticks; without
-    /// `[backup]` the running cluster never has one.
+    /// of the running cluster was seen yet), at most every `SNAPSHOT_LOOK_EVERY_TICKS` ticks;
+    /// without `[backup]` the running cluster never has one.
     async fn prune_tick(
         &self,
         me: &client::Whoami,

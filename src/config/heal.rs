@@ -1,6 +1,7 @@
 //! `[heal]`: the heal loop: whether it runs, how often it checks, when it removes a dead
-//! member, and how many moved-aside data dirs it keeps (`decide::prune`). The section's struct and its validation live together; every bad value is one line
-//! naming its key. `heal.interval` is checked against `tls.cert_validity` here too.
+//! member, and how many moved-aside data dirs it keeps (`decide::prune`). The section's struct
+//! and its validation live together; every bad value is one line naming its key.
+//! `heal.interval` is checked against `tls.cert_validity` here too.
 
 use super::{format_duration, ser_duration, DiscoveryConfig, TlsConfig, Validator};
 use crate::error::ConfigError;

@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Inside a moved-aside copy: why and when it was moved, and its raft index.
+/// Inside a moved-aside copy: why it was moved, its raft index, and the cluster and member of
+/// the identity record at the time (`decide::prune` compares raft indexes within one cluster).
 const MOVED_NOTE: &str = "etcd-bootstrap-moved.json";
 
 /// What may be found in a data dir: etcd's `member/`, the note written just before a move aside
@@ -279,8 +280,9 @@ pub fn disk_use(path: &Path) -> Option<prune::DiskUse> {
 }
 
 /// Delete the moved-aside copies (`copies`, from `moved_copies`) that `decide::prune` allows,
-/// given the running member and whether the store holds a verified snapshot of its cluster. Returns the plan (the caller logs
-/// the copies kept, and why, when it wants to); each deletion is logged here.
+/// given the running member and whether the store holds a verified snapshot of its cluster.
+/// Returns the plan (the caller logs the copies kept, and why, when it wants to); each deletion
+/// is logged here.
 pub fn prune(
     data_dir: &Path,
     copies: &[prune::MovedCopy],
