@@ -549,3 +549,189 @@ fn fleet_restore_with_a_member_down_and_an_agent_killed_etcd_3_5() {
 fn fleet_restore_with_a_member_down_and_an_agent_killed_etcd_3_4() {
     fleet_restore(92, Version::V3_4, "fleet-restore:after-stop");
 }
+
+/// `[backup]` on hosts 1-3: a `file://` store every host of the lab sees (one file system),
+/// unencrypted. The agents take a scheduled snapshot at once (none is recorded yet), and then
+/// none for a year (the restored data records that one): the test decides when the running
+/// cluster has one.
+fn with_file_backup(lab: &Lab) -> std::path::PathBuf {
+    let store = lab.host_dir(1).parent().unwrap().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    for h in 1..=3 {
+        let cfg = lab.config_path(h);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let section = format!(
+            "[backup]\nurl = \"file://{}\"\ninterval = \"8760h\"\n",
+            store.display()
+        );
+        std::fs::write(&cfg, format!("{text}\n{section}")).unwrap();
+    }
+    store
+}
+
+/// Run `restore --from latest --yes` from host 1 and wait for it; the new cluster ID.
+fn restore_latest(lab: &Lab) -> u64 {
+    let cfg1 = lab.config_path(1);
+    let out = lab.exec(
+        1,
+        Path::new(&common::bin()),
+        &[
+            "restore",
+            "--from",
+            "latest",
+            "--yes",
+            "--timeout",
+            "2m",
+            "--config",
+            cfg1.to_str().unwrap(),
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "restore: {text}");
+    assert!(text.contains("restored: "), "{text}");
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    cluster_id(lab, 1)
+}
+
+/// Wait until every host in `hosts` has `want(n)` moved-aside copies; the counts at the end.
+fn wait_copies(
+    lab: &Lab,
+    hosts: &[usize],
+    within: Duration,
+    want: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let t = Instant::now();
+    loop {
+        let counts: Vec<usize> = hosts.iter().map(|h| moved_aside(lab, *h).len()).collect();
+        if counts.iter().all(|n| want(*n)) || t.elapsed() > within {
+            return counts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Issue 24, finding 9: every restore moves each member's data aside, and the restored cluster
+/// starts again near raft index 20, so copies of earlier clusters looked "ahead" of it and were
+/// kept forever. Three restores in a row leave at most `heal.keep_moved_aside` (default 2)
+/// copies per node, the newest ones; with `keep_moved_aside = 0`, the newest copy of the earlier
+/// cluster (the way back) stays until the restored cluster has a verified snapshot, and goes
+/// after it. The keys written before are all there throughout.
+fn restores_keep_a_bounded_number_of_copies(id: u8, version: Version) {
+    let _g = serial();
+    let started = Instant::now();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let store = with_file_backup(&lab);
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    // Enough writes that the first cluster's raft index is far ahead of a restored one's.
+    for i in 0..60 {
+        lab.put(1 + i % 3, &format!("/before/{i:02}"), &format!("v{i}"));
+    }
+    snapshot_save(&lab, 1);
+    let mut clusters = vec![cluster_id(&lab, 1)];
+    for _ in 0..3 {
+        clusters.push(restore_latest(&lab));
+    }
+    eprintln!("three restores: {:?} since the start", started.elapsed());
+    let distinct: std::collections::BTreeSet<u64> = clusters.iter().copied().collect();
+    assert_eq!(distinct.len(), 4, "each restore makes a new cluster");
+    let check_keys = |lab: &Lab| {
+        for h in 1..=3 {
+            for i in 0..60 {
+                assert_eq!(
+                    lab.get(h, &format!("/before/{i:02}")).as_deref(),
+                    Some(format!("v{i}").as_str()),
+                    "host {h} /before/{i:02}"
+                );
+            }
+        }
+    };
+    check_keys(&lab);
+    // No snapshot of the running cluster yet: the count alone bounds the copies.
+    let counts = wait_copies(&lab, &[1, 2, 3], Duration::from_secs(20), |n| n <= 2);
+    assert!(
+        counts.iter().all(|n| *n <= 2),
+        "copies per host after 3 restores: {counts:?} (heal.keep_moved_aside is 2)"
+    );
+    // The two newest are the ones kept.
+    for h in 1..=3 {
+        let mut left = moved_aside(&lab, h);
+        left.sort();
+        assert_eq!(left.len(), 2, "host {h}: {left:?}");
+        let note = std::fs::read_to_string(
+            lab.host_dir(h)
+                .join(&left[1])
+                .join("etcd-bootstrap-moved.json"),
+        )
+        .unwrap();
+        assert!(
+            note.contains(&format!("{:x}", clusters[2])),
+            "host {h}: the newest copy is of the cluster before the running one: {note}"
+        );
+    }
+
+    // keep_moved_aside = 0 on host 1: the copy of the cluster restored from stays while the
+    // running cluster has no verified snapshot, and goes once it has one.
+    lab.edit_config(1, "[heal]\n", "[heal]\nkeep_moved_aside = 0\n");
+    lab.stop(1);
+    lab.start(&[1]);
+    lab.wait_voters(2, &[1, 2, 3], WITHIN);
+    let counts = wait_copies(&lab, &[1], Duration::from_secs(6), |n| n <= 1);
+    assert_eq!(
+        counts,
+        vec![1],
+        "host 1 with keep_moved_aside = 0, before a snapshot"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(moved_aside(&lab, 1).len(), 1, "host 1 kept the way back");
+    // Snapshots of the running cluster in the store (manifests name their cluster).
+    let of_running = || {
+        std::fs::read_dir(store.join("lab"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| {
+                let m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                m["cluster_id"].as_str() == Some(format!("{:x}", clusters[3]).as_str())
+            })
+            .count()
+    };
+    assert_eq!(of_running(), 0, "no snapshot of the running cluster yet");
+    let t = Instant::now();
+    snapshot_save(&lab, 2);
+    assert_eq!(of_running(), 1, "the running cluster's first snapshot");
+    let counts = wait_copies(&lab, &[1], Duration::from_secs(45), |n| n == 0);
+    assert_eq!(
+        counts,
+        vec![0],
+        "host 1 with keep_moved_aside = 0, after the running cluster's first snapshot"
+    );
+    eprintln!(
+        "keep_moved_aside = 0: the last copy pruned {:?} after the snapshot",
+        t.elapsed()
+    );
+    let log = lab.log(1);
+    assert!(log.contains("pruning a moved-aside data dir"), "{log}");
+    assert_eq!(
+        wait_copies(&lab, &[2, 3], Duration::ZERO, |n| n == 2),
+        vec![2, 2]
+    );
+    check_keys(&lab);
+    lab.stop_all();
+    eprintln!(
+        "{}: the whole test took {:?}",
+        version.as_str(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn restores_keep_a_bounded_number_of_copies_etcd_3_5() {
+    restores_keep_a_bounded_number_of_copies(170, Version::V3_5);
+}

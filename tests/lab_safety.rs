@@ -432,8 +432,18 @@ fn a_config_change_reaches_etcd_after_a_restart_etcd_3_5() {
 /// which is the most valuable copy after a few heals).
 fn prune_keeps_the_valuable_copy(id: u8, version: Version) {
     let _g = serial();
-    let lab = Lab::three(id, version, 3);
-    lab.put(1, "/before", "prune");
+    let mut lab = Lab::up(
+        id,
+        version,
+        LabOptions {
+            hosts: 3,
+            srv: true,
+            dns_hosts: Some(vec![1, 2, 3]),
+        },
+    );
+    lab.configure_srv(3);
+    // The count this test was written for (the default is 2): the newest three by name stay.
+    lab.edit_config(1, "[heal]\n", "[heal]\nkeep_moved_aside = 3\n");
     // Four older copies; the oldest is far ahead of the running member.
     for (day, index) in [(1, 1_000_000u64), (2, 1), (3, 2), (4, 3)] {
         let dir = lab
@@ -447,6 +457,9 @@ fn prune_keeps_the_valuable_copy(id: u8, version: Version) {
         .unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    lab.put(1, "/before", "prune");
     let old = lab.member_id_of(2, 1);
     lab.remove_member(2, &old);
     lab.wait_voters(2, &[1, 2, 3], WITHIN);

@@ -337,7 +337,7 @@ impl Agent<'_> {
     /// The member is a healthy voter: record who it is (the cluster it belongs to, its
     /// membership, and that its nonce has been used), take the bootstrap flags out of etcd's
     /// environment (etcd started by hand over an empty data dir must not form anything), and
-    /// prune moved-aside copies that are behind it.
+    /// prune moved-aside copies (`decide::prune`).
     pub async fn settle(&self, material: &ClientMaterial, me: &Whoami) -> Result<()> {
         let cfg = self.cfg;
         self.refresh_record(material, me).await?;
@@ -346,7 +346,22 @@ impl Agent<'_> {
         if self.manager.install(&spec)? {
             tracing::info!(env_file = %cfg.etcd.env_file.display(), "the member has joined: bootstrap flags removed from etcd's environment (ETCD_INITIAL_CLUSTER_STATE=existing only)");
         }
-        datadir::prune(&cfg.member.data_dir, Some(me.raft_index))
+        // The store is not asked here (a start must not wait on it): as if the running cluster
+        // had no verified snapshot, the conservative answer; the heal loop asks.
+        let data_dir = &cfg.member.data_dir;
+        let copies = datadir::moved_copies(data_dir)?;
+        let plan = datadir::prune(
+            data_dir,
+            &copies,
+            crate::decide::prune::Running {
+                cluster: Some(me.cluster_id),
+                raft_index: Some(me.raft_index),
+            },
+            false,
+            cfg.heal.prune_limits(),
+        )?;
+        datadir::log_kept(data_dir, &plan);
+        Ok(())
     }
 
     /// Keep the identity record in step with the running member.

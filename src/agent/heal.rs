@@ -7,8 +7,9 @@
 use super::metrics::{self, HealAction};
 use super::restore::Followed;
 use super::{local_endpoint, notify, Agent};
-use crate::decide::dead_member;
+use crate::backup::catalog;
 use crate::decide::removed::Verdict;
+use crate::decide::{dead_member, prune};
 use crate::etcd::datadir;
 use crate::etcd::{client, membership};
 use crate::failpoint;
@@ -19,6 +20,26 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// How often a member without a quorum repeats what it knows and what to run.
 const QUORUM_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// The store is listed at most every this many `heal.interval`s to learn whether it holds a
+/// verified snapshot of the running cluster, and only while that decides whether a copy of an
+/// earlier cluster may be pruned (after a restore, until the restored cluster's first snapshot).
+const SNAPSHOT_LOOK_EVERY_TICKS: u32 = 5;
+
+/// How long one such listing may take.
+const SNAPSHOT_LOOK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What pruning at healthy ticks remembers.
+#[derive(Debug, Default)]
+struct Pruning {
+    /// The running cluster the store was seen to hold a verified snapshot of (it keeps one:
+    /// retention deletes a snapshot only after a newer one is stored).
+    snapshot_of: Option<u64>,
+    /// When the store was last listed, and for which cluster.
+    looked: Option<(u64, Instant)>,
+    /// The copies kept at the last tick (logged again, with why, when they change).
+    kept: Vec<String>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -118,6 +139,7 @@ impl Agent<'_> {
         let mut not_named: Option<String> = None;
         let mut current_restore: Option<crate::decide::restore::FleetRequest> = None;
         let mut maintenance = super::maintenance::Schedule::default();
+        let mut pruning = Pruning::default();
         let mut schedule = match &cfg.backup {
             None => None,
             Some(b) => match crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir) {
@@ -222,6 +244,12 @@ impl Agent<'_> {
                             tracing::warn!(error = %format!("{e:#}"), "scheduled snapshot");
                         }
                     }
+                    if let Err(e) = self
+                        .prune_tick(&me, restore_store.as_ref(), &mut pruning)
+                        .await
+                    {
+                        tracing::warn!(error = %format!("{e:#}"), "pruning moved-aside data dirs failed; trying again at the next tick");
+                    }
                     let policy = cfg.heal.remove_dead_after.filter(|_| cfg.heal.enabled);
                     if let Err(e) = self.watch_members(&material, &me, &mut dead, policy).await {
                         tracing::warn!(error = %format!("{e:#}"), "dead-member check failed");
@@ -307,6 +335,63 @@ impl Agent<'_> {
         }
     }
 
+    /// At a healthy tick: prune moved-aside copies (`decide::prune`). The store is listed only
+    /// when its answer matters (a copy of an earlier cluster is on disk, and no verified snapshot
+    /// of the running cluster was seen yet), at most every `SNAPSHOT_LOOK_EVERY_TICKS` ticks;
+    /// without `[backup]` the running cluster never has one.
+    async fn prune_tick(
+        &self,
+        me: &client::Whoami,
+        store: Option<&crate::backup::store::Store>,
+        st: &mut Pruning,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let data_dir = &cfg.member.data_dir;
+        // A fleet-wide restore under way moves data itself; its copies wait for the next tick.
+        if super::restore::under_way(data_dir)? {
+            return Ok(());
+        }
+        let copies = datadir::moved_copies(data_dir)?;
+        if copies.is_empty() {
+            st.kept.clear();
+            return Ok(());
+        }
+        let running = prune::Running {
+            cluster: Some(me.cluster_id),
+            raft_index: Some(me.raft_index),
+        };
+        let mut has_snapshot = st.snapshot_of == Some(me.cluster_id);
+        if !has_snapshot && prune::snapshot_matters(&copies, running) {
+            if let Some(store) = store {
+                let every = cfg.heal.interval * SNAPSHOT_LOOK_EVERY_TICKS;
+                let due = st
+                    .looked
+                    .is_none_or(|(c, t)| c != me.cluster_id || t.elapsed() >= every);
+                if due {
+                    st.looked = Some((me.cluster_id, Instant::now()));
+                    has_snapshot = holds_verified_snapshot_of(store, me.cluster_id).await;
+                    if has_snapshot {
+                        st.snapshot_of = Some(me.cluster_id);
+                        tracing::info!(cluster = %format!("{:x}", me.cluster_id), store = %store.describe, "the store holds a verified snapshot of the running cluster: copies of earlier clusters may be pruned");
+                    }
+                }
+            }
+        }
+        let plan = datadir::prune(
+            data_dir,
+            &copies,
+            running,
+            has_snapshot,
+            cfg.heal.prune_limits(),
+        )?;
+        let kept: Vec<String> = plan.kept.iter().map(|(n, _)| n.clone()).collect();
+        if kept != st.kept {
+            datadir::log_kept(data_dir, &plan);
+            st.kept = kept;
+        }
+        Ok(())
+    }
+
     /// On the leader's node only: track unreachable members, note since when in the identity
     /// record (the agent endpoint reports it, for `doctor` on any node), and, with
     /// `heal.remove_dead_after` (`policy`), remove one that the policy says is dead.
@@ -374,6 +459,25 @@ impl Agent<'_> {
             metrics::heal_action(HealAction::RemoveDead);
         }
         Ok(())
+    }
+}
+
+/// Whether `store` lists a verified snapshot (signed by a member, its data object there at the
+/// manifest's size) of cluster `cluster`. A listing that fails or times out counts as no
+/// (logged): copies then wait. An untrusted object never counts.
+async fn holds_verified_snapshot_of(store: &crate::backup::store::Store, cluster: u64) -> bool {
+    match tokio::time::timeout(SNAPSHOT_LOOK_TIMEOUT, catalog::list(store)).await {
+        Ok(Ok(listing)) => listing.entries.iter().any(|e| {
+            e.verified && u64::from_str_radix(&e.manifest.cluster_id, 16).ok() == Some(cluster)
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "listing the store's snapshots for pruning failed; copies of earlier clusters stay for now");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(store = %store.describe, "listing the store's snapshots for pruning did not finish within {SNAPSHOT_LOOK_TIMEOUT:?}; copies of earlier clusters stay for now");
+            false
+        }
     }
 }
 

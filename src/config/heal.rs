@@ -1,6 +1,7 @@
-//! `[heal]`: the heal loop: whether it runs, how often it checks, and when it removes a dead
-//! member. The section's struct and its validation live together; every bad value is one line
-//! naming its key. `heal.interval` is checked against `tls.cert_validity` here too.
+//! `[heal]`: the heal loop: whether it runs, how often it checks, when it removes a dead
+//! member, and how many moved-aside data dirs it keeps (`decide::prune`). The section's struct
+//! and its validation live together; every bad value is one line naming its key.
+//! `heal.interval` is checked against `tls.cert_validity` here too.
 
 use super::{format_duration, ser_duration, DiscoveryConfig, TlsConfig, Validator};
 use crate::error::ConfigError;
@@ -24,7 +25,21 @@ pub struct HealConfig {
     /// counts as the second signal.
     #[serde(skip)]
     pub remove_dead_by_default: bool,
+    /// Moved-aside data dirs kept by count (the newest N); beyond them only the ones that must
+    /// stay (`decide::prune`). Default 2.
+    pub keep_moved_aside: usize,
+    /// While the file system holding the data dir is more than this percent used, moved-aside
+    /// copies that may go go also from within `keep_moved_aside`, oldest first. 100: no limit.
+    /// Default 90.
+    pub moved_aside_max_disk_percent: u8,
 }
+
+/// `heal.keep_moved_aside` when not set: the copy of the last heal or restore and the one
+/// before it.
+pub const KEEP_MOVED_ASIDE_DEFAULT: i64 = 2;
+/// `heal.moved_aside_max_disk_percent` when not set: well before etcd's own writes (WAL, the
+/// database growing to its quota) would fail for lack of space.
+pub const MOVED_ASIDE_MAX_DISK_PERCENT_DEFAULT: i64 = 90;
 
 /// `heal.remove_dead_after` when the key is not set and discovery is by SRV records: long
 /// enough that a reboot or a DNS hiccup never costs a member, short enough that a rolling
@@ -35,6 +50,16 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
     match d {
         Some(d) => s.serialize_str(&format_duration(*d)),
         None => s.serialize_none(),
+    }
+}
+
+impl HealConfig {
+    /// The bounds on moved-aside copies, for `decide::prune`.
+    pub fn prune_limits(&self) -> crate::decide::prune::Limits {
+        crate::decide::prune::Limits {
+            keep: self.keep_moved_aside,
+            max_disk_percent: self.moved_aside_max_disk_percent,
+        }
     }
 }
 
@@ -81,11 +106,34 @@ pub(super) fn validate(
             ),
         ));
     }
+    let keep_moved_aside = match raw.keep_moved_aside.unwrap_or(KEEP_MOVED_ASIDE_DEFAULT) {
+        n @ 0..=1000 => n as usize,
+        n => {
+            return Err(v.err(
+                "heal.keep_moved_aside",
+                format!("{n} is out of range (0-1000)"),
+            ))
+        }
+    };
+    let moved_aside_max_disk_percent = match raw
+        .moved_aside_max_disk_percent
+        .unwrap_or(MOVED_ASIDE_MAX_DISK_PERCENT_DEFAULT)
+    {
+        n @ 1..=100 => n as u8,
+        n => {
+            return Err(v.err(
+                "heal.moved_aside_max_disk_percent",
+                format!("{n} is out of range (1-100; 100 turns the disk limit off)"),
+            ))
+        }
+    };
     Ok(HealConfig {
         enabled: raw.enabled.unwrap_or(true),
         interval,
         remove_dead_after,
         remove_dead_by_default,
+        keep_moved_aside,
+        moved_aside_max_disk_percent,
     })
 }
 
@@ -120,5 +168,59 @@ mod tests {
         // A long heal.interval moves the default out to two intervals.
         let slow = load(&format!("{GOOD}[heal]\ninterval = \"10m\"\n"));
         assert_eq!(slow.remove_dead_after, Some(Duration::from_secs(1200)));
+    }
+
+    /// Moved-aside copies: 2 by count and 90% of the disk unless set; out of range is one line
+    /// naming the key (exit 2); the environment overrides the file.
+    #[test]
+    fn moved_aside_limits() {
+        let load = |body: &str, env: &[(&str, &str)]| {
+            let (_d, p) = setup(body);
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::load(Some(&p), &env)
+        };
+        let default = load(GOOD, &[]).unwrap().heal;
+        assert_eq!(default.keep_moved_aside, 2);
+        assert_eq!(default.moved_aside_max_disk_percent, 90);
+        let set = load(
+            &format!("{GOOD}[heal]\nkeep_moved_aside = 0\nmoved_aside_max_disk_percent = 100\n"),
+            &[],
+        )
+        .unwrap()
+        .heal;
+        assert_eq!(set.keep_moved_aside, 0);
+        assert_eq!(set.moved_aside_max_disk_percent, 100);
+        let env = load(
+            &format!("{GOOD}[heal]\nkeep_moved_aside = 0\n"),
+            &[("ETCD_BOOTSTRAP_HEAL_KEEP_MOVED_ASIDE", "5")],
+        )
+        .unwrap()
+        .heal;
+        assert_eq!(env.keep_moved_aside, 5);
+        for (body, key) in [
+            ("keep_moved_aside = -1", "heal.keep_moved_aside"),
+            ("keep_moved_aside = 1001", "heal.keep_moved_aside"),
+            (
+                "moved_aside_max_disk_percent = 0",
+                "heal.moved_aside_max_disk_percent",
+            ),
+            (
+                "moved_aside_max_disk_percent = 101",
+                "heal.moved_aside_max_disk_percent",
+            ),
+            ("keep_moved_aside = \"2\"", "heal.keep_moved_aside"),
+        ] {
+            let err = load(&format!("{GOOD}[heal]\n{body}\n"), &[]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(key), "{body}: {text}");
+            assert_eq!(
+                crate::error::exit_code_for(&err.into()),
+                2,
+                "{body}: {text}"
+            );
+        }
     }
 }

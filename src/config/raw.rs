@@ -68,6 +68,8 @@ pub const KEYS: &[(&str, &str, Kind)] = &[
     ("heal", "enabled", Kind::Bool),
     ("heal", "interval", Kind::Str),
     ("heal", "remove_dead_after", Kind::Str),
+    ("heal", "keep_moved_aside", Kind::Int),
+    ("heal", "moved_aside_max_disk_percent", Kind::Int),
     ("backup", "url", Kind::Str),
     ("backup", "s3_endpoint", Kind::Str),
     ("backup", "s3_region", Kind::Str),
@@ -209,6 +211,8 @@ pub struct RawHeal {
     pub enabled: Option<bool>,
     pub interval: Option<String>,
     pub remove_dead_after: Option<String>,
+    pub keep_moved_aside: Option<i64>,
+    pub moved_aside_max_disk_percent: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,7 +1,8 @@
 //! The data dir and what lives beside it:
 //! - it is never deleted: a removed member's or an interrupted start's data is moved aside to
-//!   `<data_dir>.removed-<UTC timestamp>`, with a note of its raft index; old copies are pruned
-//!   by `decide::prune` (by the time in their name, never one that is ahead of the running member);
+//!   `<data_dir>.removed-<UTC timestamp>`, with a note of its cluster and raft index; old copies
+//!   are pruned by `decide::prune` (by the time in their name and `heal.keep_moved_aside`, within
+//!   a disk-use limit; never one that is ahead of the running member of the same cluster);
 //! - `<data_dir>.identity.json`: this node's identity record (its nonce, the cluster and member
 //!   it last belonged to, that cluster's membership), which survives a wiped data dir;
 //! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator).
@@ -12,8 +13,6 @@ use crate::util::fs;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-pub const KEEP: usize = 3;
 
 /// While this file exists the heal loop neither re-adds this member nor removes any member, and
 /// etcd keeps running: for an operator working on the cluster by hand.
@@ -177,8 +176,9 @@ pub fn move_aside(
     Ok(Some(target))
 }
 
-/// Delete moved-aside copies that `decide::prune` allows, given the running member's raft index.
-pub fn prune(data_dir: &Path, running_index: Option<u64>) -> Result<()> {
+/// The moved-aside copies beside `data_dir`, each with what its note says (cluster, raft index)
+/// and the bytes it takes on disk. A copy without a readable note has neither.
+pub fn moved_copies(data_dir: &Path) -> Result<Vec<prune::MovedCopy>> {
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     let prefix = format!(
         "{}.removed-",
@@ -187,28 +187,101 @@ pub fn prune(data_dir: &Path, running_index: Option<u64>) -> Result<()> {
             .map(|n| n.to_string_lossy())
             .unwrap_or_default()
     );
-    let copies: Vec<prune::MovedCopy> = std::fs::read_dir(parent)
+    let copies = std::fs::read_dir(parent)
         .with_context(|| format!("listing {}", parent.display()))?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| prune::MovedCopy {
-            raft_index: std::fs::read(e.path().join(MOVED_NOTE))
+        .map(|e| {
+            let note = std::fs::read(e.path().join(MOVED_NOTE))
                 .ok()
-                .and_then(|b| serde_json::from_slice::<MovedNote>(&b).ok())
-                .and_then(|n| n.raft_index),
-            name: e.file_name().to_string_lossy().into_owned(),
+                .and_then(|b| serde_json::from_slice::<MovedNote>(&b).ok());
+            prune::MovedCopy {
+                cluster: note.as_ref().and_then(|n| hex_id(&n.cluster_id)),
+                raft_index: note.and_then(|n| n.raft_index),
+                size: disk_bytes(&e.path()),
+                name: e.file_name().to_string_lossy().into_owned(),
+            }
         })
         .collect();
-    let (delete, kept) = prune::plan(&copies, KEEP, running_index);
-    for (name, why) in kept {
-        tracing::info!(path = %parent.join(&name).display(), %why, "keeping an old moved-aside data dir");
+    Ok(copies)
+}
+
+/// Bytes `path` takes on disk (allocated blocks, as `du` counts), symlinks not followed; what
+/// cannot be read counts 0.
+fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let own = meta.blocks().saturating_mul(512);
+    if !meta.is_dir() {
+        return own;
     }
-    for name in delete {
+    let children = std::fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| disk_bytes(&e.path()))
+                .fold(0u64, u64::saturating_add)
+        })
+        .unwrap_or(0);
+    own.saturating_add(children)
+}
+
+/// How full the file system holding `path` is (`None` when it cannot be read).
+pub fn disk_use(path: &Path) -> Option<prune::DiskUse> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a statvfs that outlives the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let unit = st.f_frsize as u64;
+    Some(prune::DiskUse {
+        used: (st.f_blocks as u64)
+            .saturating_sub(st.f_bfree as u64)
+            .saturating_mul(unit),
+        available: (st.f_bavail as u64).saturating_mul(unit),
+    })
+}
+
+/// Delete the moved-aside copies (`copies`, from `moved_copies`) that `decide::prune` allows,
+/// given the running member and whether the store holds a verified snapshot of its cluster.
+/// Returns the plan (the caller logs the copies kept, and why, when it wants to); each deletion
+/// is logged here.
+pub fn prune(
+    data_dir: &Path,
+    copies: &[prune::MovedCopy],
+    running: prune::Running,
+    has_verified_snapshot: bool,
+    limits: prune::Limits,
+) -> Result<prune::Plan> {
+    if copies.is_empty() {
+        return Ok(prune::Plan::default());
+    }
+    let parent = data_dir.parent().unwrap_or(Path::new("/"));
+    let plan = prune::plan(&prune::Observed {
+        copies,
+        running,
+        has_verified_snapshot,
+        disk: disk_use(parent),
+        limits,
+    });
+    for (name, why) in &plan.delete {
         let p = parent.join(name);
-        tracing::info!(path = %p.display(), "pruning an old moved-aside data dir (keeping the newest {KEEP})");
+        tracing::warn!(path = %p.display(), %why, "pruning a moved-aside data dir");
         std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
     }
-    Ok(())
+    Ok(plan)
+}
+
+/// Log why each copy that stays stays (once per change of the plan: the heal loop prunes at
+/// every healthy tick).
+pub fn log_kept(data_dir: &Path, plan: &prune::Plan) {
+    let parent = data_dir.parent().unwrap_or(Path::new("/"));
+    for (name, why) in &plan.kept {
+        tracing::info!(path = %parent.join(name).display(), %why, "keeping a moved-aside data dir");
+    }
 }
 
 #[cfg(test)]
@@ -235,7 +308,15 @@ mod tests {
         }
         // Nothing is deleted while moving.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
-        prune(&data, Some(100)).unwrap();
+        let running = prune::Running {
+            cluster: None,
+            raft_index: Some(100),
+        };
+        let limits = prune::Limits {
+            keep: 3,
+            max_disk_percent: 100,
+        };
+        prune(&data, &moved_copies(&data).unwrap(), running, false, limits).unwrap();
         let left: Vec<PathBuf> = moved.iter().filter(|p| p.exists()).cloned().collect();
         // The newest three, plus the one ahead of the running member; the one at 10 is gone.
         assert_eq!(
@@ -248,5 +329,51 @@ mod tests {
             ]
         );
         assert!(move_aside(&data, "test", None).unwrap().is_none());
+    }
+
+    /// The note of each copy names the cluster of the identity record at the time of the move;
+    /// after restores, copies of earlier clusters go down to `keep`, and the newest of them (the
+    /// way back) only once the running cluster has a verified snapshot.
+    #[test]
+    fn copies_know_their_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("etcd");
+        let mut moved = vec![];
+        // Clusters a, b, c, each moved aside at a raft index far ahead of the restored d's.
+        for cluster in ["a", "b", "c"] {
+            std::fs::create_dir_all(data.join("member/wal")).unwrap();
+            std::fs::write(data.join("member/wal/0.wal"), vec![7u8; 64 * 1024]).unwrap();
+            let record = Record {
+                cluster_id: Some(cluster.into()),
+                raft_index: Some(5000),
+                ..Record::default()
+            };
+            record.save(&data).unwrap();
+            moved.push(move_aside(&data, "restore", None).unwrap().unwrap());
+        }
+        let copies = moved_copies(&data).unwrap();
+        assert_eq!(copies.len(), 3);
+        for c in &copies {
+            assert!(c.size >= 64 * 1024, "{c:?}");
+            assert_eq!(c.raft_index, Some(5000));
+        }
+        let mut clusters: Vec<u64> = copies.iter().filter_map(|c| c.cluster).collect();
+        clusters.sort();
+        assert_eq!(clusters, vec![0xa, 0xb, 0xc]);
+        let d = prune::Running {
+            cluster: Some(0xd),
+            raft_index: Some(20),
+        };
+        let keep0 = prune::Limits {
+            keep: 0,
+            max_disk_percent: 100,
+        };
+        let plan = prune(&data, &copies, d, false, keep0).unwrap();
+        assert_eq!(plan.delete.len(), 2, "{plan:?}");
+        let left: Vec<&PathBuf> = moved.iter().filter(|p| p.exists()).collect();
+        assert_eq!(left, vec![&moved[2]], "the way back stays");
+        prune(&data, &moved_copies(&data).unwrap(), d, true, keep0).unwrap();
+        assert!(moved.iter().all(|p| !p.exists()));
+        assert!(disk_use(dir.path()).is_some_and(|u| u.used > 0 && u.available > 0));
     }
 }

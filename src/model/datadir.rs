@@ -6,7 +6,8 @@
 /// the data dir is a mount point, so that `member/` can go in by one rename).
 pub const WORK_DIR: &str = ".etcd-bootstrap-restore";
 
-/// Inside a moved-aside copy: why and when it was moved, and its raft index.
+/// Inside a moved-aside copy: why it was moved, its raft index, and the cluster and member of
+/// the identity record at the time (`decide::prune` compares raft indexes within one cluster).
 pub const MOVED_NOTE: &str = "etcd-bootstrap-moved.json";
 
 /// What may be found in a data dir: etcd's `member/`, the note written just before a move aside
