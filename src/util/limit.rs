@@ -51,17 +51,11 @@ pub struct Permit {
     counts: Arc<Mutex<Counts>>,
 }
 
-/// The source a connection is counted under: IPv4 (also IPv4-mapped IPv6) by address, IPv6 by
-/// its /64, since one host usually holds a whole /64 and could otherwise take any number of
-/// per-source shares.
+/// The source a connection is counted under: its address, an IPv4-mapped IPv6 address as the
+/// IPv4 one. Not an IPv6 /64: the members of a cluster often share one, and would then share one
+/// member's share (an attacker who rotates addresses within a /64 is still held by the total).
 fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-        v4 => v4,
-    }
+    ip.to_canonical()
 }
 
 impl ConnLimiter {
@@ -179,17 +173,18 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_host_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+    fn mapped_ipv4_counts_as_ipv4_and_ipv6_neighbours_apart() {
         let l = ConnLimiter::new(100, 1);
-        let _a = l.try_acquire(ip("2001:db8:1:2::1")).unwrap();
-        assert_eq!(
-            l.try_acquire(ip("2001:db8:1:2:ffff::7")).unwrap_err(),
-            Refusal::PerSource
-        );
-        let _b = l.try_acquire(ip("2001:db8:1:3::1")).unwrap();
-        let _c = l.try_acquire(ip("10.1.2.3")).unwrap();
+        let _a = l.try_acquire(ip("10.1.2.3")).unwrap();
         assert_eq!(
             l.try_acquire(ip("::ffff:10.1.2.3")).unwrap_err(),
+            Refusal::PerSource
+        );
+        // Members on one /64 are counted each on its own.
+        let _b = l.try_acquire(ip("2001:db8:1:2::11")).unwrap();
+        let _c = l.try_acquire(ip("2001:db8:1:2::12")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("2001:db8:1:2::11")).unwrap_err(),
             Refusal::PerSource
         );
     }
