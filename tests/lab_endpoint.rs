@@ -212,6 +212,16 @@ fn endpoints_under_load(id: u8, version: Version) {
         String::from_utf8_lossy(&out.stderr)
     );
     let log_from = lab.log(1).len();
+    // What host 1's agent says of itself before the flood: the same must hold during it.
+    let baseline = ask(&lab, 2, "peer");
+    let body_of = |a: &Value| -> Value {
+        serde_json::from_str(a["body"].as_str().unwrap_or("")).unwrap_or_default()
+    };
+    let known = body_of(&baseline);
+    assert!(
+        known["cluster_id"].is_string() && known["nonce"].is_string(),
+        "{baseline}"
+    );
 
     // 1. 1,500 raw connections held to host 1's agent endpoint, for 14 s.
     let attack = flood(&lab, AGENT_PORT, 1500, "silent", 14);
@@ -262,9 +272,14 @@ fn endpoints_under_load(id: u8, version: Version) {
         answered, 5,
         "a peer-certified ask of /v1/member must be answered within 3 s during the flood: {asks:?}"
     );
-    let a = &asks[0];
-    let body: Value = serde_json::from_str(a["body"].as_str().unwrap_or("")).unwrap_or_default();
-    assert_eq!(body["cluster_name"], "lab", "{a}");
+    // Not "no record": the cluster, member and nonce it reported before (an unreadable record
+    // once came out as cluster_id null and an empty nonce, a node without a cluster).
+    for a in &asks {
+        let body = body_of(a);
+        for field in ["cluster_name", "cluster_id", "member_id", "nonce"] {
+            assert_eq!(body[field], known[field], "{field} during the flood: {a}");
+        }
+    }
     assert!(
         health.status.success(),
         "host 1's member must stay healthy: {}",
