@@ -444,6 +444,9 @@ fn agent_unit_passes_systemd_analyze_verify() {
         ("Restart", "on-failure"),
         ("TimeoutStartSec", "infinity"),
         ("WatchdogSec", "2min"),
+        // Well above the endpoints' connection caps: at systemd's default of 1024 a connection
+        // flood made the agent unable to read its own identity record (issue 24, finding 8).
+        ("LimitNOFILE", "65536"),
     ] {
         assert!(
             unit.lines().any(|l| l == format!("{key}={want}")),

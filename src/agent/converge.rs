@@ -28,10 +28,30 @@ fn observe_backoff(deadline: Instant) -> Backoff {
     Backoff::new(Duration::from_secs(1), Duration::from_secs(3)).until(deadline)
 }
 
+/// The identity record a decision rests on. A record that is absent is "no record" (a new node,
+/// or one an older version wrote): the default. One that exists but cannot be read (I/O error,
+/// permissions, out of file descriptors, not JSON) is "cannot tell": an error, never the
+/// default, since a node without a record may be taken for a node without a cluster (its
+/// cluster, member and membership are what the record holds). The caller logs it and tries
+/// again later.
+pub(crate) fn record_for_decision(data_dir: &std::path::Path) -> Result<Record> {
+    Ok(Record::load(data_dir)
+        .with_context(|| {
+            format!(
+                "cannot tell who this member is: its identity record ({}) cannot be read",
+                datadir::record_path(data_dir).display()
+            )
+        })?
+        .unwrap_or_default())
+}
+
 /// This member's name and address as it runs: from its identity record, else from the
 /// environment file an earlier version wrote.
 pub fn current_member(cfg: &crate::config::Config) -> Result<LocalMember> {
-    let record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();
+    member_of(cfg, &record_for_decision(&cfg.member.data_dir)?)
+}
+
+fn member_of(cfg: &crate::config::Config, record: &Record) -> Result<LocalMember> {
     let name = record
         .name
         .clone()
@@ -109,7 +129,11 @@ impl Agent<'_> {
         // environment is rendered again from the current config (so that a changed
         // [etcd.flags] reaches etcd), without bootstrap flags: with a WAL etcd ignores them.
         if local.has_wal && tls_paths.client_cert.is_file() {
-            if let Ok(me) = current_member(cfg) {
+            // An unreadable record stops here (the caller retries): without it this member
+            // cannot tell whether to restart from its data, and the discovery path must not be
+            // taken on a guess.
+            let record = record_for_decision(&cfg.member.data_dir)?;
+            if let Ok(me) = member_of(cfg, &record) {
                 tracing::info!(data_dir = %cfg.member.data_dir.display(), "WAL present: restarting etcd from its own data");
                 if let Some(why) = crate::tls::due_on_disk(cfg, time::OffsetDateTime::now_utc()) {
                     tracing::info!(reason = %why, "certificates need renewing before etcd starts");
@@ -402,10 +426,12 @@ impl Agent<'_> {
     /// Whether a majority of this member's last-known membership says it was removed.
     pub async fn removal_verdict(&self, material: &ClientMaterial) -> Verdict {
         let cfg = self.cfg;
-        let record = Record::load(&cfg.member.data_dir)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        // "Cannot tell" is not "no record": with no record, the membership would come from
+        // discovery instead of the one this member last recorded.
+        let record = match record_for_decision(&cfg.member.data_dir) {
+            Ok(r) => r,
+            Err(e) => return Verdict::Undecided(format!("{e:#}")),
+        };
         let Some(my_url) = record
             .peer_url
             .clone()
@@ -544,5 +570,38 @@ pub(crate) fn dead_member_policy(cfg: &crate::config::Config) -> String {
             }
         }
         _ => "The agents will not remove it by themselves (heal.remove_dead_after is off).".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_record_is_cannot_tell_and_an_absent_one_is_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        // Absent: no record, the default.
+        assert_eq!(record_for_decision(&data_dir).unwrap(), Record::default());
+        // Present and readable.
+        let r = Record {
+            cluster_id: Some("3d2ca84ca24e47e4".into()),
+            ..Record::default()
+        };
+        r.save(&data_dir).unwrap();
+        assert_eq!(record_for_decision(&data_dir).unwrap(), r);
+        // Not JSON (a torn write by hand, a disk error): cannot tell, naming the file.
+        let path = datadir::record_path(&data_dir);
+        std::fs::write(&path, b"{\"cluster_id\": ").unwrap();
+        let e = format!("{:#}", record_for_decision(&data_dir).unwrap_err());
+        assert!(
+            e.contains("cannot tell") && e.contains(&path.display().to_string()),
+            "{e}"
+        );
+        // Not readable at all (here: a directory; the same path for EACCES, EMFILE, EIO).
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let e = format!("{:#}", record_for_decision(&data_dir).unwrap_err());
+        assert!(e.contains("cannot tell"), "{e}");
     }
 }

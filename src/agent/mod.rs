@@ -26,7 +26,6 @@ pub mod status;
 use crate::agent::observe::Observer;
 use crate::config::Config;
 use crate::decide::{Action, AgentReport};
-use crate::etcd::datadir::Record;
 use crate::etcd::render;
 use crate::service::ServiceManager;
 use crate::tls::ClientMaterial;
@@ -97,10 +96,13 @@ pub fn reporter(cfg: &Config) -> endpoint::Reporter {
     })
 }
 
-fn report(cfg: &Config) -> AgentReport {
+/// An identity record that cannot be read (I/O error, permissions, out of file descriptors, not
+/// JSON) is an error, answered as such: taken as "no record", this node would report no cluster
+/// and a fresh nonce, which peers could read as a node without data.
+fn report(cfg: &Config) -> anyhow::Result<AgentReport> {
     let data_dir = &cfg.member.data_dir;
-    let record = Record::load(data_dir).ok().flatten().unwrap_or_default();
-    AgentReport {
+    let record = converge::record_for_decision(data_dir)?;
+    Ok(AgentReport {
         cluster_name: cfg.cluster.name.clone(),
         nonce: record.nonce.clone(),
         has_data: data_dir.join("member").exists(),
@@ -111,7 +113,7 @@ fn report(cfg: &Config) -> AgentReport {
         restored_from: record.restored_from.clone(),
         now_unix_ms: Some(now_unix_ms()),
         unreachable_since: record.unreachable_since.clone(),
-    }
+    })
 }
 
 /// This node's clock, Unix milliseconds.

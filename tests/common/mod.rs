@@ -392,6 +392,11 @@ interval = "2s"
         }
     }
 
+    /// The PID of `etcd-bootstrap run` on `host` (`ip netns exec` execs it, so the child's).
+    pub fn agent_pid(&self, host: usize) -> Option<u32> {
+        self.runners.get(&host).map(|c| c.id())
+    }
+
     /// SIGTERM the bootstrapper of `host` (which stops its etcd) and wait for it.
     pub fn stop(&mut self, host: usize) {
         if let Some(mut child) = self.runners.remove(&host) {

@@ -2,10 +2,12 @@
 //! written here rather than pulled in as a framework, since it answers one path with one text.
 //! Each connection gets one answer and is closed (Prometheus opens one per scrape anyway). What
 //! a client may cost is bounded: the request head in size and time, the answer in time, and the
-//! number of connections served at once.
+//! number of connections served at once, in total and per source address (one slow or
+//! flooding client once held every slot, and 62 of 74 scrapes failed: issue 24, finding 8).
 
 use crate::config::Config;
 use crate::error::ConfigError;
+use crate::util::limit::{ConnLimiter, Throttle};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,17 +15,26 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 /// The request line and headers of a scrape are a few hundred bytes.
 const HEAD_LIMIT: usize = 8 * 1024;
-/// How long a client may take to send its request head, and to take the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send its request head. Prometheus sends it at once, in one
+/// packet; a client that trickles it (a slowloris) only holds a slot, so it goes soon.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client may take to take the answer (a few kB; the socket buffer holds it).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// After answering, how long and how much of what the client still sends is read and dropped.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_LIMIT: usize = 64 * 1024;
-/// Connections answered at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections answered at once; more are closed at once. A scrape holds one for milliseconds;
+/// a few Prometheus servers and a person with curl need a handful.
+const MAX_CONNECTIONS: usize = 32;
+/// Connections answered at once from one address: Prometheus scrapes a target over one
+/// connection at a time, so 4 leaves room for overlap and retries, while one client that holds
+/// connections open cannot take the slots of the others.
+const MAX_PER_SOURCE: usize = 4;
+/// At most one log line per this about refused connections, with a count.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Bind `metrics.listen` and serve `/metrics` in the background for as long as the process runs.
 /// Returns the bound address. A failure to bind names the key.
@@ -62,20 +73,30 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 /// whose expiry each scrape reads.
 pub async fn serve(listener: TcpListener, certs: Vec<(String, PathBuf)>) {
     let certs = Arc::new(certs);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = ConnLimiter::new(MAX_CONNECTIONS, MAX_PER_SOURCE);
+    let refused = Throttle::new(REFUSAL_LOG_EVERY);
+    let accept_failed = Throttle::new(REFUSAL_LOG_EVERY);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: pause instead of spinning.
-                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                if let Some(n) = accept_failed.note() {
+                    tracing::warn!(error = %e, failures = n, "metrics endpoint: accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics endpoint: too many connections; closing this one");
-            continue;
+        let slot = match slots.try_acquire(peer.ip()) {
+            Ok(s) => s,
+            Err(why) => {
+                drop(stream);
+                if let Some(n) = refused.note() {
+                    tracing::warn!(%peer, %why, refused = n, per_source = MAX_PER_SOURCE, total = MAX_CONNECTIONS, "metrics endpoint: closing connections over its cap (counted since the last such line)");
+                }
+                continue;
+            }
         };
         let certs = certs.clone();
         tokio::spawn(async move {
@@ -152,7 +173,7 @@ fn find_end(buf: &[u8]) -> Option<usize> {
 }
 
 async fn answer(mut stream: TcpStream, certs: &[(String, PathBuf)]) -> Result<()> {
-    let head = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream))
+    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream))
         .await
         .context("the request head did not arrive in time")??;
     let (status, extra, body, head_only) = match head.as_deref().map(route) {
@@ -190,7 +211,7 @@ async fn answer(mut stream: TcpStream, certs: &[(String, PathBuf)]) -> Result<()
     if !head_only {
         out.extend_from_slice(body.as_bytes());
     }
-    tokio::time::timeout(IO_TIMEOUT, async {
+    tokio::time::timeout(WRITE_TIMEOUT, async {
         stream.write_all(&out).await?;
         stream.shutdown().await
     })
@@ -312,7 +333,7 @@ mod tests {
         );
     }
 
-    /// A client that sends nothing is dropped after IO_TIMEOUT, and does not hold up others.
+    /// A client that sends nothing is dropped after HEAD_TIMEOUT, and does not hold up others.
     #[tokio::test]
     async fn a_silent_client_does_not_block_scrapes() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -321,6 +342,35 @@ mod tests {
         let _silent = TcpStream::connect(addr).await.unwrap();
         let ok = ask(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    }
+
+    /// One address holding many slow connections (before: 16 took every slot and the scrapes
+    /// of everyone else failed) keeps MAX_PER_SOURCE of them, each for HEAD_TIMEOUT; another
+    /// address is answered all along.
+    #[tokio::test]
+    async fn slow_clients_of_one_address_do_not_starve_another() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, vec![]));
+        let mut slow = vec![];
+        for _ in 0..40 {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let mut c = s.connect(addr).await.unwrap();
+            c.write_all(b"GET /metr").await.unwrap();
+            slow.push(c);
+        }
+        for _ in 0..10 {
+            let ok = ask(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        }
+        // Within HEAD_TIMEOUT and a margin, every slow connection is closed.
+        let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT + Duration::from_secs(1);
+        for c in slow.iter_mut() {
+            let mut b = [0u8; 64];
+            let r = tokio::time::timeout_at(deadline, c.read(&mut b)).await;
+            assert!(r.is_ok(), "a slow client still held its connection");
+        }
     }
 
     #[tokio::test]
