@@ -698,7 +698,8 @@ fn restores_keep_a_bounded_number_of_copies(id: u8, version: Version) {
             .filter(|e| {
                 let m: serde_json::Value =
                     serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
-                m["cluster_id"].as_str() == Some(format!("{:x}", clusters[3]).as_str())
+                // A signed envelope: the manifest is its payload.
+                m["payload"]["cluster_id"].as_str() == Some(format!("{:x}", clusters[3]).as_str())
             })
             .count()
     };

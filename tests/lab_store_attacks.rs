@@ -114,9 +114,12 @@ fn cluster_id(lab: &Lab) -> u64 {
 fn all_keys(lab: &Lab) -> Vec<String> {
     let out = lab.etcdctl(1, &lab.client_url(1), &["get", "", "--prefix=true"]);
     let text = ok(&out, "etcdctl get");
-    text.lines()
-        .map(String::from)
-        .filter(|l| !l.starts_with("/etcd-bootstrap/"))
+    let lines: Vec<&str> = text.lines().collect();
+    // Key and value lines; the agents' own bookkeeping (snapshot claims) left out.
+    lines
+        .chunks(2)
+        .filter(|kv| !kv[0].starts_with("/etcd-bootstrap/"))
+        .map(|kv| format!("{}={}", kv[0], kv.get(1).unwrap_or(&"")))
         .collect()
 }
 
@@ -192,7 +195,10 @@ fn bucket_attacks(id: u8, version: Version) {
     lab.put(3, "/c/1", "after every snapshot");
     let cluster = cluster_id(&lab);
     let keys = all_keys(&lab);
-    assert!(keys.contains(&"/c/1".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"/c/1=after every snapshot".to_string()),
+        "{keys:?}"
+    );
     let members: Vec<serde_json::Value> = lab
         .members(1)
         .iter()
@@ -267,6 +273,13 @@ fn bucket_attacks(id: u8, version: Version) {
             "signed",
             "no",
         ),
+        (
+            // A time in the past, so that only the chain to the cluster's CA is missing.
+            "20261207T000002Z-r9996",
+            serde_json::json!({"created": "2026-12-07T00:00:02Z", "revision": 9996}).to_string(),
+            "signed",
+            "copy",
+        ),
     ];
     for (new_id, changes, signed, copy) in &forged {
         attack(
@@ -279,7 +292,14 @@ fn bucket_attacks(id: u8, version: Version) {
     let out = command(&lab, 1, &["snapshot", "list", "--output", "json"]);
     let rows: serde_json::Value = serde_json::from_str(&ok(&out, "snapshot list")).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows[0]["id"], snap_b.as_str(), "newest: {rows:?}");
+    // The newest is a snapshot the members took (snap_b, or one the agents' schedule took
+    // since), never one of the attacker's.
+    assert_eq!(rows[0]["trusted"], true, "newest: {rows:?}");
+    let newest = rows[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        newest >= snap_b && !newest.starts_with("2099"),
+        "newest: {rows:?}"
+    );
     for (new_id, ..) in &forged {
         let row = rows
             .iter()
@@ -287,15 +307,26 @@ fn bucket_attacks(id: u8, version: Version) {
             .unwrap_or_else(|| panic!("{new_id} not listed: {rows:?}"));
         assert_eq!(row["trusted"], false, "{row}");
     }
+    let chain = rows
+        .iter()
+        .find(|r| r["object"] == "20261207T000002Z-r9996.json")
+        .unwrap();
+    assert!(
+        chain["why"]
+            .as_str()
+            .unwrap()
+            .contains("not signed by the CA"),
+        "{chain}"
+    );
     let out = ok(
         &command(&lab, 1, &["snapshot", "verify", "latest"]),
         "verify",
     );
-    assert!(out.starts_with(&snap_b), "verify latest took {out}");
+    assert!(out.starts_with(&newest), "verify latest took {out}");
     let out = command(&lab, 1, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("last snapshot {snap_b}")), "{text}");
-    assert!(text.contains("3 untrusted object(s)"), "{text}");
+    assert!(text.contains(&format!("last snapshot {newest}")), "{text}");
+    assert!(text.contains("4 untrusted object(s)"), "{text}");
     let out = command(&lab, 1, &["doctor"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("store-trust"), "{text}");
@@ -330,7 +361,7 @@ fn bucket_attacks(id: u8, version: Version) {
     let object = rows[0]["object"].as_str().unwrap().to_string();
     attack(&s3, &["junk", &format!("{dir}{object}"), "64"]);
     let t = Instant::now();
-    let out = command(&lab, 1, &["snapshot", "verify", &snap_b]);
+    let out = command(&lab, 1, &["snapshot", "verify", &newest]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("larger than"), "{err}");
