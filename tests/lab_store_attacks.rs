@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 const WITHIN: Duration = Duration::from_secs(120);
 /// Heal ticks (heal.interval = 2s in the lab) an agent gets to act on a forged object.
-const TICKS: Duration = Duration::from_secs(12);
+const TICKS: Duration = Duration::from_secs(8);
 
 /// The attacker's tool: boto3 with the bucket's credentials, openssl for a CA of its own.
 const ATTACKER: &str = r#"
@@ -157,8 +157,9 @@ fn attack(s3: &S3, args: &[&str]) {
     ok(&out, &format!("attacker {}", args[0]));
 }
 
-fn bucket_attacks(id: u8, version: Version) {
-    let _g = serial();
+/// A healthy 3-member lab with `[backup]` on the lab's S3 server (prefix "fleet"), snapshots
+/// encrypted to a new age key kept in the returned directory.
+fn lab_with_store(id: u8, version: Version) -> (Lab, S3, tempfile::TempDir) {
     let mut lab = Lab::up(id, version, LabOptions::srv(3));
     lab.configure_srv(3);
     let s3 = S3::up(&lab);
@@ -179,6 +180,12 @@ fn bucket_attacks(id: u8, version: Version) {
     }
     lab.start(&[1, 2, 3]);
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    (lab, s3, keys_dir)
+}
+
+fn bucket_attacks(id: u8, version: Version) {
+    let _g = serial();
+    let (mut lab, s3, keys_dir) = lab_with_store(id, version);
     let work = keys_dir.path().join("attacker");
     let work = work.to_str().unwrap();
     let dir = "fleet/lab/";
@@ -406,4 +413,94 @@ fn bucket_only_attacker_gains_nothing_etcd_3_5() {
 #[test]
 fn bucket_only_attacker_gains_nothing_etcd_3_4() {
     bucket_attacks(141, Version::V3_4);
+}
+
+/// Two `restore` commands at the same moment, from two members: before the request was written
+/// with a conditional write, both "won", the members followed whichever they read first (one
+/// was left alone on the other: "cluster ID mismatch"), and the first command said the members
+/// follow the second. Now exactly one request is written, the other command says so and changes
+/// nothing, and every member ends in the one restored cluster.
+#[test]
+fn racing_restore_requests_do_not_split_the_fleet_etcd_3_5() {
+    let _g = serial();
+    let (lab, s3, _keys) = lab_with_store(142, Version::V3_5);
+    lab.put(1, "/before", "kept");
+    let snap = ok(&command(&lab, 2, &["snapshot", "save"]), "save")
+        .trim()
+        .to_string();
+    lab.put(1, "/after", "gone after the restore");
+    let old = cluster_id(&lab);
+    let bin = common::bin();
+    let racers: Vec<std::process::Child> = [1, 2]
+        .iter()
+        .map(|h| {
+            let cfg = lab.config_path(*h);
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &lab.netns(*h), &bin])
+                .args(["restore", "--from", &snap, "--yes", "--timeout", "3m"])
+                .arg("--config")
+                .arg(&cfg)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = racers
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let text = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let won: Vec<&Output> = outs.iter().filter(|o| o.status.success()).collect();
+    let lost: Vec<&Output> = outs.iter().filter(|o| !o.status.success()).collect();
+    assert_eq!(
+        (won.len(), lost.len()),
+        (1, 1),
+        "{}\n---\n{}",
+        text(&outs[0]),
+        text(&outs[1])
+    );
+    let why = text(lost[0]);
+    eprintln!("the command that lost the race said: {}", why.trim());
+    assert!(
+        why.contains("another restore request was written") || why.contains("still in progress"),
+        "{why}"
+    );
+    assert!(!why.contains("superseded"), "{why}");
+    // One request in the store, and every member in the one cluster it restores.
+    let requests: Vec<(String, u64)> = s3
+        .list("fleet/lab/restore/")
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("request.json"))
+        .collect();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    let t = Instant::now();
+    loop {
+        let ids: Vec<u64> = (1..=3)
+            .map(|h| {
+                lab.member_list(h)
+                    .map(|v| v["header"]["cluster_id"].as_u64().unwrap_or_default())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if ids.iter().all(|c| *c == ids[0] && *c != old && *c != 0) {
+            break;
+        }
+        assert!(
+            t.elapsed() < WITHIN,
+            "the members are not in one restored cluster: {ids:x?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(lab.get(3, "/before").as_deref(), Some("kept"));
+    // (etcdctl prints nothing for a key that is not there)
+    assert_eq!(lab.get(3, "/after").as_deref(), Some(""));
 }
