@@ -250,6 +250,9 @@ impl Agent<'_> {
                     {
                         tracing::warn!(error = %format!("{e:#}"), "pruning moved-aside data dirs failed; trying again at the next tick");
                     }
+                    if let Err(e) = self.peer_roles_tick(&material).await {
+                        tracing::debug!(error = %format!("{e:#}"), "checking the members' peer certificates for the peer role; trying again at the next tick");
+                    }
                     let policy = cfg.heal.remove_dead_after.filter(|_| cfg.heal.enabled);
                     if let Err(e) = self.watch_members(&material, &me, &mut dead, policy).await {
                         tracing::warn!(error = %format!("{e:#}"), "dead-member check failed");

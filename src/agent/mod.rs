@@ -14,6 +14,7 @@ pub mod leave;
 pub mod maintenance;
 pub mod metrics;
 pub mod observe;
+pub mod peer_roles;
 pub mod plan;
 pub mod recover;
 pub mod renew;

@@ -76,6 +76,10 @@ pub struct Record {
     /// reports it, so that `doctor` on any node can say since when a member is down.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub unreachable_since: std::collections::BTreeMap<String, i64>,
+    /// The peer-only name (`tls::peer_role_name`) every member was seen to serve in its peer
+    /// certificate: from then on etcd requires it of its peers (`agent::peer_roles`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_role: Option<String>,
 }
 
 fn hex_id(s: &Option<String>) -> Option<u64> {

@@ -106,6 +106,20 @@ impl EtcdSpec {
 
 /// What etcd runs with: the environment variables, in a stable order.
 /// Compaction flags are set unless `[etcd.flags]` sets them.
+/// The peer role etcd requires of its peers: recorded in the identity record, still this
+/// cluster's name, and the node still issues from the CA.
+fn enforced_peer_role(cfg: &Config) -> Option<String> {
+    if !matches!(cfg.tls.mode, crate::config::tls::TlsMode::LocalCa) {
+        return None;
+    }
+    let want = crate::tls::peer_role_name(&cfg.cluster.name)?;
+    let recorded = super::datadir::Record::load(&cfg.member.data_dir)
+        .ok()
+        .flatten()?
+        .peer_role?;
+    (recorded == want).then_some(want)
+}
+
 pub fn spec(cfg: &Config, me: &LocalMember, state: &ClusterState) -> Result<EtcdSpec, ConfigError> {
     let tls = TlsPaths::new(&cfg.tls.dir);
     let local = |port: u16| EtcdUrl::https(IpAddr::from([127, 0, 0, 1]), port);
@@ -155,6 +169,12 @@ pub fn spec(cfg: &Config, me: &LocalMember, state: &ClusterState) -> Result<Etcd
             tls.peer_key.display().to_string(),
         ),
     ];
+    // Only peer certificates name the peer role; once every member was seen to serve one (the
+    // heal loop records it), etcd refuses any other certificate of the CA on the peer port,
+    // and checks it of the peers it dials as well.
+    if let Some(name) = enforced_peer_role(cfg) {
+        vars.push(("ETCD_PEER_CERT_ALLOWED_HOSTNAME".into(), name));
+    }
     match state {
         ClusterState::New(ic) => {
             vars.push(("ETCD_INITIAL_CLUSTER".into(), ic.flag()));

@@ -240,6 +240,9 @@ pub fn check_existing(
     if !kind.is_client_only() {
         check_sans(&cert, &identity.dns_names, &identity.ips)?;
     }
+    if kind == Kind::Peer {
+        check_sans(&cert, &identity.peer_role, &[])?;
+    }
     if cert
         .subject()
         .iter_common_name()

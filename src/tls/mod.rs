@@ -103,6 +103,21 @@ pub struct Identity {
     pub advertise: IpAddr,
     pub dns_names: BTreeSet<String>,
     pub ips: BTreeSet<IpAddr>,
+    /// A DNS name that only peer certificates carry (`peer_role_name`), where this node issues
+    /// its certificates from the fleet CA (local-ca): etcd can then require it of every peer
+    /// (`--peer-cert-allowed-hostname`), so that a client certificate of the same CA (etcdctl's,
+    /// kube-apiserver's) is never accepted on the peer port.
+    pub peer_role: Option<String>,
+}
+
+/// The peer-only DNS name of cluster `cluster` (`<cluster>.peer.etcd-bootstrap.internal`), or
+/// `None` when the cluster's name does not make a DNS name.
+pub fn peer_role_name(cluster: &str) -> Option<String> {
+    let name = format!(
+        "{}.peer.etcd-bootstrap.internal",
+        cluster.to_ascii_lowercase()
+    );
+    crate::model::url::is_dns_name(&name).then_some(name)
 }
 
 impl Identity {
@@ -148,6 +163,12 @@ impl Identity {
             advertise,
             dns_names,
             ips,
+            // Only where this node issues from the CA: a signer's profile or pre-issued files may
+            // not allow the name, and a certificate that cannot be issued is worse than a
+            // peer port that also accepts the CA's client certificates.
+            peer_role: matches!(cfg.tls.mode, crate::config::tls::TlsMode::LocalCa)
+                .then(|| peer_role_name(&cfg.cluster.name))
+                .flatten(),
         }
     }
 }
@@ -528,7 +549,8 @@ fn leaf_params(
         ]
     };
     if !kind.is_client_only() {
-        for n in &identity.dns_names {
+        let peer_role = identity.peer_role.iter().filter(|_| kind == Kind::Peer);
+        for n in identity.dns_names.iter().chain(peer_role) {
             params.subject_alt_names.push(SanType::DnsName(
                 n.as_str()
                     .try_into()
@@ -798,6 +820,46 @@ mod tests {
         let new_signer = signer_for(&f.cfg).await;
         let p = new_signer.plan(&f.cfg, &id, now()).await.unwrap();
         assert_eq!(changed(&p).len(), 7);
+    }
+
+    /// The peer role: only the peer certificate names it; a peer certificate issued before it
+    /// existed (an upgrade) is re-issued, in place, and nothing else is.
+    #[tokio::test]
+    async fn only_the_peer_certificate_names_the_peer_role() {
+        let f = fixture();
+        let signer = source(&f.cfg).await.unwrap();
+        let id = identity(&f.cfg, "10.0.0.1");
+        assert_eq!(
+            id.peer_role.as_deref(),
+            Some("t.peer.etcd-bootstrap.internal")
+        );
+        signer
+            .plan(&f.cfg, &id, now())
+            .await
+            .unwrap()
+            .apply()
+            .unwrap();
+        let read = |name: &str| {
+            inspect::facts(&std::fs::read_to_string(f.cfg.tls.dir.join(name)).unwrap()).unwrap()
+        };
+        let role = "t.peer.etcd-bootstrap.internal".to_string();
+        assert!(read("peer.crt").dns_names.contains(&role));
+        assert!(!read("server.crt").dns_names.contains(&role));
+        assert!(read("client.crt").dns_names.is_empty());
+        // As a version without peer roles issued it: only the peer pair is re-issued.
+        let mut old = id.clone();
+        old.peer_role = None;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = f.cfg.clone();
+        cfg.tls.dir = dir.path().join("pki");
+        signer
+            .plan(&cfg, &old, now())
+            .await
+            .unwrap()
+            .apply()
+            .unwrap();
+        let p = signer.plan(&cfg, &id, now()).await.unwrap();
+        assert_eq!(changed(&p), vec!["peer.key", "peer.crt"]);
     }
 
     async fn signer_for(cfg: &Config) -> Box<dyn CertSource> {
