@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{age_key, serial, Lab, LabOptions, Version, S3};
+use common::{serial, Lab, LabOptions, Version, S3};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,22 +30,7 @@ fn replace_vm(lab: &Lab, h: usize) {
 /// `[backup]` on hosts 1-3: the lab's S3 server under prefix "fleet", snapshots encrypted with a
 /// new age key (kept in the returned directory).
 fn with_backup(lab: &Lab, s3: &S3) -> tempfile::TempDir {
-    let keys_dir = tempfile::tempdir().unwrap();
-    let (identity, public) = age_key(keys_dir.path());
-    for h in 1..=3 {
-        let section = s3.backup_section(
-            &lab.host_dir(h),
-            "fleet",
-            &format!(
-                "interval = \"1h\"\nage_recipients = [\"{public}\"]\nage_identity_file = \"{}\"",
-                identity.display()
-            ),
-        );
-        let cfg = lab.config_path(h);
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        std::fs::write(&cfg, format!("{text}\n{section}")).unwrap();
-    }
-    keys_dir
+    common::with_encrypted_backup(lab, s3, "fleet")
 }
 
 fn snapshot_save(lab: &Lab, host: usize) -> String {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{age_key, serial, Lab, LabOptions, Version, S3};
+use common::{serial, Lab, LabOptions, Version, S3};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -163,21 +163,7 @@ fn lab_with_store(id: u8, version: Version) -> (Lab, S3, tempfile::TempDir) {
     let mut lab = Lab::up(id, version, LabOptions::srv(3));
     lab.configure_srv(3);
     let s3 = S3::up(&lab);
-    let keys_dir = tempfile::tempdir().unwrap();
-    let (identity, public) = age_key(keys_dir.path());
-    for h in 1..=3 {
-        let section = s3.backup_section(
-            &lab.host_dir(h),
-            "fleet",
-            &format!(
-                "interval = \"1h\"\nage_recipients = [\"{public}\"]\nage_identity_file = \"{}\"",
-                identity.display()
-            ),
-        );
-        let cfg = lab.config_path(h);
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        std::fs::write(&cfg, format!("{text}\n{section}")).unwrap();
-    }
+    let keys_dir = common::with_encrypted_backup(&lab, &s3, "fleet");
     lab.start(&[1, 2, 3]);
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
     (lab, s3, keys_dir)

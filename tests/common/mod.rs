@@ -1014,6 +1014,27 @@ impl Drop for S3 {
     }
 }
 
+/// `[backup]` on hosts 1-3 of `lab`: `s3` under `prefix`, one snapshot an hour, encrypted to a
+/// new age key (its identity file in the returned directory, named in the config).
+pub fn with_encrypted_backup(lab: &Lab, s3: &S3, prefix: &str) -> tempfile::TempDir {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let (identity, public) = age_key(keys_dir.path());
+    for h in 1..=3 {
+        let section = s3.backup_section(
+            &lab.host_dir(h),
+            prefix,
+            &format!(
+                "interval = \"1h\"\nage_recipients = [\"{public}\"]\nage_identity_file = \"{}\"",
+                identity.display()
+            ),
+        );
+        let cfg = lab.config_path(h);
+        let text = fs::read_to_string(&cfg).unwrap();
+        fs::write(&cfg, format!("{text}\n{section}")).unwrap();
+    }
+    keys_dir
+}
+
 /// `age-keygen`: (identity file 0600, public key).
 pub fn age_key(dir: &Path) -> (PathBuf, String) {
     use std::os::unix::fs::PermissionsExt;
