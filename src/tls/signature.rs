@@ -7,8 +7,8 @@
 //! member's certificate: both serverAuth and clientAuth, as peer and server certificates are
 //! (client certificates, kube-apiserver's included, carry clientAuth only and cannot sign),
 //! (3) was valid at the time the object says it was signed, and (4) verifies the signature. The
-//! certificate's common name is the member that signed; callers check it against the name the
-//! object gives.
+//! certificate's common name (else its first DNS name) is the member that signed; callers check
+//! it against the name the object gives.
 
 use super::inspect::{self, Parsed};
 use super::Kind;
@@ -68,7 +68,7 @@ impl SigningKey {
         let parsed = inspect::check_pair(cert_pem, key_pem)?;
         let cert = parsed.cert();
         inspect::check_usage(&cert, Kind::Peer)?;
-        let name = common_name(&cert).ok_or("the certificate has no common name")?;
+        let name = common_name(&cert).ok_or("the certificate has no common name or DNS name")?;
         let der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
         let key = rustls::crypto::ring::sign::any_supported_type(&der)
@@ -107,13 +107,25 @@ impl SigningKey {
     }
 }
 
+/// The member a certificate names: its common name (as this project issues them), else its
+/// first DNS name (pre-issued certificates often have no common name).
 fn common_name(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
-    cert.subject()
+    let cn = cert
+        .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
         .filter(|cn| !cn.is_empty())
-        .map(String::from)
+        .map(String::from);
+    cn.or_else(|| {
+        let ext = cert.subject_alternative_name().ok().flatten()?;
+        ext.value.general_names.iter().find_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) if !d.is_empty() => {
+                Some(d.to_string())
+            }
+            _ => None,
+        })
+    })
 }
 
 /// What signatures are checked against: this node's CA bundle.
@@ -156,7 +168,8 @@ impl TrustAnchor {
                 "the signer's certificate was not valid when the object says it was signed: {e}"
             )
         })?;
-        let name = common_name(&cert).ok_or("the signer's certificate has no common name")?;
+        let name =
+            common_name(&cert).ok_or("the signer's certificate has no common name or DNS name")?;
         let alg = verification_alg(&sig.scheme)
             .ok_or_else(|| format!("unknown signature scheme {:?}", sig.scheme))?;
         let value = base64::engine::general_purpose::STANDARD
@@ -237,6 +250,25 @@ mod tests {
         let long_ago = now() - time::Duration::days(3650);
         let err = anchor.verify(b"hello", &sig, long_ago).unwrap_err();
         assert!(err.contains("not valid when"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_without_a_common_name_signs_as_its_dns_name() {
+        let ca = ca("cluster CA");
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["etcd7.example.com".to_string()]).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.extended_key_usages = MEMBER.to_vec();
+        p.not_before = now() - time::Duration::days(1);
+        let cert = p.signed_by(&key, &ca.issuer).unwrap();
+        let signer = SigningKey::new(&cert.pem(), &key.serialize_pem()).unwrap();
+        assert_eq!(signer.name(), "etcd7.example.com");
+        let sig = signer.sign(b"m").unwrap();
+        let anchor = TrustAnchor::from_pem(&ca.pem).unwrap();
+        assert_eq!(
+            anchor.verify(b"m", &sig, now()).unwrap(),
+            "etcd7.example.com"
+        );
     }
 
     #[test]
