@@ -8,10 +8,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `--version`: the crate version, and "+failpoints" when fail points are compiled in, so the
+/// fault-injection tests can refuse a binary that would ignore them.
+const VERSION: &str = if crate::failpoint::ENABLED {
+    concat!(env!("CARGO_PKG_VERSION"), " +failpoints")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "etcd-bootstrap",
-    version,
+    version = VERSION,
     about = "Turns a freshly booted VM into a healthy, TLS-secured etcd member"
 )]
 pub struct Cli {
@@ -208,6 +216,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging();
+    crate::failpoint::warn_if_unavailable();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -626,6 +626,32 @@ fn unknown_flags_and_missing_config_are_usage_errors() {
     assert_eq!(run(&["--help"], &[]).status.code(), Some(0));
 }
 
+/// Fail points are in the binary only with `--features failpoints` (the tests' build): `--version`
+/// says which, and a binary without them warns, once, that it ignores ETCD_BOOTSTRAP_FAILPOINT.
+#[test]
+fn fail_points_only_with_the_feature() {
+    let with = cfg!(feature = "failpoints");
+    let out = run(&["--version"], &[]);
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        version.contains("+failpoints"),
+        with,
+        "--version: {version}"
+    );
+    let s = Setup::new();
+    let cfg = s.config("");
+    let out = run(
+        &["check-config", "--config", cfg.to_str().unwrap()],
+        &[("ETCD_BOOTSTRAP_FAILPOINT", "join:before-add")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warnings = stderr(&out)
+        .matches("this binary has no fail points")
+        .count();
+    assert_eq!(warnings, if with { 0 } else { 1 }, "{}", stderr(&out));
+}
+
 #[test]
 fn ca_init_makes_a_private_key_and_refuses_to_overwrite() {
     use std::os::unix::fs::PermissionsExt;

@@ -19,6 +19,24 @@ pub fn bin() -> String {
     std::env::var("EB_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
 }
 
+/// Fail-point tests need a binary built with `--features failpoints`: without it the agent
+/// ignores `ETCD_BOOTSTRAP_FAILPOINT` (and only warns), so such a test must stop here, saying why,
+/// rather than wait for a kill that never comes. `--version` says "+failpoints" when they are in.
+pub fn require_failpoints() {
+    let out = Command::new(bin())
+        .arg("--version")
+        .output()
+        .expect("etcd-bootstrap --version");
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.contains("+failpoints"),
+        "{} has no fail points ({}): run the fail-point tests with `cargo test --features \
+         failpoints` (as scripts/test.sh does)",
+        bin(),
+        version.trim()
+    );
+}
+
 /// Lab tests share two cores: run them one at a time so that timings stay meaningful.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -368,6 +386,9 @@ interval = "2s"
 
     /// Like `start`, with extra environment variables (e.g. a fail point).
     pub fn start_with_env(&mut self, hosts: &[usize], env: &[(&str, &str)]) {
+        if env.iter().any(|(k, _)| *k == "ETCD_BOOTSTRAP_FAILPOINT") {
+            require_failpoints();
+        }
         let mut cmds: Vec<(usize, Command)> = hosts
             .iter()
             .map(|&h| {
