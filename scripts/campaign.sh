@@ -40,8 +40,8 @@ done
 export CARGO_TERM_COLOR=never
 
 if ((FAULTS)); then
-    cargo test --test lab_campaign -- --skip randomized_boot_campaign --nocapture
-    exec cargo test --test lab_join fail_points -- --nocapture
+    cargo test --features failpoints --test lab_campaign -- --skip randomized_boot_campaign --nocapture
+    exec cargo test --features failpoints --test lab_join fail_points -- --nocapture
 fi
 export CAMPAIGN_TRIALS=$TRIALS
 [[ -n $SEED ]] && export CAMPAIGN_SEED=$SEED
