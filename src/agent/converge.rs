@@ -4,7 +4,8 @@
 use super::metrics::{self, HealAction, MemberState};
 use super::{env_value, local_endpoint, notify, Agent};
 use crate::backup::verify::FetchError;
-use crate::decide::{self, removed::Verdict, Action};
+use crate::decide::bootstrap::{self, Action, InitialCluster, WaitReason};
+use crate::decide::{self, removed::RemovalVerdict};
 use crate::error::{ConfigError, Refused};
 use crate::etcd::client::{self, Whoami};
 use crate::etcd::datadir::{self, Record, RecordedMember};
@@ -93,7 +94,7 @@ impl Agent<'_> {
                     {
                         continue;
                     }
-                    if let Verdict::Removed(reason) = self.removal_verdict(&material).await {
+                    if let RemovalVerdict::Removed(reason) = self.removal_verdict(&material).await {
                         if !datadir::pause_marker(&cfg.member.data_dir).exists() {
                             return reason;
                         }
@@ -192,14 +193,14 @@ impl Agent<'_> {
             if let decide::Snapshots::Listed(ids) = &mut observed.obs.snapshots {
                 ids.retain(|id| !bad_snapshots.contains(id));
             }
-            let mut action = decide::decide(&observed.obs);
+            let mut action = bootstrap::decide(&observed.obs);
             let changes_membership = matches!(
                 action,
                 Action::Join { .. } | Action::AdoptUnstarted { .. } | Action::ReplaceStale { .. }
             );
             let marker = datadir::pause_marker(&cfg.member.data_dir);
             if changes_membership && marker.exists() {
-                action = Action::Wait(decide::WaitReason::Unconfirmed(format!(
+                action = Action::Wait(WaitReason::Unconfirmed(format!(
                     "paused by {}: no member is added or removed while it exists ({})",
                     marker.display(),
                     super::describe(&action)
@@ -424,20 +425,20 @@ impl Agent<'_> {
     }
 
     /// Whether a majority of this member's last-known membership says it was removed.
-    pub async fn removal_verdict(&self, material: &ClientMaterial) -> Verdict {
+    pub async fn removal_verdict(&self, material: &ClientMaterial) -> RemovalVerdict {
         let cfg = self.cfg;
         // "Cannot tell" is not "no record": with no record, the membership would come from
         // discovery instead of the one this member last recorded.
         let record = match record_for_decision(&cfg.member.data_dir) {
             Ok(r) => r,
-            Err(e) => return Verdict::Undecided(format!("{e:#}")),
+            Err(e) => return RemovalVerdict::Undecided(format!("{e:#}")),
         };
         let Some(my_url) = record
             .peer_url
             .clone()
             .or_else(|| env_value(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS"))
         else {
-            return Verdict::Undecided("this member's peer URL is unknown".into());
+            return RemovalVerdict::Undecided("this member's peer URL is unknown".into());
         };
         let live = client::who_is(&local_endpoint(cfg), material)
             .await
@@ -447,7 +448,7 @@ impl Agent<'_> {
         let (endpoints, known): (Vec<String>, usize) = if record.members.is_empty() {
             // No record of the membership (an older version wrote this node): discovery's view.
             let Ok(found) = crate::discovery::read_all(&self.observer.sources).await else {
-                return Verdict::Undecided("discovery failed".into());
+                return RemovalVerdict::Undecided("discovery failed".into());
             };
             let own = env_value(cfg, "ETCD_ADVERTISE_CLIENT_URLS").unwrap_or_default();
             let eps = found.endpoints_except(&own);
@@ -473,7 +474,7 @@ impl Agent<'_> {
     /// cluster's flags, before its first start.
     async fn restore_seed(
         &self,
-        ic: &decide::InitialCluster,
+        ic: &InitialCluster,
         id: &str,
         me: &LocalMember,
     ) -> Result<(), FetchError> {
@@ -515,7 +516,7 @@ impl Agent<'_> {
 
 fn record_formation(
     cfg: &crate::config::Config,
-    ic: &decide::InitialCluster,
+    ic: &InitialCluster,
     me: &LocalMember,
 ) -> Result<()> {
     let mut record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();

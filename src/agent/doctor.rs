@@ -9,9 +9,9 @@
 use super::endpoint::{self, Timing};
 use super::local_endpoint;
 use crate::config::{Config, TlsMode};
-use crate::decide::doctor::{self as d, Observed};
+use crate::decide::bootstrap::AgentReport;
+use crate::decide::doctor::{self as d, DoctorInput};
 use crate::decide::recover::AgentSeen;
-use crate::decide::AgentReport;
 use crate::discovery;
 use crate::etcd::client;
 use crate::etcd::datadir::{self, Record};
@@ -19,7 +19,7 @@ use crate::model::cluster::{Answer, ClusterView, MemberView};
 use crate::model::peer::Peer;
 use crate::model::tls::CertFacts;
 use crate::model::url::EtcdUrl;
-use crate::tls::{self, ClientMaterial, Kind};
+use crate::tls::{self, CertKind, ClientMaterial};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -31,7 +31,7 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// What the other members' agents answered, by peer URL.
 type AgentAnswers = HashMap<String, Result<(AgentReport, Timing), String>>;
 
-pub async fn observe(cfg: &Config) -> Result<Observed> {
+pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
     let data_dir = &cfg.member.data_dir;
     let record = Record::load(data_dir)?.with_context(|| {
         format!(
@@ -207,7 +207,7 @@ pub async fn observe(cfg: &Config) -> Result<Observed> {
         srv_names.get(peer_url).filter(|_| issuing).cloned()
     });
 
-    Ok(Observed {
+    Ok(DoctorInput {
         now: time::OffsetDateTime::now_utc().unix_timestamp(),
         local_index: record.raft_index,
         membership_from_record: from_record,
@@ -610,12 +610,12 @@ fn certificates(
         .map(|f| {
             let must_cover: Vec<String> = match f.kind {
                 // etcd-bootstrap itself talks to the local member at 127.0.0.1.
-                Some(Kind::Server) => host(&my_client_url)
+                Some(CertKind::Server) => host(&my_client_url)
                     .into_iter()
                     .chain([IpAddr::from([127, 0, 0, 1]).to_string()])
                     .chain(my_srv_name.clone())
                     .collect(),
-                Some(Kind::Peer) => host(&my_peer_url)
+                Some(CertKind::Peer) => host(&my_peer_url)
                     .into_iter()
                     .chain(my_srv_name.clone())
                     .collect(),

@@ -6,7 +6,7 @@
 //! nonce. It runs before etcd does and while etcd is down, which is exactly when this evidence
 //! is needed.
 
-use crate::decide::AgentReport;
+use crate::decide::bootstrap::AgentReport;
 use crate::tls::ClientMaterial;
 use crate::util::limit::{ConnLimiter, Throttle};
 use anyhow::{bail, Context, Result};

@@ -8,7 +8,7 @@ use super::metrics::{self, HealAction};
 use super::restore::Followed;
 use super::{local_endpoint, notify, Agent};
 use crate::backup::catalog;
-use crate::decide::removed::Verdict;
+use crate::decide::removed::RemovalVerdict;
 use crate::decide::{dead_member, prune};
 use crate::etcd::datadir;
 use crate::etcd::{client, membership};
@@ -138,13 +138,13 @@ impl Agent<'_> {
             .and_then(|b| crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir).ok());
         let mut not_named: Option<String> = None;
         let mut current_restore: Option<crate::decide::restore::FleetRequest> = None;
-        let mut maintenance = super::maintenance::Schedule::default();
+        let mut maintenance = super::maintenance::MaintenanceSchedule::default();
         let mut pruning = Pruning::default();
         let mut schedule = match &cfg.backup {
             None => None,
             Some(b) => match crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir) {
                 Ok(store) => Some(
-                    super::snapshots::Schedule::new(store)
+                    super::snapshots::SnapshotSchedule::new(store)
                         .with_known_snapshot(cfg)
                         .await,
                 ),
@@ -260,7 +260,7 @@ impl Agent<'_> {
                     continue;
                 }
                 Step::AskWhetherRemoved => match self.removal_verdict(&material).await {
-                    Verdict::Removed(reason) => {
+                    RemovalVerdict::Removed(reason) => {
                         tracing::warn!(%reason, "the local member is no longer part of the cluster; healing: stop etcd, move its data aside, join again");
                         notify(&[sd_notify::NotifyState::Status(&format!(
                             "healing: {reason}"
@@ -278,7 +278,7 @@ impl Agent<'_> {
                         failpoint::hit("heal:after-move");
                         state = State::Rejoining;
                     }
-                    Verdict::Foreign { what, clusters }
+                    RemovalVerdict::Foreign { what, clusters }
                         if current_restore
                             .as_ref()
                             .is_some_and(|r| clusters.iter().any(|c| r.is_either_side(*c))) =>
@@ -286,15 +286,15 @@ impl Agent<'_> {
                         tracing::info!(%what, request = current_restore.as_ref().map(|r| r.id.as_str()).unwrap_or(""), "a fleet-wide restore is under way: members on the old and the restored data ignore each other until each has followed it");
                         continue;
                     }
-                    Verdict::Foreign { what, .. } => {
+                    RemovalVerdict::Foreign { what, .. } => {
                         tracing::error!(%what, "another cluster answers at this member's peers; refusing to move data or re-join: fix discovery");
                         notify(&[sd_notify::NotifyState::Status(
                             "refusing: another cluster answers; see the log",
                         )]);
                         continue;
                     }
-                    Verdict::Member => continue,
-                    Verdict::Undecided(why) => {
+                    RemovalVerdict::Member => continue,
+                    RemovalVerdict::Undecided(why) => {
                         tracing::info!(%why, "unhealthy, but no majority says this member was removed: keeping its data and waiting");
                         if last_quorum_report.is_none_or(|t| t.elapsed() >= QUORUM_REPORT_EVERY) {
                             last_quorum_report = Some(Instant::now());

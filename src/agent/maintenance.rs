@@ -30,7 +30,7 @@ const CANNOT_FREE_EVERY: Duration = Duration::from_secs(60);
 
 /// The maintenance state of one agent.
 #[derive(Default)]
-pub struct Schedule {
+pub struct MaintenanceSchedule {
     last_run: Option<Instant>,
     last_cannot_free: Option<Instant>,
     /// Probing defrags under NOSPACE (see `clear_nospace`): how many, and when the next.
@@ -83,7 +83,7 @@ impl Agent<'_> {
     pub async fn maintenance_tick(
         &self,
         material: &ClientMaterial,
-        sched: &mut Schedule,
+        sched: &mut MaintenanceSchedule,
     ) -> Result<()> {
         let cfg = self.cfg;
         let local = local_endpoint(cfg);
@@ -290,7 +290,7 @@ impl Agent<'_> {
         &self,
         material: &ClientMaterial,
         alarms: &[u64],
-        sched: &mut Schedule,
+        sched: &mut MaintenanceSchedule,
     ) -> Result<()> {
         let cfg = self.cfg;
         let quota = quota(cfg);

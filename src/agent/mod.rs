@@ -26,7 +26,7 @@ pub mod status;
 
 use crate::agent::observe::Observer;
 use crate::config::Config;
-use crate::decide::{Action, AgentReport};
+use crate::decide::bootstrap::{Action, AgentReport};
 use crate::etcd::render;
 use crate::service::ServiceManager;
 use crate::tls::ClientMaterial;

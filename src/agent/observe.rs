@@ -3,7 +3,8 @@
 
 use crate::agent::endpoint::{self, Endpoint};
 use crate::config::Config;
-use crate::decide::{AgentAnswer, Observations, Snapshots};
+use crate::decide::bootstrap::{AgentAnswer, Observations};
+use crate::decide::Snapshots;
 use crate::discovery::{self, Discovered, Source};
 use crate::error::Refused;
 use crate::etcd::client;
@@ -302,7 +303,9 @@ mod tests {
 
     fn read(peers: u8, unresolved: usize) -> Discovered {
         Discovered {
-            peers: (1..=peers).map(crate::decide::tests::peer).collect(),
+            peers: (1..=peers)
+                .map(crate::decide::bootstrap::tests::peer)
+                .collect(),
             unresolved: (0..unresolved).map(|i| format!("etcd{i}.x")).collect(),
             client_endpoints: vec![],
         }

@@ -5,8 +5,8 @@
 
 use crate::agent::observe::{Observed, Observer};
 use crate::config::Config;
+use crate::decide::bootstrap::{self, Action};
 use crate::decide::recover::QuorumLoss;
-use crate::decide::{self, Action};
 use crate::etcd::render::ClusterState;
 use anyhow::Result;
 
@@ -22,7 +22,7 @@ pub struct Plan {
 pub async fn plan(cfg: &Config) -> Result<Plan> {
     let observer = Observer::new(cfg).await?;
     let observed = observer.observe().await?;
-    let action = decide::decide(&observed.obs);
+    let action = bootstrap::decide(&observed.obs);
     let mut quorum_lost = None;
     if action == Action::Restart {
         // A member with data: when its cluster has no quorum, say so and what to run.

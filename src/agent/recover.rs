@@ -9,7 +9,7 @@
 
 use super::{local_endpoint, Agent};
 use crate::config::Config;
-use crate::decide::recover::{self, AgentSeen, MemberSeen, QuorumLoss, Verdict};
+use crate::decide::recover::{self, AgentSeen, MemberSeen, QuorumLoss, RecoveryVerdict};
 use crate::error::Refused;
 use crate::etcd::datadir::Record;
 use crate::etcd::{client, membership, render};
@@ -77,7 +77,7 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(180);
 /// membership, `Refused` unless recovering alone is right.
 pub async fn check(cfg: &Config, material: &ClientMaterial) -> Result<Seen> {
     let seen = see_membership(cfg, material).await?;
-    if let Verdict::Refuse(why) =
+    if let RecoveryVerdict::Refuse(why) =
         recover::may_recover(seen.local_healthy, seen.local_index, &seen.members)
     {
         return Err(Refused(format!("not recovering: {why}")).into());
@@ -281,7 +281,7 @@ impl Agent<'_> {
             .into());
         }
         let seen = see_membership(cfg, material).await?;
-        if let Verdict::Refuse(why) =
+        if let RecoveryVerdict::Refuse(why) =
             recover::may_recover(seen.local_healthy, seen.local_index, &seen.members)
         {
             return Err(Refused(why).into());

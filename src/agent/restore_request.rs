@@ -37,7 +37,7 @@ pub struct Prepared {
     /// The snapshot to restore.
     pub snapshot: Manifest,
     /// Its check: hashes match and it restores.
-    pub checked: verify::Report,
+    pub checked: verify::VerifyReport,
     pub request: FleetRequest,
     /// The version of `request.json` this request replaces (`None`: there was none).
     replaces: Option<object_store::UpdateVersion>,

@@ -18,15 +18,15 @@ use std::time::{Duration, SystemTime};
 const CLAIM_TTL: i64 = 60;
 
 /// The schedule's state in this agent.
-pub struct Schedule {
+pub struct SnapshotSchedule {
     pub store: Store,
     /// How many snapshots the store listed after the last retention here (0 until then).
     expected: usize,
 }
 
-impl Schedule {
+impl SnapshotSchedule {
     pub fn new(store: Store) -> Self {
-        Schedule { store, expected: 0 }
+        SnapshotSchedule { store, expected: 0 }
     }
 
     /// With metrics served: report the newest snapshot the store holds as the last one, so that
@@ -129,7 +129,7 @@ pub async fn take_now(
     snapshotter::take(
         store,
         age_recipients,
-        &snapshotter::Source {
+        &snapshotter::SnapshotSource {
             endpoint: &endpoint,
             material: &material,
         },
@@ -154,7 +154,7 @@ impl Agent<'_> {
     /// has, and this agent wins the claim.
     pub async fn snapshot_tick(
         &self,
-        sched: &mut Schedule,
+        sched: &mut SnapshotSchedule,
         material: &ClientMaterial,
         me: &Whoami,
     ) -> Result<()> {
@@ -221,7 +221,7 @@ impl Agent<'_> {
         .await?;
         let source = self.snapshot_source(material, me).await;
         tracing::info!(interval = number, from = %source, store = %sched.store.describe, "taking the scheduled snapshot");
-        let from = snapshotter::Source {
+        let from = snapshotter::SnapshotSource {
             endpoint: &source,
             material,
         };
@@ -280,7 +280,7 @@ impl Agent<'_> {
         local
     }
 
-    async fn apply_retention(&self, sched: &mut Schedule) -> Result<()> {
+    async fn apply_retention(&self, sched: &mut SnapshotSchedule) -> Result<()> {
         let Some(b) = &self.cfg.backup else {
             return Ok(());
         };

@@ -93,13 +93,17 @@ impl Encoder {
 
 /// Where the snapshot comes from (the manifest names the member whose key signs it as the one
 /// that took it).
-pub struct Source<'a> {
+pub struct SnapshotSource<'a> {
     pub endpoint: &'a str,
     pub material: &'a ClientMaterial,
 }
 
 /// Take a snapshot through `src.endpoint` and store it; returns its manifest.
-pub async fn take(store: &Store, recipients: &[String], src: &Source<'_>) -> Result<Manifest> {
+pub async fn take(
+    store: &Store,
+    recipients: &[String],
+    src: &SnapshotSource<'_>,
+) -> Result<Manifest> {
     // Before anything is streamed: a snapshot this node cannot sign would never be used.
     let key = store.signing_key()?;
     let (mut c, me) = client::who_is(src.endpoint, src.material).await?;

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, serde::Serialize)]
-pub struct Report {
+pub struct VerifyReport {
     pub id: String,
     pub revision: i64,
     pub total_keys: u64,
@@ -28,7 +28,7 @@ pub async fn verify(
     identity_file: Option<&Path>,
     etcd_binary: &Path,
     scratch: &Path,
-) -> Result<Report> {
+) -> Result<VerifyReport> {
     let plain = fetch(store, entry, identity_file, scratch)
         .await
         .map_err(FetchError::into_anyhow)?;
@@ -82,7 +82,7 @@ pub async fn verify_then_remove(
     identity_file: Option<&Path>,
     etcd_binary: &Path,
     scratch: &Path,
-) -> Result<Report> {
+) -> Result<VerifyReport> {
     let result = verify(store, entry, identity_file, etcd_binary, scratch).await;
     let _ = std::fs::remove_dir_all(scratch);
     result
@@ -312,14 +312,14 @@ impl SnapshotTool {
 }
 
 /// Restore into a scratch data dir, then read the snapshot's revision and key count.
-fn restore(db: &Path, etcd_binary: &Path, scratch: &Path, id: &str) -> Result<Report> {
+fn restore(db: &Path, etcd_binary: &Path, scratch: &Path, id: &str) -> Result<VerifyReport> {
     let tool = SnapshotTool::beside(etcd_binary)?;
     let data = scratch.join("restored");
     let db_arg = db.display().to_string();
     let data_arg = data.display().to_string();
     tool.run(&["snapshot", "restore", &db_arg, "--data-dir", &data_arg])?;
     let (revision, total_keys, etcd_hash) = tool.status(db)?;
-    Ok(Report {
+    Ok(VerifyReport {
         id: id.to_string(),
         revision,
         total_keys,

@@ -10,21 +10,21 @@ use anyhow::Result;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct DoctorReport {
     pub ok: bool,
     pub findings: Vec<Finding>,
 }
 
-pub async fn collect(cfg: &Config) -> Result<Report> {
+pub async fn collect(cfg: &Config) -> Result<DoctorReport> {
     let observed = agent::doctor::observe(cfg).await?;
     let findings = doctor::check(&observed);
-    Ok(Report {
+    Ok(DoctorReport {
         ok: findings.iter().all(|f| f.ok),
         findings,
     })
 }
 
-pub fn table(r: &Report) -> String {
+pub fn table(r: &DoctorReport) -> String {
     let mut out = String::new();
     for f in &r.findings {
         if f.ok {
@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn one_line_per_finding_with_the_fix_on_failures() {
-        let r = Report {
+        let r = DoctorReport {
             ok: false,
             findings: vec![
                 Finding {

@@ -3,7 +3,7 @@
 
 use crate::agent::plan::Plan;
 use crate::config::Config;
-use crate::decide::Action;
+use crate::decide::bootstrap::Action;
 use crate::error::Refused;
 use crate::etcd::render;
 use crate::model::cluster::Answer;

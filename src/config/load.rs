@@ -3,7 +3,7 @@
 //! schema on its own (so an unknown key or a wrong type names the file it is in), then merged key by
 //! key, remembering where every key came from for later error messages.
 
-use super::raw::{self, Kind};
+use super::raw::{self, ValueKind};
 use crate::error::ConfigError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -221,20 +221,20 @@ fn merge_env(merged: &mut Merged, env: &[(String, String)]) -> Result<(), Config
     Ok(())
 }
 
-fn env_value(kind: Kind, text: &str) -> Result<Value, String> {
+fn env_value(kind: ValueKind, text: &str) -> Result<Value, String> {
     let text = text.trim();
     match kind {
-        Kind::Str => Ok(Value::String(text.to_string())),
-        Kind::Int => text
+        ValueKind::Str => Ok(Value::String(text.to_string())),
+        ValueKind::Int => text
             .parse::<i64>()
             .map(Value::Integer)
             .map_err(|_| format!("expected a whole number, got {text:?}")),
-        Kind::Bool => match text {
+        ValueKind::Bool => match text {
             "true" | "1" | "yes" => Ok(Value::Boolean(true)),
             "false" | "0" | "no" => Ok(Value::Boolean(false)),
             _ => Err(format!("expected true or false, got {text:?}")),
         },
-        Kind::List => {
+        ValueKind::List => {
             if text.starts_with('[') {
                 let doc: Table = toml::from_str(&format!("v = {text}"))
                     .map_err(|e| format!("expected a TOML array of strings: {}", e.message()))?;

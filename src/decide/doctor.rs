@@ -1,5 +1,5 @@
 //! `etcd-bootstrap doctor`: what is wrong with the cluster, as seen from this node, and the one
-//! thing that fixes each problem. Pure: the checks look at an `Observed` (gathered by
+//! thing that fixes each problem. Pure: the checks look at an `DoctorInput` (gathered by
 //! `agent::doctor`) and return one `Finding` per line; the tables below are their specification.
 //!
 //! Checks, in the order they are printed: `quorum` (then, with a quorum, `members` and `joins`),
@@ -93,7 +93,7 @@ impl Finding {
 
 /// Everything the checks look at.
 #[derive(Debug, Clone)]
-pub struct Observed {
+pub struct DoctorInput {
     /// Unix seconds, this node's clock.
     pub now: i64,
     /// This node's raft index from its identity record (for the quorum-loss remedy).
@@ -219,7 +219,7 @@ pub struct SnapshotSeen {
 /// Every check, in order. `members` and `joins` only with a quorum: without one, the `quorum`
 /// line names the unreachable members and the remedy, and removing a member is impossible.
 /// `nospace` and `fragmentation` only when some member answers: they read etcd itself.
-pub fn check(o: &Observed) -> Vec<Finding> {
+pub fn check(o: &DoctorInput) -> Vec<Finding> {
     let mut out = quorum(o);
     if out.iter().all(|f| f.ok) {
         out.extend(members(o));
@@ -268,7 +268,7 @@ fn since(m: &Member, now: i64) -> String {
 }
 
 /// `etcdctl` with the client certificate of `tls.dir`, through the members that answer.
-fn etcdctl(o: &Observed) -> String {
+fn etcdctl(o: &DoctorInput) -> String {
     let up: Vec<&str> = o
         .members
         .iter()
@@ -278,7 +278,7 @@ fn etcdctl(o: &Observed) -> String {
     etcdctl_at(o, &up.join(","))
 }
 
-fn etcdctl_at(o: &Observed, endpoints: &str) -> String {
+fn etcdctl_at(o: &DoctorInput, endpoints: &str) -> String {
     let d = &o.tls_dir;
     format!(
         "etcdctl --endpoints {endpoints} --cacert {d}/ca.crt --cert {d}/client.crt --key {d}/client.key"
@@ -293,7 +293,7 @@ fn with_etcdctl(ctl: &str, commands: &[String]) -> String {
 }
 
 /// Compacting at the current revision, as etcd's NOSPACE procedure does.
-fn compact(o: &Observed) -> String {
+fn compact(o: &DoctorInput) -> String {
     match o.revision {
         Some(r) => format!("compact {r}"),
         None => "compact <the revision `$E endpoint status -w json` shows>".into(),
@@ -313,7 +313,7 @@ fn bytes(b: i64) -> String {
 
 /// A majority of the voting members answers. Without one: who is unreachable since when, and
 /// the quorum-loss remedy (`decide::recover`). etcd rule: N voters need floor(N/2)+1.
-pub fn quorum(o: &Observed) -> Vec<Finding> {
+pub fn quorum(o: &DoctorInput) -> Vec<Finding> {
     let voters: Vec<&Member> = o.members.iter().filter(|m| !m.is_learner).collect();
     if voters.is_empty() {
         return vec![Finding::fail(
@@ -376,7 +376,7 @@ pub fn quorum(o: &Observed) -> Vec<Finding> {
 
 /// Every member's etcd answers. An unreachable one is named with since when, and how to bring it
 /// back or remove it.
-pub fn members(o: &Observed) -> Vec<Finding> {
+pub fn members(o: &DoctorInput) -> Vec<Finding> {
     let down: Vec<&Member> = o.members.iter().filter(|m| !m.reachable).collect();
     if down.is_empty() {
         return vec![Finding::ok(
@@ -422,7 +422,7 @@ pub fn members(o: &Observed) -> Vec<Finding> {
 /// etcd rules relied on: a member add is refused while any voter is not
 /// connected to the member receiving it ("unhealthy cluster"), and while another learner is
 /// there ("too many learner members"); a new member joins as a learner.
-pub fn joins(o: &Observed) -> Vec<Finding> {
+pub fn joins(o: &DoctorInput) -> Vec<Finding> {
     let blockers: Vec<&Member> = o.members.iter().filter(|m| !m.reachable).collect();
     if blockers.is_empty() {
         return vec![Finding::ok(
@@ -481,7 +481,7 @@ pub fn joins(o: &Observed) -> Vec<Finding> {
         .collect()
 }
 
-fn expiry_fix(o: &Observed, origin: &Origin) -> String {
+fn expiry_fix(o: &DoctorInput, origin: &Origin) -> String {
     match (origin, o.renewal) {
         (Origin::Ca, _) => "make a new CA and give it to every member (tls.ca_cert, or the signer's); each member keeps the previous CA trusted for tls.ca_overlap while the others switch, and etcd is restarted to read it".into(),
         (Origin::Local { .. }, Renewal::Agent { .. }) => "the agent renews it at its next heal.interval tick, and `etcd-bootstrap run` before it starts etcd: check that the agent runs (`systemctl status etcd-bootstrap`) and why its renewal fails (its log: \"certificate renewal failed\")".into(),
@@ -505,7 +505,7 @@ fn date(unix: i64) -> String {
 }
 
 /// Why `c` fails the expiry check, if it does.
-fn expiry_problem(o: &Observed, c: &Cert, f: &CertFacts) -> Option<String> {
+fn expiry_problem(o: &DoctorInput, c: &Cert, f: &CertFacts) -> Option<String> {
     let left = f.not_after - o.now;
     if left <= 0 {
         return Some(format!(
@@ -548,7 +548,7 @@ fn expiry_problem(o: &Observed, c: &Cert, f: &CertFacts) -> Option<String> {
 
 /// Certificates within their validity and not near its end (see the consts for what "near"
 /// means for each).
-pub fn cert_expiry(o: &Observed) -> Vec<Finding> {
+pub fn cert_expiry(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut soonest: Option<(i64, &str)> = None;
     for c in &o.certificates {
@@ -596,7 +596,7 @@ fn covers(f: &CertFacts, name: &str) -> bool {
 /// member's peer URL (etcd checks a peer's certificate against the address it connects from,
 /// rule 21), of its client URL, 127.0.0.1 for the local client, the SRV target name. After an
 /// IP change this is what breaks the cluster.
-pub fn cert_names(o: &Observed) -> Vec<Finding> {
+pub fn cert_names(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut checked = 0;
     for c in &o.certificates {
@@ -666,7 +666,7 @@ pub fn cert_names(o: &Observed) -> Vec<Finding> {
 /// No alarm is raised, and no member's database is near the quota. etcd rule: at the quota a
 /// member raises NOSPACE, and the whole cluster then takes only reads and deletes until the
 /// alarm is disarmed; CORRUPT means a member's data differs from the others'.
-pub fn nospace(o: &Observed) -> Vec<Finding> {
+pub fn nospace(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let quota_text = match o.quota {
         Some(q) => bytes(q),
@@ -754,7 +754,7 @@ pub fn nospace(o: &Observed) -> Vec<Finding> {
 
 /// Free pages in a member's database file (dbSize - dbSizeInUse): space a compaction freed but
 /// the file still holds until a defragmentation, which counts against the quota.
-pub fn fragmentation(o: &Observed) -> Vec<Finding> {
+pub fn fragmentation(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut measured = 0;
     for m in &o.members {
@@ -802,7 +802,7 @@ pub fn fragmentation(o: &Observed) -> Vec<Finding> {
 /// what the dead-member policy counts as gone (`decide::dead_member`), a record of a node that
 /// is not a member would be counted by a new cluster, and a target that does not resolve is
 /// dropped silently by etcd (rule 18), so nodes could compute different clusters.
-pub fn discovery(o: &Observed) -> Vec<Finding> {
+pub fn discovery(o: &DoctorInput) -> Vec<Finding> {
     let Some(d) = &o.discovery else {
         return vec![Finding::ok(
             "discovery",
@@ -868,7 +868,7 @@ pub fn discovery(o: &Observed) -> Vec<Finding> {
 
 /// Every other member's clock within `MAX_CLOCK_SKEW_MS` of this node's: only a skew beyond the
 /// measurement's own uncertainty (half the round trip) counts.
-pub fn clock(o: &Observed) -> Vec<Finding> {
+pub fn clock(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut largest: Option<(i64, &str)> = None;
     let mut unmeasured = Vec::new();
@@ -910,7 +910,7 @@ pub fn clock(o: &Observed) -> Vec<Finding> {
 }
 
 /// The newest verified snapshot is younger than `SNAPSHOT_STALE_INTERVALS` x `backup.interval`.
-pub fn snapshot(o: &Observed) -> Vec<Finding> {
+pub fn snapshot(o: &DoctorInput) -> Vec<Finding> {
     let Some(s) = &o.snapshot else {
         return vec![Finding::ok(
             "snapshot",
@@ -1032,7 +1032,7 @@ mod tests {
     }
 
     /// A healthy 3-member cluster seen from etcd1.
-    fn healthy() -> Observed {
+    fn healthy() -> DoctorInput {
         let mut peer = cert(
             "peer.crt on this node",
             local("peer"),
@@ -1051,7 +1051,7 @@ mod tests {
             &["10.0.0.12"],
         );
         served.must_cover = vec!["10.0.0.12".into()];
-        Observed {
+        DoctorInput {
             now: NOW,
             local_index: Some(100),
             membership_from_record: false,
@@ -1097,7 +1097,7 @@ mod tests {
         }
     }
 
-    fn down(o: &mut Observed, i: usize, since: Option<i64>) {
+    fn down(o: &mut DoctorInput, i: usize, since: Option<i64>) {
         let m = &mut o.members[i];
         m.reachable = false;
         m.error = Some("connection refused".into());
@@ -1106,8 +1106,8 @@ mod tests {
         m.agent = None;
     }
 
-    type Edit = fn(&mut Observed);
-    type Check = fn(&Observed) -> Vec<Finding>;
+    type Edit = fn(&mut DoctorInput);
+    type Check = fn(&DoctorInput) -> Vec<Finding>;
     /// The failing finding's `what` fragment and its exact `fix`; `None`: the check passes.
     type Want = Option<(&'static str, String)>;
 

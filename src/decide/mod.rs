@@ -15,5 +15,4 @@ pub mod recover;
 pub mod removed;
 pub mod restore;
 
-pub use bootstrap::*;
 pub use restore::{FormedPeer, NoSeed, Snapshots};

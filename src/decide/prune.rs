@@ -69,7 +69,7 @@ pub struct Limits {
 
 /// What the decision looks at.
 #[derive(Debug, Clone)]
-pub struct Observed<'a> {
+pub struct PruneInput<'a> {
     pub copies: &'a [MovedCopy],
     pub running: Running,
     /// The store holds a verified snapshot of the running cluster (false without `[backup]`).
@@ -133,7 +133,7 @@ enum Class {
     Stays(String),
 }
 
-fn classify(c: &MovedCopy, o: &Observed<'_>, newest_earlier: Option<&str>) -> Class {
+fn classify(c: &MovedCopy, o: &PruneInput<'_>, newest_earlier: Option<&str>) -> Class {
     if let Some((mine, now)) = of_earlier_cluster(c, o.running) {
         return if o.has_verified_snapshot {
             Class::MayGo(format!(
@@ -170,7 +170,7 @@ fn classify(c: &MovedCopy, o: &Observed<'_>, newest_earlier: Option<&str>) -> Cl
 
 /// The copies to delete. Names that are not `<base>.removed-<UTC time>[-n]` are not ours: never
 /// touched, not listed.
-pub fn plan(o: &Observed<'_>) -> Plan {
+pub fn plan(o: &PruneInput<'_>) -> Plan {
     let mut dated: Vec<(&MovedCopy, (String, u32))> = o
         .copies
         .iter()
@@ -582,7 +582,7 @@ mod tests {
             .disk(99, 1),
         ];
         for case in table {
-            let o = Observed {
+            let o = PruneInput {
                 copies: &case.copies,
                 running: case.running,
                 has_verified_snapshot: case.snapshot,
@@ -612,7 +612,7 @@ mod tests {
             c(2, Some(B), Some(300)),
             c(3, Some(D), Some(900)),
         ];
-        let o = Observed {
+        let o = PruneInput {
             copies: &copies,
             running: running(D, 25),
             has_verified_snapshot: false,

@@ -29,7 +29,7 @@ pub struct AgentSeen {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum RecoveryVerdict {
     Proceed,
     Refuse(String),
 }
@@ -40,14 +40,14 @@ pub fn may_recover(
     local_healthy: bool,
     local_index: Option<u64>,
     members: &[MemberSeen],
-) -> Verdict {
+) -> RecoveryVerdict {
     if !members.iter().any(|m| m.is_self) {
-        return Verdict::Refuse(
+        return RecoveryVerdict::Refuse(
             "this node is not in the last-known membership (its identity record); run recover on a member that is".into(),
         );
     }
     if local_healthy {
-        return Verdict::Refuse(
+        return RecoveryVerdict::Refuse(
             "the local member is healthy: the cluster has a quorum and nothing needs recovering"
                 .into(),
         );
@@ -59,7 +59,7 @@ pub fn may_recover(
         .map(|m| m.who.as_str())
         .collect();
     if answering.len() >= quorum {
-        return Verdict::Refuse(format!(
+        return RecoveryVerdict::Refuse(format!(
             "{} of {} members answer ({}): a quorum can still form; wait for it or bring the others back instead of recovering",
             answering.len(),
             members.len(),
@@ -77,12 +77,12 @@ pub fn may_recover(
         .max_by_key(|(_, i)| *i)
     {
         if index > mine {
-            return Verdict::Refuse(format!(
+            return RecoveryVerdict::Refuse(format!(
                 "{who} holds data up to raft index {index}, beyond this member's {mine}: run `etcd-bootstrap recover` there instead, or its newer entries are lost"
             ));
         }
     }
-    Verdict::Proceed
+    RecoveryVerdict::Proceed
 }
 
 /// Going back to the newest snapshot: with `restore --from` while the members' agents run (a
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn may_recover_table() {
-        let proceed = Verdict::Proceed;
+        let proceed = RecoveryVerdict::Proceed;
         // (local healthy, local index, members, expected: proceed or a refusal mentioning ...)
         let table: Vec<(bool, u64, Vec<MemberSeen>, Option<&str>)> = vec![
             // The survivor, two members gone for good (no etcd, no agent): recover.
@@ -291,7 +291,7 @@ mod tests {
                 None => assert_eq!(got, proceed, "case {i}"),
                 Some(part) => {
                     assert!(
-                        matches!(&got, Verdict::Refuse(m) if m.contains(part)),
+                        matches!(&got, RecoveryVerdict::Refuse(m) if m.contains(part)),
                         "case {i}: {got:?}"
                     )
                 }

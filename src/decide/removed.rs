@@ -11,7 +11,7 @@
 use crate::model::cluster::{Answer, ClusterView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum RemovalVerdict {
     /// A majority agrees this member was removed: heal.
     Removed(String),
     /// A voter with a leader lists this member: nothing to heal.
@@ -29,9 +29,9 @@ pub fn verdict(
     my_cluster_id: Option<u64>,
     known_members: usize,
     answers: &[Answer],
-) -> Verdict {
+) -> RemovalVerdict {
     let Some(mine) = my_cluster_id else {
-        return Verdict::Undecided(
+        return RemovalVerdict::Undecided(
             "this member's own cluster ID is unknown (no answer from the local etcd and no identity record)".into(),
         );
     };
@@ -55,7 +55,7 @@ pub fn verdict(
         .collect();
     let quorum = known_members.max(1) / 2 + 1;
     if agree.len() >= quorum {
-        return Verdict::Removed(format!(
+        return RemovalVerdict::Removed(format!(
             "{my_url} is not in the member list of cluster {mine:x} according to {} of the {known_members} last-known members ({})",
             agree.len(),
             agree.join(", ")
@@ -66,7 +66,7 @@ pub fn verdict(
             .iter()
             .any(|m| m.peer_urls.iter().any(|u| u == my_url))
     }) {
-        return Verdict::Member;
+        return RemovalVerdict::Member;
     }
     let foreign: Vec<&&ClusterView> = views.iter().filter(|v| v.cluster_id != mine).collect();
     if !foreign.is_empty() && agree.is_empty() {
@@ -75,14 +75,14 @@ pub fn verdict(
             .map(|v| format!("{} answers as cluster {:x}", v.endpoint, v.cluster_id))
             .collect::<Vec<_>>()
             .join("; ");
-        return Verdict::Foreign {
+        return RemovalVerdict::Foreign {
             what: format!(
                 "{what} (this member is in cluster {mine:x}); check DNS records and discovery.peers: the data stays where it is"
             ),
             clusters: foreign.iter().map(|v| v.cluster_id).collect(),
         };
     }
-    Verdict::Undecided(format!(
+    RemovalVerdict::Undecided(format!(
         "{} of the {quorum} members needed say {my_url} was removed from cluster {mine:x}",
         agree.len()
     ))
@@ -121,8 +121,8 @@ mod tests {
 
     #[test]
     fn verdict_table() {
-        use Verdict::*;
-        let kind = |v: &Verdict| match v {
+        use RemovalVerdict::*;
+        let kind = |v: &RemovalVerdict| match v {
             Removed(_) => "removed",
             Member => "member",
             Undecided(_) => "undecided",

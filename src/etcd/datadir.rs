@@ -39,7 +39,7 @@ pub struct RecordedMember {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Record {
     pub cluster_name: String,
-    /// Mixed into the token of a new cluster (see `decide::derive_token`).
+    /// Mixed into the token of a new cluster (see `decide::bootstrap::derive_token`).
     pub nonce: String,
     /// A data dir has existed since `nonce` was drawn: once that data is gone, a new nonce.
     #[serde(default)]
@@ -264,7 +264,7 @@ pub fn prune(
         return Ok(prune::Plan::default());
     }
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
-    let plan = prune::plan(&prune::Observed {
+    let plan = prune::plan(&prune::PruneInput {
         copies,
         running,
         has_verified_snapshot,

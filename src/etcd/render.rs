@@ -3,7 +3,7 @@
 //! (unit, manifest) from the same `EtcdSpec`.
 
 use crate::config::{control_char, Config};
-use crate::decide::InitialCluster;
+use crate::decide::bootstrap::InitialCluster;
 use crate::error::ConfigError;
 use crate::model::tls::TlsPaths;
 use crate::model::url::EtcdUrl;

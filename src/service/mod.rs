@@ -102,7 +102,7 @@ mod tests {
     use super::container::{Container, Runtime};
     use super::*;
     use crate::config::ContainerRuntime;
-    use crate::decide::InitialCluster;
+    use crate::decide::bootstrap::InitialCluster;
     use crate::etcd::render::{self, ClusterState, LocalMember};
     use serde_norway::Value;
 

@@ -3,7 +3,7 @@
 //! on it. With `tls.cfssl_auth_key_file` the request goes to `/api/v1/cfssl/authsign`, signed with
 //! HMAC-SHA256 under the shared key (hex, as in cfssl's `auth_keys`); without, to `/sign`.
 
-use super::{Kind, Signer};
+use super::{CertKind, Signer};
 use crate::config::TlsConfig;
 use crate::error::ConfigError;
 use anyhow::{bail, Context, Result};
@@ -145,7 +145,7 @@ impl Signer for Cfssl {
 
     fn sign<'a>(
         &'a self,
-        kind: Kind,
+        kind: CertKind,
         params: &'a CertificateParams,
         key: &'a KeyPair,
     ) -> BoxFuture<'a, Result<String>> {

@@ -4,7 +4,7 @@
 //! validity and covers the addresses this member is reached at. A failed check names the key it
 //! is about and exits 2.
 
-use super::{inspect, CertSource, Identity, Kind, PlannedFile, TlsPlan};
+use super::{inspect, CertKind, CertSource, Identity, PlannedFile, TlsPlan};
 use crate::config::{Config, TlsConfig, TlsSources};
 use crate::error::ConfigError;
 use crate::model::tls::TlsPaths;
@@ -79,25 +79,25 @@ impl Files {
         })
     }
 
-    async fn fetch_all(&self, cfg: &Config) -> Result<Vec<(Kind, Fetched, Fetched)>> {
+    async fn fetch_all(&self, cfg: &Config) -> Result<Vec<(CertKind, Fetched, Fetched)>> {
         let s = &self.sources;
         let mut out = Vec::new();
-        for kind in Kind::wanted(cfg) {
+        for kind in CertKind::wanted(cfg) {
             let (cert_key, key_key, cert_loc, key_loc) = match kind {
-                Kind::Server => (
+                CertKind::Server => (
                     "tls.server_cert",
                     "tls.server_key",
                     &s.server_cert,
                     &s.server_key,
                 ),
-                Kind::Peer => ("tls.peer_cert", "tls.peer_key", &s.peer_cert, &s.peer_key),
-                Kind::Client => (
+                CertKind::Peer => ("tls.peer_cert", "tls.peer_key", &s.peer_cert, &s.peer_key),
+                CertKind::Client => (
                     "tls.client_cert",
                     "tls.client_key",
                     &s.client_cert,
                     &s.client_key,
                 ),
-                Kind::ApiserverClient => {
+                CertKind::ApiserverClient => {
                     let (Some(c), Some(k)) = (&s.apiserver_client_cert, &s.apiserver_client_key)
                     else {
                         return Err(ConfigError::new(
@@ -129,18 +129,18 @@ impl Files {
 /// The names and addresses a certificate of `kind` must cover for this member to work: its
 /// advertise address (peers and clients dial it), and 127.0.0.1 on the client port, where
 /// etcd-bootstrap itself connects.
-fn required_sans(kind: Kind, identity: &Identity) -> Vec<IpAddr> {
+fn required_sans(kind: CertKind, identity: &Identity) -> Vec<IpAddr> {
     match kind {
-        Kind::Server => vec![identity.advertise, IpAddr::from([127, 0, 0, 1])],
-        Kind::Peer => vec![identity.advertise],
-        Kind::Client | Kind::ApiserverClient => vec![],
+        CertKind::Server => vec![identity.advertise, IpAddr::from([127, 0, 0, 1])],
+        CertKind::Peer => vec![identity.advertise],
+        CertKind::Client | CertKind::ApiserverClient => vec![],
     }
 }
 
 /// Check one certificate and key against the CA bundle: the message says which check failed.
 /// Without `identity`, everything but the addresses it must cover.
 fn check(
-    kind: Kind,
+    kind: CertKind,
     cert: &Fetched,
     key: &Fetched,
     cas: &[inspect::Parsed],
@@ -187,7 +187,7 @@ impl Files {
         cfg: &Config,
         identity: Option<&Identity>,
         now: time::OffsetDateTime,
-    ) -> Result<(Fetched, Vec<(Kind, Fetched, Fetched)>)> {
+    ) -> Result<(Fetched, Vec<(CertKind, Fetched, Fetched)>)> {
         let ca = self
             .fetch("tls.ca_cert", "ca.crt", &self.sources.ca)
             .await?;

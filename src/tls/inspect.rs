@@ -1,6 +1,6 @@
 //! Reading certificates back: is an existing one still right for this member?
 
-use super::{Identity, Kind};
+use super::{CertKind, Identity};
 use crate::model::tls::CertFacts;
 use base64::Engine;
 use serde::Serialize;
@@ -168,7 +168,7 @@ pub fn due_for_renewal(cert: &X509Certificate<'_>, now: time::OffsetDateTime) ->
 }
 
 /// Carries the extended key usages `kind` needs.
-pub fn check_usage(cert: &X509Certificate<'_>, kind: Kind) -> Result<(), String> {
+pub fn check_usage(cert: &X509Certificate<'_>, kind: CertKind) -> Result<(), String> {
     let eku = cert
         .extended_key_usage()
         .ok()
@@ -220,7 +220,7 @@ pub fn check_existing(
     cert_pem: &str,
     key_pem: &str,
     ca: &Parsed,
-    kind: Kind,
+    kind: CertKind,
     identity: &Identity,
     expected_cn: &str,
     now: time::OffsetDateTime,
@@ -240,7 +240,7 @@ pub fn check_existing(
     if !kind.is_client_only() {
         check_sans(&cert, &identity.dns_names, &identity.ips)?;
     }
-    if kind == Kind::Peer {
+    if kind == CertKind::Peer {
         check_sans(&cert, &identity.peer_role, &[])?;
     }
     if cert

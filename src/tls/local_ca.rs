@@ -1,6 +1,6 @@
 //! `tls.mode = "local-ca"`: the node holds the CA certificate and key and signs its own leaves.
 
-use super::{Kind, Signer};
+use super::{CertKind, Signer};
 use crate::config::TlsConfig;
 use crate::error::ConfigError;
 use crate::model::tls::TlsPaths;
@@ -89,7 +89,7 @@ impl Signer for LocalCa {
 
     fn sign<'a>(
         &'a self,
-        kind: Kind,
+        kind: CertKind,
         params: &'a CertificateParams,
         key: &'a KeyPair,
     ) -> BoxFuture<'a, Result<String>> {

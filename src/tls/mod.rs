@@ -34,7 +34,7 @@ pub use inspect::{not_after_unix, CertInfo};
 
 /// The kinds of certificate a member holds, named as kubeadm names their files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum CertKind {
     /// Served on the client port.
     Server,
     /// Presented and served on the peer port: needs serverAuth and clientAuth.
@@ -45,43 +45,43 @@ pub enum Kind {
     ApiserverClient,
 }
 
-impl Kind {
+impl CertKind {
     /// The certificates every member holds.
-    pub const ALL: [Kind; 3] = [Kind::Server, Kind::Peer, Kind::Client];
+    pub const ALL: [CertKind; 3] = [CertKind::Server, CertKind::Peer, CertKind::Client];
 
     pub fn file_stem(self) -> &'static str {
         match self {
-            Kind::Server => "server",
-            Kind::Peer => "peer",
-            Kind::Client => "client",
-            Kind::ApiserverClient => "apiserver-etcd-client",
+            CertKind::Server => "server",
+            CertKind::Peer => "peer",
+            CertKind::Client => "client",
+            CertKind::ApiserverClient => "apiserver-etcd-client",
         }
     }
 
     /// The name `tls.cfssl_profiles` uses for this kind.
     pub fn profile_name(self) -> &'static str {
         match self {
-            Kind::ApiserverClient => "apiserver-client",
+            CertKind::ApiserverClient => "apiserver-client",
             k => k.file_stem(),
         }
     }
 
     fn is_client_only(self) -> bool {
-        matches!(self, Kind::Client | Kind::ApiserverClient)
+        matches!(self, CertKind::Client | CertKind::ApiserverClient)
     }
 
     /// The certificates this configuration keeps.
-    pub fn wanted(cfg: &Config) -> Vec<Kind> {
-        let mut kinds = Kind::ALL.to_vec();
+    pub fn wanted(cfg: &Config) -> Vec<CertKind> {
+        let mut kinds = CertKind::ALL.to_vec();
         if cfg.tls.apiserver_client {
-            kinds.push(Kind::ApiserverClient);
+            kinds.push(CertKind::ApiserverClient);
         }
         kinds
     }
 
     fn dir(self, cfg: &Config) -> &Path {
         match self {
-            Kind::ApiserverClient => &cfg.tls.apiserver_client_dir,
+            CertKind::ApiserverClient => &cfg.tls.apiserver_client_dir,
             _ => &cfg.tls.dir,
         }
     }
@@ -181,7 +181,7 @@ pub trait Signer: Send + Sync {
     /// Sign `params` for `key` (the private key stays here).
     fn sign<'a>(
         &'a self,
-        kind: Kind,
+        kind: CertKind,
         params: &'a CertificateParams,
         key: &'a KeyPair,
     ) -> BoxFuture<'a, Result<String>>;
@@ -359,7 +359,7 @@ async fn issue_plan(
         mode: 0o644,
         change: bundle.change,
     }];
-    for kind in Kind::wanted(cfg) {
+    for kind in CertKind::wanted(cfg) {
         let cert_path = kind.cert_path(cfg);
         let key_path = kind.key_path(cfg);
         let existing = (fs::read_pem(&cert_path).ok(), fs::read_pem(&key_path).ok());
@@ -427,16 +427,18 @@ async fn issue_plan(
 }
 
 /// The CN a certificate of `kind` is issued with.
-fn expected_cn(cfg: &Config, kind: Kind, identity: &Identity) -> String {
+fn expected_cn(cfg: &Config, kind: CertKind, identity: &Identity) -> String {
     match kind {
-        Kind::Client => format!("{}-client", identity.member_name),
-        Kind::ApiserverClient => crate::config::parse_subject(&cfg.tls.apiserver_client_subject)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|(a, _)| a == "CN")
-            .map(|(_, v)| v)
-            .unwrap_or_default(),
-        Kind::Server | Kind::Peer => identity.member_name.clone(),
+        CertKind::Client => format!("{}-client", identity.member_name),
+        CertKind::ApiserverClient => {
+            crate::config::parse_subject(&cfg.tls.apiserver_client_subject)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|(a, _)| a == "CN")
+                .map(|(_, v)| v)
+                .unwrap_or_default()
+        }
+        CertKind::Server | CertKind::Peer => identity.member_name.clone(),
     }
 }
 
@@ -506,14 +508,14 @@ fn ca_bundle(current: &str, path: &Path, overlap: Duration, now: time::OffsetDat
 
 fn leaf_params(
     cfg: &Config,
-    kind: Kind,
+    kind: CertKind,
     identity: &Identity,
     now: time::OffsetDateTime,
     validity: Duration,
 ) -> Result<CertificateParams> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    if kind == Kind::ApiserverClient {
+    if kind == CertKind::ApiserverClient {
         for (attr, value) in crate::config::parse_subject(&cfg.tls.apiserver_client_subject)
             .map_err(|m| anyhow::anyhow!("tls.apiserver_client_subject: {m}"))?
         {
@@ -549,7 +551,7 @@ fn leaf_params(
         ]
     };
     if !kind.is_client_only() {
-        let peer_role = identity.peer_role.iter().filter(|_| kind == Kind::Peer);
+        let peer_role = identity.peer_role.iter().filter(|_| kind == CertKind::Peer);
         for n in identity.dns_names.iter().chain(peer_role) {
             params.subject_alt_names.push(SanType::DnsName(
                 n.as_str()
@@ -576,7 +578,7 @@ pub(crate) fn random_serial() -> Result<SerialNumber> {
 /// alone (no CA or signer is asked): a certificate missing, unreadable, expired or, where this node
 /// can issue, due for renewal.
 pub fn due_on_disk(cfg: &Config, now: time::OffsetDateTime) -> Option<String> {
-    for kind in Kind::wanted(cfg) {
+    for kind in CertKind::wanted(cfg) {
         let path = kind.cert_path(cfg);
         let parsed = match fs::read_pem(&path)
             .map_err(|e| e.to_string())
@@ -605,7 +607,7 @@ pub fn cert_files(cfg: &Config) -> Vec<(String, PathBuf)> {
     let paths = TlsPaths::new(&cfg.tls.dir);
     std::iter::once(("ca.crt".to_string(), paths.ca))
         .chain(
-            Kind::wanted(cfg)
+            CertKind::wanted(cfg)
                 .into_iter()
                 .map(|k| (format!("{}.crt", k.file_stem()), k.cert_path(cfg))),
         )
@@ -633,7 +635,7 @@ pub struct OnDisk {
     pub file: String,
     pub path: PathBuf,
     /// `None` for `ca.crt`.
-    pub kind: Option<Kind>,
+    pub kind: Option<CertKind>,
     pub facts: Result<CertFacts, String>,
 }
 
@@ -641,7 +643,7 @@ pub fn on_disk(cfg: &Config) -> Vec<OnDisk> {
     let paths = TlsPaths::new(&cfg.tls.dir);
     std::iter::once(("ca.crt".to_string(), paths.ca, None))
         .chain(
-            Kind::wanted(cfg)
+            CertKind::wanted(cfg)
                 .into_iter()
                 .map(|k| (format!("{}.crt", k.file_stem()), k.cert_path(cfg), Some(k))),
         )
@@ -979,8 +981,8 @@ mod tests {
             "{subject}"
         );
         assert!(subject.contains("O=system:masters"), "{subject}");
-        inspect::check_usage(&parsed.cert(), Kind::ApiserverClient).unwrap();
-        assert!(inspect::check_usage(&parsed.cert(), Kind::Server).is_err());
+        inspect::check_usage(&parsed.cert(), CertKind::ApiserverClient).unwrap();
+        assert!(inspect::check_usage(&parsed.cert(), CertKind::Server).is_err());
         let key = f.dir.path().join("kube/apiserver-etcd-client.key");
         assert_eq!(
             std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
@@ -997,7 +999,7 @@ mod tests {
         let f = fixture();
         let id = identity(&f.cfg, "10.0.0.1");
         let t = now();
-        let p = leaf_params(&f.cfg, Kind::Server, &id, t, Duration::from_secs(120)).unwrap();
+        let p = leaf_params(&f.cfg, CertKind::Server, &id, t, Duration::from_secs(120)).unwrap();
         assert_eq!(p.not_after - p.not_before, time::Duration::seconds(132));
     }
 }

@@ -11,7 +11,7 @@
 //! it against the name the object gives.
 
 use super::inspect::{self, Parsed};
-use super::Kind;
+use super::CertKind;
 use base64::Engine;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
@@ -67,7 +67,7 @@ impl SigningKey {
     pub fn new(cert_pem: &str, key_pem: &str) -> Result<SigningKey, String> {
         let parsed = inspect::check_pair(cert_pem, key_pem)?;
         let cert = parsed.cert();
-        inspect::check_usage(&cert, Kind::Peer)?;
+        inspect::check_usage(&cert, CertKind::Peer)?;
         let name = common_name(&cert).ok_or("the certificate has no common name or DNS name")?;
         let der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
@@ -160,7 +160,7 @@ impl TrustAnchor {
         let cas: Vec<&Parsed> = self.cas.iter().collect();
         inspect::check_chain(&cert, &cas)
             .map_err(|e| format!("the signer's certificate is {e}"))?;
-        inspect::check_usage(&cert, Kind::Peer).map_err(|e| {
+        inspect::check_usage(&cert, CertKind::Peer).map_err(|e| {
             format!("the signer's certificate is not a member's: it {e} (client certificates cannot sign)")
         })?;
         inspect::check_dates(&cert, signed_at).map_err(|e| {
