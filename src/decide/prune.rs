@@ -81,12 +81,12 @@ pub struct PruneInput<'a> {
 
 /// The copies to delete, oldest first, and every copy kept; each with why (for the log).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+pub struct PrunePlan {
     pub delete: Vec<(String, String)>,
     pub kept: Vec<(String, String)>,
 }
 
-impl Plan {
+impl PrunePlan {
     pub fn deleted_names(&self) -> Vec<&str> {
         self.delete.iter().map(|(n, _)| n.as_str()).collect()
     }
@@ -170,7 +170,7 @@ fn classify(c: &MovedCopy, o: &PruneInput<'_>, newest_earlier: Option<&str>) -> 
 
 /// The copies to delete. Names that are not `<base>.removed-<UTC time>[-n]` are not ours: never
 /// touched, not listed.
-pub fn plan(o: &PruneInput<'_>) -> Plan {
+pub fn plan(o: &PruneInput<'_>) -> PrunePlan {
     let mut dated: Vec<(&MovedCopy, (String, u32))> = o
         .copies
         .iter()
@@ -213,7 +213,7 @@ pub fn plan(o: &PruneInput<'_>) -> Plan {
             }
         }
     }
-    let mut out = Plan::default();
+    let mut out = PrunePlan::default();
     for (pos, (c, class, deleted)) in decided.into_iter().enumerate().rev() {
         match (deleted, class) {
             (Some(why), _) => out.delete.push((c.name.clone(), why)),

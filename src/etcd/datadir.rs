@@ -259,9 +259,9 @@ pub fn prune(
     running: prune::Running,
     has_verified_snapshot: bool,
     limits: prune::Limits,
-) -> Result<prune::Plan> {
+) -> Result<prune::PrunePlan> {
     if copies.is_empty() {
-        return Ok(prune::Plan::default());
+        return Ok(prune::PrunePlan::default());
     }
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     let plan = prune::plan(&prune::PruneInput {
@@ -281,7 +281,7 @@ pub fn prune(
 
 /// Log why each copy that stays stays (once per change of the plan: the heal loop prunes at
 /// every healthy tick).
-pub fn log_kept(data_dir: &Path, plan: &prune::Plan) {
+pub fn log_kept(data_dir: &Path, plan: &prune::PrunePlan) {
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     for (name, why) in &plan.kept {
         tracing::info!(path = %parent.join(name).display(), %why, "keeping a moved-aside data dir");
