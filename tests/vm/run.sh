@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # tests/vm/run.sh - the real-VM end-to-end test of etcd-bootstrap (see tests/vm/README.md).
 #
-# Usage: tests/vm/run.sh [--keep-logs]      (as root; Debian bookworm)
+# Usage: tests/vm/run.sh [--keep-logs|--prepare]      (as root; Debian bookworm)
+#
+# --prepare: only install the packages, build the release binary and the image (both cached),
+# then exit: scripts/test.sh runs that in the background, at the lowest priority, while the lab
+# tests run, so that the test proper starts at once.
 #
 # 1. image: a Debian bookworm root (tests/vm/build-image.sh: systemd, cloud-init,
 #    etcd-server 3.4.23), cached in $CACHE/vm/image-<sha256 of build-image.sh>;
@@ -39,7 +43,16 @@ HEAL_WAIT_S=${EBVM_HEAL_WAIT_S:-600}  # replaced disk, boot to healthy voter
 JOIN_WAIT_S=${EBVM_JOIN_WAIT_S:-600}  # Ignition VM, boot to healthy voter
 SETTLE_S=30                           # healthy this long in a row counts as healthy
 KEEP_LOGS=0
-[[ ${1:-} == --keep-logs ]] && KEEP_LOGS=1
+PREPARE=0
+case ${1:-} in
+--keep-logs) KEEP_LOGS=1 ;;
+--prepare) PREPARE=1 ;;
+"") ;;
+*)
+    echo "usage: tests/vm/run.sh [--keep-logs|--prepare]" >&2
+    exit 2
+    ;;
+esac
 
 T0=$(date +%s)
 log() { printf 'vm [%4ds]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
@@ -148,10 +161,12 @@ fail() {
 # ---------------------------------------------------------------------------
 BIN=${EBVM_BINARY:-}
 if [[ -z $BIN ]]; then
-    log "cargo build --release"
-    (cd "$REPO" && cargo build --release -q) || die "cargo build --release failed"
-    # .cargo/config.toml sets build.target, so the binary is under target/<triple>/release.
-    for BIN in "$REPO"/target/x86_64-unknown-linux-gnu/release/etcd-bootstrap "$REPO"/target/release/etcd-bootstrap; do
+    # A target directory of its own: the release build then never waits for the lock of the
+    # debug build that the lab tests use (scripts/test.sh runs both at once).
+    log "cargo build --release (target/vm)"
+    (cd "$REPO" && CARGO_TARGET_DIR="$REPO/target/vm" cargo build --release -q) || die "cargo build --release failed"
+    # .cargo/config.toml sets build.target, so the binary is under <target dir>/<triple>/release.
+    for BIN in "$REPO"/target/vm/x86_64-unknown-linux-gnu/release/etcd-bootstrap "$REPO"/target/vm/release/etcd-bootstrap; do
         [[ -x $BIN ]] && break
     done
 fi
@@ -174,6 +189,11 @@ else
     # Older images are dropped (each is ~1 GB).
     find "$CACHE/vm" -mindepth 1 -maxdepth 1 -name 'image-*' ! -name "image-$HASH" -exec rm -rf {} +
     TIMING[image]="$(($(date +%s) - t)) s (built)"
+fi
+
+if ((PREPARE)); then
+    log "prepared: the release binary ($BIN) and the image ($IMAGE); image ${TIMING[image]}"
+    exit 0
 fi
 
 t=$(date +%s)
