@@ -135,10 +135,9 @@ pub async fn fetch(
     let free = free_bytes(scratch)?;
     if free < need {
         return Err(FetchError::Failed(anyhow::anyhow!(
-            "{}: {} needs about {need} bytes free for snapshot {} but has {free}",
+            "{}: {} needs about {need} bytes free for this snapshot but has {free}; free some space there",
             m.id,
-            scratch.display(),
-            m.id
+            scratch.display()
         )));
     }
     let stored = scratch.join("snapshot.stored");
