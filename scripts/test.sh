@@ -15,10 +15,12 @@ export CARGO_TERM_COLOR=never
 
 # The real-VM test's packages, release binary and image do not depend on the lab tests: they are
 # made meanwhile, in a process group of their own at the lowest CPU and I/O priority, so that the
-# lab tests keep the cores they need and the VM test starts at once (about 5 minutes of CI saved).
+# build and the lab tests keep the cores they need and the VM test starts at once.
 mkdir -p target
 PREP_LOG=target/vm-prepare.log
-setsid nice -n 19 ionice -c 3 tests/vm/run.sh --prepare >"$PREP_LOG" 2>&1 </dev/null &
+rm -f target/vm-prepare.rc
+setsid nice -n 19 ionice -c 3 bash -c 'tests/vm/run.sh --prepare; echo $? >target/vm-prepare.rc' \
+    >"$PREP_LOG" 2>&1 </dev/null &
 PREP=$!
 stop_prep() { kill -- "-$PREP" 2>/dev/null || true; }
 trap stop_prep EXIT
@@ -26,15 +28,34 @@ trap stop_prep EXIT
 # `--features failpoints`: the fault-injection lab tests (ETCD_BOOTSTRAP_FAILPOINT) need the fail
 # points compiled in, and refuse a binary without them; the release build leaves them out.
 cargo build --all-targets --features failpoints
-# Lab tests serialize themselves; unit and CLI tests run in parallel.
-cargo test --all-targets --features failpoints "$@"
 
-# The real-VM end-to-end test (tests/vm/README.md): Debian VMs under qemu with cloud-init and
-# Ignition; ~20 minutes from nothing, less with the cached image. A preparation that failed is
-# shown and done again by the test itself.
-if ! wait "$PREP"; then
-    echo "scripts/test.sh: preparing the VM test in the background failed; its log:" >&2
-    cat "$PREP_LOG" >&2
+if (($# > 0)); then
+    # A chosen subset (cargo test's own arguments): run it as cargo does, then the VM test.
+    cargo test --all-targets --features failpoints "$@"
+    wait "$PREP" || true
+    trap - EXIT
+    exec tests/vm/run.sh
 fi
+
+# Everything: the test executables cargo built, in LANES lanes side by side, and the real-VM test
+# (tests/vm/README.md: Debian VMs under qemu with cloud-init and Ignition) in a lane of its own once
+# its preparation has ended (scripts/run-tests.py says why this is safe and what it saves).
+mapfile -t EXECUTABLES < <(cargo test --all-targets --features failpoints --no-run \
+    --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])')
+((${#EXECUTABLES[@]} > 0)) || {
+    echo "scripts/test.sh: cargo listed no test executables" >&2
+    exit 1
+}
+LANES=${ETCD_BOOTSTRAP_TEST_LANES:-3}
+set +e
+scripts/run-tests.py "$LANES" "$PREP" -- "${EXECUTABLES[@]}"
+rc=$?
+set -e
 trap - EXIT
-tests/vm/run.sh
+stop_prep
+exit "$rc"
