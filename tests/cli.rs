@@ -614,6 +614,39 @@ fn run_refuses_a_missing_etcd_binary_and_once_without_systemd() {
     s.assert_nothing_written();
 }
 
+/// Under the shipped unit's sandbox a data dir outside its `ReadWritePaths=` is read-only: `run`
+/// refuses at once (exit 2) naming the key and the drop-in that fixes it, before anything is
+/// written. A read-only bind mount in a mount namespace of its own plays the sandbox.
+#[test]
+fn run_refuses_a_data_dir_its_sandbox_makes_read_only() {
+    let s = Setup::new();
+    let ro = s.path("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let cfg = s.config(&format!("[member]\ndata_dir = \"{}/data\"\n", ro.display()));
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind -o ro "$2" "$2" && exec "$0" run --config "$1""#)
+        .arg(BIN)
+        .arg(&cfg)
+        .arg(&ro)
+        .env_remove("ETCD_BOOTSTRAP_LOG")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("member.data_dir")
+            && err.contains(&format!("ReadWritePaths={}", ro.display())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&ro).unwrap().count(),
+        0,
+        "written into {}",
+        ro.display()
+    );
+}
+
 #[test]
 fn unknown_flags_and_missing_config_are_usage_errors() {
     assert_eq!(run(&["run", "--bogus"], &[]).status.code(), Some(2));

@@ -150,6 +150,22 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Whether writing at `path` (or at its nearest existing ancestor, where it would be created)
+/// fails because the file system is mounted read-only for this process: a systemd sandbox
+/// (`ProtectSystem=strict` without a `ReadWritePaths=` for it) looks exactly like that.
+pub fn read_only_here(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(existing) = path.ancestors().find(|p| p.exists()) else {
+        return false;
+    };
+    let Ok(c) = std::ffi::CString::new(existing.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::access(c.as_ptr(), libc::W_OK) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EROFS)
+}
+
 pub fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
