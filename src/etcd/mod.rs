@@ -6,3 +6,4 @@ pub mod install;
 pub mod maintenance;
 pub mod membership;
 pub mod render;
+pub mod version;

@@ -2,11 +2,13 @@
 //! bootstrapper owns) and the environment file. Each service manager renders its own artifact
 //! (unit, manifest) from the same `EtcdSpec`.
 
+use super::version::EtcdVersion;
 use crate::config::{control_char, Config};
 use crate::decide::bootstrap::InitialCluster;
 use crate::error::ConfigError;
 use crate::model::tls::TlsPaths;
 use crate::model::url::EtcdUrl;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -120,7 +122,60 @@ fn enforced_peer_role(cfg: &Config) -> Option<String> {
     (recorded == want).then_some(want)
 }
 
+/// etcd's own checks of the data it serves, for the release that runs it (`[etcd.flags]` overrides
+/// each): before serving, compare this member's hash of the keyspace with its peers' and refuse
+/// to start on a mismatch (3.4 on); after every compaction, the leader compares the followers'
+/// hashes of the compacted revision and raises the CORRUPT alarm on a mismatch (3.5.5 on). 3.6
+/// took both from `--experimental-*` flags into `--feature-gates`. An unknown release gets
+/// neither: a flag etcd does not know is only warned about, and the check would silently be off.
+pub fn integrity_flags(
+    version: Option<EtcdVersion>,
+    user: &BTreeMap<String, String>,
+) -> Vec<(&'static str, &'static str)> {
+    let Some(v) = version else {
+        return Vec::new();
+    };
+    let wanted: &[(&str, &str)] = if v >= EtcdVersion::new(3, 6, 0) {
+        &[(
+            "feature-gates",
+            "InitialCorruptCheck=true,CompactHashCheck=true",
+        )]
+    } else if v >= EtcdVersion::new(3, 5, 5) {
+        &[
+            ("experimental-initial-corrupt-check", "true"),
+            ("experimental-compact-hash-check-enabled", "true"),
+        ]
+    } else if v >= EtcdVersion::new(3, 4, 0) {
+        &[("experimental-initial-corrupt-check", "true")]
+    } else {
+        &[]
+    };
+    wanted
+        .iter()
+        .filter(|(flag, _)| !user.contains_key(*flag))
+        .copied()
+        .collect()
+}
+
+fn env_name(flag: &str) -> String {
+    format!("ETCD_{}", flag.replace('-', "_").to_ascii_uppercase())
+}
+
 pub fn spec(cfg: &Config, me: &LocalMember, state: &ClusterState) -> Result<EtcdSpec, ConfigError> {
+    let version = EtcdVersion::of_config(cfg);
+    if version.is_none() {
+        tracing::warn!(binary = %cfg.etcd.binary.display(), image = cfg.etcd.image.as_deref().unwrap_or(""), "cannot tell which etcd release will run (no `etcd --version` answer, or an image tag without a version): etcd's corruption checks are not switched on; set them in [etcd.flags]");
+    }
+    spec_for(cfg, me, state, version)
+}
+
+/// `spec` for a known (or unknown) etcd release.
+pub fn spec_for(
+    cfg: &Config,
+    me: &LocalMember,
+    state: &ClusterState,
+    version: Option<EtcdVersion>,
+) -> Result<EtcdSpec, ConfigError> {
     let tls = TlsPaths::new(&cfg.tls.dir);
     let local = |port: u16| EtcdUrl::https(IpAddr::from([127, 0, 0, 1]), port);
     let mut vars: Vec<(String, String)> = vec![
@@ -195,17 +250,14 @@ pub fn spec(cfg: &Config, me: &LocalMember, state: &ClusterState) -> Result<Etcd
     // itself as well, every 5 minutes: both together are harmless.)
     for (flag, default) in COMPACTION_DEFAULTS {
         if !cfg.etcd.flags.contains_key(*flag) {
-            vars.push((
-                format!("ETCD_{}", flag.replace('-', "_").to_ascii_uppercase()),
-                default.to_string(),
-            ));
+            vars.push((env_name(flag), default.to_string()));
         }
     }
+    for (flag, value) in integrity_flags(version, &cfg.etcd.flags) {
+        vars.push((env_name(flag), value.to_string()));
+    }
     for (flag, value) in &cfg.etcd.flags {
-        vars.push((
-            format!("ETCD_{}", flag.replace('-', "_").to_ascii_uppercase()),
-            value.clone(),
-        ));
+        vars.push((env_name(flag), value.clone()));
     }
     for (k, v) in &vars {
         one_line(k, v, &cfg.etcd.env_file)?;
@@ -285,5 +337,105 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "ETCD_INITIAL_CLUSTER");
+    }
+
+    /// The integrity checks by release, and `[etcd.flags]` taking precedence.
+    #[test]
+    fn integrity_checks_by_release() {
+        let v = |a, b, c| Some(EtcdVersion::new(a, b, c));
+        let none = BTreeMap::new();
+        let names = |f: Vec<(&str, &str)>| f.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
+        for (version, want) in [
+            (None, vec![]),
+            (v(3, 3, 27), vec![]),
+            (v(3, 4, 23), vec!["experimental-initial-corrupt-check"]),
+            (v(3, 5, 4), vec!["experimental-initial-corrupt-check"]),
+            (
+                v(3, 5, 5),
+                vec![
+                    "experimental-initial-corrupt-check",
+                    "experimental-compact-hash-check-enabled",
+                ],
+            ),
+            (
+                v(3, 5, 30),
+                vec![
+                    "experimental-initial-corrupt-check",
+                    "experimental-compact-hash-check-enabled",
+                ],
+            ),
+            (v(3, 6, 0), vec!["feature-gates"]),
+        ] {
+            assert_eq!(names(integrity_flags(version, &none)), want, "{version:?}");
+        }
+        assert_eq!(
+            integrity_flags(v(3, 6, 4), &none),
+            vec![(
+                "feature-gates",
+                "InitialCorruptCheck=true,CompactHashCheck=true"
+            )]
+        );
+        let user: BTreeMap<String, String> =
+            [("experimental-initial-corrupt-check".into(), "false".into())].into();
+        assert_eq!(
+            names(integrity_flags(v(3, 5, 30), &user)),
+            vec!["experimental-compact-hash-check-enabled"]
+        );
+        let user: BTreeMap<String, String> = [("feature-gates".into(), "X=true".into())].into();
+        assert!(integrity_flags(v(3, 6, 0), &user).is_empty());
+    }
+
+    /// Every variable rendered for a release names a flag that release's `etcd --help` lists
+    /// (recorded in src/etcd/help/ from the real binaries): etcd only warns about a variable it
+    /// does not know, so a wrong name would go unnoticed. Rendered with every optional variable.
+    /// 3.6 is not available here; its feature gates are checked by the table above.
+    #[test]
+    fn every_rendered_flag_is_one_the_release_knows() {
+        let (_d, cfg) = config();
+        let me = LocalMember {
+            name: "a".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+        };
+        let ic = InitialCluster {
+            members: vec![("a".into(), me.peer_url(&cfg).to_string())],
+            token: "t-1".into(),
+            my_name: "a".into(),
+            formation: "f".into(),
+            seed: None,
+        };
+        for (release, help) in [
+            ("3.4.23", include_str!("help/etcd-3.4.23.txt")),
+            ("3.5.30", include_str!("help/etcd-3.5.30.txt")),
+        ] {
+            let version = EtcdVersion::parse(release);
+            for state in [
+                ClusterState::New(ic.clone()),
+                ClusterState::Existing {
+                    initial_cluster: ic.flag(),
+                },
+                ClusterState::FromDisk,
+            ] {
+                let spec = spec_for(&cfg, &me, &state, version).unwrap();
+                let mut vars: Vec<&str> = spec.vars.iter().map(|(k, _)| k.as_str()).collect();
+                vars.push("ETCD_PEER_CERT_ALLOWED_HOSTNAME");
+                assert!(vars.contains(&"ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK"));
+                for var in vars {
+                    let flag = format!(
+                        "--{}",
+                        var.strip_prefix("ETCD_")
+                            .unwrap()
+                            .to_ascii_lowercase()
+                            .replace('_', "-")
+                    );
+                    assert!(
+                        help.lines().any(|l| {
+                            let l = l.trim_start();
+                            l == flag || l.starts_with(&format!("{flag} "))
+                        }),
+                        "etcd {release} has no {flag} (rendered as {var})"
+                    );
+                }
+            }
+        }
     }
 }

@@ -97,14 +97,7 @@ fn restart_mark_in(text: &str) -> Option<String> {
 /// `major.minor.patch` from an image tag such as `registry.k8s.io/etcd:3.5.15-0` or
 /// `quay.io/coreos/etcd:v3.5.30`; None for a digest only or a tag like `latest`.
 pub fn version_of_image(image: &str) -> Option<(u32, u32, u32)> {
-    let image = image.split('@').next()?;
-    let last = image.rsplit('/').next()?;
-    let tag = last.split_once(':')?.1.trim_start_matches('v');
-    let mut parts = tag.splitn(3, '.').map(|p| {
-        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse::<u32>().ok()
-    });
-    Some((parts.next()??, parts.next()??, parts.next()??))
+    crate::etcd::version::EtcdVersion::from_image(image).map(|v| (v.major, v.minor, v.patch))
 }
 
 /// The probe paths: etcd serves /livez and /readyz from 3.5.11 on; before, /health, answered

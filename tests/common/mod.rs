@@ -466,6 +466,19 @@ interval = "2s"
             })
     }
 
+    /// The environment (`KEY=value`) of the etcd running for `host`.
+    pub fn etcd_environ(&self, host: usize) -> Vec<String> {
+        let Some(pid) = self.etcd_pid(host) else {
+            return Vec::new();
+        };
+        fs::read(format!("/proc/{pid}/environ"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
     /// The serial number (hex) of the certificate served at `ip:port`, seen from `host`.
     pub fn served_serial(&self, host: usize, ip: &str, port: u16) -> Option<String> {
         let pem = self.served_cert(host, ip, port)?;
