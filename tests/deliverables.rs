@@ -1351,3 +1351,109 @@ fn promtool_tests_fail_when_an_alert_expression_is_broken() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The release
+// ---------------------------------------------------------------------------------------------
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn release_script(binary: &Path, out: &Path) -> Output {
+    tool(
+        Command::new(repo().join("scripts/release.sh")).args([
+            "--binary",
+            binary.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "scripts/release.sh",
+    )
+}
+
+/// A release binary to package without building one: ETCD_BOOTSTRAP_RELEASE_BINARY, or the one
+/// the real-VM test packaged into target/vm/dist (tests/vm/run.sh), copied so that a run of it
+/// replacing the directory meanwhile does not matter.
+fn release_binary(scratch: &Path) -> Option<PathBuf> {
+    let found = match std::env::var("ETCD_BOOTSTRAP_RELEASE_BINARY") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => repo().join(format!(
+            "target/vm/dist/etcd-bootstrap-{}-{TARGET}",
+            env!("CARGO_PKG_VERSION")
+        )),
+    };
+    let copy = scratch.join("etcd-bootstrap");
+    fs::copy(&found, &copy).ok()?;
+    Some(copy)
+}
+
+/// scripts/release.sh refuses what is not a release build (this test's binary: not stripped,
+/// maybe with fail points) and writes nothing; given a release binary, it writes the binary
+/// named by version and target, SHA256SUMS (the binary's line first) that `sha256sum -c`
+/// accepts, and every template byte for byte.
+#[test]
+fn release_script_writes_the_binary_sums_and_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = dir.path().join("refused");
+    let out = release_script(Path::new(BIN), &refused);
+    assert!(!out.status.success(), "a test build was released");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not stripped") || err.contains("fail-point"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "written on refusal");
+
+    let Some(binary) = release_binary(dir.path()) else {
+        eprintln!("packaging not checked: no release binary (set ETCD_BOOTSTRAP_RELEASE_BINARY, or run tests/vm/run.sh, which packages one into target/vm/dist)");
+        return;
+    };
+    let dist = dir.path().join("dist");
+    let out = release_script(&binary, &dist);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let name = format!("etcd-bootstrap-{}-{TARGET}", env!("CARGO_PKG_VERSION"));
+    let version = tool(
+        Command::new(dist.join(&name)).arg("--version"),
+        "the release",
+    );
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("etcd-bootstrap {}", env!("CARGO_PKG_VERSION"))
+    );
+    let sums = fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert!(
+        sums.lines()
+            .next()
+            .unwrap_or("")
+            .ends_with(&format!("  {name}")),
+        "{sums}"
+    );
+    let check = tool(
+        Command::new("sha256sum")
+            .args(["--strict", "-c", "SHA256SUMS"])
+            .current_dir(&dist),
+        "sha256sum",
+    );
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    let mut shipped: Vec<(String, String)> = Vec::new();
+    for f in cloud_init_files() {
+        shipped.push((f.clone(), format!("templates/{f}")));
+    }
+    for ext in [".bu", ".ign"] {
+        for f in files("ignition", ext) {
+            shipped.push((f.clone(), format!("templates/{f}")));
+        }
+    }
+    shipped.push((UNIT_SOURCE.into(), "etcd-bootstrap.service".into()));
+    shipped.push((RULES.into(), "prometheus/etcd-bootstrap-alerts.yml".into()));
+    for (src, dst) in shipped {
+        assert_eq!(
+            fs::read(dist.join(&dst)).unwrap_or_default(),
+            fs::read(repo().join(&src)).unwrap(),
+            "{dst} is not {src}"
+        );
+        assert!(
+            sums.contains(&format!("  {dst}\n")),
+            "{dst} not in SHA256SUMS"
+        );
+    }
+}
