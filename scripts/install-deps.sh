@@ -10,6 +10,8 @@
 #   * etcd 3.4.23 (bookworm) and etcd 3.5.30 (sid) binaries, unpacked into a cache
 #     directory, never installed system-wide: Debian's etcd-server package would
 #     enable and start an etcd service, which the tests must not have running.
+#   * promtool 2.42.0 (bookworm's prometheus package, unpacked into the cache, never
+#     installed: the package would start a Prometheus server).
 #   * cfssl 1.6.5 (sid's golang-cfssl; bookworm only has 1.2.0). Optional: a warning,
 #     not a failure, if sid does not have it any more.
 #   * $CACHE/env, shell assignments (ETCD_34_DIR=..., ETCD_35_DIR=..., CFSSL_DIR=...)
@@ -38,6 +40,11 @@ readonly CFSSL_VERSION=1.6.5   # sid's golang-cfssl
 readonly ETCD34_DIR="$CACHE/etcd-$ETCD34_VERSION"
 readonly ETCD35_DIR="$CACHE/etcd-$ETCD35_VERSION"
 readonly CFSSL_DIR_PATH="$CACHE/cfssl-$CFSSL_VERSION"
+# promtool (`promtool check rules` / `promtool test rules` on dist/prometheus/), from
+# bookworm's prometheus package, unpacked into the cache like etcd: installing the package
+# would enable and start a Prometheus server on this machine.
+readonly PROMETHEUS_VERSION=2.42.0
+readonly PROMTOOL_DIR="$CACHE/prometheus-$PROMETHEUS_VERSION"
 
 # Debian packages the demo and the tests use (command in brackets):
 #   protobuf-compiler (protoc: building etcd's gRPC API), dnsmasq-base (the lab's DNS
@@ -330,6 +337,24 @@ ensure_etcd() { # SUITE VERSION DEST "BINARIES"
     [[ $got == "$ver" ]] || die "$dest/etcd --version reports '${got:-nothing}', expected exactly $ver"
 }
 
+promtool_ok() {
+    [[ -x $PROMTOOL_DIR/promtool ]] &&
+        "$PROMTOOL_DIR/promtool" --version 2>&1 | grep -q "version $PROMETHEUS_VERSION"
+}
+
+ensure_promtool() {
+    local v deb
+    promtool_ok && return 0
+    ((CHECK_ONLY)) && die "promtool $PROMETHEUS_VERSION missing or wrong in $PROMTOOL_DIR"
+    private_update bookworm
+    v=$(pick_version bookworm prometheus "$PROMETHEUS_VERSION")
+    [[ -n $v ]] || die "Debian bookworm no longer has prometheus $PROMETHEUS_VERSION; update this script's version deliberately"
+    log "fetching prometheus=$v from bookworm (for promtool only)"
+    deb=$(fetch_deb bookworm prometheus "$v")
+    install_binaries "$PROMTOOL_DIR" "promtool" "$deb"
+    promtool_ok || die "$PROMTOOL_DIR/promtool does not report version $PROMETHEUS_VERSION"
+}
+
 # cfssl is optional: a warning, not a failure. Returns 1 if unavailable.
 ensure_cfssl() {
     local v deb
@@ -390,6 +415,7 @@ write_env() { # CFSSL_DIR_OR_EMPTY
         printf 'ETCD_35_VERSION=%q\n' "$ETCD35_VERSION"
         printf 'CFSSL_VERSION=%q\n' "$CFSSL_VERSION"
         printf 'PY_DIR=%q\n' "$PY_DIR"
+        printf 'PROMTOOL_DIR=%q\n' "$PROMTOOL_DIR"
     } >"$tmp"
     chmod 644 "$tmp"
     mv "$tmp" "$CACHE/env"
@@ -413,6 +439,7 @@ main() {
 
     ensure_etcd bookworm "$ETCD34_VERSION" "$ETCD34_DIR" "etcd etcdctl"
     ensure_etcd sid "$ETCD35_VERSION" "$ETCD35_DIR" "etcd etcdctl etcdutl"
+    ensure_promtool
     local cfssl_dir=""
     if ensure_cfssl; then cfssl_dir=$CFSSL_DIR_PATH; fi
     ensure_python_lab
@@ -441,6 +468,7 @@ main() {
     printf '%-16s %-50s %s\n' weed "$PY_DIR/bin/weed" "$("$PY_DIR/bin/weed" version 2>/dev/null | awk '{print $3; exit}')"
     printf '%-16s %-50s %s\n' boto3 "$PY_DIR/bin/python" "$("$PY_DIR/bin/python" -c 'import boto3; print(boto3.__version__)')"
     printf '%-16s %-50s %s\n' age "$(command -v age)" "$(age --version)"
+    printf '%-16s %-50s %s\n' promtool "$PROMTOOL_DIR/promtool" "$("$PROMTOOL_DIR/promtool" --version 2>&1 | awk 'NR==1 {print $3}')"
     printf '%-16s %-50s %s\n' env "$CACHE/env" "(source it)"
 }
 

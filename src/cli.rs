@@ -16,11 +16,65 @@ const VERSION: &str = if crate::failpoint::ENABLED {
     env!("CARGO_PKG_VERSION")
 };
 
+/// Exit codes and environment, shown under every command's --help.
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  a failure at run time (I/O, network, a check that failed); retrying may help
+  2  a configuration or usage error (one line naming the key and where its value came from)
+  3  refused: proceeding would be unsafe (e.g. two clusters answered); nothing was changed
+
+Environment:
+  ETCD_BOOTSTRAP_<SECTION>_<KEY>  set a config key, overriding the files, e.g.
+                                  ETCD_BOOTSTRAP_HEAL_INTERVAL=30s sets heal.interval
+  ETCD_BOOTSTRAP_LOG              log filter, comma-separated target=level directives
+                                  (default: info), e.g. ETCD_BOOTSTRAP_LOG=debug";
+
+/// `plan`'s exit codes: what the decision was.
+const PLAN_AFTER_HELP: &str = "\
+Exit codes:
+  0  the decision was printed: this node would start, join, restart or wait
+  1  observing failed (I/O, network)
+  2  a configuration or usage error, or TLS material that does not load
+  3  the decision is to refuse (the reason is printed); run would exit 3 too
+
+Environment:
+  ETCD_BOOTSTRAP_<SECTION>_<KEY>  set a config key, overriding the files
+  ETCD_BOOTSTRAP_LOG              log filter (target=level directives; default: info)";
+
+/// `check-config`'s exit codes.
+const CHECK_AFTER_HELP: &str = "\
+Checks everything that needs no network: every key, the peer set against cluster.size,
+heal.interval against the agent unit's WatchdogSec, and the key material (PEM, the CA key
+belongs to the CA certificate, certificates match their keys and chain to the CA). Warnings
+(e.g. an even cluster.size) go to stderr; the effective configuration goes to stdout as TOML
+that check-config reads back to the same.
+
+Exit codes:
+  0  the configuration is valid
+  2  it is not (one line naming the key and where its value came from)
+
+Environment:
+  ETCD_BOOTSTRAP_<SECTION>_<KEY>  set a config key, overriding the files
+  ETCD_BOOTSTRAP_LOG              log filter (target=level directives; default: info)";
+
+/// `doctor`'s exit codes.
+const DOCTOR_AFTER_HELP: &str = "\
+Exit codes:
+  0  all is well
+  1  at least one check failed (each with its fix on stdout)
+  2  a configuration or usage error
+
+Environment:
+  ETCD_BOOTSTRAP_<SECTION>_<KEY>  set a config key, overriding the files
+  ETCD_BOOTSTRAP_LOG              log filter (target=level directives; default: info)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "etcd-bootstrap",
     version = VERSION,
-    about = "Turns a freshly booted VM into a healthy, TLS-secured etcd member"
+    about = "Turns a freshly booted VM into a healthy, TLS-secured etcd member",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,7 +83,8 @@ pub struct Cli {
 
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
-    /// Config file; drop-ins are read from config.d/ beside it.
+    /// Config file [default: /etc/etcd-bootstrap/config.toml]; drop-ins are read from config.d/
+    /// beside it; ETCD_BOOTSTRAP_<SECTION>_<KEY> variables override both.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 }
@@ -43,6 +98,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bootstrap or restart the local member, then keep it running and watched.
+    #[command(after_help = AFTER_HELP)]
     Run {
         #[command(flatten)]
         config: ConfigArg,
@@ -51,11 +107,13 @@ pub enum Command {
         once: bool,
     },
     /// Dry run: observe, print the decision and the files it would write; change nothing.
+    #[command(after_help = PLAN_AFTER_HELP)]
     Plan {
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Members, leader, learners, raft index, DB size, health, certificate expiry.
+    #[command(after_help = AFTER_HELP)]
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -69,6 +127,7 @@ pub enum Command {
     /// when, a dead member blocking joins, certificates near expiry or not covering their
     /// member's addresses, NOSPACE and fragmentation, discovery against the membership, clock
     /// skew, the last snapshot's age. Exit 0 when all is well, 1 otherwise.
+    #[command(after_help = DOCTOR_AFTER_HELP)]
     Doctor {
         #[command(flatten)]
         config: ConfigArg,
@@ -76,6 +135,7 @@ pub enum Command {
         output: Output,
     },
     /// Remove the local member from the cluster, stop etcd, move its data aside.
+    #[command(after_help = AFTER_HELP)]
     Leave {
         #[command(flatten)]
         config: ConfigArg,
@@ -83,6 +143,7 @@ pub enum Command {
     /// A majority of the members is lost for good: start this surviving member alone (etcd's
     /// --force-new-cluster, once), keeping every key it has; replacements then join it. Refused
     /// while a quorum can still form or another member's data is further ahead.
+    #[command(after_help = AFTER_HELP)]
     Recover {
         #[command(flatten)]
         config: ConfigArg,
@@ -93,6 +154,7 @@ pub enum Command {
     /// Put every member back to one snapshot of the store, from this one node, also when etcd
     /// has lost its quorum: the request goes into the store and every member's agent carries
     /// it out (old data moved aside, the same snapshot, a new cluster ID).
+    #[command(after_help = AFTER_HELP)]
     Restore {
         #[command(flatten)]
         config: ConfigArg,
@@ -103,11 +165,12 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
         /// How long to show the members' progress before returning (the agents go on).
-        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "10m", value_parser = parse_timeout)]
         timeout: Duration,
     },
     /// Defragment now, one member at a time, followers first, the leader last after moving
     /// leadership away: the members maintenance.defrag_when picks, or every member with --all.
+    #[command(after_help = AFTER_HELP)]
     Defrag {
         #[command(flatten)]
         config: ConfigArg,
@@ -115,17 +178,21 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Validate the configuration and print the effective result.
+    /// Check the configuration offline (keys, peer set, key material) and print the effective
+    /// result.
+    #[command(after_help = CHECK_AFTER_HELP)]
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Snapshots in the store of [backup]: take one now, list them, check one.
+    #[command(after_help = AFTER_HELP)]
     Snapshot {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
     /// Certificate authority for tls.mode = "local-ca".
+    #[command(after_help = AFTER_HELP)]
     Ca {
         #[command(subcommand)]
         command: CaCommand,
@@ -135,6 +202,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Take a verified snapshot now, through the local member (or --endpoint); prints its id.
+    #[command(after_help = AFTER_HELP)]
     Save {
         #[command(flatten)]
         config: ConfigArg,
@@ -143,6 +211,7 @@ pub enum SnapshotCommand {
         endpoint: Option<String>,
     },
     /// List the snapshots the store holds for cluster.name, newest first.
+    #[command(after_help = AFTER_HELP)]
     List {
         #[command(flatten)]
         config: ConfigArg,
@@ -150,6 +219,7 @@ pub enum SnapshotCommand {
         output: Output,
     },
     /// Download one, check both hashes, decrypt it and restore it into a scratch dir.
+    #[command(after_help = AFTER_HELP)]
     Verify {
         #[command(flatten)]
         config: ConfigArg,
@@ -164,15 +234,36 @@ pub enum SnapshotCommand {
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Make ca.crt and ca.key (0600) in DIR.
+    #[command(after_help = AFTER_HELP)]
     Init {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         #[arg(long, default_value = "etcd-bootstrap CA")]
         common_name: String,
-        /// How long the CA is valid, e.g. "10years".
-        #[arg(long, default_value = "10years", value_parser = humantime::parse_duration)]
+        /// How long the CA is valid, in days (d) or hours (h); at most 9125d (25 years).
+        #[arg(long, default_value = "3650d", value_parser = parse_ca_validity)]
         validity: Duration,
     },
+}
+
+/// `restore --timeout`: s, m, h or d, as in the config.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    crate::util::time::parse_duration(text, crate::util::time::Units::Coarse)
+}
+
+/// The longest `ca init --validity`: long-lived enough for a fleet's lifetime, short enough that
+/// a typo ("200years", "36500d") does not make a CA that outlives every key algorithm it uses.
+pub const CA_VALIDITY_MAX: Duration = Duration::from_secs(9125 * 86_400);
+
+fn parse_ca_validity(text: &str) -> Result<Duration, String> {
+    let d = crate::util::time::parse_duration(text, crate::util::time::Units::Coarse)?;
+    if d < Duration::from_secs(86_400) {
+        return Err(format!("{text:?} is shorter than a day"));
+    }
+    if d > CA_VALIDITY_MAX {
+        return Err(format!("{text:?} is longer than 9125d (25 years)"));
+    }
+    Ok(d)
 }
 
 fn init_logging() {
@@ -267,15 +358,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             timeout,
         } => commands::restore::restore(load(&config)?, &from, yes, timeout).await,
         Command::CheckConfig { config } => {
-            let cfg = load(&config)?;
-            if cfg.files.is_empty() {
-                println!("# no config file read; values from the environment and defaults");
-            }
-            for f in &cfg.files {
-                println!("# read {}", f.display());
-            }
-            print!("{}", cfg.to_toml());
-            Ok(())
+            commands::check_config::check_config(&load(&config)?).await
         }
         Command::Snapshot { command } => match command {
             SnapshotCommand::Save { config, endpoint } => {

@@ -135,8 +135,6 @@ struct Bad {
 
 /// Every command that loads the config.
 const ALL: &[&str] = &["check-config", "run", "plan"];
-/// Certificate and key files are read by the commands that use them, not by check-config.
-const USE: &[&str] = &["run", "plan"];
 const DROPIN: &str = "50-test.toml";
 
 const fn bad(dropin: &'static str, key: &'static str) -> Bad {
@@ -259,7 +257,6 @@ const CORPUS: &[Bad] = &[
     },
     Bad {
         source: "junk.pem",
-        cmds: USE,
         ..bad(
             "[tls]\nca_cert = \"{d}/fixtures/junk.pem\"\n",
             "tls.ca_cert",
@@ -267,12 +264,10 @@ const CORPUS: &[Bad] = &[
     },
     Bad {
         source: "junk.pem",
-        cmds: USE,
         ..bad("[tls]\nca_key = \"{d}/fixtures/junk.pem\"\n", "tls.ca_key")
     },
     Bad {
         source: "fixtures/ca2/ca.key",
-        cmds: USE,
         ..bad(
             "[tls]\nca_key = \"{d}/fixtures/ca2/ca.key\"\n",
             "tls.ca_key",
@@ -280,7 +275,6 @@ const CORPUS: &[Bad] = &[
     },
     Bad {
         source: "fixtures/ca2/ca.crt",
-        cmds: USE,
         ..bad(
             "[tls]\nca_cert = \"{d}/fixtures/ca2/ca.crt\"\n",
             "tls.ca_key",
@@ -290,7 +284,6 @@ const CORPUS: &[Bad] = &[
     // whose every certificate and key is the fixture CA's own pair).
     Bad {
         source: "junk.pem",
-        cmds: USE,
         ..bad(
             "{F}server_cert = \"{d}/fixtures/junk.pem\"\n",
             "tls.server_cert",
@@ -298,17 +291,14 @@ const CORPUS: &[Bad] = &[
     },
     Bad {
         source: "{d}/ca/ca.key",
-        cmds: USE,
         ..bad("{F}server_key = \"{d}/ca/ca.key\"\n", "tls.server_key")
     },
     Bad {
         source: "fixtures/ca2/ca.crt",
-        cmds: USE,
         ..bad("{F}", "tls.server_cert")
     },
     Bad {
         source: "fixtures/ca2/ca.crt",
-        cmds: USE,
         ..bad(
             "{F}sha256_pins = [\"ca.crt=0000000000000000000000000000000000000000000000000000000000000000\"]\n",
             "tls.sha256_pins",
@@ -434,14 +424,14 @@ const CORPUS: &[Bad] = &[
     Bad {
         says: "100 years",
         ..bad(
-            "[discovery]\ntimeout = \"500000000000y\"\n",
+            "[discovery]\ntimeout = \"182500000000000d\"\n",
             "discovery.timeout",
         )
     },
     // A data dir that is not etcd's alone; files rewritten on every start that are inputs.
     bad("[member]\ndata_dir = \"/\"\n", "member.data_dir"),
     Bad {
-        says: "not etcd's (ca, config.d, config.toml",
+        says: "not etcd's: ca/, config.d/, config.toml",
         ..bad("[member]\ndata_dir = \"{d}\"\n", "member.data_dir")
     },
     Bad {
@@ -481,6 +471,51 @@ const CORPUS: &[Bad] = &[
     // Certificates renewed in their last third need several heal checks inside it.
     bad("[heal]\ninterval = \"40d\"\n", "heal.interval"),
     bad("[tls]\ncert_validity = \"2m\"\n", "tls.cert_validity"),
+    // Issue 25: what check-config passed and plan refused, or what nothing caught.
+    // A CA key in a form no signer reads (encrypted).
+    Bad {
+        source: "encrypted.key",
+        says: "unencrypted",
+        ..bad("[tls]\nca_key = \"{d}/fixtures/encrypted.key\"\n", "tls.ca_key")
+    },
+    // One member wanted, three listed: the first boot would refuse to pick.
+    Bad {
+        says: "lists 3 peers",
+        ..bad(
+            "[cluster]\nsize = 1\n[discovery]\npeers = [\"a=https://10.9.9.1:2380\", \"b=https://10.9.9.2:2380\", \"c=https://10.9.9.3:2380\"]\n",
+            "cluster.size",
+        )
+    },
+    // The agent unit's watchdog (WatchdogSec=2min) would kill the agent between two checks.
+    Bad {
+        says: "WatchdogSec",
+        ..bad("[heal]\ninterval = \"5m\"\n", "heal.interval")
+    },
+    // Durations: s, m, h, d (ms for heal.interval); never months, years or words.
+    Bad {
+        says: "months",
+        ..bad("[discovery]\ntimeout = \"10M\"\n", "discovery.timeout")
+    },
+    Bad {
+        says: "\"mins\" is not a unit",
+        ..bad("[discovery]\ntimeout = \"10mins\"\n", "discovery.timeout")
+    },
+    Bad {
+        says: "\"minutes\" is not a unit",
+        ..bad("[discovery]\ntimeout = \"10 minutes\"\n", "discovery.timeout")
+    },
+    Bad {
+        says: "\"y\" is not a unit",
+        ..bad("[tls]\ncert_validity = \"1y\"\n", "tls.cert_validity")
+    },
+    // Debian's etcd-server data under the data dir: the message says what to do about it.
+    Bad {
+        says: "etcd-server",
+        ..bad(
+            "[member]\ndata_dir = \"{d}/fixtures/debian\"\n",
+            "member.data_dir",
+        )
+    },
 ];
 
 /// Each bad input: exit 2, exactly one line on stderr naming the key (and where its value came
@@ -497,6 +532,13 @@ fn bad_input_exits_2_with_one_line_naming_the_key() {
         // 0600 so that it passes as key material and fails for not being PEM.
         std::fs::set_permissions(fx.join("junk.pem"), Permissions::from_mode(0o600)).unwrap();
         std::fs::write(fx.join("open.key"), "a key left readable by all\n").unwrap();
+        std::fs::write(
+            fx.join("encrypted.key"),
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(fx.join("encrypted.key"), Permissions::from_mode(0o600)).unwrap();
+        std::fs::create_dir_all(fx.join("debian/default/member/wal")).unwrap();
         std::fs::set_permissions(fx.join("open.key"), Permissions::from_mode(0o644)).unwrap();
         if case.dropin.contains("huge.pem") {
             std::fs::write(fx.join("huge.pem"), vec![b'#'; 2 << 20]).unwrap();
@@ -527,7 +569,7 @@ fn bad_input_exits_2_with_one_line_naming_the_key() {
             }
         }
         let mut dropin = case.dropin.replace("{F}", &files_tls).replace("{d}", &d);
-        if !case.cmds.contains(&"check-config") {
+        if !dropin.contains("[etcd]") && case.key != "(syntax)" {
             // run checks etcd.binary before it reads certificate files: give it one that exists.
             dropin.push_str("[etcd]\nbinary = \"/bin/true\"\n");
         }
@@ -827,4 +869,145 @@ fn doctor_on_a_node_that_was_never_bootstrapped_says_so() {
         &[],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// Without --config and without a file at the default path, the message names the missing file
+/// (before: "cluster.name is required").
+#[test]
+fn a_missing_default_config_file_is_named() {
+    if Path::new("/etc/etcd-bootstrap/config.toml").exists() {
+        eprintln!("skipped: this machine has /etc/etcd-bootstrap/config.toml");
+        return;
+    }
+    let out = run(&["check-config"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no file at /etc/etcd-bootstrap/config.toml"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Every command's --help gives the --config default, the exit codes, ETCD_BOOTSTRAP_LOG and the
+/// ETCD_BOOTSTRAP_<SECTION>_<KEY> overrides; plan's and check-config's give their own codes.
+#[test]
+fn help_gives_the_config_default_exit_codes_and_environment() {
+    for cmd in [
+        &["run", "--help"][..],
+        &["plan", "--help"],
+        &["check-config", "--help"],
+        &["doctor", "--help"],
+        &["status", "--help"],
+        &["snapshot", "save", "--help"],
+        &["--help"],
+    ] {
+        let out = run(cmd, &[]);
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for says in [
+            "Exit codes:",
+            "ETCD_BOOTSTRAP_LOG",
+            "ETCD_BOOTSTRAP_<SECTION>_<KEY>",
+        ] {
+            assert!(text.contains(says), "{cmd:?} --help lacks {says:?}: {text}");
+        }
+        if cmd.len() > 1 {
+            assert!(
+                text.contains("[default: /etc/etcd-bootstrap/config.toml]"),
+                "{cmd:?}: {text}"
+            );
+        }
+    }
+    let plan = String::from_utf8_lossy(&run(&["plan", "--help"], &[]).stdout).into_owned();
+    assert!(plan.contains("3  the decision is to refuse"), "{plan}");
+    let check = String::from_utf8_lossy(&run(&["check-config", "--help"], &[]).stdout).into_owned();
+    assert!(check.contains("2  it is not"), "{check}");
+}
+
+/// What check-config prints is a config: fed back, it yields the same configuration (before:
+/// `tls.cfssl_profiles` and `tls.sha256_pins` came out as tables, which the schema refuses).
+#[test]
+fn check_config_output_is_valid_input() {
+    let s = Setup::new();
+    let cfg = s.config("[heal]\ninterval = \"1500ms\"\nremove_dead_after = \"2m\"\n");
+    let out = run(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = String::from_utf8_lossy(&out.stdout).into_owned();
+    let printed = s.dir.path().join("printed");
+    std::fs::create_dir_all(&printed).unwrap();
+    let again_path = printed.join("config.toml");
+    std::fs::write(&again_path, &first).unwrap();
+    let out = run(
+        &["check-config", "--config", again_path.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}\n{first}", stderr(&out));
+    let body = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("# read "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&String::from_utf8_lossy(&out.stdout)), body(&first));
+}
+
+/// An even size is allowed, with a warning on stderr: it tolerates no more failures than the odd
+/// size below it.
+#[test]
+fn an_even_size_is_warned_about() {
+    let s = Setup::new();
+    let cfg = s.config(
+        "[cluster]\nsize = 4\n[discovery]\npeers = [\"a=https://10.9.9.1:2380\", \"b=https://10.9.9.2:2380\", \"c=https://10.9.9.3:2380\", \"d=https://10.9.9.4:2380\"]\n",
+    );
+    let out = run(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: cluster.size: 4 members (an even size) tolerate the loss of 1 member, as 3 do"),
+        "{err}"
+    );
+    let odd = s.config("[cluster]\nsize = 1\n");
+    let out = run(&["check-config", "--config", odd.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+/// `ca init --validity`: days or hours, at most 25 years; years and words refused (exit 2).
+#[test]
+fn ca_init_validity_is_bounded() {
+    let s = Setup::new();
+    for (validity, says) in [
+        ("200years", "\"years\" is not a unit"),
+        ("10y", "\"y\" is not a unit"),
+        ("36500d", "longer than 9125d"),
+        ("1h", "shorter than a day"),
+    ] {
+        let out = run(
+            &[
+                "ca",
+                "init",
+                "--validity",
+                validity,
+                "--out",
+                s.path("ca3").to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{validity}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{validity}: {}", stderr(&out));
+        assert!(!s.path("ca3").exists(), "{validity}: a CA was made");
+    }
+    let out = run(
+        &[
+            "ca",
+            "init",
+            "--validity",
+            "9125d",
+            "--out",
+            s.path("ca3").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -2,7 +2,8 @@
 //! `cloudinit/*.yaml` (cloud-config user-data, Terraform templates) and `ignition/*.bu` with the
 //! Ignition JSON made from each. Checked with the real tools: `cloud-init schema`,
 //! `ignition-validate`, the real Ignition binary applying each config into a temporary root,
-//! `systemd-analyze verify`, and `etcd-bootstrap check-config` for every embedded config.
+//! `systemd-analyze verify`, and `etcd-bootstrap check-config` for every embedded config. The
+//! Prometheus rules in `dist/prometheus/` with `promtool check rules` and `promtool test rules`.
 //! A missing tool fails the test with a message pointing at scripts/install-deps.sh.
 
 use serde_json::Value;
@@ -1217,5 +1218,297 @@ fn user_data_runcmd_installs_the_binary_and_starts_the_unit() {
         let r = run_runcmd(&cfg_with("", ""), &f, Some(SERVED), true);
         assert_eq!(r.code, Some(0), "{f}: {}", r.log);
         assert_eq!(r.systemctl, STARTS, "{f}: systemctl calls");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus rules
+// ---------------------------------------------------------------------------------------------
+
+const RULES: &str = "dist/prometheus/etcd-bootstrap-alerts.yml";
+const RULES_TEST: &str = "dist/prometheus/etcd-bootstrap-alerts.test.yml";
+
+/// promtool from bookworm's prometheus package, unpacked by scripts/install-deps.sh into the
+/// lab cache (`PROMTOOL_DIR` in its env file); `PROMTOOL` overrides.
+fn promtool() -> PathBuf {
+    if let Ok(p) = std::env::var("PROMTOOL") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("ETCD_BOOTSTRAP_LAB_CACHE")
+        .unwrap_or_else(|_| "/var/cache/etcd-bootstrap-lab".to_string());
+    let env = fs::read_to_string(Path::new(&cache).join("env")).unwrap_or_default();
+    let dir = env
+        .lines()
+        .find_map(|l| l.strip_prefix("PROMTOOL_DIR="))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{cache}/prometheus-2.42.0"));
+    PathBuf::from(dir).join("promtool")
+}
+
+/// Every alerting rule: (name, the rule).
+fn alerts(rules: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for g in rules["groups"].as_array().expect("groups") {
+        for r in g["rules"].as_array().expect("rules") {
+            if let Some(name) = r["alert"].as_str() {
+                out.push((name.to_string(), r.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// `promtool test rules` on the test file in `dir` (beside a rules file); Ok or the output.
+fn promtool_test(dir: &Path) -> Result<(), String> {
+    let out = tool(
+        Command::new(promtool()).current_dir(dir).args([
+            "test",
+            "rules",
+            "etcd-bootstrap-alerts.test.yml",
+        ]),
+        "promtool",
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    }
+}
+
+/// The shipped rules pass `promtool check rules` and their unit tests; every alert has a
+/// severity and a runbook_url pointing at a section of docs/operations.md; the job selector is
+/// written once.
+#[test]
+fn alert_rules_pass_promtool_and_link_their_runbooks() {
+    let out = tool(
+        Command::new(promtool())
+            .args(["check", "rules", RULES])
+            .current_dir(repo()),
+        "promtool",
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    promtool_test(&repo().join("dist/prometheus")).unwrap_or_else(|e| panic!("{e}"));
+
+    let src = read(RULES);
+    let rules = yaml(&src, RULES);
+    let ops = read("docs/operations.md");
+    // GitHub's anchors: the heading in lower case, spaces as '-', other punctuation dropped.
+    let anchors: BTreeSet<String> = ops
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let all = alerts(&rules);
+    assert!(all.len() >= 10, "alerts went missing: {}", all.len());
+    for (name, rule) in &all {
+        let severity = rule["labels"]["severity"].as_str().unwrap_or("");
+        assert!(
+            ["warning", "critical"].contains(&severity),
+            "{name}: severity {severity:?}"
+        );
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap_or("");
+        let anchor = url
+            .strip_prefix("docs/operations.md#")
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url:?} is not docs/operations.md#..."));
+        assert_eq!(anchor, name.to_lowercase(), "{name}: runbook_url {url:?}");
+        assert!(
+            anchors.contains(anchor),
+            "{name}: docs/operations.md has no section #{anchor}"
+        );
+        assert!(
+            !rule["expr"].as_str().unwrap_or("").contains("job="),
+            "{name}: the job selector belongs in the etcd_bootstrap:up recording rule only"
+        );
+    }
+    let selectors = src
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains("job="))
+        .count();
+    assert_eq!(selectors, 1, "the job selector is written more than once");
+    // Every alert has a test that expects it to fire.
+    let tests = read(RULES_TEST);
+    for (name, _) in &all {
+        assert!(
+            tests.contains(&format!(
+                "alertname: {name}\n        exp_alerts:\n          - exp_labels"
+            )),
+            "{RULES_TEST} never expects {name} to fire"
+        );
+    }
+}
+
+/// The unit tests catch a broken alert: with any one alert's expression replaced by one that
+/// never fires, `promtool test rules` fails. (The runs are concurrent: each is mostly waiting.)
+#[test]
+fn promtool_tests_fail_when_an_alert_expression_is_broken() {
+    let rules = yaml(&read(RULES), RULES);
+    let names: Vec<String> = alerts(&rules).into_iter().map(|(n, _)| n).collect();
+    let root = tempfile::tempdir().unwrap();
+    // One directory per case: the rules (JSON is YAML: promtool reads it) and the test file.
+    let case = |label: &str, rules: &Value| -> PathBuf {
+        let dir = root.path().join(label);
+        fs::create_dir(&dir).unwrap();
+        fs::write(
+            dir.join("etcd-bootstrap-alerts.yml"),
+            serde_json::to_string_pretty(rules).unwrap(),
+        )
+        .unwrap();
+        fs::copy(
+            repo().join(RULES_TEST),
+            dir.join("etcd-bootstrap-alerts.test.yml"),
+        )
+        .unwrap();
+        dir
+    };
+    let mut cases = vec![(String::new(), case("unchanged", &rules))];
+    for name in &names {
+        let mut broken = rules.clone();
+        for g in broken["groups"].as_array_mut().unwrap() {
+            for r in g["rules"].as_array_mut().unwrap() {
+                if r["alert"].as_str() == Some(name.as_str()) {
+                    r["expr"] = Value::String("vector(1) == 0".into());
+                }
+            }
+        }
+        cases.push((name.clone(), case(name, &broken)));
+    }
+    let results: Vec<(String, Result<(), String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|(name, dir)| s.spawn(move || (name.clone(), promtool_test(dir))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (name, result) in results {
+        if name.is_empty() {
+            result.unwrap_or_else(|e| panic!("the unchanged copy fails: {e}"));
+        } else {
+            assert!(
+                result.is_err(),
+                "{name}: promtool test rules passed with its expression broken"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The release
+// ---------------------------------------------------------------------------------------------
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn release_script(binary: &Path, out: &Path) -> Output {
+    tool(
+        Command::new(repo().join("scripts/release.sh")).args([
+            "--binary",
+            binary.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "scripts/release.sh",
+    )
+}
+
+/// A release binary to package without building one: ETCD_BOOTSTRAP_RELEASE_BINARY, or the one
+/// the real-VM test packaged into target/vm/dist (tests/vm/run.sh), copied so that a run of it
+/// replacing the directory meanwhile does not matter.
+fn release_binary(scratch: &Path) -> Option<PathBuf> {
+    let found = match std::env::var("ETCD_BOOTSTRAP_RELEASE_BINARY") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => repo().join(format!(
+            "target/vm/dist/etcd-bootstrap-{}-{TARGET}",
+            env!("CARGO_PKG_VERSION")
+        )),
+    };
+    let copy = scratch.join("etcd-bootstrap");
+    fs::copy(&found, &copy).ok()?;
+    Some(copy)
+}
+
+/// scripts/release.sh refuses what is not a release build (this test's binary: not stripped,
+/// maybe with fail points) and writes nothing; given a release binary, it writes the binary
+/// named by version and target, SHA256SUMS (the binary's line first) that `sha256sum -c`
+/// accepts, and every template byte for byte.
+#[test]
+fn release_script_writes_the_binary_sums_and_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = dir.path().join("refused");
+    let out = release_script(Path::new(BIN), &refused);
+    assert!(!out.status.success(), "a test build was released");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not stripped") || err.contains("fail-point"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "written on refusal");
+
+    let Some(binary) = release_binary(dir.path()) else {
+        eprintln!("packaging not checked: no release binary (set ETCD_BOOTSTRAP_RELEASE_BINARY, or run tests/vm/run.sh, which packages one into target/vm/dist)");
+        return;
+    };
+    let dist = dir.path().join("dist");
+    let out = release_script(&binary, &dist);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let name = format!("etcd-bootstrap-{}-{TARGET}", env!("CARGO_PKG_VERSION"));
+    let version = tool(
+        Command::new(dist.join(&name)).arg("--version"),
+        "the release",
+    );
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("etcd-bootstrap {}", env!("CARGO_PKG_VERSION"))
+    );
+    let sums = fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert!(
+        sums.lines()
+            .next()
+            .unwrap_or("")
+            .ends_with(&format!("  {name}")),
+        "{sums}"
+    );
+    let check = tool(
+        Command::new("sha256sum")
+            .args(["--strict", "-c", "SHA256SUMS"])
+            .current_dir(&dist),
+        "sha256sum",
+    );
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    let mut shipped: Vec<(String, String)> = Vec::new();
+    for f in cloud_init_files() {
+        shipped.push((f.clone(), format!("templates/{f}")));
+    }
+    for ext in [".bu", ".ign"] {
+        for f in files("ignition", ext) {
+            shipped.push((f.clone(), format!("templates/{f}")));
+        }
+    }
+    shipped.push((UNIT_SOURCE.into(), "etcd-bootstrap.service".into()));
+    shipped.push((RULES.into(), "prometheus/etcd-bootstrap-alerts.yml".into()));
+    for (src, dst) in shipped {
+        assert_eq!(
+            fs::read(dist.join(&dst)).unwrap_or_default(),
+            fs::read(repo().join(&src)).unwrap(),
+            "{dst} is not {src}"
+        );
+        assert!(
+            sums.contains(&format!("  {dst}\n")),
+            "{dst} not in SHA256SUMS"
+        );
     }
 }

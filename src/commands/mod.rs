@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod check_config;
 pub mod defrag;
 pub mod doctor;
 pub mod leave;

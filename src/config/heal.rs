@@ -15,10 +15,8 @@ pub struct HealConfig {
     pub interval: Duration,
     /// Remove a member unreachable for longer than this (`decide::dead_member`). Default "5m"
     /// with SRV discovery, off with static peers or seeds; "" turns it off.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_opt_duration"
-    )]
+    /// Printed as "" when off, which is how it is turned off (absent means the default).
+    #[serde(serialize_with = "ser_opt_duration")]
     pub remove_dead_after: Option<Duration>,
     /// The default is in force (the key was not set): a member is removed only on both signals,
     /// unreachable AND gone from the SRV records. Set explicitly, a node waiting to join also
@@ -49,7 +47,7 @@ pub const REMOVE_DEAD_AFTER_SRV_DEFAULT: Duration = Duration::from_secs(300);
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_str(&format_duration(*d)),
-        None => s.serialize_none(),
+        None => s.serialize_str(""),
     }
 }
 
@@ -63,13 +61,49 @@ impl HealConfig {
     }
 }
 
+/// The agent's shipped unit: `heal.interval` is checked against its `WatchdogSec`.
+const AGENT_UNIT: &str = include_str!("../../dist/etcd-bootstrap.service");
+
+/// `WatchdogSec=` of the shipped agent unit (systemd's time span: "2min", "120s", "120").
+pub fn agent_watchdog() -> Option<Duration> {
+    let value = AGENT_UNIT
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("WatchdogSec="))?
+        .trim();
+    let digits = value.len() - value.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let n: u64 = value[..digits].parse().ok()?;
+    let secs = match value[digits..].trim() {
+        "" | "s" | "sec" => n,
+        "m" | "min" => n * 60,
+        "h" | "hr" => n * 3600,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
 pub(super) fn validate(
     v: &Validator<'_>,
     raw: super::raw::RawHeal,
     discovery: &DiscoveryConfig,
     tls: &TlsConfig,
 ) -> Result<HealConfig, ConfigError> {
-    let interval = v.duration("heal.interval", raw.interval, "15s")?;
+    let interval = v.duration_ms("heal.interval", raw.interval, "15s")?;
+    // The agent tells systemd's watchdog it is alive once per heal.interval (also while a
+    // re-join runs); systemd kills it after WatchdogSec without one. Half of WatchdogSec leaves
+    // room for a slow check, as sd_watchdog_enabled(3) advises.
+    if let Some(watchdog) = agent_watchdog() {
+        if interval * 2 > watchdog {
+            return Err(v.err(
+                "heal.interval",
+                format!(
+                    "{} is longer than half the agent unit's WatchdogSec ({}): systemd would kill the agent between two checks; use at most {}",
+                    format_duration(interval),
+                    format_duration(watchdog),
+                    format_duration(watchdog / 2)
+                ),
+            ));
+        }
+    }
     let remove_dead_by_default = raw.remove_dead_after.is_none() && discovery.srv_domain.is_some();
     let remove_dead_after = match raw.remove_dead_after.filter(|s| !s.is_empty()) {
         None if remove_dead_by_default => Some(REMOVE_DEAD_AFTER_SRV_DEFAULT.max(interval * 2)),
@@ -155,7 +189,7 @@ mod tests {
         let srv = load(GOOD);
         assert_eq!(srv.remove_dead_after, Some(Duration::from_secs(300)));
         assert!(srv.remove_dead_by_default);
-        let statics = load(&GOOD.replace(
+        let statics = load(&GOOD.replace("size = 3", "size = 1").replace(
             "srv_domain = \"lab.test\"",
             "peers = [\"a=https://10.0.0.1:2380\"]",
         ));
@@ -165,9 +199,26 @@ mod tests {
         let set = load(&format!("{GOOD}[heal]\nremove_dead_after = \"90s\"\n"));
         assert_eq!(set.remove_dead_after, Some(Duration::from_secs(90)));
         assert!(!set.remove_dead_by_default);
-        // A long heal.interval moves the default out to two intervals.
-        let slow = load(&format!("{GOOD}[heal]\ninterval = \"10m\"\n"));
-        assert_eq!(slow.remove_dead_after, Some(Duration::from_secs(1200)));
+    }
+
+    /// heal.interval feeds the agent unit's watchdog: at most half its WatchdogSec (2min).
+    #[test]
+    fn heal_interval_fits_the_shipped_watchdog() {
+        assert_eq!(super::agent_watchdog(), Some(Duration::from_secs(120)));
+        let load = |i: &str| {
+            let (_d, p) = setup(&format!("{GOOD}[heal]\ninterval = \"{i}\"\n"));
+            Config::load(Some(&p), &[])
+        };
+        assert_eq!(load("60s").unwrap().heal.interval, Duration::from_secs(60));
+        assert_eq!(
+            load("500ms").unwrap().heal.interval,
+            Duration::from_millis(500)
+        );
+        for i in ["61s", "5m"] {
+            let e = load(i).unwrap_err();
+            assert_eq!(e.key, "heal.interval", "{e}");
+            assert!(e.message.contains("WatchdogSec (2m)"), "{e}");
+        }
     }
 
     /// Moved-aside copies: 2 by count and 90% of the disk unless set; out of range is one line

@@ -30,7 +30,7 @@ impl Merged {
         self.sources
             .get(key)
             .cloned()
-            .unwrap_or_else(|| "default".to_string())
+            .unwrap_or_else(|| "the built-in default".to_string())
     }
 }
 

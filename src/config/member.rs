@@ -101,14 +101,46 @@ fn check_data_dir(v: &Validator<'_>, dir: &Path) -> Result<(), ConfigError> {
     let foreign = foreign_entries(dir)
         .map_err(|e| v.err(key, format!("cannot list {}: {e}", dir.display())))?;
     if !foreign.is_empty() {
-        let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+        // Directories shown as "name/", so that an entry never reads like a tag ("(default)").
+        let shown: Vec<String> = foreign
+            .iter()
+            .take(5)
+            .map(|n| {
+                if dir.join(n).is_dir() {
+                    format!("{n}/")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
+        let more = if foreign.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        };
+        // Suggest a directory other than the one refused.
+        let other = if dir == Path::new("/var/lib/etcd") {
+            "/var/lib/etcd-bootstrap"
+        } else {
+            "/var/lib/etcd"
+        };
+        if foreign.iter().any(|n| n == "default") && dir.join("default").is_dir() {
+            // Debian's etcd-server package runs etcd with /var/lib/etcd/default as its data dir.
+            return Err(v.err(
+                key,
+                format!(
+                    "{} holds default/, the data of another etcd (Debian's etcd-server package keeps its data there); it is moved aside whole when the member heals. If that etcd is not in use: systemctl disable --now etcd, then apt-get purge etcd-server or move {}/default away; to keep it, set member.data_dir to a directory of its own, e.g. {other}",
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
+        }
         return Err(v.err(
             key,
             format!(
-                "{} holds files that are not etcd's ({}{}); it is moved aside whole when the member heals: give etcd a directory of its own, e.g. /var/lib/etcd",
+                "{} holds entries that are not etcd's: {}{more}; it is moved aside whole when the member heals: move them away, or set member.data_dir to a directory of its own, e.g. {other}",
                 dir.display(),
                 shown.join(", "),
-                if foreign.len() > shown.len() { ", ..." } else { "" }
             ),
         ));
     }

@@ -18,6 +18,7 @@ pub mod tls;
 mod written_files;
 
 use crate::error::ConfigError;
+use crate::util::time::Units;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,7 +54,7 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&format_duration(*d))
 }
 
-/// A duration in the largest whole unit that `humantime` reads back ("365d", "90s", "1500ms").
+/// A duration in the largest whole unit, as the config reads it back ("365d", "90s", "1500ms").
 pub fn format_duration(d: Duration) -> String {
     let (secs, ms) = (d.as_secs(), d.subsec_millis());
     if ms != 0 || secs == 0 {
@@ -69,14 +70,20 @@ pub fn format_duration(d: Duration) -> String {
 
 /// The longest duration accepted. Every duration ends up added to a clock (a deadline, a
 /// certificate's notAfter); one near `u64::MAX` seconds ("500000000000y") would overflow it and
-/// abort the program instead of being reported here. (A year is 365.25 days, as in `humantime`.)
-const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+/// abort the program instead of being reported here.
+const MAX_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
 
 impl Config {
     /// Read files, drop-ins and the environment, then validate.
     pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let merged = load::load(path, env)?;
         validate(merged)
+    }
+
+    /// What is allowed but probably not meant (an even cluster size), one line each, for
+    /// `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        cluster::warnings(&self.cluster, &self.discovery)
     }
 
     /// The effective configuration as TOML, for `check-config`.
@@ -116,26 +123,42 @@ impl Validator<'_> {
         }
     }
 
+    /// A duration in s, m, h or d (`crate::util::time::parse_duration`).
     fn duration(
         &self,
         key: &str,
         value: Option<String>,
         default: &str,
     ) -> Result<Duration, ConfigError> {
+        self.duration_in(key, value, default, Units::Coarse)
+    }
+
+    /// The same, also in ms: for a check interval, where a sub-second value makes sense.
+    fn duration_ms(
+        &self,
+        key: &str,
+        value: Option<String>,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
+        self.duration_in(key, value, default, Units::WithMs)
+    }
+
+    fn duration_in(
+        &self,
+        key: &str,
+        value: Option<String>,
+        default: &str,
+        units: Units,
+    ) -> Result<Duration, ConfigError> {
         let v = value.unwrap_or_else(|| default.to_string());
-        let d = humantime::parse_duration(&v).map_err(|e| {
-            self.err(
-                key,
-                format!("{v:?} is not a duration ({e}); write e.g. \"30s\", \"10m\", \"1h\""),
-            )
-        })?;
+        let d = crate::util::time::parse_duration(&v, units).map_err(|e| self.err(key, e))?;
         if d.is_zero() {
             return Err(self.err(key, "must be longer than zero"));
         }
         if d > MAX_DURATION {
             return Err(self.err(
                 key,
-                format!("{v:?} is longer than 100 years; write e.g. \"365d\""),
+                format!("{v:?} is longer than 100 years (36525d); write e.g. \"365d\""),
             ));
         }
         Ok(d)
@@ -211,6 +234,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     let cluster = cluster::validate(&v, raw.cluster)?;
     let member = member::validate(&v, raw.member)?;
     let discovery = discovery::validate(&v, raw.discovery)?;
+    cluster::check_peers(&v, &cluster, &discovery)?;
     let tls = tls::validate(&v, raw.tls)?;
     let etcd = etcd::validate(&v, raw.etcd)?;
     let heal = heal::validate(&v, raw.heal, &discovery, &tls)?;
@@ -631,7 +655,7 @@ heartbeat-interval = 200
             ),
             (
                 "ca_key = \"@DIR@/ca.key\"",
-                "ca_key = \"@DIR@/ca.key\"\nca_overlap = \"101y\"",
+                "ca_key = \"@DIR@/ca.key\"\nca_overlap = \"36890d\"",
                 "tls.ca_overlap",
             ),
         ] {
@@ -641,10 +665,47 @@ heartbeat-interval = 200
         }
         let (_d, p) = setup(&GOOD.replacen(
             "srv_domain = \"lab.test\"",
-            "srv_domain = \"lab.test\"\ntimeout = \"100y\"",
+            "srv_domain = \"lab.test\"\ntimeout = \"36525d\"",
             1,
         ));
         assert!(Config::load(Some(&p), &[]).is_ok(), "100 years is accepted");
+        let (_d, p) = setup(&GOOD.replacen(
+            "srv_domain = \"lab.test\"",
+            "srv_domain = \"lab.test\"\ntimeout = \"36526d\"",
+            1,
+        ));
+        assert!(
+            Config::load(Some(&p), &[]).is_err(),
+            "over 100 years is refused"
+        );
+    }
+
+    /// What `check-config` prints is a config that loads to the same result, in every TLS mode,
+    /// with the list-valued keys (`cfssl_profiles`, `sha256_pins`, the files-mode sources) set.
+    #[test]
+    fn check_config_output_reads_back() {
+        let pin = "ab".repeat(32);
+        let bodies = [
+            GOOD.to_string(),
+            format!("{GOOD}[heal]\ninterval = \"1500ms\"\nremove_dead_after = \"\"\n[backup]\nurl = \"file:///var/backups/etcd\"\n[metrics]\nlisten = \"127.0.0.1:9479\"\n"),
+            GOOD.replace(
+                "ca_key = \"@DIR@/ca.key\"",
+                "mode = \"cfssl\"\ncfssl_url = \"https://10.0.0.1:8888\"\ncfssl_profiles = [\"peer=p\", \"server=s\"]",
+            ),
+            GOOD.replace(
+                "ca_key = \"@DIR@/ca.key\"",
+                &format!("mode = \"files\"\nserver_cert = \"@DIR@/ca.crt\"\nserver_key = \"@DIR@/ca.key\"\npeer_cert = \"https://x.test/peer.crt\"\npeer_key = \"@DIR@/ca.key\"\nclient_cert = \"@DIR@/ca.crt\"\nclient_key = \"@DIR@/ca.key\"\nsha256_pins = [\"peer.crt={pin}\"]"),
+            ),
+        ];
+        for body in bodies {
+            let (_d, p) = setup(&body);
+            let first = Config::load(Some(&p), &[]).unwrap().to_toml();
+            std::fs::write(&p, &first).unwrap();
+            let again = Config::load(Some(&p), &[]).unwrap_or_else(|e| {
+                panic!("check-config's output does not read back: {e}\n{first}")
+            });
+            assert_eq!(again.to_toml(), first);
+        }
     }
 
     /// A control character set through the environment names the variable.

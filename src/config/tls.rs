@@ -22,6 +22,8 @@ pub enum TlsMode {
 /// The pre-issued material of `tls.mode = "files"`: each an absolute path or an https URL.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TlsSources {
+    /// Read from (and printed as) `tls.ca_cert`.
+    #[serde(rename = "ca_cert")]
     pub ca: String,
     pub server_cert: String,
     pub server_key: String,
@@ -59,11 +61,14 @@ pub struct TlsConfig {
     pub signer_ca: Option<PathBuf>,
     /// cfssl: a profile per certificate kind (`server`, `peer`, `client`, `apiserver-client`),
     /// overriding `cfssl_profile`.
+    #[serde(serialize_with = "ser_pairs")]
     pub cfssl_profiles: BTreeMap<String, String>,
-    /// files: where each certificate and key comes from (`ca_cert` is the CA).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// files: where each certificate and key comes from (`ca_cert` is the CA). Printed as the
+    /// `tls.*` keys they are read from, so that `check-config`'s output reads back.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub sources: Option<TlsSources>,
     /// files: SHA-256 (hex) a fetched file must have, by destination file name.
+    #[serde(serialize_with = "ser_pairs")]
     pub sha256_pins: BTreeMap<String, String>,
     /// Also keep a client certificate for kube-apiserver (kubeadm's external etcd).
     pub apiserver_client: bool,
@@ -72,6 +77,12 @@ pub struct TlsConfig {
     /// After the CA changes, how long the previous CA stays trusted beside the new one.
     #[serde(serialize_with = "ser_duration")]
     pub ca_overlap: Duration,
+}
+
+/// A map printed as the `KEY=VALUE` list it is written as (`tls.cfssl_profiles`,
+/// `tls.sha256_pins`).
+fn ser_pairs<S: serde::Serializer>(m: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.iter().map(|(k, v)| format!("{k}={v}")))
 }
 
 /// The kinds of certificate `tls.cfssl_profiles` can name.

@@ -223,6 +223,50 @@ pub async fn source(cfg: &Config) -> Result<Box<dyn CertSource>> {
     }
 }
 
+/// The checks of the TLS material that need no network, for `check-config`: the very checks
+/// `run` and `plan` make when they load it (`source` and `CertSource::precheck`). local-ca: the
+/// CA certificate is PEM and a CA, the CA key is a supported form and belongs to it. files: each
+/// certificate and key is PEM, the key matches its certificate, which chains to the CA, has the
+/// usages its role needs and is within its dates. Returns what was left for `run` to check.
+pub async fn check_offline(cfg: &Config) -> Result<Vec<String>> {
+    let now = time::OffsetDateTime::now_utc();
+    match cfg.tls.mode {
+        TlsMode::LocalCa => {
+            local_ca::LocalCa::load(&cfg.tls)?;
+            Ok(vec![])
+        }
+        TlsMode::Files => {
+            let remote = cfg.tls.sources.as_ref().is_some_and(|s| {
+                [
+                    Some(&s.ca),
+                    Some(&s.server_cert),
+                    Some(&s.server_key),
+                    Some(&s.peer_cert),
+                    Some(&s.peer_key),
+                    Some(&s.client_cert),
+                    Some(&s.client_key),
+                    s.apiserver_client_cert.as_ref(),
+                    s.apiserver_client_key.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|l| l.starts_with("https://"))
+            });
+            if remote {
+                return Ok(vec![
+                    "tls: files fetched over https are checked when run or plan fetches them"
+                        .into(),
+                ]);
+            }
+            files::Files::new(&cfg.tls)?.precheck(cfg, now).await?;
+            Ok(vec![])
+        }
+        TlsMode::Cfssl => Ok(vec![
+            "tls: the cfssl signer and its CA are checked when run or plan asks it".into(),
+        ]),
+    }
+}
+
 /// One file of the TLS directory, as it should be.
 #[derive(Debug, Clone)]
 pub struct PlannedFile {

@@ -25,8 +25,129 @@ pub fn age_text(seconds: i64) -> String {
     }
 }
 
+/// Which units a duration may use. Milliseconds only where a sub-second value makes sense (a
+/// check interval, a wait); months and years never: "10M" reads as ten minutes to some and ten
+/// months to others, and a year has no fixed length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Units {
+    /// s, m, h, d.
+    Coarse,
+    /// ms, s, m, h, d.
+    WithMs,
+}
+
+/// A duration written as one or more `<number><unit>` parts ("90s", "10m", "1h30m", "7d",
+/// "1500ms" where `units` allows it), units in lower case. The error says what is wrong and
+/// which units work, for a message naming the key.
+pub fn parse_duration(text: &str, units: Units) -> Result<std::time::Duration, String> {
+    let allowed = match units {
+        Units::Coarse => "s, m, h or d",
+        Units::WithMs => "ms, s, m, h or d",
+    };
+    let example = "e.g. \"30s\", \"10m\", \"1h30m\", \"7d\"";
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(format!("is empty; write {example}"));
+    }
+    let mut total: u128 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return Err(format!(
+                "{text:?} is not a duration: expected a number at {rest:?}; write {example}"
+            ));
+        }
+        let (num, after) = rest.split_at(digits);
+        let after = after.trim_start_matches(' ');
+        let unit_len = after.len()
+            - after
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        let (unit, after) = after.split_at(unit_len);
+        let ms_per: u128 = match (unit, units) {
+            ("ms", Units::WithMs) => 1,
+            ("s", _) => 1_000,
+            ("m", _) => 60_000,
+            ("h", _) => 3_600_000,
+            ("d", _) => 86_400_000,
+            ("", _) => {
+                return Err(format!(
+                    "{text:?} is not a duration: {num} has no unit; use {allowed}, {example}"
+                ))
+            }
+            ("M", _) => {
+                return Err(format!(
+                    "{text:?} is not a duration: \"M\" (months?) is not a unit; use {allowed} (minutes are \"m\")"
+                ))
+            }
+            (u, _) => {
+                return Err(format!(
+                    "{text:?} is not a duration: {u:?} is not a unit; use {allowed}, {example}"
+                ))
+            }
+        };
+        // Too large to hold is longer than any caller accepts: saturate, and let it say so.
+        let n: u128 = num.parse().unwrap_or(u128::MAX);
+        total = total.saturating_add(n.saturating_mul(ms_per));
+        rest = after.trim_start_matches(' ');
+    }
+    Ok(std::time::Duration::from_millis(
+        u64::try_from(total).unwrap_or(u64::MAX),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{parse_duration, Units};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_use_only_s_m_h_d_and_ms_where_allowed() {
+        let ok = [
+            ("90s", Units::Coarse, 90_000),
+            ("10m", Units::Coarse, 600_000),
+            ("1h30m", Units::Coarse, 5_400_000),
+            ("1h 30m", Units::Coarse, 5_400_000),
+            ("7d", Units::Coarse, 604_800_000),
+            ("1500ms", Units::WithMs, 1_500),
+            ("0s", Units::Coarse, 0),
+        ];
+        let huge = Duration::from_millis(u64::MAX);
+        assert_eq!(
+            parse_duration("99999999999999999999999999999999999999999d", Units::Coarse),
+            Ok(huge)
+        );
+        assert_eq!(
+            parse_duration("500000000000000000d", Units::Coarse),
+            Ok(huge)
+        );
+        for (text, units, ms) in ok {
+            assert_eq!(
+                parse_duration(text, units),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        let bad = [
+            ("10M", Units::Coarse, "months"),
+            ("10M", Units::WithMs, "months"),
+            ("1y", Units::Coarse, "\"y\" is not a unit"),
+            ("2years", Units::Coarse, "\"years\" is not a unit"),
+            ("10mins", Units::Coarse, "\"mins\" is not a unit"),
+            ("10 minutes", Units::Coarse, "\"minutes\" is not a unit"),
+            ("1500ms", Units::Coarse, "\"ms\" is not a unit"),
+            ("10", Units::Coarse, "has no unit"),
+            ("-1s", Units::Coarse, "expected a number"),
+            ("forever", Units::Coarse, "expected a number"),
+            ("", Units::Coarse, "is empty"),
+        ];
+        for (text, units, says) in bad {
+            let e = parse_duration(text, units).expect_err(text);
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn utc_stamp_is_utc_and_sortable() {
         // 09:25 at UTC+1 is 08:25 UTC.
