@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """Runs the built test binaries and the real-VM test side by side, then reports each.
 
-Usage: scripts/run-tests.py LANES VM_PREPARE_PID -- EXECUTABLE...   (called by scripts/test.sh)
+Usage: scripts/run-tests.py LANES VM_PREPARE_PID|no-vm -- EXECUTABLE...   (called by scripts/test.sh;
+       `no-vm` runs the executables alone, e.g. to try the lanes while a VM test runs elsewhere)
 
 Why in parallel: a lab test spends most of its time waiting for etcd (elections, heal ticks,
 snapshots), not computing: lab_deadpeer takes 216 s of wall clock for 41 s of CPU, the same
 alone or beside a build. Each lab uses its own namespaces, subnet and state directory
-(scripts/lab.sh), and the VM test its own (ebvm-br, 10.99.1.0/24), so they cannot collide;
-tests inside one binary still run one at a time (tests/common::serial).
+(scripts/lab.sh), so they cannot collide; tests inside one binary still run one at a time
+(tests/common::serial). The VM test is CPU-bound (emulated CPUs) and runs once the lanes are done.
 
 Each executable's output goes to target/test-logs/NAME.log and is printed whole when it ends, so
-the output of two tests never interleaves. The VM test waits for its preparation
-(tests/vm/run.sh --prepare, started by scripts/test.sh) and runs in a lane of its own. Exit 1
+the output of two tests never interleaves. The VM test then waits for its preparation
+(tests/vm/run.sh --prepare, started by scripts/test.sh) and runs. Exit 1
 when anything failed, after every job has ended and the summary is printed.
 """
 
@@ -119,15 +120,10 @@ def main():
     if len(args) < 3 or args[2] != "--":
         print(__doc__, file=sys.stderr)
         return 2
-    lanes, prep_pid, executables = int(args[0]), int(args[1]), args[3:]
+    lanes, executables = int(args[0]), args[3:]
     os.makedirs(LOGS, exist_ok=True)
     results = []
 
-    vm = threading.Thread(
-        target=run_job,
-        args=("vm", [os.path.join(REPO, "tests/vm/run.sh")], results, wait_for_prepare(prep_pid)),
-    )
-    vm.start()
 
     queue = sorted(executables, key=lambda e: -EXPECTED_S.get(name_of(e), 30))
     queue_lock = threading.Lock()
@@ -145,7 +141,12 @@ def main():
         w.start()
     for w in workers:
         w.join()
-    vm.join()
+    # The VM test after the lanes, not beside them: its VMs run under qemu's TCG here (no usable
+    # KVM), three emulated CPUs busy on two real cores, and the lab tests' bounded waits then
+    # time out (measured: 3 lab tests of 2 executables failed beside it, none without it).
+    if args[1] != "no-vm":
+        run_job("vm", [os.path.join(REPO, "tests/vm/run.sh")], results,
+                wait_for_prepare(int(args[1])))
 
     print("\n===== test lanes: summary =====")
     for name, rc, took in sorted(results, key=lambda r: -r[2]):

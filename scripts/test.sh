@@ -37,9 +37,9 @@ if (($# > 0)); then
     exec tests/vm/run.sh
 fi
 
-# Everything: the test executables cargo built, in LANES lanes side by side, and the real-VM test
-# (tests/vm/README.md: Debian VMs under qemu with cloud-init and Ignition) in a lane of its own once
-# its preparation has ended (scripts/run-tests.py says why this is safe and what it saves).
+# Everything: the test executables cargo built, in LANES lanes side by side, then the real-VM test
+# (tests/vm/README.md: Debian VMs under qemu with cloud-init and Ignition) once its preparation has
+# ended (scripts/run-tests.py says why this is safe and what it saves).
 mapfile -t EXECUTABLES < <(cargo test --all-targets --features failpoints --no-run \
     --message-format=json 2>/dev/null | python3 -c '
 import json, sys
