@@ -6,6 +6,7 @@
 //! snapshots (`snapshots`). Commands use it; it uses the layers below (decide, etcd, tls,
 //! service, discovery) and never the commands.
 
+pub mod auto_recover;
 pub mod converge;
 pub mod doctor;
 pub mod endpoint;
@@ -110,6 +111,8 @@ fn report(cfg: &Config) -> anyhow::Result<AgentReport> {
         cluster_id: record.cluster(),
         member_id: record.member(),
         raft_index: record.raft_index,
+        raft_term: record.raft_term,
+        revision: record.revision,
         formation: record.formation.clone(),
         restored_from: record.restored_from.clone(),
         now_unix_ms: Some(now_unix_ms()),

@@ -58,6 +58,14 @@ pub struct Record {
     /// The last raft index seen on the healthy local member.
     #[serde(default)]
     pub raft_index: Option<u64>,
+    /// The raft term the local member last saw with a leader, and the revision of its data
+    /// (also read without a quorum: `Maintenance.Status` answers locally). Peers ask for them
+    /// through the agent endpoint to tell which copy is best when no quorum can form
+    /// (`decide::quorum_recovery`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_term: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     /// The formation (digest of the initial members' nonces) of the cluster this node formed.
     #[serde(default)]
     pub formation: Option<String>,

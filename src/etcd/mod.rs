@@ -5,4 +5,5 @@ pub mod datadir;
 pub mod install;
 pub mod maintenance;
 pub mod membership;
+pub mod progress;
 pub mod render;

@@ -1,0 +1,94 @@
+//! Quorum loss with every member accounted for (issue 27), in the namespace lab with real etcd:
+//! all three members stop, the data dirs of two are replaced while the third (the only copy) is
+//! down, and the agents bring the cluster back on the surviving copy by themselves once every
+//! agent of the last membership answers, and not before.
+
+mod common;
+
+use common::{serial, Lab, LabOptions, Version};
+use std::time::{Duration, Instant};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// Whether a write goes through any of the three hosts' members.
+fn write_served(lab: &Lab) -> bool {
+    lab.etcdctl(1, &lab.endpoints(), &["put", "/probe", "x"])
+        .status
+        .success()
+}
+
+fn all_answer_recovers(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    for i in 0..20 {
+        lab.put(1 + i % 3, &format!("/kept/{i}"), &format!("v{i}"));
+    }
+    let revision = lab.revision(1);
+    let cluster = lab.member_list(1).unwrap()["header"]["cluster_id"]
+        .as_u64()
+        .unwrap();
+
+    // All three stop; the disks of hosts 2 and 3 are replaced while host 1 is down.
+    lab.stop_all();
+    for h in [2, 3] {
+        lab.wipe(h);
+    }
+    // Host 1 (the only copy) and host 2 (empty) come back; host 3's agent does not answer yet.
+    lab.start(&[2, 1]);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        assert!(
+            !write_served(&lab),
+            "a write was served while host 3's agent was missing"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let log1 = lab.log(1);
+    let host3 = format!("https://{}:2380", lab.ip(3));
+    assert!(
+        log1.lines()
+            .any(|l| l.contains("not answered") && l.contains(&host3)),
+        "host 1's log does not name host 3 as the agent it waits for"
+    );
+
+    // Host 3 answers too: the cluster comes back on host 1's data by itself.
+    lab.start(&[3]);
+    let t = Instant::now();
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    eprintln!(
+        "{}: from the last agent started to three healthy voters: {:?}",
+        version.as_str(),
+        t.elapsed()
+    );
+    assert_eq!(
+        lab.member_list(1).unwrap()["header"]["cluster_id"].as_u64(),
+        Some(cluster),
+        "the recovered cluster keeps its ID"
+    );
+    for h in [1, 2, 3] {
+        for i in 0..20 {
+            assert_eq!(
+                lab.get(h, &format!("/kept/{i}")).as_deref(),
+                Some(format!("v{i}").as_str()),
+                "host {h}, key /kept/{i}"
+            );
+        }
+    }
+    assert!(lab.revision(1) >= revision);
+    let log1 = lab.log(1);
+    assert!(
+        log1.contains("automatic recovery") && log1.contains("revisions lost: 0"),
+        "host 1's log does not record the automatic recovery"
+    );
+    let env = std::fs::read_to_string(lab.host_dir(1).join("etcd.env")).unwrap();
+    assert!(!env.contains("FORCE"), "the flag was left behind: {env}");
+    lab.stop_all();
+}
+
+#[test]
+fn quorum_loss_with_every_agent_answering_recovers_etcd_3_5() {
+    all_answer_recovers(200, Version::V3_5);
+}
