@@ -83,6 +83,13 @@ fn all_answer_recovers(id: u8, version: Version) {
         log1.contains("automatic recovery") && log1.contains("revisions lost: 0"),
         "host 1's log does not record the automatic recovery"
     );
+    if std::env::var_os("LAB_DUMP").is_some() {
+        for h in [1, 2, 3] {
+            for l in lab.log(h).lines().filter(|l| !l.starts_with('{')) {
+                eprintln!("h{h} {}", &l[..l.len().min(260)]);
+            }
+        }
+    }
     let env = std::fs::read_to_string(lab.host_dir(1).join("etcd.env")).unwrap();
     assert!(!env.contains("FORCE"), "the flag was left behind: {env}");
     lab.stop_all();

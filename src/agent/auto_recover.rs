@@ -8,14 +8,14 @@
 //! names (the lowest member ID among the holders of the best copy) runs `recover` (one start
 //! with `--force-new-cluster`, `agent::recover`), and only after two ticks in a row gave the
 //! same decision, so that every agent has recorded what its etcd holds (`note_local_progress`)
-//! and been asked about it. The other holders move their data aside (never delete it) once the
+//! and been asked about it (each agent's report also reads its running etcd's figures). The other holders move their data aside (never delete it) once the
 //! recovered member answers as a healthy cluster of the same ID without them, and join it; the
 //! members without data join it through the first-boot path. A kill -9 at any point leaves
 //! either nothing done (the decision is taken again) or a one-member cluster that etcd restarts
 //! from its files.
 
 use super::metrics;
-use super::{local_endpoint, Agent};
+use super::Agent;
 use crate::decide::quorum_recovery::{
     self, AgentAnswer, Decision, Holding, Member, Source, StorePoint,
 };
@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 /// How long listing the store may take for the comparison.
 const STORE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Before a member acts on being named, the evidence is gathered again after this: a decision
+/// taken while an agent was starting (or a record being written) is not acted on.
+const CONFIRM_AFTER: Duration = Duration::from_secs(2);
 /// A decision that does not change is logged again this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -149,16 +152,14 @@ pub async fn gather(cfg: &crate::config::Config, material: &ClientMaterial) -> R
     let cluster_id = record
         .cluster()
         .context("the identity record names no cluster")?;
+    // The local member is not probed: the caller found it unhealthy, and etcd without a quorum
+    // does not open its client port, so a probe would only wait for its timeout. It counts as
+    // answering, which can only make a quorum look more likely (then nothing is done).
     let urls: Vec<String> = record
         .members
         .iter()
-        .map(|m| {
-            if u64::from_str_radix(&m.id, 16).ok() == Some(my_id) {
-                local_endpoint(cfg)
-            } else {
-                m.client_urls.first().cloned().unwrap_or_default()
-            }
-        })
+        .filter(|m| u64::from_str_radix(&m.id, 16).ok() != Some(my_id))
+        .map(|m| m.client_urls.first().cloned().unwrap_or_default())
         .collect();
     let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
     let to_ask: Vec<(String, String, SocketAddr)> = record
@@ -180,7 +181,7 @@ pub async fn gather(cfg: &crate::config::Config, material: &ClientMaterial) -> R
         crate::agent::observe::ask_agents(to_ask, &peer),
         store_point(cfg, cluster_id)
     );
-    let answering = answers
+    let answering = 1 + answers
         .iter()
         .filter(|a| matches!(a, Answer::Cluster(v) if v.cluster_id == cluster_id && v.leader != 0))
         .count();
@@ -257,13 +258,25 @@ impl Agent<'_> {
         if datadir::pause_marker(&cfg.member.data_dir).exists() {
             return None;
         }
-        let ev = match gather(cfg, material).await {
+        let mut ev = match gather(cfg, material).await {
             Ok(ev) => ev,
             Err(e) => {
                 tracing::debug!(error = %format!("{e:#}"), "automatic recovery: no evidence");
                 return None;
             }
         };
+        if ev.decision.recovering_member() == Some(ev.my_id)
+            && st.last.as_ref() != Some(&ev.decision)
+        {
+            // The first time this member is named: ask again after a moment rather than a whole
+            // tick later; acting needs the same decision twice (see below).
+            st.last = Some(ev.decision.clone());
+            tokio::time::sleep(CONFIRM_AFTER).await;
+            match gather(cfg, material).await {
+                Ok(again) => ev = again,
+                Err(_) => return None,
+            }
+        }
         let text = ev.decision.to_string();
         let repeat = st
             .logged
