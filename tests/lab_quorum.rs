@@ -6,6 +6,7 @@
 mod common;
 
 use common::{serial, Lab, LabOptions, Version};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -46,8 +47,23 @@ fn all_answer_recovers(id: u8, version: Version) {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    let log1 = lab.log(1);
     let host3 = format!("https://{}:2380", lab.ip(3));
+    // `plan` on host 1 says what the agents do about it, and why.
+    let bin = common::bin();
+    let cfg1 = lab.config_path(1);
+    let out = lab.exec(
+        1,
+        Path::new(&bin),
+        &["plan", "--config", cfg1.to_str().unwrap()],
+    );
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        plan.contains("AUTOMATIC RECOVERY: automatic recovery waits: 1 of 3 members' agents have not answered")
+            && plan.contains(&host3),
+        "plan: {plan}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log1 = lab.log(1);
     assert!(
         log1.lines()
             .any(|l| l.contains("not answered") && l.contains(&host3)),
@@ -90,6 +106,28 @@ fn all_answer_recovers(id: u8, version: Version) {
             }
         }
     }
+    // `status` and `doctor` record it: from which copy, nothing lost.
+    let out = lab.exec(
+        1,
+        Path::new(&bin),
+        &["status", "--config", cfg1.to_str().unwrap()],
+    );
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status.contains("last automatic recovery") && status.contains("revisions lost: 0"),
+        "status: {status}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lab.exec(
+        1,
+        Path::new(&bin),
+        &["doctor", "--config", cfg1.to_str().unwrap()],
+    );
+    let doctor = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        doctor.contains("automatic recovery at") && doctor.contains("revisions lost: 0"),
+        "doctor: {doctor}"
+    );
     let env = std::fs::read_to_string(lab.host_dir(1).join("etcd.env")).unwrap();
     assert!(!env.contains("FORCE"), "the flag was left behind: {env}");
     lab.stop_all();

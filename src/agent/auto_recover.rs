@@ -144,7 +144,6 @@ async fn store_point(
 /// The evidence: this node's last recorded membership, each member's etcd probed and each
 /// member's agent asked, all at once, and the store's newest snapshot of the cluster.
 pub async fn gather(cfg: &crate::config::Config, material: &ClientMaterial) -> Result<Evidence> {
-    note_local_progress(cfg).await;
     let record = super::converge::record_for_decision(&cfg.member.data_dir)?;
     let my_id = record
         .member()
@@ -185,7 +184,7 @@ pub async fn gather(cfg: &crate::config::Config, material: &ClientMaterial) -> R
         .iter()
         .filter(|a| matches!(a, Answer::Cluster(v) if v.cluster_id == cluster_id && v.leader != 0))
         .count();
-    let mine = super::report(cfg);
+    let mine = super::reporter(cfg)().await;
     let members: Vec<Member> = record
         .members
         .iter()
@@ -258,6 +257,7 @@ impl Agent<'_> {
         if datadir::pause_marker(&cfg.member.data_dir).exists() {
             return None;
         }
+        note_local_progress(cfg).await;
         let mut ev = match gather(cfg, material).await {
             Ok(ev) => ev,
             Err(e) => {
@@ -379,15 +379,33 @@ pub fn outcome_path(data_dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn record_auto_recovery(cfg: &crate::config::Config, d: &Decision) {
-    let text = format!(
-        "{} {}\n",
-        crate::util::time::utc_stamp(time::OffsetDateTime::now_utc()),
-        d
-    );
-    if let Err(e) =
-        crate::util::fs::write_atomic(&outcome_path(&cfg.member.data_dir), text.as_bytes(), 0o644)
-    {
+    let note = quorum_recovery::Recovered {
+        at: crate::util::time::utc_stamp(time::OffsetDateTime::now_utc()),
+        what: d.to_string(),
+        lost: d.lost(),
+    };
+    let written = serde_json::to_vec_pretty(&note)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| {
+            crate::util::fs::write_atomic(&outcome_path(&cfg.member.data_dir), &text, 0o644)
+        });
+    if let Err(e) = written {
         tracing::warn!(error = %format!("{e:#}"), "writing the automatic recovery's note");
+    }
+}
+
+/// The note of the last automatic recovery carried out on this node, if any.
+pub fn last_recovery(data_dir: &std::path::Path) -> Option<quorum_recovery::Recovered> {
+    let bytes = std::fs::read(outcome_path(data_dir)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// For `plan`, `status` and `doctor` when no quorum answers: what the agents do about it by
+/// themselves (the decision), or why it cannot be told.
+pub async fn would_do(cfg: &crate::config::Config, material: &ClientMaterial) -> String {
+    match gather(cfg, material).await {
+        Ok(ev) => ev.decision.to_string(),
+        Err(e) => format!("automatic recovery cannot tell: {e:#}"),
     }
 }
 

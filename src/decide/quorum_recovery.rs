@@ -11,7 +11,30 @@
 //! term compared is the one the member last saw with a leader: a member without a quorum may
 //! campaign and raise its current term (etcd 3.4 has no pre-vote by default) with no new entry.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// The note an agent leaves beside its data dir when it carried an automatic recovery out
+/// (`<data_dir>.auto-recovered`), for `doctor` and `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// UTC, sortable (`util::time::utc_stamp`).
+    pub at: String,
+    /// The decision, as logged: from which copy, the highest revision seen, revisions lost.
+    pub what: String,
+    /// Revisions behind the highest any member or the store had seen; `None`: unknown.
+    pub lost: Option<i64>,
+}
+
+impl Decision {
+    /// Revisions lost, when this decision recovers.
+    pub fn lost(&self) -> Option<i64> {
+        match self {
+            Decision::Recover { lost, .. } => *lost,
+            _ => None,
+        }
+    }
+}
 
 /// What one member's agent answered at its peer endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
