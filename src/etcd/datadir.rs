@@ -5,7 +5,9 @@
 //!   a disk-use limit; never one that is ahead of the running member of the same cluster);
 //! - `<data_dir>.identity.json`: this node's identity record (its nonce, the cluster and member
 //!   it last belonged to, that cluster's membership), which survives a wiped data dir;
-//! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator).
+//! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator);
+//! - `<data_dir>.auto-recovered`: the note of the last automatic recovery carried out here
+//!   (`agent::auto_recover`).
 
 use crate::decide::prune;
 use crate::model::datadir::MOVED_NOTE;
