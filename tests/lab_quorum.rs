@@ -137,3 +137,58 @@ fn all_answer_recovers(id: u8, version: Version) {
 fn quorum_loss_with_every_agent_answering_recovers_etcd_3_5() {
     all_answer_recovers(200, Version::V3_5);
 }
+
+/// Two of five members hold data (a tie, or nearly), three were wiped: exactly one holder
+/// recovers (the best copy, the lowest member ID between equals), the other moves its data
+/// aside (kept) and joins it, and so do the three wiped members.
+fn two_holders_of_five(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(5));
+    lab.configure_srv(5);
+    lab.start(&[1, 2, 3, 4, 5]);
+    lab.wait_voters(1, &[1, 2, 3, 4, 5], WITHIN);
+    for i in 0..10 {
+        lab.put(1 + i % 5, &format!("/kept/{i}"), &format!("v{i}"));
+    }
+    lab.stop_all();
+    for h in [3, 4, 5] {
+        lab.wipe(h);
+    }
+    lab.start(&[1, 2, 3, 4, 5]);
+    let t = Instant::now();
+    lab.wait_voters(1, &[1, 2, 3, 4, 5], Duration::from_secs(120));
+    eprintln!(
+        "{}: two holders of five, all agents started -> five healthy voters: {:?}",
+        version.as_str(),
+        t.elapsed()
+    );
+    for h in 1..=5 {
+        assert_eq!(lab.get(h, "/kept/9").as_deref(), Some("v9"), "host {h}");
+    }
+    let recovered: Vec<usize> = (1..=5)
+        .filter(|h| lab.log(*h).contains("automatic recovery done"))
+        .collect();
+    assert_eq!(
+        recovered.len(),
+        1,
+        "exactly one member recovers: {recovered:?}"
+    );
+    let other = if recovered[0] == 1 { 2 } else { 1 };
+    let moved: Vec<String> = std::fs::read_dir(lab.host_dir(other))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data.removed-"))
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "host {other}'s data is kept aside: {moved:?}"
+    );
+    lab.stop_all();
+}
+
+#[test]
+fn quorum_loss_with_two_holders_of_five_recovers_once_etcd_3_5() {
+    two_holders_of_five(201, Version::V3_5);
+}
