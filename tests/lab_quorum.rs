@@ -18,7 +18,8 @@ fn write_served(lab: &Lab) -> bool {
         .success()
 }
 
-fn all_answer_recovers(id: u8, version: Version) {
+/// `failpoint`: host 1's agent is killed (-9) there during the recovery, and started again.
+fn all_answer_recovers(id: u8, version: Version, failpoint: Option<&str>) {
     let _g = serial();
     let mut lab = Lab::up(id, version, LabOptions::srv(3));
     lab.configure_srv(3);
@@ -38,7 +39,11 @@ fn all_answer_recovers(id: u8, version: Version) {
         lab.wipe(h);
     }
     // Host 1 (the only copy) and host 2 (empty) come back; host 3's agent does not answer yet.
-    lab.start(&[2, 1]);
+    lab.start(&[2]);
+    match failpoint {
+        Some(fp) => lab.start_with_env(&[1], &[("ETCD_BOOTSTRAP_FAILPOINT", fp)]),
+        None => lab.start(&[1]),
+    }
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(15) {
         assert!(
@@ -73,6 +78,15 @@ fn all_answer_recovers(id: u8, version: Version) {
     // Host 3 answers too: the cluster comes back on host 1's data by itself.
     lab.start(&[3]);
     let t = Instant::now();
+    if failpoint.is_some() {
+        // Killed at the fail point during the recovery; started again, as systemd does.
+        lab.wait_exit(1, WITHIN);
+        assert!(
+            lab.log(1).contains("fail point reached"),
+            "host 1's agent exited, but not at the fail point"
+        );
+        lab.start(&[1]);
+    }
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
     eprintln!(
         "{}: from the last agent started to three healthy voters: {:?}",
@@ -135,7 +149,12 @@ fn all_answer_recovers(id: u8, version: Version) {
 
 #[test]
 fn quorum_loss_with_every_agent_answering_recovers_etcd_3_5() {
-    all_answer_recovers(200, Version::V3_5);
+    all_answer_recovers(200, Version::V3_5, None);
+}
+
+#[test]
+fn quorum_loss_recovers_after_a_kill_9_of_the_recovering_agent_etcd_3_5() {
+    all_answer_recovers(202, Version::V3_5, Some("auto-recover:after-force"));
 }
 
 /// Two of five members hold data (a tie, or nearly), three were wiped: exactly one holder

@@ -356,11 +356,15 @@ impl Agent<'_> {
             return;
         };
         tracing::warn!(copy = %source, "automatic recovery: this member holds the best copy; starting it alone once with --force-new-cluster");
+        crate::failpoint::hit("auto-recover:before-force");
         match self.recover_alone(material, false).await {
             Ok(()) => {
                 tracing::warn!(highest = ?highest, lost = ?lost, "automatic recovery done from {source}: this member is now the only member and the others join it; revisions lost: {}", lost.map(|l| l.to_string()).unwrap_or("unknown".into()));
                 metrics::auto_recovery("member", *lost);
                 record_auto_recovery(cfg, decision);
+                // A kill -9 here leaves etcd stopped on a one-member cluster's files: the
+                // restarted agent starts it from them (the restart path), and the others join.
+                crate::failpoint::hit("auto-recover:after-force");
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "automatic recovery failed; trying again at the next tick");
