@@ -211,3 +211,56 @@ fn two_holders_of_five(id: u8, version: Version) {
 fn quorum_loss_with_two_holders_of_five_recovers_once_etcd_3_5() {
     two_holders_of_five(201, Version::V3_5);
 }
+
+/// Hosts 2 and 3 stop and their disks are replaced while host 1's agent keeps running (its heal
+/// loop, not a restart): once both agents answer again, host 1 recovers by itself.
+fn survivor_running_recovers(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    for i in 0..10 {
+        lab.put(1 + i % 3, &format!("/kept/{i}"), &format!("v{i}"));
+    }
+    for h in [2, 3] {
+        lab.stop(h);
+        lab.wipe(h);
+    }
+    assert!(!write_served(&lab), "a write was served without a quorum");
+    lab.start(&[2, 3]);
+    let t = Instant::now();
+    // Host 1's etcd still serves its old membership (it had joined), so the wiped members try
+    // to replace their stale entries; when host 1 recovers under them their agents exit with an
+    // error, and systemd (Restart=on-failure) starts them again: done here as systemd would.
+    while !lab.log(1).contains("automatic recovery done") {
+        assert!(
+            t.elapsed() < WITHIN,
+            "host 1 did not recover within {WITHIN:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for h in [2, 3] {
+        if !lab.running(h) {
+            eprintln!("host {h}'s agent exited; started again");
+            lab.start(&[h]);
+        }
+    }
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    eprintln!(
+        "{}: host 1 running, hosts 2 and 3 wiped and started -> three healthy voters: {:?}",
+        version.as_str(),
+        t.elapsed()
+    );
+    assert!(lab.log(1).contains("automatic recovery done"));
+    for h in [1, 2, 3] {
+        assert_eq!(lab.get(h, "/kept/9").as_deref(), Some("v9"), "host {h}");
+    }
+    lab.stop_all();
+}
+
+#[test]
+fn quorum_loss_with_the_survivor_running_recovers_etcd_3_5() {
+    survivor_running_recovers(203, Version::V3_5);
+}
