@@ -24,6 +24,8 @@ pub const ALL: &[&str] = &[
     "join:before-promote",
     "heal:after-stop",
     "heal:after-move",
+    "auto-recover:before-force",
+    "auto-recover:after-force",
     "fleet-restore:after-stop",
     "fleet-restore:after-move",
 ];

@@ -49,6 +49,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("etcd_bootstrap_nospace_alarm_active", "gauge"),
     ("etcd_bootstrap_discovery_peers", "gauge"),
     ("etcd_bootstrap_discovery_reads", "counter"),
+    ("etcd_bootstrap_auto_recoveries", "counter"),
 ];
 
 /// One scrape of `url` from inside host `from`.

@@ -1,6 +1,7 @@
 //! Bringing the local member up: observe, decide, act, until it is a healthy voter; then settle
 //! (record who it is, take the bootstrap flags out of etcd's environment, prune old copies).
 
+use super::auto_recover::AutoStep;
 use super::metrics::{self, HealAction, MemberState};
 use super::{env_value, local_endpoint, notify, Agent};
 use crate::backup::verify::FetchError;
@@ -86,6 +87,9 @@ impl Agent<'_> {
                 wait_healthy(&local_endpoint(cfg), &material, deadline).await
             };
             let removed = async {
+                // A member restarted from its data waits here for a quorum: when none can form
+                // and every member's agent answers, the automatic recovery acts from here too.
+                let mut auto = super::auto_recover::AutoRecovery::default();
                 loop {
                     tokio::time::sleep(REMOVED_CHECK).await;
                     if client::check_health(&local_endpoint(cfg), &material)
@@ -94,21 +98,37 @@ impl Agent<'_> {
                     {
                         continue;
                     }
-                    if let RemovalVerdict::Removed(reason) = self.removal_verdict(&material).await {
-                        if !datadir::pause_marker(&cfg.member.data_dir).exists() {
-                            return reason;
+                    match self.removal_verdict(&material).await {
+                        RemovalVerdict::Removed(reason)
+                            if !datadir::pause_marker(&cfg.member.data_dir).exists() =>
+                        {
+                            return AutoStep::MoveAside(reason);
                         }
+                        RemovalVerdict::Undecided(_) if cfg.heal.enabled => {
+                            if let Some(step) = self.auto_recover_tick(&material, &mut auto).await {
+                                return step;
+                            }
+                        }
+                        _ => {}
                     }
                 }
             };
-            tokio::select! {
+            let interrupted = tokio::select! {
                 r = ready => {
                     let me = r?;
                     metrics::member_state(MemberState::Voter);
                     self.settle(&material, &me).await?;
                     return Ok(material);
                 }
-                reason = removed => {
+                step = removed => step,
+            };
+            match interrupted {
+                AutoStep::RecoverHere(decision) => {
+                    // Outside the select: `ready` would take the one-off etcd's health for
+                    // the member's. Then the member starts again from its (recovered) data.
+                    self.auto_recover_here(&material, &decision).await;
+                }
+                AutoStep::MoveAside(reason) => {
                     tracing::warn!(%reason, round, "the member being started is no longer part of the cluster; moving its data aside and joining again");
                     self.manager.stop().await?;
                     datadir::move_aside(&cfg.member.data_dir, &reason, None)?;
@@ -415,6 +435,8 @@ impl Agent<'_> {
         // The raft index too, at every healthy check: peers ask for it (through the agent
         // endpoint) to tell which member is furthest ahead when etcd itself cannot answer.
         record.raft_index = Some(me.raft_index);
+        record.raft_term = Some(me.raft_term);
+        record.revision = Some(me.revision);
         if record != before {
             record.save(&cfg.member.data_dir)?;
             if before.cluster_id != record.cluster_id || before.members != record.members {

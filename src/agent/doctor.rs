@@ -207,6 +207,13 @@ pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
         srv_names.get(peer_url).filter(|_| issuing).cloned()
     });
 
+    // Without a quorum: what the agents do about it by themselves.
+    let voters: Vec<&d::Member> = members.iter().filter(|m| !m.is_learner).collect();
+    let auto_recovery = if voters.iter().filter(|m| m.reachable).count() <= voters.len() / 2 {
+        Some(super::auto_recover::would_do(cfg, &material).await)
+    } else {
+        None
+    };
     Ok(DoctorInput {
         now: time::OffsetDateTime::now_utc().unix_timestamp(),
         local_index: record.raft_index,
@@ -252,6 +259,15 @@ pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
         }),
         tls_dir: cfg.tls.dir.display().to_string(),
         dead_member_policy: super::converge::dead_member_policy(cfg),
+        auto_recovery,
+        last_auto_recovery: super::auto_recover::last_recovery(&cfg.member.data_dir).map(|r| {
+            (
+                r,
+                super::auto_recover::outcome_path(&cfg.member.data_dir)
+                    .display()
+                    .to_string(),
+            )
+        }),
     })
 }
 

@@ -4,6 +4,7 @@
 //! answering is logged loudly and changes nothing; the pause marker stops every membership change
 //! without stopping etcd.
 
+use super::auto_recover::AutoStep;
 use super::metrics::{self, HealAction};
 use super::restore::Followed;
 use super::{local_endpoint, notify, Agent};
@@ -130,6 +131,7 @@ impl Agent<'_> {
         let mut dead = dead_member::Tracker::default();
         let mut last_index: Option<u64> = None;
         let mut last_quorum_report: Option<Instant> = None;
+        let mut auto = super::auto_recover::AutoRecovery::default();
         // Fleet-wide restore requests: the id of the last one this node was not named in (logged
         // once), and the current one (to explain other clusters answering while it is under way).
         let restore_store = cfg
@@ -296,6 +298,29 @@ impl Agent<'_> {
                     RemovalVerdict::Member => continue,
                     RemovalVerdict::Undecided(why) => {
                         tracing::info!(%why, "unhealthy, but no majority says this member was removed: keeping its data and waiting");
+                        // No quorum can form: with every member's agent answering, the
+                        // automatic recovery brings the cluster back (decide::quorum_recovery).
+                        match self.auto_recover_tick(&material, &mut auto).await {
+                            Some(AutoStep::RecoverHere(decision)) => {
+                                tokio::select! {
+                                    _ = self.auto_recover_here(&material, &decision) => {}
+                                    never = keep_watchdog_fed(cfg.heal.interval) => match never {},
+                                }
+                                continue;
+                            }
+                            Some(AutoStep::MoveAside(reason)) => {
+                                tracing::warn!(%reason, "this member's copy is not the one the cluster came back from; moving its data aside and joining the recovered cluster");
+                                if let Err(e) = self.manager.stop().await {
+                                    tracing::error!(error = %format!("{e:#}"), "stopping etcd failed, so its data stays where it is; trying again after heal.interval");
+                                    continue;
+                                }
+                                datadir::move_aside(data_dir, &reason, last_index)?;
+                                metrics::heal_action(HealAction::MoveAside);
+                                state = State::Rejoining;
+                                continue;
+                            }
+                            None => {}
+                        }
                         if last_quorum_report.is_none_or(|t| t.elapsed() >= QUORUM_REPORT_EVERY) {
                             last_quorum_report = Some(Instant::now());
                             let q = super::recover::quorum_report(cfg, &material).await;

@@ -131,6 +131,8 @@ struct Metrics {
     nospace: Unknown,
     discovery_peers: Unknown,
     discovery_reads: Family<Label<&'static str>, Counter>,
+    auto_recoveries: Family<Label<&'static str>, Counter>,
+    auto_recovery_lost: Unknown,
     cert_expiry: Family<Label<String>, Gauge>,
     /// Held while `member_state`'s three series change together, while the certificate series
     /// are replaced and while the registry is rendered: a scrape never sees either half-way.
@@ -158,6 +160,8 @@ impl Metrics {
             nospace: Default::default(),
             discovery_peers: Default::default(),
             discovery_reads: Default::default(),
+            auto_recoveries: Default::default(),
+            auto_recovery_lost: Default::default(),
             cert_expiry: Default::default(),
             consistent: Mutex::new(()),
         };
@@ -231,6 +235,16 @@ impl Metrics {
             "Discovery reads, by result (ok, error)",
             m.discovery_reads.clone(),
         );
+        r.register(
+            "auto_recoveries",
+            "Automatic recoveries from a lost quorum (heal.auto_recover) this agent carried out, by the copy the cluster came back from (member, store)",
+            m.auto_recoveries.clone(),
+        );
+        r.register(
+            "auto_recovery_revisions_lost",
+            "At this agent's last automatic recovery: how many revisions the copy it came back from was behind the highest revision any member or the store had seen (0: nothing lost)",
+            m.auto_recovery_lost.0.clone(),
+        );
         // Every series that can appear, from the start at 0: `increase()` and `rate()` see the
         // first event only when the series existed before it.
         for a in HealAction::ALL {
@@ -238,6 +252,9 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             let _ = m.discovery_reads.get_or_create(&[("result", result)]);
+        }
+        for source in ["member", "store"] {
+            let _ = m.auto_recoveries.get_or_create(&[("source", source)]);
         }
         // Down until the agent has seen its member healthy.
         for s in MemberState::ALL {
@@ -369,6 +386,16 @@ pub fn member_state(state: MemberState) {
     metrics().member_state(state);
 }
 
+/// An automatic recovery was carried out here, from `source` ("member" or "store"), `lost`
+/// revisions behind the highest any member or the store had seen (`None`: unknown).
+pub fn auto_recovery(source: &'static str, lost: Option<i64>) {
+    let m = metrics();
+    m.auto_recoveries.get_or_create(&[("source", source)]).inc();
+    if let Some(l) = lost {
+        m.auto_recovery_lost.set(l);
+    }
+}
+
 /// Whether the agent's last check found a quorum.
 pub fn quorum(ok: bool) {
     metrics().quorum.set(ok as i64);
@@ -494,7 +521,7 @@ mod tests {
             .map(|(_, v)| *v)
     }
 
-    const FAMILIES: [(&str, &str); 14] = [
+    const FAMILIES: [(&str, &str); 16] = [
         (
             "etcd_bootstrap_certificate_expiry_timestamp_seconds",
             "gauge",
@@ -514,6 +541,8 @@ mod tests {
         ("etcd_bootstrap_nospace_alarm_active", "gauge"),
         ("etcd_bootstrap_discovery_peers", "gauge"),
         ("etcd_bootstrap_discovery_reads_total", "counter"),
+        ("etcd_bootstrap_auto_recoveries_total", "counter"),
+        ("etcd_bootstrap_auto_recovery_revisions_lost", "gauge"),
         // Not a family: makes the count a compile-time check of this list's length.
         ("", ""),
     ];
@@ -531,6 +560,7 @@ mod tests {
         m.quorum.set(1);
         m.nospace.set(0);
         m.discovery(3, true);
+        m.auto_recovery_lost.set(0);
         m.render(&[("ca.crt".to_string(), ca.to_path_buf())])
     }
 
@@ -574,6 +604,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "etcd_bootstrap_auto_recoveries_total",
                 "etcd_bootstrap_discovery_reads_total",
                 "etcd_bootstrap_heal_actions_total",
                 "etcd_bootstrap_member_state",
@@ -720,6 +751,8 @@ mod tests {
             leader: 1,
             is_learner: false,
             raft_index: 10,
+            raft_term: 2,
+            revision: 5,
             errors: vec![],
         }));
         let f = parse(&m.render(&[]));

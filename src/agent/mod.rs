@@ -6,6 +6,7 @@
 //! snapshots (`snapshots`). Commands use it; it uses the layers below (decide, etcd, tls,
 //! service, discovery) and never the commands.
 
+pub mod auto_recover;
 pub mod converge;
 pub mod doctor;
 pub mod endpoint;
@@ -89,13 +90,33 @@ pub fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// quorum) may not answer, and waiting on it would hold up every other member. The identity
 /// record has the cluster, member and formation (written before etcd starts) and the raft index
 /// (kept current by the heal loop).
+///
+/// One figure comes from the running etcd, when it runs: how far its data goes (raft index,
+/// revision), read from its metrics listener on loopback (it answers without a quorum, within
+/// milliseconds; refused at once when etcd is down), so that peers comparing copies after a
+/// quorum loss (`decide::quorum_recovery`) never see figures older than the data.
 pub fn reporter(cfg: &Config) -> endpoint::Reporter {
     let cfg = Arc::new(cfg.clone());
     Arc::new(move || {
         let cfg = cfg.clone();
-        Box::pin(async move { report(&cfg) })
+        Box::pin(async move {
+            let mut r = report(&cfg)?;
+            if r.has_data {
+                let read = crate::etcd::progress::read_local(cfg.member.metrics_port);
+                if let Ok(Ok(p)) = tokio::time::timeout(PROGRESS_READ, read).await {
+                    if p.member_id.is_none() || p.member_id == r.member_id {
+                        r.raft_index = Some(r.raft_index.unwrap_or(0).max(p.applied_index));
+                        r.revision = Some(r.revision.unwrap_or(0).max(p.revision));
+                    }
+                }
+            }
+            Ok(r)
+        })
     })
 }
+
+/// How long a report waits for the local etcd's metrics (loopback).
+const PROGRESS_READ: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// An identity record that cannot be read (I/O error, permissions, out of file descriptors, not
 /// JSON) is an error, answered as such: taken as "no record", this node would report no cluster
@@ -110,6 +131,8 @@ fn report(cfg: &Config) -> anyhow::Result<AgentReport> {
         cluster_id: record.cluster(),
         member_id: record.member(),
         raft_index: record.raft_index,
+        raft_term: record.raft_term,
+        revision: record.revision,
         formation: record.formation.clone(),
         restored_from: record.restored_from.clone(),
         now_unix_ms: Some(now_unix_ms()),

@@ -15,6 +15,8 @@ pub struct Plan {
     pub action: Action,
     /// `Restart` only: the cluster of this member's data has no quorum (what to run).
     pub quorum_lost: Option<QuorumLoss>,
+    /// With `quorum_lost`: what the agents do about it by themselves (heal.auto_recover).
+    pub auto_recovery: Option<String>,
     /// What etcd would be started with; `None` when the decision starts nothing.
     pub state: Option<ClusterState>,
 }
@@ -24,10 +26,15 @@ pub async fn plan(cfg: &Config) -> Result<Plan> {
     let observed = observer.observe().await?;
     let action = bootstrap::decide(&observed.obs);
     let mut quorum_lost = None;
+    let mut auto_recovery = None;
     if action == Action::Restart {
-        // A member with data: when its cluster has no quorum, say so and what to run.
+        // A member with data: when its cluster has no quorum, say so, what to run, and what the
+        // agents do about it by themselves.
         if let Ok(material) = crate::tls::ClientMaterial::from_dir(&cfg.tls.dir) {
             quorum_lost = super::recover::quorum_report(cfg, &material).await;
+            if quorum_lost.is_some() {
+                auto_recovery = Some(super::auto_recover::would_do(cfg, &material).await);
+            }
         }
     }
     let state = match &action {
@@ -39,6 +46,7 @@ pub async fn plan(cfg: &Config) -> Result<Plan> {
         observed,
         action,
         quorum_lost,
+        auto_recovery,
         state,
     })
 }

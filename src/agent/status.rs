@@ -42,6 +42,12 @@ pub struct Status {
     /// to run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quorum_lost: Option<String>,
+    /// With the quorum lost: what the agents do about it by themselves (heal.auto_recover).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_recovery: Option<String>,
+    /// The last automatic recovery carried out on this node (its note beside the data dir).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_auto_recovery: Option<crate::decide::quorum_recovery::Recovered>,
     /// This node's part in a fleet-wide restore that is under way (its identity record).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restoring: Option<String>,
@@ -129,6 +135,7 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
             },
         })
         .collect();
+    let quorum_lost = super::recover::quorum_report(cfg, &material).await;
     Ok(Status {
         cluster_id: format!("{cluster_id:x}"),
         leader: format!("{leader:x}"),
@@ -138,9 +145,12 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
             .filter(|p| p.exists())
             .map(|p| p.display().to_string()),
         last_snapshot: last_snapshot(cfg).await,
-        quorum_lost: super::recover::quorum_report(cfg, &material)
-            .await
-            .map(|q| q.to_string()),
+        quorum_lost: quorum_lost.as_ref().map(|q| q.to_string()),
+        auto_recovery: match quorum_lost {
+            Some(_) => Some(super::auto_recover::would_do(cfg, &material).await),
+            None => None,
+        },
+        last_auto_recovery: super::auto_recover::last_recovery(&cfg.member.data_dir),
         restoring: crate::etcd::datadir::Record::load(&cfg.member.data_dir)
             .ok()
             .flatten()

@@ -14,6 +14,7 @@ pub async fn plan(cfg: Config) -> Result<()> {
         observed,
         action,
         quorum_lost,
+        auto_recovery,
         state,
     } = crate::agent::plan::plan(&cfg).await?;
     println!("peers:    {}", observed.discovered.describe());
@@ -69,6 +70,9 @@ pub async fn plan(cfg: Config) -> Result<()> {
     println!("decision: {}", crate::agent::describe(&action));
     if let Some(q) = quorum_lost {
         println!("QUORUM LOST: {q}");
+    }
+    if let Some(a) = auto_recovery {
+        println!("AUTOMATIC RECOVERY: {a}");
     }
     if let Some(state) = state {
         for f in &observed.tls.files {

@@ -58,6 +58,12 @@ pub fn table(s: &Status) -> String {
     if let Some(q) = &s.quorum_lost {
         out.push_str(&format!("QUORUM LOST: {q}\n"));
     }
+    if let Some(a) = &s.auto_recovery {
+        out.push_str(&format!("AUTOMATIC RECOVERY: {a}\n"));
+    }
+    if let Some(r) = &s.last_auto_recovery {
+        out.push_str(&format!("last automatic recovery {}: {}\n", r.at, r.what));
+    }
     if let Some(r) = &s.restoring {
         out.push_str(&format!("RESTORING: {r}\n"));
     }

@@ -30,6 +30,10 @@ pub struct HealConfig {
     /// copies that may go go also from within `keep_moved_aside`, oldest first. 100: no limit.
     /// Default 90.
     pub moved_aside_max_disk_percent: u8,
+    /// When no quorum can form and the agent of every member of the last recorded membership
+    /// answers, bring the cluster back from the best copy by itself (`decide::quorum_recovery`).
+    /// Default true.
+    pub auto_recover: bool,
 }
 
 /// `heal.keep_moved_aside` when not set: the copy of the last heal or restore and the one
@@ -168,6 +172,7 @@ pub(super) fn validate(
         remove_dead_by_default,
         keep_moved_aside,
         moved_aside_max_disk_percent,
+        auto_recover: raw.auto_recover.unwrap_or(true),
     })
 }
 
@@ -234,6 +239,13 @@ mod tests {
             Config::load(Some(&p), &env)
         };
         let default = load(GOOD, &[]).unwrap().heal;
+        assert!(default.auto_recover, "heal.auto_recover defaults to true");
+        assert!(
+            !load(&format!("{GOOD}[heal]\nauto_recover = false\n"), &[])
+                .unwrap()
+                .heal
+                .auto_recover
+        );
         assert_eq!(default.keep_moved_aside, 2);
         assert_eq!(default.moved_aside_max_disk_percent, 90);
         let set = load(

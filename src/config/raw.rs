@@ -70,6 +70,7 @@ pub const KEYS: &[(&str, &str, ValueKind)] = &[
     ("heal", "remove_dead_after", ValueKind::Str),
     ("heal", "keep_moved_aside", ValueKind::Int),
     ("heal", "moved_aside_max_disk_percent", ValueKind::Int),
+    ("heal", "auto_recover", ValueKind::Bool),
     ("backup", "url", ValueKind::Str),
     ("backup", "s3_endpoint", ValueKind::Str),
     ("backup", "s3_region", ValueKind::Str),
@@ -213,6 +214,7 @@ pub struct RawHeal {
     pub remove_dead_after: Option<String>,
     pub keep_moved_aside: Option<i64>,
     pub moved_aside_max_disk_percent: Option<i64>,
+    pub auto_recover: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

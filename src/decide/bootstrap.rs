@@ -36,6 +36,12 @@ pub struct AgentReport {
     /// The raft index recorded at the last healthy check of the local member.
     #[serde(default)]
     pub raft_index: Option<u64>,
+    /// The raft term last seen with a leader and the revision of its data (absent from older
+    /// agents): what `decide::quorum_recovery` compares copies by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_term: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     /// The formation its data came from (`InitialCluster::formation`), when it formed a cluster.
     #[serde(default)]
     pub formation: Option<String>,
@@ -643,6 +649,8 @@ pub(crate) mod tests {
                 cluster_id: cluster,
                 member_id: cluster.map(|_| i as u64),
                 raft_index: cluster.map(|_| 100),
+                raft_term: None,
+                revision: None,
                 formation: None,
                 restored_from: None,
                 now_unix_ms: None,

@@ -120,6 +120,11 @@ pub struct DoctorInput {
     pub tls_dir: String,
     /// What the agents do by themselves about a dead member (one sentence).
     pub dead_member_policy: String,
+    /// With the quorum lost: what the agents do about it by themselves
+    /// (`decide::quorum_recovery`, as text).
+    pub auto_recovery: Option<String>,
+    /// The last automatic recovery carried out on this node, and where its note is.
+    pub last_auto_recovery: Option<(super::quorum_recovery::Recovered, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +226,7 @@ pub struct SnapshotSeen {
 /// `nospace` and `fragmentation` only when some member answers: they read etcd itself.
 pub fn check(o: &DoctorInput) -> Vec<Finding> {
     let mut out = quorum(o);
+    out.extend(auto_recovered(o));
     if out.iter().all(|f| f.ok) {
         out.extend(members(o));
         out.extend(joins(o));
@@ -368,9 +374,37 @@ pub fn quorum(o: &DoctorInput) -> Vec<Finding> {
                     voters.len(),
                     down.join("; ")
                 ),
-                loss.remedy(),
+                match &o.auto_recovery {
+                    Some(a) => format!("{a}. {}", loss.remedy()),
+                    None => loss.remedy(),
+                },
             )]
         }
+    }
+}
+
+/// An automatic recovery happened on this node (`decide::quorum_recovery`): from which copy,
+/// and whether history was lost. Revisions lost fail the check: writes acknowledged to clients
+/// in that window are gone, which someone has to know about.
+pub fn auto_recovered(o: &DoctorInput) -> Vec<Finding> {
+    let Some((r, note)) = &o.last_auto_recovery else {
+        return vec![];
+    };
+    match r.lost {
+        Some(0) => vec![Finding::ok(
+            "auto_recovery",
+            format!("automatic recovery at {}: {}", r.at, r.what),
+        )],
+        lost => vec![Finding::fail(
+            "auto_recovery",
+            format!(
+                "automatic recovery at {} lost {} revisions: {}",
+                r.at,
+                lost.map(|l| l.to_string()).unwrap_or("an unknown number of".into()),
+                r.what
+            ),
+            format!("writes made in those revisions before the quorum was lost are gone: check what your clients wrote then; delete {note} once that is settled"),
+        )],
     }
 }
 
@@ -1094,6 +1128,8 @@ mod tests {
             }),
             tls_dir: TLS.into(),
             dead_member_policy: POLICY.into(),
+            auto_recovery: None,
+            last_auto_recovery: None,
         }
     }
 
@@ -1127,6 +1163,52 @@ mod tests {
                 Some((
                     "quorum lost: 2 of 3 voting members unreachable (etcd2 (https://10.0.0.12:2380), unreachable since 20270115T074800Z (12m ago); etcd3 (https://10.0.0.13:2380)), 2 needed",
                     "If the unreachable members come back, nothing needs doing. If they are lost for good: run `etcd-bootstrap recover` on etcd1 (https://10.0.0.11:2380) (keeps every key it has), or go back to snapshot 20270115T080000Z-r90: with the members' VMs there, `etcd-bootstrap restore --from 20270115T080000Z-r90` on any one of them; with VMs lost for good, give every member an empty data dir (new VMs, or stop every agent and move each data dir aside) and the agents restore it as they form the cluster again".into(),
+                )),
+            ),
+            (
+                "quorum: lost, with what the agents do by themselves",
+                quorum,
+                |o| {
+                    down(o, 1, None);
+                    down(o, 2, None);
+                    o.auto_recovery = Some("automatic recovery waits: 1 of 3 members' agents have not answered: etcd3".into());
+                },
+                Some((
+                    "quorum lost: 2 of 3",
+                    "automatic recovery waits: 1 of 3 members' agents have not answered: etcd3. If the unreachable members come back, nothing needs doing. If they are lost for good: run `etcd-bootstrap recover` on etcd1 (https://10.0.0.11:2380) (keeps every key it has), or go back to snapshot 20270115T080000Z-r90: with the members' VMs there, `etcd-bootstrap restore --from 20270115T080000Z-r90` on any one of them; with VMs lost for good, give every member an empty data dir (new VMs, or stop every agent and move each data dir aside) and the agents restore it as they form the cluster again".into(),
+                )),
+            ),
+            (
+                "auto_recovery: nothing lost",
+                auto_recovered,
+                |o| {
+                    o.last_auto_recovery = Some((
+                        crate::decide::quorum_recovery::Recovered {
+                            at: "20270115T070000Z".into(),
+                            what: "automatic recovery from member 1".into(),
+                            lost: Some(0),
+                        },
+                        "/var/lib/etcd.auto-recovered".into(),
+                    ))
+                },
+                None,
+            ),
+            (
+                "auto_recovery: revisions lost",
+                auto_recovered,
+                |o| {
+                    o.last_auto_recovery = Some((
+                        crate::decide::quorum_recovery::Recovered {
+                            at: "20270115T070000Z".into(),
+                            what: "automatic recovery from member 1".into(),
+                            lost: Some(7),
+                        },
+                        "/var/lib/etcd.auto-recovered".into(),
+                    ))
+                },
+                Some((
+                    "automatic recovery at 20270115T070000Z lost 7 revisions",
+                    "writes made in those revisions before the quorum was lost are gone: check what your clients wrote then; delete /var/lib/etcd.auto-recovered once that is settled".into(),
                 )),
             ),
             ("members: all answer", members, |_| {}, None),
@@ -1451,6 +1533,12 @@ mod tests {
                 "snapshot"
             ]
         );
+    }
+
+    /// No automatic recovery happened: no line about it.
+    #[test]
+    fn no_auto_recovery_no_line() {
+        assert!(auto_recovered(&healthy()).is_empty());
     }
 
     /// Without a quorum no member can be removed: only the quorum line speaks of the members.

@@ -2,7 +2,9 @@
 //! specification): the first-boot decision and the evidence a new cluster needs (`bootstrap`),
 //! "was I removed?" (`removed`), the dead-member policy (`dead_member`), which moved-aside
 //! data dirs may be pruned (`prune`), what a new cluster starts from (`restore`), whether a
-//! survivor may recover a cluster that lost its quorum for good (`recover`), database
+//! survivor may recover a cluster that lost its quorum for good (`recover`), which copy a
+//! cluster that lost its quorum with every member accounted for comes back from, by itself
+//! (`quorum_recovery`), database
 //! maintenance: the defrag rule, order and NOSPACE (`defrag`), and what `doctor` finds wrong and
 //! how to fix it (`doctor`).
 
@@ -11,6 +13,7 @@ pub mod dead_member;
 pub mod defrag;
 pub mod doctor;
 pub mod prune;
+pub mod quorum_recovery;
 pub mod recover;
 pub mod removed;
 pub mod restore;

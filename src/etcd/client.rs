@@ -142,6 +142,10 @@ pub struct Whoami {
     pub is_learner: bool,
     /// The committed raft index.
     pub raft_index: u64,
+    /// The current raft term (it may grow without new entries while the member campaigns).
+    pub raft_term: u64,
+    /// The revision of its applied key space (local: answered without a quorum).
+    pub revision: i64,
     /// "etcdserver: no leader", alarms, ...
     pub errors: Vec<String>,
 }
@@ -157,6 +161,8 @@ pub async fn who_is(endpoint: &str, tls: &ClientMaterial) -> Result<(Client, Who
         leader: status.leader(),
         is_learner: status.is_learner(),
         raft_index: status.raft_index(),
+        raft_term: status.raft_term(),
+        revision: header.revision(),
         errors: status.errors().to_vec(),
     };
     Ok((client, me))

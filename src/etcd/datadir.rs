@@ -5,7 +5,9 @@
 //!   a disk-use limit; never one that is ahead of the running member of the same cluster);
 //! - `<data_dir>.identity.json`: this node's identity record (its nonce, the cluster and member
 //!   it last belonged to, that cluster's membership), which survives a wiped data dir;
-//! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator).
+//! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator);
+//! - `<data_dir>.auto-recovered`: the note of the last automatic recovery carried out here
+//!   (`agent::auto_recover`).
 
 use crate::decide::prune;
 use crate::model::datadir::MOVED_NOTE;
@@ -58,6 +60,14 @@ pub struct Record {
     /// The last raft index seen on the healthy local member.
     #[serde(default)]
     pub raft_index: Option<u64>,
+    /// The raft term the local member last saw with a leader, and the revision of its data
+    /// (also read without a quorum: `Maintenance.Status` answers locally). Peers ask for them
+    /// through the agent endpoint to tell which copy is best when no quorum can form
+    /// (`decide::quorum_recovery`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_term: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     /// The formation (digest of the initial members' nonces) of the cluster this node formed.
     #[serde(default)]
     pub formation: Option<String>,

@@ -5,5 +5,6 @@ pub mod datadir;
 pub mod install;
 pub mod maintenance;
 pub mod membership;
+pub mod progress;
 pub mod render;
 pub mod version;
