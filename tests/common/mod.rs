@@ -921,9 +921,19 @@ impl S3 {
             .spawn()
             .expect("starting weed mini");
         self.child = Some(child);
+        // Ready is a write that works, not only a listing: weed mini answers listings before its
+        // volume server has registered, and a write in that window fails with 500 (seen under
+        // load as a `snapshot save` that gave up after its retries).
+        let probe = self.dir.join("ready-probe");
+        fs::write(&probe, b"ready").unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.boto(&["list"]).status.success() {
+            if self
+                .boto(&["put", ".lab-ready-probe", probe.to_str().unwrap()])
+                .status
+                .success()
+                && self.boto(&["delete", ".lab-ready-probe"]).status.success()
+            {
                 return;
             }
             assert!(
