@@ -252,6 +252,7 @@ pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
         }),
         tls_dir: cfg.tls.dir.display().to_string(),
         dead_member_policy: super::converge::dead_member_policy(cfg),
+        config_rejected: crate::etcd::datadir::config_rejected(&cfg.member.data_dir),
     })
 }
 

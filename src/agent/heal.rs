@@ -116,13 +116,22 @@ impl Shutdown {
     }
 }
 
+/// Why the heal loop returned.
+pub enum HealExit {
+    /// A signal or `leave`: etcd is stopped, the agent ends.
+    Stopped,
+    /// SIGHUP: read the configuration again, then go on (with the client material in use).
+    Reload(ClientMaterial),
+}
+
 impl Agent<'_> {
-    /// Keep etcd running and healthy until a signal or `leave`.
+    /// Keep etcd running and healthy until a signal or `leave`; return at SIGHUP for a reload.
     pub async fn heal_loop(
         &self,
         mut material: ClientMaterial,
         shutdown: &mut Shutdown,
-    ) -> Result<()> {
+        hangup: &mut tokio::signal::unix::Signal,
+    ) -> Result<HealExit> {
         let cfg = self.cfg;
         let data_dir = &cfg.member.data_dir;
         let endpoint = local_endpoint(cfg);
@@ -161,8 +170,9 @@ impl Agent<'_> {
                     tracing::info!("signal received; stopping etcd");
                     notify(&[sd_notify::NotifyState::Stopping]);
                     self.manager.stop().await?;
-                    return Ok(());
+                    return Ok(HealExit::Stopped);
                 }
+                _ = hangup.recv() => return Ok(HealExit::Reload(material)),
             }
             notify(&[sd_notify::NotifyState::Watchdog]);
             if super::recover::request_path(data_dir).exists() {
@@ -230,7 +240,7 @@ impl Agent<'_> {
                 Step::Exit => {
                     tracing::info!("this node left the cluster (`etcd-bootstrap leave`); stopping etcd and exiting");
                     self.manager.stop().await?;
-                    return Ok(());
+                    return Ok(HealExit::Stopped);
                 }
                 Step::Idle => continue,
                 Step::Maintain => {
@@ -318,7 +328,7 @@ impl Agent<'_> {
                 never = keep_watchdog_fed(cfg.heal.interval) => match never {},
                 _ = shutdown.wait() => {
                     self.manager.stop().await?;
-                    return Ok(());
+                    return Ok(HealExit::Stopped);
                 }
             };
             match healed {

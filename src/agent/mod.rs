@@ -17,6 +17,7 @@ pub mod observe;
 pub mod peer_roles;
 pub mod plan;
 pub mod recover;
+pub mod reload;
 pub mod renew;
 pub mod restore;
 pub mod restore_request;

@@ -2,11 +2,12 @@
 //! there, its endpoint, converge, the heal loop).
 
 use crate::agent;
+pub use crate::agent::reload::ConfigSource;
 use crate::config::{Config, ServiceManagerKind};
 use crate::error::ConfigError;
 use anyhow::Result;
 
-pub async fn run(cfg: Config, once: bool) -> Result<()> {
+pub async fn run(cfg: Config, once: bool, source: ConfigSource) -> Result<()> {
     if once && cfg.etcd.service_manager == ServiceManagerKind::Process {
         return Err(ConfigError::new(
             "--once",
@@ -15,5 +16,5 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         )
         .into());
     }
-    agent::run::run(&cfg, once).await
+    agent::run::run(&cfg, once, source).await
 }

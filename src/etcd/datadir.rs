@@ -5,7 +5,8 @@
 //!   a disk-use limit; never one that is ahead of the running member of the same cluster);
 //! - `<data_dir>.identity.json`: this node's identity record (its nonce, the cluster and member
 //!   it last belonged to, that cluster's membership), which survives a wiped data dir;
-//! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator).
+//! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator);
+//! - `<data_dir>.config-rejected`: why the running agent refused a reloaded configuration.
 
 use crate::decide::prune;
 use crate::model::datadir::MOVED_NOTE;
@@ -18,6 +19,21 @@ use std::path::{Path, PathBuf};
 /// etcd keeps running: for an operator working on the cluster by hand.
 pub fn pause_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.pause", data_dir.display()))
+}
+
+/// The one-line reason the running agent refused the configuration it was last asked to load
+/// (`systemctl reload`): it keeps running on the one it had. `status` and `doctor` show it; an
+/// accepted configuration removes it.
+pub fn config_rejected_marker(data_dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.config-rejected", data_dir.display()))
+}
+
+/// What `config_rejected_marker` holds, if it exists (bounded read; one line).
+pub fn config_rejected(data_dir: &Path) -> Option<String> {
+    let text =
+        crate::util::fs::read_bounded_text(&config_rejected_marker(data_dir), 16 * 1024).ok()?;
+    let line = text.lines().next().unwrap_or("").trim().to_string();
+    Some(line)
 }
 
 pub fn record_path(data_dir: &Path) -> PathBuf {

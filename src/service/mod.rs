@@ -36,6 +36,9 @@ impl Artifact {
 
 pub trait ServiceManager: Send + Sync {
     fn describe(&self) -> String;
+    /// Take up a reloaded configuration (`systemctl reload`) without touching a running etcd:
+    /// what is rendered and started from now on follows `cfg`; a supervised etcd keeps running.
+    fn reconfigure(&mut self, cfg: &Config);
     /// The files this manager writes for `spec`, in the order it writes them (`plan` prints them).
     fn render(&self, spec: &EtcdSpec) -> Result<Vec<Artifact>, ConfigError>;
     /// Write the artifacts (atomically, only when their content changes). True when any changed.

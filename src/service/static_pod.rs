@@ -219,6 +219,10 @@ fn process_with_arg(arg: &str) -> Option<u32> {
 }
 
 impl ServiceManager for StaticPod {
+    fn reconfigure(&mut self, cfg: &Config) {
+        *self = Self::new(cfg);
+    }
+
     fn describe(&self) -> String {
         format!(
             "kubelet static pod {} from {}",
