@@ -1,7 +1,8 @@
 //! Changing a running fleet (issue 23): `systemctl reload etcd-bootstrap` (SIGHUP) against a
 //! real 3-member cluster. A configuration that does not validate is refused (the agent keeps
-//! running, `status` and `doctor` say "config rejected"); a change etcd needs no restart for
-//! (heal settings) restarts nothing.
+//! running, `status` and `doctor` say "config rejected"), and so is one that changes what a
+//! running member cannot change (its ports); a change etcd needs no restart for (heal settings)
+//! restarts nothing.
 
 mod common;
 
@@ -101,5 +102,35 @@ fn reload_refuses_a_bad_config_and_applies_a_heal_change_without_restarting_etcd
     for h in 1..=3 {
         assert!(lab.running(h), "agent {h} stopped");
     }
+
+    // A valid configuration that changes what a running member cannot change (its agent
+    // port): refused by the agent, and `status` and `doctor` (which read it fine) say so.
+    lab.edit_config(1, "[member]\n", "[member]\nagent_port = 2390\n");
+    reload(&lab, 1);
+    wait_log(&lab, 1, "config rejected", 1, Duration::from_secs(10));
+    let (code, out) = command(&lab, 1, "status");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("config rejected: member.agent_port cannot change on a running member"),
+        "{out}"
+    );
+    let (code, out) = command(&lab, 1, "doctor");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL config: config rejected: member.agent_port cannot change"),
+        "{out}"
+    );
+    lab.edit_config(1, "[member]\nagent_port = 2390\n", "[member]\n");
+    reload(&lab, 1);
+    wait_log(
+        &lab,
+        1,
+        "configuration reloaded",
+        1,
+        Duration::from_secs(10),
+    );
+    let (code, out) = command(&lab, 1, "doctor");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(pids(&lab), before, "a refused change restarted etcd");
     eprintln!("reload scenario: {:?}", started.elapsed());
 }

@@ -30,6 +30,19 @@ pub fn one_line(msg: &str) -> String {
     msg.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The fingerprint (`service::fingerprint`) of what `cfg` has etcd run with on this member: its
+/// files for a start from the data on disk.
+pub fn fingerprint(cfg: &Config) -> anyhow::Result<String> {
+    let me = super::converge::current_member(cfg)?;
+    let spec = crate::etcd::render::spec(cfg, &me, &crate::etcd::render::ClusterState::FromDisk)?;
+    Ok(crate::service::fingerprint(cfg, &spec)?)
+}
+
+/// Whether going from `a` to `b` changes what etcd runs with.
+pub fn rendered_differs(a: &Config, b: &Config) -> anyhow::Result<bool> {
+    Ok(fingerprint(a)? != fingerprint(b)?)
+}
+
 /// Note that `why` refused a new configuration (logged by the caller).
 pub fn note_rejected(cfg: &Config, why: &str) {
     let path = datadir::config_rejected_marker(&cfg.member.data_dir);

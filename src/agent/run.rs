@@ -147,12 +147,29 @@ pub async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Result<()> {
 }
 
 /// The configuration read again, if it can replace `current` in this running agent: it is
-/// valid, and its certificate source passes the checks of a start.
+/// valid, its certificate source passes the checks of a start, and it changes nothing a running
+/// member cannot change (`decide::change`). What it asks of etcd is logged; a change etcd needs a
+/// restart for is then rolled by the heal loop, one member at a time.
 async fn accept(current: &Config, source: &ConfigSource) -> Result<Config, String> {
-    let _ = current;
+    use crate::decide::change::{classify, Change};
     let next = source.load()?;
     Observer::new(&next)
         .await
         .map_err(|e| super::reload::one_line(&format!("{e:#}")))?;
+    let keys = crate::config::changed_keys(current, &next);
+    let differs = super::reload::rendered_differs(current, &next)
+        .map_err(|e| super::reload::one_line(&format!("{e:#}")))?;
+    match classify(&keys, differs) {
+        Change::Refused { key, why } => {
+            return Err(format!("{key} cannot change on a running member: {why}"))
+        }
+        Change::Unchanged => tracing::info!("the configuration read again is the one in force"),
+        Change::AtOnce { keys } => {
+            tracing::info!(keys = %keys.join(" "), "taken up at once; etcd keeps running")
+        }
+        Change::RestartEtcd { keys } => {
+            tracing::info!(keys = %keys.join(" "), "etcd must be restarted for this change: rolled one member at a time")
+        }
+    }
     Ok(next)
 }

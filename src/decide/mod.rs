@@ -3,10 +3,12 @@
 //! "was I removed?" (`removed`), the dead-member policy (`dead_member`), which moved-aside
 //! data dirs may be pruned (`prune`), what a new cluster starts from (`restore`), whether a
 //! survivor may recover a cluster that lost its quorum for good (`recover`), database
-//! maintenance: the defrag rule, order and NOSPACE (`defrag`), and what `doctor` finds wrong and
+//! maintenance: the defrag rule, order and NOSPACE (`defrag`), what a configuration change asks
+//! of a running member (`change`), and what `doctor` finds wrong and
 //! how to fix it (`doctor`).
 
 pub mod bootstrap;
+pub mod change;
 pub mod dead_member;
 pub mod defrag;
 pub mod doctor;
