@@ -3,6 +3,7 @@
 pub mod client;
 pub mod datadir;
 pub mod install;
+pub mod lock;
 pub mod maintenance;
 pub mod membership;
 pub mod render;
