@@ -149,6 +149,7 @@ impl Agent<'_> {
         let mut current_restore: Option<crate::decide::restore::FleetRequest> = None;
         let mut maintenance = super::maintenance::MaintenanceSchedule::default();
         let mut pruning = Pruning::default();
+        let mut rollout = super::rollout::Rollout::default();
         let mut schedule = match &cfg.backup {
             None => None,
             Some(b) => match crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir) {
@@ -248,6 +249,16 @@ impl Agent<'_> {
                     last_index = Some(me.raft_index);
                     if let Err(e) = self.refresh_record(&material, &me).await {
                         tracing::warn!(error = %format!("{e:#}"), "updating the identity record failed");
+                    }
+                    // A restart of etcd for the configuration in force, when it is this
+                    // member's turn; bounded by upgrade.member_timeout, which can outlast
+                    // WatchdogSec.
+                    let rolled = tokio::select! {
+                        r = self.rollout_tick(&material, &me, &mut rollout) => r,
+                        never = keep_watchdog_fed(cfg.heal.interval) => match never {},
+                    };
+                    if let Err(e) = rolled {
+                        tracing::warn!(error = %format!("{e:#}"), "rolling the configuration in force; trying again at the next tick");
                     }
                     if let Some(sched) = schedule.as_mut() {
                         if let Err(e) = self.snapshot_tick(sched, &material, &me).await {

@@ -21,6 +21,7 @@ pub mod reload;
 pub mod renew;
 pub mod restore;
 pub mod restore_request;
+pub mod rollout;
 pub mod run;
 pub mod snapshots;
 pub mod status;

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod raw;
 mod single_line;
 pub mod tls;
+pub mod upgrade;
 mod written_files;
 
 use crate::error::ConfigError;
@@ -44,6 +45,7 @@ pub struct Config {
     pub backup: Option<backup::BackupConfig>,
     pub maintenance: maintenance::MaintenanceConfig,
     pub metrics: metrics::MetricsConfig,
+    pub upgrade: upgrade::UpgradeConfig,
     /// The files that were read, in merge order.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -250,6 +252,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     let backup = backup::validate(&v, raw.backup)?;
     let maintenance = maintenance::validate(&v, raw.maintenance)?;
     let metrics = metrics::validate(&v, raw.metrics, &member)?;
+    let upgrade = upgrade::validate(&v, raw.upgrade)?;
 
     let cfg = Config {
         cluster,
@@ -261,6 +264,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         backup,
         maintenance,
         metrics,
+        upgrade,
         files: merged.files.clone(),
     };
     written_files::check_written_files(&v, &cfg)?;

@@ -86,6 +86,7 @@ pub const KEYS: &[(&str, &str, ValueKind)] = &[
     ("maintenance", "window", ValueKind::Str),
     ("maintenance", "disarm_nospace", ValueKind::Bool),
     ("metrics", "listen", ValueKind::Str),
+    ("upgrade", "member_timeout", ValueKind::Str),
 ];
 
 /// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
@@ -118,6 +119,8 @@ pub struct RawConfig {
     pub maintenance: RawMaintenance,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub upgrade: RawUpgrade,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +240,12 @@ pub struct RawMetrics {
     pub listen: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpgrade {
+    pub member_timeout: Option<String>,
+}
+
 impl RawConfig {
     /// Check one fragment: known sections and keys, right types. Names the first bad key.
     pub fn check(table: &Table) -> Result<(), SchemaError> {
@@ -245,7 +254,7 @@ impl RawConfig {
                 return Err(SchemaError {
                     key: section.clone(),
                     message:
-                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [maintenance] [metrics]"
+                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [maintenance] [metrics] [upgrade]"
                             .into(),
                 });
             }
