@@ -34,7 +34,12 @@ pub fn one_line(msg: &str) -> String {
 /// files for a start from the data on disk.
 pub fn fingerprint(cfg: &Config) -> anyhow::Result<String> {
     let me = super::converge::current_member(cfg)?;
-    let spec = crate::etcd::render::spec(cfg, &me, &crate::etcd::render::ClusterState::FromDisk)?;
+    let mut spec =
+        crate::etcd::render::spec(cfg, &me, &crate::etcd::render::ClusterState::FromDisk)?;
+    // The peer role is switched on by the heal loop, not by a configuration change, and reaches
+    // etcd at its next start by the agent on (`agent::peer_roles`): no reason for a restart.
+    spec.vars
+        .retain(|(k, _)| k != "ETCD_PEER_CERT_ALLOWED_HOSTNAME");
     Ok(crate::service::fingerprint(cfg, &spec)?)
 }
 
