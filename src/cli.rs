@@ -298,6 +298,18 @@ fn load(arg: &ConfigArg) -> Result<Config, ConfigError> {
     Config::load(arg.config.as_deref(), &env)
 }
 
+/// `status` and `doctor` with a configuration that does not load: what a running agent does
+/// with it at `systemctl reload` (it refuses it and keeps the one it has), on stdout, before the
+/// error (exit 2).
+fn rejected_line(e: &ConfigError, doctor: bool) -> String {
+    let why = crate::agent::reload::one_line(&e.to_string());
+    if doctor {
+        format!("FAIL config: config rejected: {why} -> fix: correct the configuration; a running agent refuses it at `systemctl reload` and keeps the one it last accepted")
+    } else {
+        format!("config rejected: {why} (a running agent refuses it at reload and keeps the configuration it last accepted)")
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -335,18 +347,25 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config, once } => commands::run::run(load(&config)?, once).await,
+        Command::Run { config, once } => {
+            let source = commands::run::ConfigSource {
+                path: config.config.clone(),
+                env: std::env::vars().collect(),
+            };
+            commands::run::run(load(&config)?, once, source).await
+        }
         Command::Plan { config } => commands::plan::plan(load(&config)?).await,
         Command::Status {
             config,
             output,
             endpoints,
         } => {
-            commands::status::status(&load(&config)?, &endpoints, matches!(output, Output::Json))
-                .await
+            let cfg = load(&config).inspect_err(|e| println!("{}", rejected_line(e, false)))?;
+            commands::status::status(&cfg, &endpoints, matches!(output, Output::Json)).await
         }
         Command::Doctor { config, output } => {
-            commands::doctor::doctor(&load(&config)?, matches!(output, Output::Json)).await
+            let cfg = load(&config).inspect_err(|e| println!("{}", rejected_line(e, true)))?;
+            commands::doctor::doctor(&cfg, matches!(output, Output::Json)).await
         }
         Command::Leave { config } => commands::leave::leave(load(&config)?).await,
         Command::Defrag { config, all } => commands::defrag::defrag(load(&config)?, all).await,

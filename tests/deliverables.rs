@@ -500,6 +500,8 @@ fn agent_unit_passes_systemd_analyze_verify() {
         ("Restart", "on-failure"),
         ("TimeoutStartSec", "infinity"),
         ("WatchdogSec", "2min"),
+        // `systemctl reload etcd-bootstrap` re-reads the configuration (SIGHUP).
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
         // Well above the endpoints' connection caps: at systemd's default of 1024 a connection
         // flood made the agent unable to read its own identity record (issue 24, finding 8).
         ("LimitNOFILE", "65536"),

@@ -169,12 +169,18 @@ impl Agent<'_> {
                         .await?;
                 }
                 let spec = render::spec(cfg, &me, &ClusterState::FromDisk)?;
+                let material = ClientMaterial::from_dir(&cfg.tls.dir)?;
+                if self.leave_running_etcd(&spec, &material).await? {
+                    manager.start(false).await?;
+                    return Ok((material, vec![]));
+                }
                 let changed = manager.install(&spec)?;
                 if changed {
                     tracing::info!(env_file = %cfg.etcd.env_file.display(), "etcd's environment rendered from the current configuration");
                 }
                 manager.start(changed).await?;
-                return Ok((ClientMaterial::from_dir(&cfg.tls.dir)?, vec![]));
+                self.note_applied();
+                return Ok((material, vec![]));
             }
         }
 
@@ -336,11 +342,68 @@ impl Agent<'_> {
             }
             tracing::info!(manager = %manager.describe(), changed, "starting etcd");
             manager.start(changed).await?;
+            self.note_applied();
             if matches!(state, ClusterState::Existing { .. }) {
                 failpoint::hit("join:after-start");
             }
             return Ok((material, voters));
         }
+    }
+
+    /// Note that etcd was just (re)started with the files of the configuration in force.
+    fn note_applied(&self) {
+        let cfg = self.cfg;
+        match super::reload::fingerprint(cfg) {
+            Ok(f) => {
+                if let Err(e) = datadir::write_applied(&cfg.member.data_dir, &f) {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot note what etcd runs with");
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot tell what etcd runs with"),
+        }
+    }
+
+    /// An agent restarted with a changed configuration never restarts a running, healthy etcd
+    /// by itself (a fleet-wide restart of the agents would restart every etcd at once): when the
+    /// local member answers healthy (so its cluster has a quorum) and its files would change,
+    /// they are left as they are and the change is rolled by the heal loop, as after a reload.
+    /// Not with `process`: its etcd is the agent's child and did not outlive the agent.
+    async fn leave_running_etcd(
+        &self,
+        spec: &render::EtcdSpec,
+        material: &ClientMaterial,
+    ) -> Result<bool> {
+        let cfg = self.cfg;
+        if cfg.etcd.service_manager == crate::config::ServiceManagerKind::Process {
+            return Ok(false);
+        }
+        let on_disk = self
+            .manager
+            .render(spec)?
+            .iter()
+            .all(|a| std::fs::read_to_string(&a.path).is_ok_and(|t| t == a.content));
+        let desired = super::reload::fingerprint(cfg)?;
+        if on_disk {
+            // Nothing to change (or an older agent wrote the files): what runs is what is
+            // rendered.
+            if datadir::read_applied(&cfg.member.data_dir).is_none() {
+                datadir::write_applied(&cfg.member.data_dir, &desired)?;
+            }
+            return Ok(false);
+        }
+        if datadir::read_applied(&cfg.member.data_dir).as_deref() == Some(desired.as_str()) {
+            // The configuration did not change; the files did (by hand): written again, as
+            // always.
+            return Ok(false);
+        }
+        if client::check_health(&local_endpoint(cfg), material)
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+        tracing::info!("etcd runs and is healthy, with other files than the configuration renders: it is not restarted now; the change is rolled one member at a time");
+        Ok(true)
     }
 
     /// If the local member is a learner, promote it through a voting member once it has caught up.
@@ -388,7 +451,13 @@ impl Agent<'_> {
         self.refresh_record(material, me).await?;
         let member = current_member(cfg)?;
         let spec = render::spec(cfg, &member, &ClusterState::FromDisk)?;
-        if self.manager.install(&spec)? {
+        // Not while a changed configuration waits for its rollout: etcd's files stay those it
+        // runs with until its turn (`rollout`).
+        let waiting = datadir::read_applied(&cfg.member.data_dir)
+            .is_some_and(|a| super::reload::fingerprint(cfg).is_ok_and(|d| d != a));
+        if waiting {
+            tracing::info!("the configuration in force changes etcd's files: they are written when this member's turn in the rollout comes");
+        } else if self.manager.install(&spec)? {
             tracing::info!(env_file = %cfg.etcd.env_file.display(), "the member has joined: bootstrap flags removed from etcd's environment (ETCD_INITIAL_CLUSTER_STATE=existing only)");
         }
         // The store is not asked here (a start must not wait on it): as if the running cluster

@@ -268,6 +268,7 @@ pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
                     .to_string(),
             )
         }),
+        config_rejected: crate::etcd::datadir::config_rejected(&cfg.member.data_dir),
     })
 }
 

@@ -117,13 +117,22 @@ impl Shutdown {
     }
 }
 
+/// Why the heal loop returned.
+pub enum HealExit {
+    /// A signal or `leave`: etcd is stopped, the agent ends.
+    Stopped,
+    /// SIGHUP: read the configuration again, then go on (with the client material in use).
+    Reload(ClientMaterial),
+}
+
 impl Agent<'_> {
-    /// Keep etcd running and healthy until a signal or `leave`.
+    /// Keep etcd running and healthy until a signal or `leave`; return at SIGHUP for a reload.
     pub async fn heal_loop(
         &self,
         mut material: ClientMaterial,
         shutdown: &mut Shutdown,
-    ) -> Result<()> {
+        hangup: &mut tokio::signal::unix::Signal,
+    ) -> Result<HealExit> {
         let cfg = self.cfg;
         let data_dir = &cfg.member.data_dir;
         let endpoint = local_endpoint(cfg);
@@ -142,6 +151,7 @@ impl Agent<'_> {
         let mut current_restore: Option<crate::decide::restore::FleetRequest> = None;
         let mut maintenance = super::maintenance::MaintenanceSchedule::default();
         let mut pruning = Pruning::default();
+        let mut rollout = super::rollout::Rollout::default();
         let mut schedule = match &cfg.backup {
             None => None,
             Some(b) => match crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir) {
@@ -163,8 +173,9 @@ impl Agent<'_> {
                     tracing::info!("signal received; stopping etcd");
                     notify(&[sd_notify::NotifyState::Stopping]);
                     self.manager.stop().await?;
-                    return Ok(());
+                    return Ok(HealExit::Stopped);
                 }
+                _ = hangup.recv() => return Ok(HealExit::Reload(material)),
             }
             notify(&[sd_notify::NotifyState::Watchdog]);
             if super::recover::request_path(data_dir).exists() {
@@ -232,7 +243,7 @@ impl Agent<'_> {
                 Step::Exit => {
                     tracing::info!("this node left the cluster (`etcd-bootstrap leave`); stopping etcd and exiting");
                     self.manager.stop().await?;
-                    return Ok(());
+                    return Ok(HealExit::Stopped);
                 }
                 Step::Idle => continue,
                 Step::Maintain => {
@@ -240,6 +251,16 @@ impl Agent<'_> {
                     last_index = Some(me.raft_index);
                     if let Err(e) = self.refresh_record(&material, &me).await {
                         tracing::warn!(error = %format!("{e:#}"), "updating the identity record failed");
+                    }
+                    // A restart of etcd for the configuration in force, when it is this
+                    // member's turn; bounded by upgrade.member_timeout, which can outlast
+                    // WatchdogSec.
+                    let rolled = tokio::select! {
+                        r = self.rollout_tick(&material, &me, &mut rollout) => r,
+                        never = keep_watchdog_fed(cfg.heal.interval) => match never {},
+                    };
+                    if let Err(e) = rolled {
+                        tracing::warn!(error = %format!("{e:#}"), "rolling the configuration in force; trying again at the next tick");
                     }
                     if let Some(sched) = schedule.as_mut() {
                         if let Err(e) = self.snapshot_tick(sched, &material, &me).await {
@@ -343,7 +364,7 @@ impl Agent<'_> {
                 never = keep_watchdog_fed(cfg.heal.interval) => match never {},
                 _ = shutdown.wait() => {
                     self.manager.stop().await?;
-                    return Ok(());
+                    return Ok(HealExit::Stopped);
                 }
             };
             match healed {

@@ -10,11 +10,11 @@
 
 use super::{local_endpoint, notify, Agent};
 use crate::decide::defrag::{self, Hold, MemberDb, Nospace};
+use crate::etcd::lock::{self, LeaseLock};
 use crate::etcd::maintenance::{self as ops, DbStatus};
 use crate::etcd::{client, membership};
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use std::time::{Duration, Instant};
 
 /// How long one member's defrag may take (it rewrites the whole database file).
@@ -393,70 +393,19 @@ impl Agent<'_> {
     }
 
     /// The cluster-wide maintenance lock, or `None` when someone else holds it.
-    async fn lock(&self, material: &ClientMaterial) -> Result<Option<Lock>> {
+    async fn lock(&self, material: &ClientMaterial) -> Result<Option<LeaseLock>> {
         let cfg = self.cfg;
         let key = format!("/etcd-bootstrap/maintenance/{}/defrag", cfg.cluster.name);
-        let mut c =
-            client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT).await?;
-        let lease = client::bounded(
-            "Lease.Grant",
-            client::PROBE_TIMEOUT,
-            c.lease_grant(LOCK_TTL, None),
-        )
-        .await?
-        .id();
         let holder = crate::agent::node_name(cfg);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                holder,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        let won = client::bounded("Txn", client::PROBE_TIMEOUT, c.txn(txn))
-            .await?
-            .succeeded();
-        if !won {
-            let _ = c.lease_revoke(lease).await;
-            return Ok(None);
-        }
-        let (mut keeper, _) = client::bounded(
-            "Lease.KeepAlive",
-            client::PROBE_TIMEOUT,
-            c.lease_keep_alive(lease),
+        lock::try_lock(
+            &[local_endpoint(cfg)],
+            material,
+            &key,
+            &holder,
+            LOCK_TTL,
+            vec![],
         )
-        .await?;
-        let refresher = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs((LOCK_TTL / 3) as u64)).await;
-                if keeper.keep_alive().await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Some(Lock {
-            client: c,
-            lease,
-            refresher,
-        }))
-    }
-}
-
-struct Lock {
-    client: etcd_client::Client,
-    lease: i64,
-    refresher: tokio::task::JoinHandle<()>,
-}
-
-impl Lock {
-    async fn release(mut self) {
-        self.refresher.abort();
-        let _ = client::bounded(
-            "Lease.Revoke",
-            client::PROBE_TIMEOUT,
-            self.client.lease_revoke(self.lease),
-        )
-        .await;
+        .await
     }
 }
 

@@ -1,7 +1,8 @@
 //! The running keeper: the agent from start to stop (`run`), its own endpoint (`endpoint`),
 //! bringing the local member up (`converge`), the heal loop as an explicit state machine
-//! (`heal`), following a fleet-wide restore request (`restore`), and what it counts for Prometheus
-//! (`metrics`). Also what the one-off commands do beyond printing: `plan`, `status`, `doctor`,
+//! (`heal`), re-reading the configuration at SIGHUP (`reload`), rolling a change etcd must be
+//! restarted for one member at a time (`rollout`), following a fleet-wide restore request
+//! (`restore`), and what it counts for Prometheus (`metrics`). Also what the one-off commands do beyond printing: `plan`, `status`, `doctor`,
 //! `leave`, `recover`, asking for a fleet-wide restore (`restore_request`), taking and checking
 //! snapshots (`snapshots`). Commands use it; it uses the layers below (decide, etcd, tls,
 //! service, discovery) and never the commands.
@@ -18,9 +19,11 @@ pub mod observe;
 pub mod peer_roles;
 pub mod plan;
 pub mod recover;
+pub mod reload;
 pub mod renew;
 pub mod restore;
 pub mod restore_request;
+pub mod rollout;
 pub mod run;
 pub mod snapshots;
 pub mod status;

@@ -3,20 +3,26 @@
 //! fleet-wide restore that names this node before etcd is started from its data, converging to a
 //! healthy voter, then (unless `once`) the heal loop until a signal.
 
-use super::heal::Shutdown;
+use super::heal::{HealExit, Shutdown};
+use super::reload::ConfigSource;
 use super::Agent;
 use crate::agent::observe::Observer;
 use crate::config::Config;
 use crate::error::{ConfigError, Refused};
 use crate::etcd::datadir;
 use crate::service;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Bring the local member up and keep it healthy; with `once`, return as soon as it is a healthy
 /// voter.
-pub async fn run(cfg: &Config, once: bool) -> Result<()> {
+pub async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Result<()> {
+    // First of all: SIGHUP's default action ends the process, and `systemctl reload` may come at
+    // any moment, also while etcd is being installed or started. A reload asked for before the
+    // heal loop runs is taken up by it.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     match crate::etcd::install::ensure(cfg).await? {
         crate::etcd::install::Outcome::NotConfigured => {}
         crate::etcd::install::Outcome::AlreadyInstalled(why) => {
@@ -59,9 +65,11 @@ pub async fn run(cfg: &Config, once: bool) -> Result<()> {
     let endpoint = Arc::new(super::endpoint::Endpoint::new(super::reporter(cfg)));
     let agent = Agent {
         cfg,
-        observer: Observer::new(cfg).await?.with_endpoint(endpoint),
+        observer: Observer::new(cfg).await?.with_endpoint(endpoint.clone()),
         manager: service::manager(cfg),
     };
+    // This configuration is in force: a rejection noted by an earlier run no longer applies.
+    super::reload::clear_rejected(cfg);
     let started = Instant::now();
     // Before etcd is started from its data: a fleet-wide restore that names this node (it was
     // down when it was asked for, or this agent was killed in the middle of one) comes first,
@@ -101,5 +109,67 @@ pub async fn run(cfg: &Config, once: bool) -> Result<()> {
     if once {
         return Ok(());
     }
-    agent.heal_loop(material, &mut shutdown).await
+    // The heal loop, until a signal; at SIGHUP, again with the configuration read anew when it
+    // is accepted, else with the one in force. The service manager (which supervises a running
+    // etcd) carries over: a reload never stops etcd by itself.
+    let Agent { mut manager, .. } = agent;
+    let mut current = cfg.clone();
+    let mut material = material;
+    loop {
+        let agent = Agent {
+            cfg: &current,
+            observer: Observer::new(&current)
+                .await?
+                .with_endpoint(endpoint.clone()),
+            manager,
+        };
+        let exit = agent.heal_loop(material, &mut shutdown, &mut hangup).await;
+        manager = agent.manager;
+        let m = match exit? {
+            HealExit::Stopped => return Ok(()),
+            HealExit::Reload(m) => m,
+        };
+        material = m;
+        tracing::info!("SIGHUP: reading the configuration again");
+        match accept(&current, &source).await {
+            Ok(next) => {
+                manager.reconfigure(&next);
+                super::reload::clear_rejected(&next);
+                current = next;
+                tracing::info!("configuration reloaded");
+            }
+            Err(why) => {
+                tracing::error!(reason = %why, "config rejected: the agent keeps running on the configuration it had; fix it and reload again");
+                super::reload::note_rejected(&current, &why);
+            }
+        }
+    }
+}
+
+/// The configuration read again, if it can replace `current` in this running agent: it is
+/// valid, its certificate source passes the checks of a start, and it changes nothing a running
+/// member cannot change (`decide::change`). What it asks of etcd is logged; a change etcd needs a
+/// restart for is then rolled by the heal loop, one member at a time.
+async fn accept(current: &Config, source: &ConfigSource) -> Result<Config, String> {
+    use crate::decide::change::{classify, Change};
+    let next = source.load()?;
+    Observer::new(&next)
+        .await
+        .map_err(|e| super::reload::one_line(&format!("{e:#}")))?;
+    let keys = crate::config::changed_keys(current, &next);
+    let differs = super::reload::rendered_differs(current, &next)
+        .map_err(|e| super::reload::one_line(&format!("{e:#}")))?;
+    match classify(&keys, differs) {
+        Change::Refused { key, why } => {
+            return Err(format!("{key} cannot change on a running member: {why}"))
+        }
+        Change::Unchanged => tracing::info!("the configuration read again is the one in force"),
+        Change::AtOnce { keys } => {
+            tracing::info!(keys = %keys.join(" "), "taken up at once; etcd keeps running")
+        }
+        Change::RestartEtcd { keys } => {
+            tracing::info!(keys = %keys.join(" "), "etcd must be restarted for this change: rolled one member at a time")
+        }
+    }
+    Ok(next)
 }

@@ -8,9 +8,10 @@
 use super::{local_endpoint, Agent};
 use crate::backup::{catalog, manifest::Manifest, retention, snapshotter, store::Store};
 use crate::etcd::client::{self, Whoami};
+use crate::etcd::lock;
 use crate::tls::ClientMaterial;
 use anyhow::{Context, Result};
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp};
 use object_store::ObjectStoreExt;
 use std::time::{Duration, SystemTime};
 
@@ -184,41 +185,24 @@ impl Agent<'_> {
         if done.is_some_and(|d| d >= number) {
             return Ok(());
         }
-        let lease = client::bounded(
-            "Lease.Grant",
-            client::PROBE_TIMEOUT,
-            c.lease_grant(CLAIM_TTL, None),
-        )
-        .await?
-        .id();
         let me_name = crate::agent::env_value(cfg, "ETCD_NAME").unwrap_or_default();
+        // The claim holds only while the last snapshot is still the one read above.
         let unchanged = match &last_value {
             Some(v) => Compare::value(last_key.as_str(), CompareOp::Equal, v.clone()),
             None => Compare::create_revision(last_key.as_str(), CompareOp::Equal, 0),
         };
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(claim_key.as_str(), CompareOp::Equal, 0),
-                unchanged,
-            ])
-            .and_then([TxnOp::put(
-                claim_key.as_str(),
-                me_name.clone(),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        let won = client::bounded("Txn", client::PROBE_TIMEOUT, c.txn(txn))
-            .await?
-            .succeeded();
-        if !won {
-            let _ = c.lease_revoke(lease).await;
-            return Ok(());
-        }
-        let (mut keeper, _responses) = client::bounded(
-            "Lease.KeepAlive",
-            client::PROBE_TIMEOUT,
-            c.lease_keep_alive(lease),
+        let Some(mut claim) = lock::try_lock(
+            &[local_endpoint(cfg)],
+            material,
+            &claim_key,
+            &me_name,
+            CLAIM_TTL,
+            vec![unchanged],
         )
-        .await?;
+        .await?
+        else {
+            return Ok(());
+        };
         let source = self.snapshot_source(material, me).await;
         tracing::info!(interval = number, from = %source, store = %sched.store.describe, "taking the scheduled snapshot");
         let from = snapshotter::SnapshotSource {
@@ -232,7 +216,6 @@ impl Agent<'_> {
                 tokio::select! {
                     r = &mut take => break r,
                     _ = tokio::time::sleep(Duration::from_secs((CLAIM_TTL / 3) as u64)) => {
-                        let _ = keeper.keep_alive().await;
                         super::notify(&[sd_notify::NotifyState::Watchdog]);
                     }
                 }
@@ -242,7 +225,9 @@ impl Agent<'_> {
             Ok(m) => {
                 tracing::info!(id = %m.id, revision = m.revision, size = m.size, encrypted = m.encrypted, "snapshot stored");
                 super::metrics::snapshot_stored(created_unix(&m), m.size);
-                let put = c.put(last_key.as_str(), format!("{number} {}", m.id), None);
+                let put = claim
+                    .client()
+                    .put(last_key.as_str(), format!("{number} {}", m.id), None);
                 client::bounded("Put", client::PROBE_TIMEOUT, put)
                     .await
                     .map(|_| ())
@@ -252,7 +237,7 @@ impl Agent<'_> {
                 Err(e.context("the scheduled snapshot failed; the next tick tries again"))
             }
         };
-        let _ = c.lease_revoke(lease).await;
+        claim.release().await;
         result?;
         self.apply_retention(sched).await
     }

@@ -35,6 +35,9 @@ pub struct Status {
     pub certificates: Vec<CertStatus>,
     /// The pause marker, when it exists: the heal loop changes no membership.
     pub paused_by: Option<String>,
+    /// Why the running agent refused the configuration it was last asked to reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_rejected: Option<String>,
     /// The newest verified snapshot in the store of `[backup]`, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_snapshot: Option<LastSnapshot>,
@@ -144,6 +147,7 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
         paused_by: Some(crate::etcd::datadir::pause_marker(&cfg.member.data_dir))
             .filter(|p| p.exists())
             .map(|p| p.display().to_string()),
+        config_rejected: crate::etcd::datadir::config_rejected(&cfg.member.data_dir),
         last_snapshot: last_snapshot(cfg).await,
         quorum_lost: quorum_lost.as_ref().map(|q| q.to_string()),
         auto_recovery: match quorum_lost {

@@ -2,11 +2,12 @@
 //! there, its endpoint, converge, the heal loop).
 
 use crate::agent;
+pub use crate::agent::reload::ConfigSource;
 use crate::config::{Config, ServiceManagerKind};
 use crate::error::ConfigError;
 use anyhow::Result;
 
-pub async fn run(cfg: Config, once: bool) -> Result<()> {
+pub async fn run(cfg: Config, once: bool, source: ConfigSource) -> Result<()> {
     if once && cfg.etcd.service_manager == ServiceManagerKind::Process {
         return Err(ConfigError::new(
             "--once",
@@ -16,7 +17,7 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         .into());
     }
     writable_paths(&cfg)?;
-    agent::run::run(&cfg, once).await
+    agent::run::run(&cfg, once, source).await
 }
 
 /// Every path the agent will write must be writable before anything is done: under the shipped

@@ -93,6 +93,11 @@ pub fn table(s: &Status) -> String {
             ));
         }
     }
+    if let Some(why) = &s.config_rejected {
+        out.push_str(&format!(
+            "config rejected: {why} (the agent runs on the configuration it last accepted)\n"
+        ));
+    }
     if let Some(p) = &s.paused_by {
         out.push_str(&format!(
             "heal loop PAUSED by {p}: no member is added, removed or moved until it is deleted\n"

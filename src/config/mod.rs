@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod raw;
 mod single_line;
 pub mod tls;
+pub mod upgrade;
 mod written_files;
 
 use crate::error::ConfigError;
@@ -45,6 +46,7 @@ pub struct Config {
     pub backup: Option<backup::BackupConfig>,
     pub maintenance: maintenance::MaintenanceConfig,
     pub metrics: metrics::MetricsConfig,
+    pub upgrade: upgrade::UpgradeConfig,
     /// The files that were read, in merge order.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -90,6 +92,39 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// The keys (`heal.interval`, `etcd.flags.heartbeat-interval`; a whole list or an absent section
+/// as one key) whose effective value differs between `a` and `b`: what a reload changes.
+pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value::Object;
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = serde_json::Value::Null;
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(
+                        &key,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let value = |c: &Config| serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+    let mut out = vec![];
+    walk("", &value(a), &value(b), &mut out);
+    out
 }
 
 struct Validator<'a> {
@@ -241,6 +276,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
     let backup = backup::validate(&v, raw.backup)?;
     let maintenance = maintenance::validate(&v, raw.maintenance)?;
     let metrics = metrics::validate(&v, raw.metrics, &member)?;
+    let upgrade = upgrade::validate(&v, raw.upgrade)?;
 
     let cfg = Config {
         cluster,
@@ -252,6 +288,7 @@ fn validate(merged: load::Merged) -> Result<Config, ConfigError> {
         backup,
         maintenance,
         metrics,
+        upgrade,
         files: merged.files.clone(),
     };
     written_files::check_written_files(&v, &cfg)?;
@@ -290,6 +327,29 @@ ca_key = "@DIR@/ca.key"
 [etcd.flags]
 heartbeat-interval = 200
 "#;
+
+    /// What a reload changed, key by key: a flag as its own key, an added section as one key.
+    #[test]
+    fn changed_keys_name_each_key() {
+        let (_d, p) = setup(GOOD);
+        let a = Config::load(Some(&p), &[]).unwrap();
+        assert_eq!(changed_keys(&a, &a.clone()), Vec::<String>::new());
+        let mut b = a.clone();
+        b.heal.interval = Duration::from_secs(3);
+        b.etcd.flags.insert("snapshot-count".into(), "5000".into());
+        b.discovery.seeds = vec![];
+        assert_eq!(
+            changed_keys(&a, &b),
+            ["etcd.flags.snapshot-count", "heal.interval"]
+        );
+        let env = [(
+            "ETCD_BOOTSTRAP_BACKUP_URL".to_string(),
+            "file:///b".to_string(),
+        )];
+        if let Ok(c) = Config::load(Some(&p), &env) {
+            assert_eq!(changed_keys(&a, &c), ["backup"]);
+        }
+    }
 
     #[test]
     fn good_config_gets_defaults() {

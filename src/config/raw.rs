@@ -87,6 +87,7 @@ pub const KEYS: &[(&str, &str, ValueKind)] = &[
     ("maintenance", "window", ValueKind::Str),
     ("maintenance", "disarm_nospace", ValueKind::Bool),
     ("metrics", "listen", ValueKind::Str),
+    ("upgrade", "member_timeout", ValueKind::Str),
 ];
 
 /// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
@@ -119,6 +120,8 @@ pub struct RawConfig {
     pub maintenance: RawMaintenance,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub upgrade: RawUpgrade,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +242,12 @@ pub struct RawMetrics {
     pub listen: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpgrade {
+    pub member_timeout: Option<String>,
+}
+
 impl RawConfig {
     /// Check one fragment: known sections and keys, right types. Names the first bad key.
     pub fn check(table: &Table) -> Result<(), SchemaError> {
@@ -247,7 +256,7 @@ impl RawConfig {
                 return Err(SchemaError {
                     key: section.clone(),
                     message:
-                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [maintenance] [metrics]"
+                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [maintenance] [metrics] [upgrade]"
                             .into(),
                 });
             }

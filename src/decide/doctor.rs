@@ -125,6 +125,9 @@ pub struct DoctorInput {
     pub auto_recovery: Option<String>,
     /// The last automatic recovery carried out on this node, and where its note is.
     pub last_auto_recovery: Option<(super::quorum_recovery::Recovered, String)>,
+    /// Why the running agent refused the configuration it was last asked to reload (it runs on
+    /// the one before); `None` when the configuration in force was accepted.
+    pub config_rejected: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,7 +243,21 @@ pub fn check(o: &DoctorInput) -> Vec<Finding> {
     out.extend(discovery(o));
     out.extend(clock(o));
     out.extend(snapshot(o));
+    out.extend(config(o));
     out
+}
+
+/// A reloaded configuration the running agent refused: it still runs on the one before, so what
+/// the file says is not what this member does.
+pub fn config(o: &DoctorInput) -> Vec<Finding> {
+    match &o.config_rejected {
+        None => vec![Finding::ok("config", "no reloaded configuration was refused")],
+        Some(why) => vec![Finding::fail(
+            "config",
+            format!("config rejected: {why}"),
+            "the agent keeps running on the configuration it last accepted: correct the configuration (`etcd-bootstrap check-config`), then `systemctl reload etcd-bootstrap`",
+        )],
+    }
 }
 
 fn label(m: &Member) -> String {
@@ -1130,6 +1147,7 @@ mod tests {
             dead_member_policy: POLICY.into(),
             auto_recovery: None,
             last_auto_recovery: None,
+            config_rejected: None,
         }
     }
 
@@ -1152,6 +1170,16 @@ mod tests {
     fn table() -> Vec<(&'static str, Check, Edit, Want)> {
         vec![
             ("quorum: healthy", quorum, |_| {}, None),
+            ("config: the one in force was accepted", config, |_| {}, None),
+            (
+                "config: a reload was refused",
+                config,
+                |o| o.config_rejected = Some("config key `heal.interval` (from /etc/etcd-bootstrap/config.toml): \"banana\" is not a duration".into()),
+                Some((
+                    "config rejected: config key `heal.interval` (from /etc/etcd-bootstrap/config.toml): \"banana\" is not a duration",
+                    "the agent keeps running on the configuration it last accepted: correct the configuration (`etcd-bootstrap check-config`), then `systemctl reload etcd-bootstrap`".into(),
+                )),
+            ),
             ("quorum: one of three down keeps it", quorum, |o| down(o, 2, None), None),
             (
                 "quorum: two of three down, with a snapshot",
@@ -1530,7 +1558,8 @@ mod tests {
                 "fragmentation",
                 "discovery",
                 "clock",
-                "snapshot"
+                "snapshot",
+                "config"
             ]
         );
     }

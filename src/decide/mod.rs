@@ -4,11 +4,13 @@
 //! data dirs may be pruned (`prune`), what a new cluster starts from (`restore`), whether a
 //! survivor may recover a cluster that lost its quorum for good (`recover`), which copy a
 //! cluster that lost its quorum with every member accounted for comes back from, by itself
-//! (`quorum_recovery`), database
-//! maintenance: the defrag rule, order and NOSPACE (`defrag`), and what `doctor` finds wrong and
+//! (`quorum_recovery`), database maintenance: the defrag rule, order and NOSPACE (`defrag`),
+//! what a configuration change asks of a running member (`change`), and what `doctor` finds
+//! wrong and
 //! how to fix it (`doctor`).
 
 pub mod bootstrap;
+pub mod change;
 pub mod dead_member;
 pub mod defrag;
 pub mod doctor;

@@ -8,6 +8,8 @@
 //! - `<data_dir>.left` (written by `leave`) and `<data_dir>.pause` (written by an operator);
 //! - `<data_dir>.auto-recovered`: the note of the last automatic recovery carried out here
 //!   (`agent::auto_recover`).
+//! - `<data_dir>.config-rejected`: why the running agent refused a reloaded configuration;
+//! - `<data_dir>.applied`: the fingerprint of what etcd was last started with.
 
 use crate::decide::prune;
 use crate::model::datadir::MOVED_NOTE;
@@ -20,6 +22,41 @@ use std::path::{Path, PathBuf};
 /// etcd keeps running: for an operator working on the cluster by hand.
 pub fn pause_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.pause", data_dir.display()))
+}
+
+/// The one-line reason the running agent refused the configuration it was last asked to load
+/// (`systemctl reload`): it keeps running on the one it had. `status` and `doctor` show it; an
+/// accepted configuration removes it.
+pub fn config_rejected_marker(data_dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.config-rejected", data_dir.display()))
+}
+
+/// What `config_rejected_marker` holds, if it exists (bounded read; one line).
+pub fn config_rejected(data_dir: &Path) -> Option<String> {
+    let text =
+        crate::util::fs::read_bounded_text(&config_rejected_marker(data_dir), 16 * 1024).ok()?;
+    let line = text.lines().next().unwrap_or("").trim().to_string();
+    Some(line)
+}
+
+/// The fingerprint of what etcd runs with (its files, binary, release, image: written when the
+/// agent starts or restarts it). A configuration whose fingerprint differs is rolled.
+pub fn applied_path(data_dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.applied", data_dir.display()))
+}
+
+pub fn read_applied(data_dir: &Path) -> Option<String> {
+    let text = crate::util::fs::read_bounded_text(&applied_path(data_dir), 1024).ok()?;
+    Some(text.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+pub fn write_applied(data_dir: &Path, fingerprint: &str) -> Result<()> {
+    crate::util::fs::write_atomic(
+        &applied_path(data_dir),
+        format!("{fingerprint}\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(())
 }
 
 pub fn record_path(data_dir: &Path) -> PathBuf {

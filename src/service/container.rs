@@ -184,6 +184,10 @@ TimeoutStopSec=90\n",
 }
 
 impl ServiceManager for Container {
+    fn reconfigure(&mut self, cfg: &Config) {
+        *self = Self::new(cfg);
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} container {} from {} under systemd unit {}",

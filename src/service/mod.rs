@@ -36,6 +36,9 @@ impl Artifact {
 
 pub trait ServiceManager: Send + Sync {
     fn describe(&self) -> String;
+    /// Take up a reloaded configuration (`systemctl reload`) without touching a running etcd:
+    /// what is rendered and started from now on follows `cfg`; a supervised etcd keeps running.
+    fn reconfigure(&mut self, cfg: &Config);
     /// The files this manager writes for `spec`, in the order it writes them (`plan` prints them).
     fn render(&self, spec: &EtcdSpec) -> Result<Vec<Artifact>, ConfigError>;
     /// Write the artifacts (atomically, only when their content changes). True when any changed.
@@ -52,6 +55,33 @@ pub trait ServiceManager: Send + Sync {
     /// `ETCD_FORCE_NEW_CLUSTER`, which must never be written to a file). It must end when the
     /// returned process gets SIGTERM.
     fn one_off(&self, env: &[(String, String)]) -> Result<tokio::process::Command>;
+}
+
+/// What etcd runs with, as one value: the files rendered for `spec` (the restart annotation of a
+/// static pod left out: it changes at every restart, not with the configuration), the binary and
+/// the release it was installed from, the image. etcd reads all of it only when it starts, so two
+/// configurations whose fingerprints differ need etcd restarted to go from one to the other
+/// (`decide::change`).
+pub fn fingerprint(cfg: &Config, spec: &EtcdSpec) -> Result<String, ConfigError> {
+    let mut text = String::new();
+    for a in manager(cfg).render(spec)? {
+        text.push_str(&format!("{} {:o}\n", a.path.display(), a.mode));
+        for line in a.content.lines() {
+            if !line.contains(static_pod::RESTART_ANNOTATION) {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    let e = &cfg.etcd;
+    text.push_str(&format!(
+        "binary {}\nrelease {} {}\nimage {}\n",
+        e.binary.display(),
+        e.download_url.as_deref().unwrap_or(""),
+        e.sha256.as_deref().unwrap_or(""),
+        e.image.as_deref().unwrap_or("")
+    ));
+    Ok(crate::util::sha256::sha256_hex(text.as_bytes()))
 }
 
 fn write_all(artifacts: &[Artifact]) -> Result<bool> {

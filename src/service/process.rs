@@ -104,6 +104,13 @@ async fn supervise(binary: PathBuf, env: Vec<(String, String)>, mut stop: watch:
 }
 
 impl ServiceManager for Process {
+    /// The running child (and its supervisor, which restarts it with the binary and environment
+    /// it was started with) is kept; the next start uses the new binary and environment file.
+    fn reconfigure(&mut self, cfg: &Config) {
+        self.binary = cfg.etcd.binary.clone();
+        self.env_path = cfg.etcd.env_file.clone();
+    }
+
     fn describe(&self) -> String {
         format!("supervised process {}", self.binary.display())
     }

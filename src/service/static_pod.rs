@@ -25,7 +25,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(180);
 /// kubelet has not yet seen removed restarts a crash-looping etcd (a removed member exits at
 /// once, and is started again), and kubelet's file source may take its 20 s period to see it.
 const STOP_QUIET: Duration = Duration::from_secs(25);
-const RESTART_ANNOTATION: &str = "etcd-bootstrap.io/restart";
+pub(super) const RESTART_ANNOTATION: &str = "etcd-bootstrap.io/restart";
 
 pub struct StaticPod {
     manifest_path: PathBuf,
@@ -212,6 +212,10 @@ fn process_with_arg(arg: &str) -> Option<u32> {
 }
 
 impl ServiceManager for StaticPod {
+    fn reconfigure(&mut self, cfg: &Config) {
+        *self = Self::new(cfg);
+    }
+
     fn describe(&self) -> String {
         format!(
             "kubelet static pod {} from {}",

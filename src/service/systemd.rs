@@ -122,6 +122,10 @@ async fn systemctl(args: &[&str]) -> Result<String> {
 }
 
 impl ServiceManager for Systemd {
+    fn reconfigure(&mut self, cfg: &Config) {
+        *self = Self::new(cfg);
+    }
+
     fn describe(&self) -> String {
         format!("systemd unit {}", self.unit.name)
     }

@@ -312,6 +312,7 @@ $ca_key
       [Service]
       Type=notify
       ExecStart=/usr/local/bin/etcd-bootstrap run
+      ExecReload=/bin/kill -HUP $MAINPID
       Restart=on-failure
       RestartSec=5s
       [Install]

@@ -1,0 +1,287 @@
+//! Changing a running fleet (issue 23): `systemctl reload etcd-bootstrap` (SIGHUP) against a
+//! real 3-member cluster. A configuration that does not validate is refused (the agent keeps
+//! running, `status` and `doctor` say "config rejected"), and so is one that changes what a
+//! running member cannot change (its ports); a change etcd needs no restart for (heal settings)
+//! restarts nothing.
+
+mod common;
+
+use common::{serial, Lab, Version};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// SIGHUP to the agent of `h`: what `systemctl reload etcd-bootstrap` sends.
+fn reload(lab: &Lab, h: usize) {
+    let pid = lab.agent_pid(h).expect("agent running");
+    // SAFETY: kill(2) on the agent this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+}
+
+/// Wait until host `h`'s log has `needle` more often than `before` times.
+fn wait_log(lab: &Lab, h: usize, needle: &str, before: usize, limit: Duration) {
+    let start = Instant::now();
+    while lab.log(h).matches(needle).count() <= before {
+        if start.elapsed() > limit {
+            lab.dump_logs();
+            panic!("host {h}: {needle:?} not logged within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `etcd-bootstrap CMD --config <h's>` inside host `h`: (exit code, stdout).
+fn command(lab: &Lab, h: usize, cmd: &str) -> (Option<i32>, String) {
+    let config = lab.config_path(h);
+    let bin = common::bin();
+    let out = lab.exec(
+        h,
+        Path::new("timeout"),
+        &["60", &bin, cmd, "--config", config.to_str().unwrap()],
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn pids(lab: &Lab) -> Vec<Option<u32>> {
+    (1..=3).map(|h| lab.etcd_pid(h)).collect()
+}
+
+#[test]
+fn reload_refuses_a_bad_config_and_applies_a_heal_change_without_restarting_etcd_3_5() {
+    let _g = serial();
+    let started = Instant::now();
+    let mut lab = Lab::three(190, Version::V3_5, 3);
+    let before = pids(&lab);
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+
+    // A configuration that fails validation: logged and refused; the agent and etcd run on.
+    lab.edit_config(1, "interval = \"2s\"", "interval = \"banana\"");
+    reload(&lab, 1);
+    wait_log(&lab, 1, "config rejected", 0, Duration::from_secs(10));
+    assert!(lab.running(1), "the agent must keep running");
+    let (code, out) = command(&lab, 1, "status");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("config rejected: config key `heal.interval`"),
+        "{out}"
+    );
+    let (code, out) = command(&lab, 1, "doctor");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("FAIL config: config rejected: config key `heal.interval`"),
+        "{out}"
+    );
+
+    // Corrected and changed (heal settings only), on every member at the same instant: accepted,
+    // and no etcd is restarted.
+    lab.edit_config(1, "interval = \"banana\"", "interval = \"3s\"");
+    for h in 2..=3 {
+        lab.edit_config(h, "interval = \"2s\"", "interval = \"3s\"");
+    }
+    for h in 1..=3 {
+        reload(&lab, h);
+    }
+    for h in 1..=3 {
+        wait_log(
+            &lab,
+            h,
+            "configuration reloaded",
+            0,
+            Duration::from_secs(10),
+        );
+    }
+    let (code, out) = command(&lab, 1, "doctor");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("config rejected"), "{out}");
+    // Two heal ticks of the new interval: the agents keep their members healthy, untouched.
+    std::thread::sleep(Duration::from_secs(7));
+    lab.wait_healthy(3, Duration::from_secs(10));
+    assert_eq!(pids(&lab), before, "a heal-only change restarted etcd");
+    for h in 1..=3 {
+        assert!(lab.running(h), "agent {h} stopped");
+    }
+
+    // A valid configuration that changes what a running member cannot change (its agent
+    // port): refused by the agent, and `status` and `doctor` (which read it fine) say so.
+    lab.edit_config(1, "[member]\n", "[member]\nagent_port = 2390\n");
+    reload(&lab, 1);
+    wait_log(&lab, 1, "config rejected", 1, Duration::from_secs(10));
+    let (code, out) = command(&lab, 1, "status");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("config rejected: member.agent_port cannot change on a running member"),
+        "{out}"
+    );
+    let (code, out) = command(&lab, 1, "doctor");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL config: config rejected: member.agent_port cannot change"),
+        "{out}"
+    );
+    lab.edit_config(1, "[member]\nagent_port = 2390\n", "[member]\n");
+    reload(&lab, 1);
+    wait_log(
+        &lab,
+        1,
+        "configuration reloaded",
+        1,
+        Duration::from_secs(10),
+    );
+    let (code, out) = command(&lab, 1, "doctor");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(pids(&lab), before, "a refused change restarted etcd");
+    eprintln!("reload scenario: {:?}", started.elapsed());
+}
+
+/// Whether process `pid`'s environment holds `var` (`NAME=value`).
+fn environ_has(pid: u32, var: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == var.as_bytes()))
+}
+
+/// The host whose member leads, as the members report it.
+fn leader_host(lab: &Lab) -> usize {
+    let out = lab.etcdctl(1, &lab.endpoints(), &["endpoint", "status", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("endpoint status");
+    let leader = v[0]["Status"]["leader"].as_u64().expect("a leader");
+    (1..=3)
+        .find(|h| u64::from_str_radix(&lab.member_id_of(1, *h), 16).unwrap() == leader)
+        .expect("the leader is one of the hosts")
+}
+
+/// A flags-only change in every member's configuration, every agent reloaded at the same
+/// instant, under a writer through all three client endpoints: the change is rolled one member
+/// at a time, the leader last; no write fails, at least two of three members are healthy at
+/// every 0.5 s sample, and every etcd ends up with the new flag in its environment.
+#[test]
+fn a_flags_change_reloaded_everywhere_at_once_is_rolled_leader_last_3_5() {
+    rolled_leader_last(191, Version::V3_5);
+}
+
+#[test]
+fn a_flags_change_reloaded_everywhere_at_once_is_rolled_leader_last_3_4() {
+    rolled_leader_last(192, Version::V3_4);
+}
+
+fn rolled_leader_last(id: u8, version: Version) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _g = serial();
+    let mut lab = Lab::three(id, version, 3);
+    let started = Instant::now();
+    let leader = leader_host(&lab);
+    let before = pids(&lab);
+    let flag = "ETCD_SNAPSHOT_COUNT=20000";
+    let stop = AtomicBool::new(false);
+    let (writes, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let mut errors = vec![];
+    let mut samples: Vec<(usize, Vec<Option<u32>>)> = vec![];
+    std::thread::scope(|s| {
+        let lab = &lab;
+        let writer = s.spawn(|| {
+            let mut errors = vec![];
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let out = lab.etcdctl(1, &lab.endpoints(), &["put", "roll", &i.to_string()]);
+                writes.fetch_add(1, Ordering::Relaxed);
+                if !out.status.success() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    errors.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
+                }
+            }
+            errors
+        });
+        // A sample every 0.5 s, each in its own thread (one `endpoint health` can take longer
+        // than that on a loaded machine), kept in the order they were started.
+        let stop = &stop;
+        let sampler = s.spawn(move || {
+            let taken = std::sync::Mutex::new(vec![]);
+            std::thread::scope(|s2| {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let taken = &taken;
+                    s2.spawn(move || {
+                        let p = pids(lab);
+                        let out = lab.etcdctl(2, &lab.endpoints(), &["endpoint", "health"]);
+                        let text = String::from_utf8_lossy(&out.stdout).to_string()
+                            + &String::from_utf8_lossy(&out.stderr);
+                        taken
+                            .lock()
+                            .unwrap()
+                            .push((n, text.matches("is healthy").count(), p));
+                    });
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+            let mut taken = taken.into_inner().unwrap();
+            taken.sort_by_key(|(n, _, _)| *n);
+            taken
+                .into_iter()
+                .map(|(_, healthy, p)| (healthy, p))
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        for h in 1..=3 {
+            let p = lab.config_path(h);
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, text + "\n[etcd.flags]\nsnapshot-count = 20000\n").unwrap();
+        }
+        for h in 1..=3 {
+            reload(lab, h);
+        }
+        let deadline = Instant::now() + Duration::from_secs(75);
+        while !(1..=3).all(|h| lab.etcd_pid(h).is_some_and(|p| environ_has(p, flag))) {
+            if Instant::now() > deadline {
+                stop.store(true, Ordering::Relaxed);
+                lab.dump_logs();
+                panic!("not every etcd runs with {flag} within 75 s");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        errors = writer.join().unwrap();
+        samples = sampler.join().unwrap();
+    });
+    let took = started.elapsed();
+    // The order the etcds were restarted in: when each one's PID first changed.
+    let mut order: Vec<usize> = vec![];
+    for (_, p) in &samples {
+        for h in 1..=3 {
+            if p[h - 1].is_some() && p[h - 1] != before[h - 1] && !order.contains(&h) {
+                order.push(h);
+            }
+        }
+    }
+    let min_healthy = samples.iter().map(|(n, _)| *n).min().unwrap_or(0);
+    eprintln!(
+        "roll: {} writes, {} failed, {} samples, min healthy {min_healthy}, restart order {order:?}, leader host {leader}, took {took:?}",
+        writes.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        samples.len()
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed writes: {errors:?}"
+    );
+    assert!(min_healthy >= 2, "a sample saw {min_healthy} of 3 healthy");
+    assert_eq!(order.len(), 3, "every etcd restarted once: {order:?}");
+    assert_eq!(
+        order.last(),
+        Some(&leader),
+        "the leader restarts last: {order:?}"
+    );
+    for h in 1..=3 {
+        let pid = lab.etcd_pid(h).unwrap();
+        assert!(environ_has(pid, flag), "host {h}");
+    }
+    // Afterwards the agents are at rest: nothing restarts again.
+    let after = pids(&lab);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(pids(&lab), after, "etcd restarted again after the rollout");
+    lab.stop_all();
+}
