@@ -258,7 +258,7 @@ impl Agent<'_> {
     }
 
     /// A voter that is not the leader, if one answers; else the local member.
-    async fn snapshot_source(&self, material: &ClientMaterial, me: &Whoami) -> String {
+    pub(super) async fn snapshot_source(&self, material: &ClientMaterial, me: &Whoami) -> String {
         let local = local_endpoint(self.cfg);
         if me.leader != me.member_id {
             return local;
@@ -319,7 +319,9 @@ impl Agent<'_> {
                 .delete(&object)
                 .await
                 .with_context(|| format!("deleting {object}"))?;
-            tracing::info!(%id, "snapshot deleted by retention");
+            // Its delta segments with it: a chain never outlives the snapshot it extends.
+            let segments = crate::backup::segment::delete_chain(&sched.store, id).await?;
+            tracing::info!(%id, segments, "snapshot deleted by retention, with its delta segments");
         }
         // After the next snapshot at least these, plus that one, must be listed.
         sched.expected = ids.len() - doomed.len();

@@ -368,6 +368,21 @@ pub async fn tail(store: &Store, base: &Manifest) -> Result<Link> {
     Ok(Link::base(base))
 }
 
+/// Delete every segment of the chain that extends `base` (retention, once `base` itself is
+/// deleted: a segment never outlives the snapshot it extends). Manifests first, so that no
+/// segment is left that looks whole; returns how many objects went.
+pub async fn delete_chain(store: &Store, base: &str) -> Result<usize> {
+    let mut objects = chain_objects(store, base).await?;
+    objects.sort_by_key(|o| !o.location.as_ref().ends_with(".json"));
+    for o in &objects {
+        match store.inner.delete(&o.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("deleting {}", o.location))),
+        }
+    }
+    Ok(objects.len())
+}
+
 /// Upload `revisions` (ascending, all at or after `link.next_revision`, not empty) as the next
 /// segment of the chain that ends at `link`: the data object streamed first, its signed
 /// manifest last. Returns the manifest.
@@ -915,16 +930,24 @@ mod tests {
         );
         // Without the identity: the structure and hashes are still checked.
         verify_chain(&f.store, &f.base, None).await.unwrap();
+        // Retention: the chain goes with its snapshot, manifests and data objects.
+        let f2 = fixture().await;
+        assert_eq!(delete_chain(&f2.store, &f2.base.id).await.unwrap(), 6);
+        assert_eq!(
+            tail(&f2.store, &f2.base).await.unwrap(),
+            Link::base(&f2.base)
+        );
         // Out of order or before the chain's next revision: refused, nothing uploaded.
-        let stale = Link::base(&f.base);
-        assert!(upload(
-            &f.store,
-            std::slice::from_ref(&f.recipient),
-            &stale,
-            &group(vec![put(b"/x", b"", 16, 0)])
-        )
-        .await
-        .is_ok_and(|m| m.first_revision == 11));
+        let link = tail(&f.store, &f.base).await.unwrap();
+        let r = std::slice::from_ref(&f.recipient);
+        for bad in [
+            vec![put(b"/x", b"", 15, 0)],
+            vec![put(b"/x", b"", 17, 0), put(b"/y", b"", 16, 0)],
+            vec![],
+        ] {
+            assert!(upload(&f.store, r, &link, &group(bad)).await.is_err());
+        }
+        assert_eq!(tail(&f.store, &f.base).await.unwrap(), link);
     }
 
     /// Each way a chain can break is named, with the object that breaks it.
