@@ -140,6 +140,53 @@ fn find(
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+const METRICS_PORT: u16 = 9479;
+
+/// `doctor` on `host`: its exit code and its output.
+fn run_doctor(lab: &Lab, host: usize) -> (Option<i32>, String) {
+    let cfg = lab.config_path(host);
+    let out = lab.exec(
+        host,
+        Path::new(&common::bin()),
+        &["doctor", "--config", cfg.to_str().unwrap()],
+    );
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The text of `GET /metrics` of host `h`'s agent.
+fn scrape(lab: &Lab, h: usize) -> String {
+    let url = format!("http://{}:{METRICS_PORT}/metrics", lab.ip(h));
+    let out = lab.exec(
+        h,
+        &S3::python(),
+        &[
+            "-c",
+            "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
+            &url,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The value of the sample `name` (no labels), 0 when absent.
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Writes after a full snapshot are in the store, in encrypted, signed, chained segments, within
 /// `delta_interval` (the default, 5 s) + 1 s of their acknowledgement.
 fn writes_reach_the_store_within_the_interval(id: u8, version: Version) {
@@ -148,6 +195,12 @@ fn writes_reach_the_store_within_the_interval(id: u8, version: Version) {
     lab.configure_srv(3);
     let s3 = S3::up(&lab);
     let keys_dir = common::with_encrypted_backup(&lab, &s3, "fleet");
+    for h in 1..=3 {
+        let cfg = lab.config_path(h);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let metrics = format!("\n[metrics]\nlisten = \"{}:{METRICS_PORT}\"\n", lab.ip(h));
+        std::fs::write(&cfg, text + &metrics).unwrap();
+    }
     let identity = keys_dir.path().join("age-identity.txt");
     let t = Instant::now();
     lab.start(&[1, 2, 3]);
@@ -229,6 +282,63 @@ fn writes_reach_the_store_within_the_interval(id: u8, version: Version) {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{}", stdout.trim());
+
+    // Visible: `status`, `doctor` and /metrics show the chain and its newest segment's age.
+    let out = lab.exec(
+        2,
+        Path::new(&common::bin()),
+        &["status", "--config", cfg.to_str().unwrap()],
+    );
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status.contains("delta segments: ") && !status.contains("WARNING: older than three"),
+        "{status}"
+    );
+    let (code, doctor) = run_doctor(&lab, 2);
+    assert!(
+        doctor.lines().any(|l| l.starts_with("OK   delta: ")),
+        "{code:?} {doctor}"
+    );
+    let scraped: Vec<(f64, f64)> = (1..=3)
+        .map(|h| {
+            let body = scrape(&lab, h);
+            (
+                metric(
+                    &body,
+                    "etcd_bootstrap_delta_segment_last_success_timestamp_seconds",
+                ),
+                metric(&body, "etcd_bootstrap_delta_chain_segments"),
+            )
+        })
+        .collect();
+    let newest = scraped.iter().map(|s| s.0).fold(0.0, f64::max);
+    let segments = scraped.iter().map(|s| s.1).fold(0.0, f64::max);
+    assert!(now_unix() - newest < 10.0 && segments >= 4.0, "{scraped:?}");
+
+    // No uploader for 3 x delta_interval while writes go on: every agent stopped (SIGSTOP; etcd
+    // keeps serving), `doctor` fails naming the stale chain.
+    let pids: Vec<i32> = (1..=3).map(|h| lab.agent_pid(h).unwrap() as i32).collect();
+    for p in &pids {
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    let stopped = Instant::now();
+    let out = lab.etcdctl(1, &lab.endpoints(), &["put", "/d/unsaved", "x"]);
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_secs(16).saturating_sub(stopped.elapsed()));
+    let (code, doctor) = run_doctor(&lab, 2);
+    for p in &pids {
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    assert_eq!(code, Some(1), "{doctor}");
+    let fail = doctor
+        .lines()
+        .find(|l| l.starts_with("FAIL delta: "))
+        .unwrap_or_else(|| panic!("no FAIL delta line: {doctor}"));
+    assert!(
+        fail.contains("more than 3 x backup.delta_interval (5s)"),
+        "{fail}"
+    );
+    eprintln!("{fail}");
     eprintln!("took {:.1} s", t.elapsed().as_secs_f64());
     lab.stop_all();
 }

@@ -45,14 +45,22 @@ pub enum FullReason {
     Compacted,
     /// The chain holds more than `backup.delta_max_events` events.
     ChainTooLong,
+    /// The newest full snapshot is of another cluster ID (the cluster was restored since): its
+    /// revisions say nothing about this cluster's.
+    ClusterChanged,
 }
 
 impl FullReason {
-    pub const ALL: [FullReason; 2] = [FullReason::Compacted, FullReason::ChainTooLong];
+    pub const ALL: [FullReason; 3] = [
+        FullReason::Compacted,
+        FullReason::ChainTooLong,
+        FullReason::ClusterChanged,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             FullReason::Compacted => "compacted",
             FullReason::ChainTooLong => "chain_too_long",
+            FullReason::ClusterChanged => "cluster_changed",
         }
     }
 }
@@ -192,6 +200,25 @@ impl Agent<'_> {
         let Some(c) = claim.as_mut() else {
             return Ok(Round::Idle);
         };
+        let status = client::bounded(
+            "Maintenance.Status",
+            client::PROBE_TIMEOUT,
+            c.client.status(),
+        )
+        .await?;
+        let cluster_id = format!("{:x}", status.header().map(|h| h.cluster_id()).unwrap_or(0));
+        if cluster_id != base.manifest.cluster_id {
+            self.full_snapshot_now(
+                store,
+                FullReason::ClusterChanged,
+                &format!(
+                    "the newest full snapshot {} is of cluster {}, this cluster is {cluster_id} (restored since)",
+                    link.base, base.manifest.cluster_id
+                ),
+            )
+            .await?;
+            return Ok(Round::Watched);
+        }
         let mut watch = c
             .client
             .watch_client()

@@ -223,7 +223,7 @@ impl Metrics {
         );
         r.register(
             "delta_full_snapshots",
-            "Full snapshots the delta uploader took out of schedule, by reason (compacted: the watch met a compacted revision; chain_too_long: more than backup.delta_max_events)",
+            "Full snapshots the delta uploader took out of schedule, by reason (compacted: the watch met a compacted revision; chain_too_long: more than backup.delta_max_events; cluster_changed: the newest full snapshot is of another cluster ID, the cluster was restored since)",
             m.delta_full_snapshots.clone(),
         );
         r.register(
@@ -272,8 +272,10 @@ impl Metrics {
         for a in HealAction::ALL {
             let _ = m.heal_actions.get_or_create(&[("action", a.label())]);
         }
-        for reason in ["compacted", "chain_too_long"] {
-            let _ = m.delta_full_snapshots.get_or_create(&[("reason", reason)]);
+        for reason in super::deltas::FullReason::ALL {
+            let _ = m
+                .delta_full_snapshots
+                .get_or_create(&[("reason", reason.label())]);
         }
         for result in ["ok", "error"] {
             let _ = m.discovery_reads.get_or_create(&[("result", result)]);
