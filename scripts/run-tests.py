@@ -41,6 +41,7 @@ EXPECTED_S = {
     "lab_doctor": 80,
     "lab_endpoint": 70,
     "lab_metrics": 60,
+    "lab_deltas": 50,
     "lab_cluster": 60,
     "lab_cfssl": 40,
     "lab_peer_roles": 40,

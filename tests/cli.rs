@@ -338,6 +338,11 @@ const CORPUS: &[Bad] = &[
     bad("[backup]\nurl = \"file:///var/backups/etcd\"\nkeep_last = 0\n", "backup.keep_last"),
     bad("[backup]\nurl = \"file:///var/backups/etcd\"\ninterval = \"1s\"\n", "backup.interval"),
     bad("[backup]\nage_recipients = [\"age1x\"]\n", "backup.age_recipients"),
+    bad("[backup]\nurl = \"file:///var/backups/etcd\"\ndelta_interval = \"500ms\"\n", "backup.delta_interval"),
+    bad("[backup]\nurl = \"file:///var/backups/etcd\"\ndelta_interval = \"soon\"\n", "backup.delta_interval"),
+    bad("[backup]\nurl = \"file:///var/backups/etcd\"\ndelta_max_bytes = \"8 MiB\"\n", "backup.delta_max_bytes"),
+    bad("[backup]\nurl = \"file:///var/backups/etcd\"\ndelta_max_bytes = \"1KiB\"\n", "backup.delta_max_bytes"),
+    bad("[backup]\nurl = \"file:///var/backups/etcd\"\ndelta_max_events = 0\n", "backup.delta_max_events"),
     bad(
         "[backup]\nurl = \"s3://bucket/x\"\ns3_credentials_file = \"{d}/fixtures/nope\"\n",
         "backup.s3_credentials_file",

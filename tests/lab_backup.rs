@@ -54,10 +54,12 @@ fn claimed(lab: &Lab) -> Vec<u64> {
     all
 }
 
+/// The full snapshots' manifests: directly under `prefix` (the delta segments' manifests are
+/// below it, in `segments/`).
 fn manifests(s3: &S3, prefix: &str) -> BTreeMap<String, u64> {
     s3.list(prefix)
         .into_iter()
-        .filter(|(k, _)| k.ends_with(".json"))
+        .filter(|(k, _)| k.ends_with(".json") && !k[prefix.len()..].contains('/'))
         .collect()
 }
 

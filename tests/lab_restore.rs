@@ -545,8 +545,10 @@ fn with_file_backup(lab: &Lab) -> std::path::PathBuf {
     for h in 1..=3 {
         let cfg = lab.config_path(h);
         let text = std::fs::read_to_string(&cfg).unwrap();
+        // No delta segments either: their uploader takes a full snapshot of a restored
+        // cluster at once (the newest one is of another cluster ID).
         let section = format!(
-            "[backup]\nurl = \"file://{}\"\ninterval = \"8760h\"\n",
+            "[backup]\nurl = \"file://{}\"\ninterval = \"8760h\"\ndelta_interval = \"\"\n",
             store.display()
         );
         std::fs::write(&cfg, format!("{text}\n{section}")).unwrap();

@@ -250,6 +250,14 @@ pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
                 (None, Some(id)) => Ok(Some((id, s.age_seconds.unwrap_or(i64::MAX / 4)))),
             },
             untrusted: s.untrusted.into_iter().map(|u| (u.object, u.why)).collect(),
+            deltas: s.delta.map(|d| d::DeltaSeen {
+                interval_secs: d.delta_interval_seconds,
+                behind: d.cluster_revision.map(|r| (r - d.last_revision).max(0)),
+                base: d.base,
+                segments: d.segments,
+                events: d.events,
+                newest_age: d.newest_segment_age_seconds,
+            }),
             store: s.store,
             interval_secs: cfg
                 .backup

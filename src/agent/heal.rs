@@ -127,7 +127,26 @@ pub enum HealExit {
 
 impl Agent<'_> {
     /// Keep etcd running and healthy until a signal or `leave`; return at SIGHUP for a reload.
+    /// Beside it, the delta segments (`deltas`), which run for as long as the heal loop does.
     pub async fn heal_loop(
+        &self,
+        material: ClientMaterial,
+        shutdown: &mut Shutdown,
+        hangup: &mut tokio::signal::unix::Signal,
+    ) -> Result<HealExit> {
+        let cfg = self.cfg;
+        let delta_store = cfg
+            .backup
+            .as_ref()
+            .filter(|b| b.delta_interval.is_some())
+            .and_then(|b| crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir).ok());
+        tokio::select! {
+            r = self.heal_loop_only(material, shutdown, hangup) => r,
+            never = self.delta_loop(delta_store.as_ref()) => match never {},
+        }
+    }
+
+    async fn heal_loop_only(
         &self,
         mut material: ClientMaterial,
         shutdown: &mut Shutdown,

@@ -123,6 +123,11 @@ struct Metrics {
     snapshot_time: Unknown,
     snapshot_size: Unknown,
     snapshot_failures: Counter,
+    delta_time: Unknown,
+    delta_chain_segments: Unknown,
+    delta_chain_events: Unknown,
+    delta_failures: Counter,
+    delta_full_snapshots: Family<Label<&'static str>, Counter>,
     store_untrusted: Unknown,
     defrags: Family<Label<String>, Counter>,
     defrag_reclaimed: Family<Label<String>, Counter>,
@@ -152,6 +157,11 @@ impl Metrics {
             snapshot_time: Default::default(),
             snapshot_size: Default::default(),
             snapshot_failures: Default::default(),
+            delta_time: Default::default(),
+            delta_chain_segments: Default::default(),
+            delta_chain_events: Default::default(),
+            delta_failures: Default::default(),
+            delta_full_snapshots: Default::default(),
             store_untrusted: Default::default(),
             defrags: Default::default(),
             defrag_reclaimed: Default::default(),
@@ -193,6 +203,32 @@ impl Metrics {
             "snapshot_failures",
             "Scheduled snapshots this agent claimed and failed to store",
             m.snapshot_failures.clone(),
+        );
+        r.register_with_unit(
+            "delta_segment_last_success_timestamp",
+            "Creation time of the newest delta segment of the newest chain, as the agent holding the delta claim last saw it, in seconds since the epoch (now minus this is the RPO); take the max over the cluster's agents",
+            Unit::Seconds,
+            m.delta_time.0.clone(),
+        );
+        r.register(
+            "delta_chain_segments",
+            "Segments in the newest chain (after its full snapshot), as the agent holding the delta claim last saw it",
+            m.delta_chain_segments.0.clone(),
+        );
+        r.register(
+            "delta_chain_events",
+            "Events in the newest chain, as the agent holding the delta claim last saw it; a chain above backup.delta_max_events is closed by a full snapshot",
+            m.delta_chain_events.0.clone(),
+        );
+        r.register(
+            "delta_failures",
+            "Rounds of the delta uploader that failed (watch, store or claim errors)",
+            m.delta_failures.clone(),
+        );
+        r.register(
+            "delta_full_snapshots",
+            "Full snapshots the delta uploader took out of schedule, by reason (compacted: the watch met a compacted revision; chain_too_long: more than backup.delta_max_events; cluster_changed: the newest full snapshot is of another cluster ID, the cluster was restored since)",
+            m.delta_full_snapshots.clone(),
         );
         r.register(
             "store_untrusted_objects",
@@ -249,6 +285,11 @@ impl Metrics {
         // first event only when the series existed before it.
         for a in HealAction::ALL {
             let _ = m.heal_actions.get_or_create(&[("action", a.label())]);
+        }
+        for reason in super::deltas::FullReason::ALL {
+            let _ = m
+                .delta_full_snapshots
+                .get_or_create(&[("reason", reason.label())]);
         }
         for result in ["ok", "error"] {
             let _ = m.discovery_reads.get_or_create(&[("result", result)]);
@@ -372,6 +413,41 @@ pub fn store_untrusted_objects(count: usize) {
 /// A scheduled snapshot this agent claimed could not be stored.
 pub fn snapshot_failed() {
     metrics().snapshot_failures.inc();
+}
+
+/// Where the newest chain ends, as the store says (the delta uploader reads it every round).
+pub fn delta_chain(link: &crate::backup::segment::Link) {
+    let m = metrics();
+    m.delta_chain_segments.set(link.segments as i64);
+    m.delta_chain_events
+        .set(i64::try_from(link.chain_events).unwrap_or(i64::MAX));
+    if let Some(t) = super::deltas::newest_segment_unix(link) {
+        m.delta_time.set(t);
+    }
+}
+
+/// A delta segment was stored, the `segments`-th of its chain.
+pub fn delta_segment_stored(s: &crate::backup::segment::SegmentManifest, segments: usize) {
+    let m = metrics();
+    if let Some(t) = crate::backup::signed::parse_time(&s.created) {
+        m.delta_time.set(t.unix_timestamp());
+    }
+    m.delta_chain_segments.set(segments as i64);
+    m.delta_chain_events
+        .set(i64::try_from(s.chain_events).unwrap_or(i64::MAX));
+}
+
+/// A round of the delta uploader failed.
+pub fn delta_failed() {
+    metrics().delta_failures.inc();
+}
+
+/// The delta uploader took a full snapshot out of schedule, for `reason`.
+pub fn delta_full_snapshot(reason: &'static str) {
+    metrics()
+        .delta_full_snapshots
+        .get_or_create(&[("reason", reason)])
+        .inc();
 }
 
 /// A defragmentation of `member` (its etcd name) finished, giving back `reclaimed_bytes` (the
@@ -521,7 +597,7 @@ mod tests {
             .map(|(_, v)| *v)
     }
 
-    const FAMILIES: [(&str, &str); 16] = [
+    const FAMILIES: [(&str, &str); 21] = [
         (
             "etcd_bootstrap_certificate_expiry_timestamp_seconds",
             "gauge",
@@ -533,6 +609,14 @@ mod tests {
         ),
         ("etcd_bootstrap_snapshot_last_size_bytes", "gauge"),
         ("etcd_bootstrap_snapshot_failures_total", "counter"),
+        (
+            "etcd_bootstrap_delta_segment_last_success_timestamp_seconds",
+            "gauge",
+        ),
+        ("etcd_bootstrap_delta_chain_segments", "gauge"),
+        ("etcd_bootstrap_delta_chain_events", "gauge"),
+        ("etcd_bootstrap_delta_failures_total", "counter"),
+        ("etcd_bootstrap_delta_full_snapshots_total", "counter"),
         ("etcd_bootstrap_store_untrusted_objects", "gauge"),
         ("etcd_bootstrap_defrags_total", "counter"),
         ("etcd_bootstrap_defrag_reclaimed_bytes_total", "counter"),
@@ -554,6 +638,10 @@ mod tests {
         m.heal_action(HealAction::Renew);
         m.snapshot_stored(1_800_000_000, 1);
         m.snapshot_failures.inc();
+        m.delta_time.set(1_800_000_000);
+        m.delta_chain_segments.set(3);
+        m.delta_chain_events.set(30);
+        m.delta_failures.inc();
         m.store_untrusted.set(0);
         m.defrag_done("etcd-1", 1);
         m.member_state(MemberState::Voter);
@@ -605,6 +693,8 @@ mod tests {
             names,
             [
                 "etcd_bootstrap_auto_recoveries_total",
+                "etcd_bootstrap_delta_failures_total",
+                "etcd_bootstrap_delta_full_snapshots_total",
                 "etcd_bootstrap_discovery_reads_total",
                 "etcd_bootstrap_heal_actions_total",
                 "etcd_bootstrap_member_state",

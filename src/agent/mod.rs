@@ -4,11 +4,12 @@
 //! restarted for one member at a time (`rollout`), following a fleet-wide restore request
 //! (`restore`), and what it counts for Prometheus (`metrics`). Also what the one-off commands do beyond printing: `plan`, `status`, `doctor`,
 //! `leave`, `recover`, asking for a fleet-wide restore (`restore_request`), taking and checking
-//! snapshots (`snapshots`). Commands use it; it uses the layers below (decide, etcd, tls,
-//! service, discovery) and never the commands.
+//! snapshots (`snapshots`), and the delta segments between them (`deltas`). Commands use it; it
+//! uses the layers below (decide, etcd, tls, service, discovery) and never the commands.
 
 pub mod auto_recover;
 pub mod converge;
+pub mod deltas;
 pub mod doctor;
 pub mod endpoint;
 pub mod heal;

@@ -77,6 +77,79 @@ pub struct LastSnapshot {
     pub error: Option<String>,
     /// Objects that look like manifests but are not to be trusted: never used.
     pub untrusted: Vec<crate::backup::catalog::Untrusted>,
+    /// The delta segments of the newest chain; `None` with deltas off or no snapshot yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaStatus>,
+}
+
+/// The newest chain of delta segments, for `status` and `doctor`.
+#[derive(Debug, serde::Serialize)]
+pub struct DeltaStatus {
+    /// The full snapshot the chain extends.
+    pub base: String,
+    pub segments: usize,
+    pub events: u64,
+    /// The last revision the chain holds.
+    pub last_revision: i64,
+    /// When the newest segment was stored, and how long ago (the full snapshot's, without
+    /// segments): with writes since, the RPO right now.
+    pub newest_segment: Option<String>,
+    pub newest_segment_age_seconds: i64,
+    /// The cluster's revision (through the local member), when it answered.
+    pub cluster_revision: Option<i64>,
+    pub delta_interval_seconds: i64,
+    /// Older than 3 x `backup.delta_interval` while the cluster holds revisions the chain
+    /// does not.
+    pub stale: bool,
+}
+
+/// Where the chain that extends `base` ends, and how far behind the cluster it is.
+async fn delta_status(
+    cfg: &crate::config::Config,
+    store: &Store,
+    base: &catalog::Entry,
+) -> Option<DeltaStatus> {
+    let interval = cfg.backup.as_ref()?.delta_interval?;
+    let link = tokio::time::timeout(
+        LIST_TIMEOUT,
+        crate::backup::segment::tail(store, &base.manifest),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    let newest_unix =
+        super::deltas::newest_segment_unix(&link).unwrap_or_else(|| created_unix(&base.manifest));
+    let age = now.unix_timestamp() - newest_unix;
+    let cluster_revision = match super::client_material(cfg) {
+        Ok(m) => client::status(&local_endpoint(cfg), &m)
+            .await
+            .ok()
+            .and_then(|s| s.header().map(|h| h.revision())),
+        Err(_) => None,
+    };
+    let last_revision = link.next_revision - 1;
+    let behind = cluster_revision.map(|r| (r - last_revision).max(0));
+    let seen = crate::decide::doctor::DeltaSeen {
+        interval_secs: interval.as_secs() as i64,
+        base: link.base.clone(),
+        segments: link.segments,
+        events: link.chain_events,
+        newest_age: age,
+        behind,
+    };
+    let stale = crate::decide::doctor::deltas_stale(&seen);
+    Some(DeltaStatus {
+        base: link.base,
+        segments: link.segments,
+        events: link.chain_events,
+        last_revision,
+        newest_segment: link.newest_segment,
+        newest_segment_age_seconds: age,
+        cluster_revision,
+        delta_interval_seconds: interval.as_secs() as i64,
+        stale,
+    })
 }
 
 pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> {
@@ -92,6 +165,7 @@ pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> 
                 stale: true,
                 error: Some(format!("{e:#}")),
                 untrusted: vec![],
+                delta: None,
             })
         }
     };
@@ -104,6 +178,10 @@ pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> 
     };
     let newest = listed.as_ref().ok().and_then(|l| l.newest_verified());
     let age = newest.and_then(|e| catalog::age_seconds(e, time::OffsetDateTime::now_utc()));
+    let delta = match newest {
+        Some(e) => delta_status(cfg, &store, e).await,
+        None => None,
+    };
     Some(LastSnapshot {
         store: store.describe.clone(),
         id: newest.map(|e| e.manifest.id.clone()),
@@ -115,6 +193,7 @@ pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> 
             .map(|l| l.untrusted.clone())
             .unwrap_or_default(),
         error: listed.err().map(|e| format!("{e:#}")),
+        delta,
     })
 }
 
@@ -243,7 +322,7 @@ impl Agent<'_> {
     }
 
     /// A voter that is not the leader, if one answers; else the local member.
-    async fn snapshot_source(&self, material: &ClientMaterial, me: &Whoami) -> String {
+    pub(super) async fn snapshot_source(&self, material: &ClientMaterial, me: &Whoami) -> String {
         let local = local_endpoint(self.cfg);
         if me.leader != me.member_id {
             return local;
@@ -304,7 +383,9 @@ impl Agent<'_> {
                 .delete(&object)
                 .await
                 .with_context(|| format!("deleting {object}"))?;
-            tracing::info!(%id, "snapshot deleted by retention");
+            // Its delta segments with it: a chain never outlives the snapshot it extends.
+            let segments = crate::backup::segment::delete_chain(&sched.store, id).await?;
+            tracing::info!(%id, segments, "snapshot deleted by retention, with its delta segments");
         }
         // After the next snapshot at least these, plus that one, must be listed.
         sched.expected = ids.len() - doomed.len();

@@ -138,6 +138,12 @@ pub(crate) mod tests {
         }
 
         pub fn member(&self, name: &str) -> SigningKey {
+            let m = self.member_material(name);
+            SigningKey::new(&m.cert_pem, &m.key_pem).unwrap()
+        }
+
+        /// A member's peer certificate and key, with the CA, as a node holds them.
+        pub fn member_material(&self, name: &str) -> crate::tls::ClientMaterial {
             let key = KeyPair::generate().unwrap();
             let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
             p.distinguished_name.push(DnType::CommonName, name);
@@ -146,7 +152,11 @@ pub(crate) mod tests {
                 ExtendedKeyUsagePurpose::ClientAuth,
             ];
             let cert = p.signed_by(&key, &self.issuer).unwrap();
-            SigningKey::new(&cert.pem(), &key.serialize_pem()).unwrap()
+            crate::tls::ClientMaterial {
+                ca_pem: self.ca_pem.clone(),
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
         }
 
         pub fn anchor(&self) -> TrustAnchor {

@@ -18,14 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Parts of 5 MiB (S3's minimum), at most two in flight: memory stays near 15 MiB.
-const CHUNK: usize = 5 * 1024 * 1024;
-const IN_FLIGHT: usize = 2;
+pub(super) const CHUNK: usize = 5 * 1024 * 1024;
+pub(super) const IN_FLIGHT: usize = 2;
 /// A stream that sends nothing for this long is given up.
 const STALL: Duration = Duration::from_secs(30);
 
 /// Bytes the encryptor has written, drained after every write.
 #[derive(Clone, Default)]
-struct Drain(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Drain(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Drain {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -43,13 +43,14 @@ impl Drain {
     }
 }
 
-enum Encoder {
+/// The age encryption of a stream (or none, without recipients); also what segments use.
+pub(super) enum Encoder {
     Plain,
     Age(age::stream::StreamWriter<Drain>, Drain),
 }
 
 impl Encoder {
-    fn new(recipients: &[String]) -> Result<Self> {
+    pub(super) fn new(recipients: &[String]) -> Result<Self> {
         let drain = Drain::default();
         if recipients.is_empty() {
             return Ok(Encoder::Plain);
@@ -70,7 +71,7 @@ impl Encoder {
         Ok(Encoder::Age(writer, drain))
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+    pub(super) fn write(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         match self {
             Encoder::Plain => Ok(data.to_vec()),
             Encoder::Age(w, d) => {
@@ -80,7 +81,7 @@ impl Encoder {
         }
     }
 
-    fn finish(self) -> Result<Vec<u8>> {
+    pub(super) fn finish(self) -> Result<Vec<u8>> {
         match self {
             Encoder::Plain => Ok(vec![]),
             Encoder::Age(w, d) => {

@@ -137,6 +137,18 @@ impl Store {
     }
 }
 
+/// A directory store with this material, for tests.
+#[cfg(test)]
+pub(crate) fn local_for_test(dir: &Path, cluster: &str, m: ClientMaterial) -> Store {
+    Store {
+        inner: Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap()),
+        dir: ObjectPath::from(cluster),
+        describe: format!("file://{}/{cluster}", dir.display()),
+        cluster: cluster.into(),
+        keys: Keys::Material(m),
+    }
+}
+
 pub fn open(cfg: &BackupConfig, cluster_name: &str, tls_dir: &Path) -> Result<Store> {
     let describe = format!("{}/{cluster_name}", cfg.url);
     match &cfg.url {

@@ -84,12 +84,30 @@ pub async fn verify(cfg: &Config, which: &str, json: bool) -> Result<()> {
         &scratch,
     )
     .await?;
+    // Then the chain of delta segments that extends it: every link, hash and revision.
+    let chain =
+        backup::segment::verify_chain(&store, &entry.manifest, b.age_identity_file.as_deref())
+            .await
+            .map_err(|brk| {
+                anyhow::anyhow!(
+                    "{}: the snapshot is good, but its chain of delta segments breaks at {}: {}",
+                    report.id,
+                    crate::util::text::printable(&brk.object, 200),
+                    brk.why
+                )
+            })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["chain"] = serde_json::to_value(&chain)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "{}: ok: hashes match, restored with {}: revision {}, {} keys (all revisions)",
             report.id, report.restored_with, report.revision, report.total_keys
+        );
+        println!(
+            "{}: chain ok: {} delta segments, {} events, revisions {}-{}",
+            chain.base, chain.segments, chain.events, chain.first_revision, chain.last_revision
         );
     }
     Ok(())

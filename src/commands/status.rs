@@ -83,6 +83,26 @@ pub fn table(s: &Status) -> String {
                 l.store
             )),
         }
+        if let Some(d) = &l.delta {
+            out.push_str(&format!(
+                "{}delta segments: {} ({} events) in the chain of {}, up to revision {}; newest {} s ago{}\n",
+                if d.stale {
+                    "WARNING: older than three backup.delta_interval with writes not in the store: "
+                } else {
+                    ""
+                },
+                d.segments,
+                d.events,
+                d.base,
+                d.last_revision,
+                d.newest_segment_age_seconds,
+                match d.cluster_revision {
+                    Some(r) if r <= d.last_revision => "; every revision is in the store".to_string(),
+                    Some(r) => format!("; the cluster is at revision {r}"),
+                    None => String::new(),
+                }
+            ));
+        }
         if let Some(u) = l.untrusted.first() {
             out.push_str(&format!(
                 "WARNING: {} untrusted object(s) in {} are ignored, e.g. {}: {}\n",

@@ -53,6 +53,31 @@ pub struct BackupConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_identity_file: Option<PathBuf>,
     pub restore_on_bootstrap: bool,
+    /// How often the snapshot agent uploads a delta segment; `None` ("" in the file): no deltas.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub delta_interval: Option<Duration>,
+    /// A segment is uploaded early once its keys and values reach this many bytes.
+    #[serde(serialize_with = "ser_size")]
+    pub delta_max_bytes: u64,
+    /// A chain with more events than this is closed by a new full snapshot.
+    pub delta_max_events: u64,
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&super::format_duration(*d)),
+        None => s.serialize_str(""),
+    }
+}
+
+/// A size as the file takes it ("8MiB"), in the largest binary unit that divides it.
+fn ser_size<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    let text = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .iter()
+        .find(|(_, unit)| *n > 0 && n.is_multiple_of(*unit))
+        .map(|(name, unit)| format!("{}{name}", n / unit))
+        .unwrap_or_else(|| n.to_string());
+    s.serialize_str(&text)
 }
 
 /// S3 bucket names: 3-63 characters of lowercase letters, digits, '-' and '.'.
@@ -288,6 +313,41 @@ pub(super) fn validate(
         }
         None => None,
     };
+    // "" turns deltas off; otherwise at least 1s (a new watch each second is the finest that
+    // makes sense against etcd).
+    let delta_interval = match raw.delta_interval {
+        Some(t) if t.is_empty() => None,
+        t => {
+            let d = v.duration("backup.delta_interval", t, "5s")?;
+            if d < Duration::from_secs(1) {
+                return Err(v.err(
+                    "backup.delta_interval",
+                    "must be at least 1s; \"\" turns deltas off",
+                ));
+            }
+            Some(d)
+        }
+    };
+    let max_bytes_text = raw.delta_max_bytes.unwrap_or_else(|| "8MiB".into());
+    let delta_max_bytes = crate::decide::defrag::bytes(&max_bytes_text)
+        .map_err(|e| v.err("backup.delta_max_bytes", e))?;
+    // etcd's default request limit is 1.5 MiB, so one event may be that large; a segment is
+    // held in memory while the watch fills it.
+    if !(64 * 1024..=256 * 1024 * 1024).contains(&delta_max_bytes) {
+        return Err(v.err(
+            "backup.delta_max_bytes",
+            format!("{max_bytes_text:?} is out of range (64KiB-256MiB)"),
+        ));
+    }
+    let delta_max_events = match raw.delta_max_events.unwrap_or(1_000_000) {
+        n if (1..=1_000_000_000).contains(&n) => n as u64,
+        n => {
+            return Err(v.err(
+                "backup.delta_max_events",
+                format!("{n} is out of range (1-1000000000)"),
+            ))
+        }
+    };
     Ok(Some(BackupConfig {
         url,
         s3_endpoint,
@@ -300,5 +360,8 @@ pub(super) fn validate(
         age_recipients,
         age_identity_file,
         restore_on_bootstrap: raw.restore_on_bootstrap.unwrap_or(true),
+        delta_interval,
+        delta_max_bytes,
+        delta_max_events,
     }))
 }

@@ -82,6 +82,9 @@ pub const KEYS: &[(&str, &str, ValueKind)] = &[
     ("backup", "age_recipients", ValueKind::List),
     ("backup", "age_identity_file", ValueKind::Str),
     ("backup", "restore_on_bootstrap", ValueKind::Bool),
+    ("backup", "delta_interval", ValueKind::Str),
+    ("backup", "delta_max_bytes", ValueKind::Str),
+    ("backup", "delta_max_events", ValueKind::Int),
     ("maintenance", "defrag_when", ValueKind::Str),
     ("maintenance", "interval", ValueKind::Str),
     ("maintenance", "window", ValueKind::Str),
@@ -234,6 +237,9 @@ pub struct RawBackup {
     pub age_recipients: Option<Vec<String>>,
     pub age_identity_file: Option<String>,
     pub restore_on_bootstrap: Option<bool>,
+    pub delta_interval: Option<String>,
+    pub delta_max_bytes: Option<String>,
+    pub delta_max_events: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

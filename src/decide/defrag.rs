@@ -251,7 +251,7 @@ impl Parser {
 }
 
 /// `200MiB`, `1GB`, `4096`, `512KiB`.
-fn bytes(text: &str) -> Result<u64, String> {
+pub fn bytes(text: &str) -> Result<u64, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

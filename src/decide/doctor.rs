@@ -3,7 +3,7 @@
 //! `agent::doctor`) and return one `Finding` per line; the tables below are their specification.
 //!
 //! Checks, in the order they are printed: `quorum` (then, with a quorum, `members` and `joins`),
-//! `cert-expiry`, `cert-names`, `nospace`, `fragmentation`, `discovery`, `clock`, `snapshot`.
+//! `cert-expiry`, `cert-names`, `nospace`, `fragmentation`, `discovery`, `clock`, `snapshot`, `delta`.
 
 use crate::decide::recover::{self, AgentSeen};
 use crate::model::tls::CertFacts;
@@ -222,6 +222,77 @@ pub struct SnapshotSeen {
     pub interval_secs: i64,
     /// Objects that look like manifests but are not trusted: (object, why).
     pub untrusted: Vec<(String, String)>,
+    /// The delta segments of the newest chain; `None` with `backup.delta_interval = ""` or
+    /// without a snapshot to extend.
+    pub deltas: Option<DeltaSeen>,
+}
+
+/// The newest chain of delta segments as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaSeen {
+    pub interval_secs: i64,
+    /// The full snapshot the chain extends, its segments and their events.
+    pub base: String,
+    pub segments: usize,
+    pub events: u64,
+    /// Seconds since the newest segment was stored (since the full snapshot, without segments).
+    pub newest_age: i64,
+    /// Revisions the cluster holds beyond the chain's end (0: every write is in the store);
+    /// `None` when the cluster's revision could not be read.
+    pub behind: Option<i64>,
+}
+
+/// The newest delta segment is stale when older than this many `backup.delta_interval`s while
+/// the cluster has writes the store does not (Gardener's BackupReady rule).
+pub const DELTA_STALE_INTERVALS: i64 = 3;
+
+/// Older than `DELTA_STALE_INTERVALS` x `backup.delta_interval` while the cluster holds
+/// revisions the chain does not (or its revision is not known).
+pub fn deltas_stale(d: &DeltaSeen) -> bool {
+    d.newest_age > DELTA_STALE_INTERVALS * d.interval_secs && d.behind != Some(0)
+}
+
+/// With delta segments on: the newest one is younger than `DELTA_STALE_INTERVALS` x
+/// `backup.delta_interval`, or the chain already holds every revision of the cluster (no
+/// writes since: nothing to upload).
+pub fn deltas(o: &DoctorInput) -> Vec<Finding> {
+    let Some(d) = o.snapshot.as_ref().and_then(|s| s.deltas.as_ref()) else {
+        return vec![Finding::ok(
+            "delta",
+            "no delta segments to check (no [backup], backup.delta_interval = \"\", or no full snapshot to extend yet)",
+        )];
+    };
+    let store = o.snapshot.as_ref().map(|s| s.store.as_str()).unwrap_or("");
+    let chain = format!(
+        "{} delta segment(s), {} event(s), in the chain of {} in {store}",
+        d.segments, d.events, d.base
+    );
+    if deltas_stale(d) {
+        let behind = match d.behind {
+            Some(n) => format!("the cluster holds {n} revision(s) more"),
+            None => "the cluster's revision could not be read".to_string(),
+        };
+        return vec![Finding::fail(
+            "delta",
+            format!(
+                "the newest delta segment is {} old, more than {DELTA_STALE_INTERVALS} x backup.delta_interval ({}), and {behind}: {chain}",
+                age_text(d.newest_age),
+                age_text(d.interval_secs)
+            ),
+            "the agent holding the delta claim uploads a segment every backup.delta_interval: look for \"delta segment\" and \"delta claim\" in the agents' logs, and check that the store answers (`etcd-bootstrap snapshot verify` walks the chain)",
+        )];
+    }
+    let newest = if d.segments == 0 {
+        "no segment yet".to_string()
+    } else {
+        format!("the newest is {} old", age_text(d.newest_age))
+    };
+    let behind = match d.behind {
+        Some(0) => "; every revision of the cluster is in the store".to_string(),
+        Some(n) => format!("; {n} revision(s) not in the store yet"),
+        None => String::new(),
+    };
+    vec![Finding::ok("delta", format!("{chain}: {newest}{behind}"))]
 }
 
 /// Every check, in order. `members` and `joins` only with a quorum: without one, the `quorum`
@@ -244,6 +315,7 @@ pub fn check(o: &DoctorInput) -> Vec<Finding> {
     out.extend(clock(o));
     out.extend(snapshot(o));
     out.extend(config(o));
+    out.extend(deltas(o));
     out
 }
 
@@ -1142,6 +1214,14 @@ mod tests {
                 newest: Ok(Some(("20270115T080000Z-r90".into(), 600))),
                 interval_secs: 1800,
                 untrusted: vec![],
+                deltas: Some(DeltaSeen {
+                    interval_secs: 5,
+                    base: "20270115T080000Z-r90".into(),
+                    segments: 12,
+                    events: 340,
+                    newest_age: 4,
+                    behind: Some(3),
+                }),
             }),
             tls_dir: TLS.into(),
             dead_member_policy: POLICY.into(),
@@ -1483,6 +1563,45 @@ mod tests {
                 )),
             ),
             ("snapshot: fresh", snapshot, |_| {}, None),
+            ("delta: fresh", deltas, |_| {}, None),
+            (
+                "delta: off",
+                deltas,
+                |o| o.snapshot.as_mut().unwrap().deltas = None,
+                None,
+            ),
+            (
+                "delta: old, but every revision is in the store (no writes since)",
+                deltas,
+                |o| {
+                    let d = o.snapshot.as_mut().unwrap().deltas.as_mut().unwrap();
+                    d.newest_age = 3600;
+                    d.behind = Some(0);
+                },
+                None,
+            ),
+            (
+                "delta: older than three intervals with writes not in the store",
+                deltas,
+                |o| o.snapshot.as_mut().unwrap().deltas.as_mut().unwrap().newest_age = 16,
+                Some((
+                    "the newest delta segment is 16s old, more than 3 x backup.delta_interval (5s), and the cluster holds 3 revision(s) more: 12 delta segment(s), 340 event(s), in the chain of 20270115T080000Z-r90 in s3://b/etcd",
+                    "the agent holding the delta claim uploads a segment every backup.delta_interval: look for \"delta segment\" and \"delta claim\" in the agents' logs, and check that the store answers (`etcd-bootstrap snapshot verify` walks the chain)".into(),
+                )),
+            ),
+            (
+                "delta: older than three intervals, the cluster's revision unknown",
+                deltas,
+                |o| {
+                    let d = o.snapshot.as_mut().unwrap().deltas.as_mut().unwrap();
+                    d.newest_age = 16;
+                    d.behind = None;
+                },
+                Some((
+                    "the newest delta segment is 16s old, more than 3 x backup.delta_interval (5s), and the cluster's revision could not be read: 12 delta segment(s), 340 event(s), in the chain of 20270115T080000Z-r90 in s3://b/etcd",
+                    "the agent holding the delta claim uploads a segment every backup.delta_interval: look for \"delta segment\" and \"delta claim\" in the agents' logs, and check that the store answers (`etcd-bootstrap snapshot verify` walks the chain)".into(),
+                )),
+            ),
             ("snapshot: no [backup]", snapshot, |o| o.snapshot = None, None),
             (
                 "snapshot: older than two intervals",
@@ -1559,7 +1678,8 @@ mod tests {
                 "discovery",
                 "clock",
                 "snapshot",
-                "config"
+                "config",
+                "delta"
             ]
         );
     }

@@ -1,0 +1,349 @@
+//! Delta segments in the namespace lab, with a real S3 server (SeaweedFS) and independent tools
+//! to check what is stored: boto3 lists and downloads, the `age` CLI decrypts, Python reads the
+//! segment's lines and walks the hash chain; the agent's own `snapshot verify` walks it too.
+
+mod common;
+
+use common::{serial, Lab, LabOptions, Version, S3};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `find PREFIX IDENTITY KEY VALUE SINCE TIMEOUT`: poll the store until a segment holds a put of
+/// KEY with VALUE (or a delete of KEY when VALUE is "<deleted>"); print how long after SINCE (a
+/// Unix time, the write's acknowledgement) it was first seen, the segment's manifest and the
+/// event. `chain PREFIX`: walk the chain of the newest full snapshot with its manifests'
+/// hashes and revisions; print its length and last revision. Exit 1 when not found or broken.
+const SCRIPT: &str = r#"
+import sys, json, time, base64, hashlib, subprocess, boto3
+from botocore.config import Config
+endpoint, ca, key_id, secret, bucket, op = sys.argv[1:7]
+rest = sys.argv[7:]
+s3 = boto3.client("s3", endpoint_url=endpoint, verify=ca, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                                connect_timeout=3, read_timeout=10))
+
+def keys(prefix):
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out += [o["Key"] for o in page.get("Contents", [])]
+    return out
+
+def get(key):
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+def payload(key, kind):
+    env = json.loads(get(key))
+    assert env["kind"] == kind, env
+    assert "BEGIN CERTIFICATE" in env["signature"]["certificate"]
+    return env["payload"]
+
+def lines(prefix, m, identity):
+    data = get(prefix + "segments/" + m["base"] + "/" + m["object"])
+    assert hashlib.sha256(data).hexdigest() == m["sha256"], m["id"]
+    assert data.startswith(b"age-encryption.org/v1"), m["id"]
+    plain = subprocess.run(["age", "-d", "-i", identity], input=data, capture_output=True, check=True).stdout
+    head, _, body = plain.partition(b"\n")
+    assert head == b"etcd-bootstrap segment v1", head
+    return [json.loads(l) for l in body.split(b"\n") if l]
+
+if op == "find":
+    prefix, identity, want_key, want_value, since, timeout = rest
+    deadline = time.time() + float(timeout)
+    seen = set()
+    while time.time() < deadline:
+        for k in keys(prefix + "segments/"):
+            if not k.endswith(".json") or k in seen:
+                continue
+            seen.add(k)
+            m = payload(k, "segment-manifest")
+            for rev in lines(prefix, m, identity):
+                for e in rev["events"]:
+                    assert e["mod_revision"] == rev["revision"]
+                    if base64.b64decode(e["key"]).decode("utf-8", "replace") != want_key:
+                        continue
+                    if want_value == "<deleted>" and e["type"] == "delete" or \
+                       e["type"] == "put" and base64.b64decode(e["value"]).decode() == want_value:
+                        print(json.dumps({"after": time.time() - float(since), "manifest": m, "event": e}))
+                        sys.exit(0)
+        time.sleep(0.1)
+    print("not found in %d segment manifests" % len(seen), file=sys.stderr)
+    sys.exit(1)
+elif op == "chain":
+    prefix, = rest
+    bases = [payload(k, "snapshot-manifest") for k in keys(prefix)
+             if k.endswith(".json") and "/" not in k[len(prefix):]]
+    base = max(bases, key=lambda b: (b["created"], b["revision"]))
+    segs = [payload(k, "segment-manifest") for k in keys(prefix + "segments/" + base["id"] + "/")
+            if k.endswith(".json")]
+    segs.sort(key=lambda m: m["first_revision"])
+    prev, prev_sha, nxt = base["id"], base["sha256"], base["revision"] + 1
+    for m in segs:
+        if m["previous"] != prev or m["previous_sha256"] != prev_sha or m["first_revision"] != nxt:
+            print("chain breaks at", m["id"], file=sys.stderr)
+            sys.exit(1)
+        data = get(prefix + "segments/" + base["id"] + "/" + m["object"])
+        if hashlib.sha256(data).hexdigest() != m["sha256"]:
+            print("stored bytes of", m["id"], "do not match", file=sys.stderr)
+            sys.exit(1)
+        prev, prev_sha, nxt = m["id"], m["sha256"], m["last_revision"] + 1
+    print(json.dumps({"base": base["id"], "segments": len(segs), "last_revision": nxt - 1}))
+"#;
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// How long after `since` a segment in the store held the put (or delete) of `key`.
+fn find(
+    lab: &Lab,
+    s3: &S3,
+    identity: &Path,
+    key: &str,
+    value: &str,
+    since: f64,
+    timeout: u64,
+) -> Value {
+    let out = s3.python_with_bucket(
+        SCRIPT,
+        &[
+            "find",
+            "fleet/lab/",
+            identity.to_str().unwrap(),
+            key,
+            value,
+            &since.to_string(),
+            &timeout.to_string(),
+        ],
+    );
+    if !out.status.success() {
+        // What the agents said about deltas.
+        for h in 1..=3 {
+            for l in lab.log(h).lines().filter(|l| {
+                l.contains("delta")
+                    || l.contains("snapshot")
+                    || l.contains("WARN")
+                    || l.contains("ERROR")
+            }) {
+                eprintln!("host {h}: {l}");
+            }
+        }
+        panic!(
+            "{key}={value} not in a segment within {timeout} s: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const METRICS_PORT: u16 = 9479;
+
+/// `doctor` on `host`: its exit code and its output.
+fn run_doctor(lab: &Lab, host: usize) -> (Option<i32>, String) {
+    let cfg = lab.config_path(host);
+    let out = lab.exec(
+        host,
+        Path::new(&common::bin()),
+        &["doctor", "--config", cfg.to_str().unwrap()],
+    );
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The text of `GET /metrics` of host `h`'s agent.
+fn scrape(lab: &Lab, h: usize) -> String {
+    let url = format!("http://{}:{METRICS_PORT}/metrics", lab.ip(h));
+    let out = lab.exec(
+        h,
+        &S3::python(),
+        &[
+            "-c",
+            "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
+            &url,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The value of the sample `name` (no labels), 0 when absent.
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Writes after a full snapshot are in the store, in encrypted, signed, chained segments, within
+/// `delta_interval` (the default, 5 s) + 1 s of their acknowledgement.
+fn writes_reach_the_store_within_the_interval(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let s3 = S3::up(&lab);
+    let keys_dir = common::with_encrypted_backup(&lab, &s3, "fleet");
+    for h in 1..=3 {
+        let cfg = lab.config_path(h);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let metrics = format!("\n[metrics]\nlisten = \"{}:{METRICS_PORT}\"\n", lab.ip(h));
+        std::fs::write(&cfg, text + &metrics).unwrap();
+    }
+    let identity = keys_dir.path().join("age-identity.txt");
+    let t = Instant::now();
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], Duration::from_secs(120));
+    // The first full snapshot (the base of the first chain: writes before it are in it)...
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !s3
+        .list("fleet/lab/")
+        .iter()
+        .any(|(k, _)| k.ends_with(".json") && !k["fleet/lab/".len()..].contains('/'))
+    {
+        assert!(Instant::now() < deadline, "no full snapshot within 40 s");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // ...then the claim and the first segment: a first write after it is found at all.
+    lab.put(1, "/d/warm", "up");
+    let warm = find(&lab, &s3, &identity, "/d/warm", "up", now_unix(), 40);
+    eprintln!(
+        "first segment after {:.1} s (cluster up after {:.1} s)",
+        warm["after"],
+        t.elapsed().as_secs_f64()
+    );
+    // Then each write is in the store within 5 s + 1 s, whenever in the interval it is made.
+    let mut lags = vec![];
+    for (i, pause_ms) in [0u64, 1700, 3300].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        let key = format!("/d/{i}");
+        let value = format!("value-{i}");
+        lab.put(1 + i % 3, &key, &value);
+        let since = now_unix();
+        let found = find(&lab, &s3, &identity, &key, &value, since, 20);
+        let lag = found["after"].as_f64().unwrap();
+        let e = &found["event"];
+        assert_eq!(e["type"], "put", "{found}");
+        assert_eq!(e["version"], 1, "{found}");
+        assert_eq!(e["create_revision"], e["mod_revision"], "{found}");
+        let m = &found["manifest"];
+        assert!(m["encrypted"].as_bool().unwrap(), "{m}");
+        assert!(
+            m["first_revision"].as_i64() <= e["mod_revision"].as_i64()
+                && e["mod_revision"].as_i64() <= m["last_revision"].as_i64(),
+            "{found}"
+        );
+        lags.push(lag);
+    }
+    // A delete is an event of its own.
+    let out = lab.etcdctl(1, &lab.endpoints(), &["del", "/d/0"]);
+    assert!(out.status.success());
+    let since = now_unix();
+    let found = find(&lab, &s3, &identity, "/d/0", "<deleted>", since, 20);
+    lags.push(found["after"].as_f64().unwrap());
+    eprintln!("write acknowledged -> in a segment in the store, seconds: {lags:.1?}");
+    for lag in &lags {
+        assert!(
+            *lag <= 6.0,
+            "a write took {lag:.1} s to reach the store: {lags:?}"
+        );
+    }
+    // The hash chain, walked by the independent client...
+    let out = s3.python_with_bucket(SCRIPT, &["chain", "fleet/lab/"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chain: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(chain["segments"].as_u64().unwrap() >= 4, "{chain}");
+    // ...and by the agent's own `snapshot verify`.
+    let cfg = lab.config_path(2);
+    let out = lab.exec(
+        2,
+        Path::new(&common::bin()),
+        &["snapshot", "verify", "--config", cfg.to_str().unwrap()],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("chain ok: "),
+        "verify: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", stdout.trim());
+
+    // Visible: `status`, `doctor` and /metrics show the chain and its newest segment's age.
+    let out = lab.exec(
+        2,
+        Path::new(&common::bin()),
+        &["status", "--config", cfg.to_str().unwrap()],
+    );
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status.contains("delta segments: ") && !status.contains("WARNING: older than three"),
+        "{status}"
+    );
+    let (code, doctor) = run_doctor(&lab, 2);
+    assert!(
+        doctor.lines().any(|l| l.starts_with("OK   delta: ")),
+        "{code:?} {doctor}"
+    );
+    let scraped: Vec<(f64, f64)> = (1..=3)
+        .map(|h| {
+            let body = scrape(&lab, h);
+            (
+                metric(
+                    &body,
+                    "etcd_bootstrap_delta_segment_last_success_timestamp_seconds",
+                ),
+                metric(&body, "etcd_bootstrap_delta_chain_segments"),
+            )
+        })
+        .collect();
+    let newest = scraped.iter().map(|s| s.0).fold(0.0, f64::max);
+    let segments = scraped.iter().map(|s| s.1).fold(0.0, f64::max);
+    assert!(now_unix() - newest < 10.0 && segments >= 4.0, "{scraped:?}");
+
+    // No uploader for 3 x delta_interval while writes go on: every agent stopped (SIGSTOP; etcd
+    // keeps serving), `doctor` fails naming the stale chain.
+    let pids: Vec<i32> = (1..=3).map(|h| lab.agent_pid(h).unwrap() as i32).collect();
+    for p in &pids {
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    let stopped = Instant::now();
+    let out = lab.etcdctl(1, &lab.endpoints(), &["put", "/d/unsaved", "x"]);
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_secs(16).saturating_sub(stopped.elapsed()));
+    let (code, doctor) = run_doctor(&lab, 2);
+    for p in &pids {
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    assert_eq!(code, Some(1), "{doctor}");
+    let fail = doctor
+        .lines()
+        .find(|l| l.starts_with("FAIL delta: "))
+        .unwrap_or_else(|| panic!("no FAIL delta line: {doctor}"));
+    assert!(
+        fail.contains("more than 3 x backup.delta_interval (5s)"),
+        "{fail}"
+    );
+    eprintln!("{fail}");
+    eprintln!("took {:.1} s", t.elapsed().as_secs_f64());
+    lab.stop_all();
+}
+
+#[test]
+fn writes_reach_the_store_within_the_delta_interval_etcd_3_5() {
+    writes_reach_the_store_within_the_interval(210, Version::V3_5);
+}
