@@ -230,7 +230,12 @@ fn fail_points(id: u8, version: Version) {
 /// Every fail point the code defines is exercised above.
 #[test]
 fn every_fail_point_is_exercised() {
-    let me = [include_str!("lab_join.rs"), include_str!("lab_restore.rs")].concat();
+    let me = [
+        include_str!("lab_join.rs"),
+        include_str!("lab_restore.rs"),
+        include_str!("lab_quorum.rs"),
+    ]
+    .concat();
     for fp in etcd_bootstrap::failpoint::ALL {
         assert!(
             me.contains(&format!("\"{fp}\"")),

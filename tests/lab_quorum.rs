@@ -157,6 +157,12 @@ fn quorum_loss_recovers_after_a_kill_9_of_the_recovering_agent_etcd_3_5() {
     all_answer_recovers(202, Version::V3_5, Some("auto-recover:after-force"));
 }
 
+/// The same on etcd 3.4.23, killed just before its `--force-new-cluster` start.
+#[test]
+fn quorum_loss_recovers_after_a_kill_9_before_the_force_etcd_3_4() {
+    all_answer_recovers(204, Version::V3_4, Some("auto-recover:before-force"));
+}
+
 /// Two of five members hold data (a tie, or nearly), three were wiped: exactly one holder
 /// recovers (the best copy, the lowest member ID between equals), the other moves its data
 /// aside (kept) and joins it, and so do the three wiped members.

@@ -33,8 +33,12 @@ fn wiped_majority(id: u8, version: Version) {
     let mut lab = Lab::three(id, version, 3);
     lab.put(1, "/before", "majority");
     lab.stop_all();
+    // The path without automatic recovery: with every agent answering and `heal.auto_recover`
+    // on (the default), the agents bring the cluster back on host 3's data by themselves, which
+    // tests/lab_quorum.rs checks. Here they must refuse and wait, and never fork.
     for h in 1..=3 {
         lab.edit_config(h, DEFAULT_TIMEOUT, SHORT_TIMEOUT);
+        lab.edit_config(h, "[heal]\n", "[heal]\nauto_recover = false\n");
     }
     lab.wipe(1);
     lab.wipe(2);

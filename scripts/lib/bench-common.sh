@@ -51,9 +51,12 @@ start_s3() { # DIR NS IP
     openssl x509 -req -in "$dir/s3.csr" -CA "$dir/ca/ca.crt" -CAkey "$dir/ca/ca.key" \
         -CAcreateserial -days 1 -copy_extensions copy -out "$dir/s3.crt" 2>/dev/null
     mkdir -p "$dir/s3data"
+    # Local sockets of its own: the defaults (/tmp/seaweedfs-*-<port>.sock) are shared by every
+    # S3 server on the machine, and a second one would talk to the first one's filer.
     ip netns exec "$ns" env AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret0123456789 \
         "$PY_DIR/bin/weed" mini -dir="$dir/s3data" -ip="$ip" -ip.bind="$ip" -s3.port=8333 \
-        -s3.cert.file="$dir/s3.crt" -s3.key.file="$dir/s3.key" -bucket=bench >"$dir/weed.log" 2>&1 &
+        -s3.cert.file="$dir/s3.crt" -s3.key.file="$dir/s3.key" -bucket=bench \
+        -filer.localSocket="$dir/filer.sock" -s3.localSocket="$dir/s3.sock" >"$dir/weed.log" 2>&1 &
     WEED_PID=$!
     printf '[default]\naws_access_key_id = benchkey\naws_secret_access_key = benchsecret0123456789\n' >"$dir/creds"
     chmod 600 "$dir/creds"

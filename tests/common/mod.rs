@@ -812,12 +812,39 @@ pub struct S3 {
     ns: String,
     ip: String,
     child: Option<Child>,
+    /// Held for the server's lifetime: one S3 server on the machine at a time (see `one_at_a_time`).
+    _turn: fs::File,
 }
 
 pub const S3_PORT: u16 = 8333;
 
+/// weed mini keeps state outside its data directory that two servers running at the same time
+/// share: with the lab tests in lanes, one server's writes went to the other's volume server
+/// ("network is unreachable", "volume 1 not found": 500 on every put). Labs that need S3 take
+/// turns, across test processes (an flock), bounded.
+fn one_at_a_time() -> fs::File {
+    use std::os::unix::io::AsRawFd;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/etcd-bootstrap-lab-s3.lock")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    // SAFETY: flock on a descriptor this function owns.
+    while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "another lab test held the S3 server for 30 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    f
+}
+
 impl S3 {
     pub fn up(lab: &Lab) -> S3 {
+        let turn = one_at_a_time();
         let dir = lab.dir.path().join("s3");
         fs::create_dir_all(dir.join("data")).unwrap();
         let ip = format!("{}.1", lab.subnet);
@@ -876,6 +903,7 @@ impl S3 {
             ns: format!("{}-br", lab.name),
             ip,
             child: None,
+            _turn: turn,
         };
         s3.start();
         s3
@@ -915,6 +943,18 @@ impl S3 {
                 self.dir.join("s3.key").display()
             ))
             .arg(format!("-bucket={}", self.bucket))
+            // Its own local sockets: by default they are /tmp/seaweedfs-{filer,s3}-<port>.sock,
+            // one path for every lab on the machine (the file system is not per namespace), so a
+            // second S3 server running at the same time talked to the first one's filer and wrote
+            // to a volume server it cannot reach (500 on every put).
+            .arg(format!(
+                "-filer.localSocket={}",
+                self.dir.join("filer.sock").display()
+            ))
+            .arg(format!(
+                "-s3.localSocket={}",
+                self.dir.join("s3.sock").display()
+            ))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
