@@ -24,7 +24,6 @@ use crate::etcd::{client, progress};
 use crate::model::cluster::Answer;
 use crate::tls::ClientMaterial;
 use anyhow::{Context, Result};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How long listing the store may take for the comparison.
@@ -161,20 +160,13 @@ pub async fn gather(cfg: &crate::config::Config, material: &ClientMaterial) -> R
         .map(|m| m.client_urls.first().cloned().unwrap_or_default())
         .collect();
     let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
-    let to_ask: Vec<(String, String, SocketAddr)> = record
-        .members
-        .iter()
-        .filter(|m| u64::from_str_radix(&m.id, 16).ok() != Some(my_id))
-        .filter_map(|m| {
-            let url = m.peer_urls.first()?;
-            let ip = crate::model::url::EtcdUrl::parse(url).ok()?.ip()?;
-            Some((
-                url.clone(),
-                url.clone(),
-                SocketAddr::new(ip, cfg.member.agent_port),
-            ))
-        })
-        .collect();
+    let to_ask = super::recover::agents_of(
+        record
+            .members
+            .iter()
+            .filter(|m| u64::from_str_radix(&m.id, 16).ok() != Some(my_id)),
+        cfg.member.agent_port,
+    );
     let (answers, agents, store) = tokio::join!(
         client::probe_all(&urls, material),
         crate::agent::observe::ask_agents(to_ask, &peer),

@@ -190,19 +190,7 @@ async fn members_seen(
         .collect();
     let answers = client::probe_all(&urls, material).await;
     let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
-    let to_ask: Vec<(String, String, SocketAddr)> = record
-        .members
-        .iter()
-        .filter_map(|m| {
-            let url = m.peer_urls.first()?;
-            let ip = crate::model::url::EtcdUrl::parse(url).ok()?.ip()?;
-            Some((
-                url.clone(),
-                url.clone(),
-                SocketAddr::new(ip, cfg.member.agent_port),
-            ))
-        })
-        .collect();
+    let to_ask = agents_of(record.members.iter(), cfg.member.agent_port);
     let agents = crate::agent::observe::ask_agents(to_ask, &peer).await;
     let members = record
             .members
@@ -353,4 +341,19 @@ impl Agent<'_> {
         self.refresh_record(material, &me).await?;
         Ok(())
     }
+}
+
+/// Where to ask each recorded member's agent: (peer URL, name for messages, agent address). A
+/// member without a peer URL that holds an IP address cannot be asked, and is left out.
+pub(super) fn agents_of<'a>(
+    members: impl Iterator<Item = &'a crate::etcd::datadir::RecordedMember>,
+    agent_port: u16,
+) -> Vec<(String, String, SocketAddr)> {
+    members
+        .filter_map(|m| {
+            let url = m.peer_urls.first()?;
+            let ip = crate::model::url::EtcdUrl::parse(url).ok()?.ip()?;
+            Some((url.clone(), url.clone(), SocketAddr::new(ip, agent_port)))
+        })
+        .collect()
 }
