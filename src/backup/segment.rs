@@ -17,7 +17,7 @@
 
 use super::manifest::{self, Manifest};
 use super::signed;
-use super::snapshotter::{Encoder, CHUNK, IN_FLIGHT};
+use super::snapshotter::{complete_upload, Encoder, CHUNK, IN_FLIGHT};
 use super::store::{ReadError, Store};
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -451,19 +451,7 @@ pub async fn upload(
         anyhow::Ok((crate::util::hex::hex(hash.finish().as_ref()), size))
     }
     .await;
-    let (sha256, size) = match streamed {
-        Ok(v) => v,
-        Err(e) => {
-            if let Err(a) = writer.abort().await {
-                tracing::warn!(error = %a, object = %object, "aborting the upload failed; the store may keep orphaned parts");
-            }
-            return Err(e);
-        }
-    };
-    writer
-        .finish()
-        .await
-        .with_context(|| format!("completing the upload of {object}"))?;
+    let (sha256, size) = complete_upload(writer, streamed, &object).await?;
     let m = SegmentManifest {
         id: id.clone(),
         base: link.base.clone(),

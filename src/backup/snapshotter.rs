@@ -19,6 +19,29 @@ use std::time::Duration;
 
 /// Parts of 5 MiB (S3's minimum), at most two in flight: memory stays near 15 MiB.
 pub(super) const CHUNK: usize = 5 * 1024 * 1024;
+
+/// Complete a streamed multipart upload; when streaming failed, abort it instead, so that the
+/// store keeps no orphaned parts, and return the streaming error.
+pub(super) async fn complete_upload<T>(
+    writer: WriteMultipart,
+    streamed: Result<T>,
+    object: &object_store::path::Path,
+) -> Result<T> {
+    let value = match streamed {
+        Ok(v) => v,
+        Err(e) => {
+            if let Err(a) = writer.abort().await {
+                tracing::warn!(error = %a, object = %object, "aborting the upload failed; the store may keep orphaned parts");
+            }
+            return Err(e);
+        }
+    };
+    writer
+        .finish()
+        .await
+        .with_context(|| format!("completing the upload of {object}"))?;
+    Ok(value)
+}
 pub(super) const IN_FLIGHT: usize = 2;
 /// A stream that sends nothing for this long is given up.
 const STALL: Duration = Duration::from_secs(30);
@@ -192,19 +215,7 @@ pub async fn take(
         ))
     }
     .await;
-    let (etcd_sha256, sha256, db_size, size) = match streamed {
-        Ok(v) => v,
-        Err(e) => {
-            if let Err(a) = writer.abort().await {
-                tracing::warn!(error = %a, object = %object, "aborting the upload failed; the store may keep orphaned parts");
-            }
-            return Err(e);
-        }
-    };
-    writer
-        .finish()
-        .await
-        .with_context(|| format!("completing the upload of {object}"))?;
+    let (etcd_sha256, sha256, db_size, size) = complete_upload(writer, streamed, &object).await?;
 
     let manifest = Manifest {
         id: id.clone(),
