@@ -162,11 +162,7 @@ fn env_name(flag: &str) -> String {
 }
 
 pub fn spec(cfg: &Config, me: &LocalMember, state: &ClusterState) -> Result<EtcdSpec, ConfigError> {
-    let version = EtcdVersion::of_config(cfg);
-    if version.is_none() {
-        tracing::warn!(binary = %cfg.etcd.binary.display(), image = cfg.etcd.image.as_deref().unwrap_or(""), "cannot tell which etcd release will run (no `etcd --version` answer, or an image tag without a version): etcd's corruption checks are not switched on; set them in [etcd.flags]");
-    }
-    spec_for(cfg, me, state, version)
+    spec_for(cfg, me, state, EtcdVersion::of_config(cfg))
 }
 
 /// `spec` for a known (or unknown) etcd release.

@@ -81,16 +81,48 @@ impl EtcdVersion {
     }
 
     /// The release this member's etcd runs: the image's tag for the container and static-pod
-    /// managers, the binary's own answer otherwise. None when it cannot be told.
+    /// managers, the binary's own answer otherwise. None when it cannot be told (logged once per
+    /// binary or image).
+    ///
+    /// Remembered while the binary (path, size, modification time) or the image stays the same:
+    /// every healthy heal tick renders etcd's files to compare them with what runs, and need not
+    /// start `etcd --version` each time; a new binary installed at the same path is asked again.
     pub fn of_config(cfg: &Config) -> Option<Self> {
-        match cfg.etcd.service_manager {
+        use std::sync::Mutex;
+        static SEEN: Mutex<Option<(String, Option<EtcdVersion>)>> = Mutex::new(None);
+        let key = match cfg.etcd.service_manager {
             ServiceManagerKind::Container | ServiceManagerKind::StaticPod => {
-                EtcdVersion::from_image(cfg.etcd.image.as_deref()?)
+                format!("image {}", cfg.etcd.image.as_deref().unwrap_or(""))
+            }
+            ServiceManagerKind::Systemd | ServiceManagerKind::Process => {
+                let meta = std::fs::metadata(&cfg.etcd.binary).ok();
+                format!(
+                    "binary {} {:?} {:?}",
+                    cfg.etcd.binary.display(),
+                    meta.as_ref().map(|m| m.len()),
+                    meta.and_then(|m| m.modified().ok())
+                )
+            }
+        };
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, v)) = seen.as_ref() {
+            if *k == key {
+                return *v;
+            }
+        }
+        let version = match cfg.etcd.service_manager {
+            ServiceManagerKind::Container | ServiceManagerKind::StaticPod => {
+                cfg.etcd.image.as_deref().and_then(EtcdVersion::from_image)
             }
             ServiceManagerKind::Systemd | ServiceManagerKind::Process => {
                 EtcdVersion::of_binary(&cfg.etcd.binary)
             }
+        };
+        if version.is_none() {
+            tracing::warn!(binary = %cfg.etcd.binary.display(), image = cfg.etcd.image.as_deref().unwrap_or(""), "cannot tell which etcd release will run (no `etcd --version` answer, or an image tag without a version): etcd's corruption checks are not switched on; set them in [etcd.flags]");
         }
+        *seen = Some((key, version));
+        version
     }
 }
 
