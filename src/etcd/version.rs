@@ -5,7 +5,7 @@
 use crate::config::{Config, ServiceManagerKind};
 use std::fmt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EtcdVersion {
@@ -53,31 +53,12 @@ impl EtcdVersion {
 
     /// Runs `binary --version`, bounded: a binary that hangs counts as unknown.
     pub fn of_binary(binary: &Path) -> Option<Self> {
-        let mut child = std::process::Command::new(binary)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return None;
-                }
-            }
-        }
-        let mut out = String::new();
-        use std::io::Read;
-        child.stdout.take()?.read_to_string(&mut out).ok()?;
-        EtcdVersion::from_version_output(&out)
+        let out = crate::util::process::output_within(
+            std::process::Command::new(binary).arg("--version"),
+            Duration::from_secs(10),
+        )
+        .ok()?;
+        EtcdVersion::from_version_output(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// The release this member's etcd runs: the image's tag for the container and static-pod

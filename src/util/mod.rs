@@ -5,6 +5,7 @@ pub mod fs;
 pub mod hex;
 pub mod http;
 pub mod limit;
+pub mod process;
 pub mod retry;
 pub mod sha256;
 pub mod text;
