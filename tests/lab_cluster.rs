@@ -4,6 +4,7 @@
 mod common;
 
 use common::{serial, Lab, LabOptions, Version};
+use std::process::Command;
 use std::time::Duration;
 
 const HEALTHY_WITHIN: Duration = Duration::from_secs(90);
@@ -169,6 +170,61 @@ fn srv_cluster(id: u8, version: Version, n: usize) {
         "key lost across restart"
     );
     assert_eq!(lab.members(1).len(), n);
+    // The unit etcd would run under with the systemd manager, as `plan` prints it: etcd as its
+    // own unprivileged user, sandboxed; `systemd-analyze security` rates it 2.5 at most.
+    let unit_path = lab.host_dir(1).join("etcd.service");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.netns(1),
+            &common::bin(),
+            "plan",
+            "--config",
+        ])
+        .arg(lab.config_path(1))
+        .env("ETCD_BOOTSTRAP_ETCD_SERVICE_MANAGER", "systemd")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "plan: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("etcd runs as: systemd unit etcd.service, as user etcd"),
+        "{printed}"
+    );
+    let unit: String = printed
+        .split(&format!(
+            "would write {} (mode 644):\n",
+            unit_path.display()
+        ))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no unit in: {printed}"))
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    assert!(unit.contains("\nUser=etcd\nGroup=etcd\n"), "{unit}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("etcd.service"), &unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(dir.path().join("etcd.service"))
+        .output()
+        .expect("systemd-analyze (scripts/install-deps.sh installs systemd)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| l.split("exposure level for etcd.service: ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {report}"));
+    eprintln!("etcd's unit: systemd-analyze security exposure {exposure}");
+    assert!(exposure <= 2.5, "etcd's unit rated {exposure}:\n{report}");
+
     // etcd's own corruption checks run, in the form this release takes (it refuses to start on
     // a mismatch with its peers; the hash check after compactions needs 3.5.5).
     let mut checks = vec!["ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK=true"];

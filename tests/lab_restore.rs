@@ -723,3 +723,159 @@ fn restores_keep_a_bounded_number_of_copies(id: u8, version: Version) {
 fn restores_keep_a_bounded_number_of_copies_etcd_3_5() {
     restores_keep_a_bounded_number_of_copies(170, Version::V3_5);
 }
+
+/// The user the test's agents run etcd as; removed again when the test ends, also on failure.
+struct TestUser(&'static str);
+
+impl TestUser {
+    fn fresh(name: &'static str) -> TestUser {
+        let _ = std::process::Command::new("userdel").arg(name).output();
+        TestUser(name)
+    }
+
+    /// uid and gid from /etc/passwd, as an operator would look them up.
+    fn ids(&self) -> Option<(u32, u32)> {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == self.0).then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+        })
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(self.0).output();
+    }
+}
+
+fn owner(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid(), m.permissions().mode() & 0o777)
+}
+
+/// Every etcd of hosts `hosts` runs as `ids`, not root, and owns everything in its data dir;
+/// its server and peer keys are its own (0600), the agent's client key stays root's.
+fn assert_etcd_runs_as(lab: &Lab, hosts: &[usize], ids: (u32, u32)) {
+    for &h in hosts {
+        let pid = lab
+            .etcd_pid(h)
+            .unwrap_or_else(|| panic!("no etcd on host {h}"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        let gid_line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
+        for (line, want) in [(uid_line, ids.0), (gid_line, ids.1)] {
+            let all: Vec<u32> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert!(
+                all.iter().all(|n| *n == want),
+                "host {h}: etcd {pid} runs with {line:?}, want {want}"
+            );
+        }
+        let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+        assert!(caps.ends_with("0000000000000000"), "host {h}: {caps}");
+        let data = lab.host_dir(h).join("data");
+        let mut todo = vec![data.clone()];
+        let mut files = 0;
+        while let Some(p) = todo.pop() {
+            let (uid, gid, _) = owner(&p);
+            // The agent's own records beside etcd's files are the only exception.
+            let agents = p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with(".etcd-bootstrap")
+                    || n.to_string_lossy().starts_with("etcd-bootstrap")
+            });
+            assert!(
+                agents || (uid, gid) == ids,
+                "host {h}: {} is {uid}:{gid}",
+                p.display()
+            );
+            files += 1;
+            if p.is_dir() && !p.is_symlink() {
+                todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        assert!(
+            files > 5,
+            "host {h}: only {files} entries in {}",
+            data.display()
+        );
+        assert_eq!(owner(&data).2, 0o700, "host {h}: data dir mode");
+        let pki = lab.host_dir(h).join("pki");
+        for key in ["server.key", "peer.key"] {
+            assert_eq!(
+                owner(&pki.join(key)),
+                (ids.0, ids.1, 0o600),
+                "host {h} {key}"
+            );
+        }
+        assert_eq!(
+            owner(&pki.join("client.key")),
+            (0, 0, 0o600),
+            "host {h} client.key"
+        );
+    }
+}
+
+/// Issue 25, item 3: etcd as an unprivileged user (`etcd.user`, created by the agent when
+/// missing), through formation, a replaced disk and a fleet restore: every etcd process runs as
+/// that user with no capability, owns its data and its keys (also the renewed, restored and
+/// re-made ones), and the keys written before are there. The `process` manager is used so that
+/// the lab can look at the processes; systemd, podman and the static pod run the same
+/// preparation (tests/vm).
+fn etcd_as_its_own_user(id: u8, version: Version) {
+    let _g = serial();
+    let user = TestUser::fresh("ebtest-etcd");
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let store = with_file_backup(&lab);
+    for h in 1..=3 {
+        lab.edit_config(
+            h,
+            "service_manager = \"process\"\n",
+            "service_manager = \"process\"\nuser = \"ebtest-etcd\"\n",
+        );
+    }
+    assert_eq!(user.ids(), None, "the user exists before the test");
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    let ids = user.ids().expect("the agents did not create etcd.user");
+    assert!(ids.0 != 0 && ids.0 < 1000, "not a system user: {ids:?}");
+    assert_etcd_runs_as(&lab, &[1, 2, 3], ids);
+    for i in 0..5 {
+        lab.put(1 + i % 3, &format!("/before/{i}"), &format!("v{i}"));
+    }
+
+    // A replaced disk: host 2 comes back empty and joins again, as the user.
+    lab.stop(2);
+    replace_vm(&lab, 2);
+    lab.start(&[2]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    assert_etcd_runs_as(&lab, &[2], ids);
+    assert_eq!(lab.get(2, "/before/4").as_deref(), Some("v4"));
+
+    // A fleet restore from the store: the restored data dirs are made by the agents (as root)
+    // and handed over before etcd starts on them.
+    let _ = snapshot_save(&lab, 1);
+    lab.put(1, "/after", "gone");
+    let old = cluster_id(&lab, 1);
+    let new = restore_latest(&lab);
+    assert_ne!(old, new);
+    assert_etcd_runs_as(&lab, &[1, 2, 3], ids);
+    for i in 0..5 {
+        assert_eq!(
+            lab.get(1 + (i + 1) % 3, &format!("/before/{i}")),
+            Some(format!("v{i}"))
+        );
+    }
+    assert_eq!(lab.get(3, "/after").as_deref(), Some(""));
+    drop(store);
+}
+
+#[test]
+fn etcd_runs_as_its_own_user_through_a_replaced_disk_and_a_restore_etcd_3_5() {
+    etcd_as_its_own_user(220, Version::V3_5);
+}

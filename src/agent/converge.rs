@@ -302,7 +302,8 @@ impl Agent<'_> {
             for f in observed.tls.changed() {
                 tracing::info!(file = %f.path.display(), reason = f.change.as_deref().unwrap_or(""), "writing certificate material");
             }
-            observed.tls.apply()?;
+            let etcd_owner = crate::etcd::user::of_config(cfg)?.map(|u| u.ids());
+            observed.tls.apply(etcd_owner)?;
             failpoint::hit("new:after-certs");
             if let ClusterState::New(ic) = &state {
                 // Before etcd creates any data: the peers' agents report this cluster ID for

@@ -36,7 +36,8 @@ impl Agent<'_> {
         for f in plan.changed() {
             tracing::info!(file = %f.path.display(), reason = f.change.as_deref().unwrap_or(""), source = %source.describe(), "renewing certificate material");
         }
-        plan.apply()?;
+        let etcd_owner = crate::etcd::user::of_config(cfg)?.map(|u| u.ids());
+        plan.apply(etcd_owner)?;
         super::metrics::heal_action(super::metrics::HealAction::Renew);
         *material = Some(ClientMaterial::from_dir(&cfg.tls.dir)?);
         if let Some(ep) = &self.observer.endpoint {

@@ -86,7 +86,11 @@ pub async fn plan(cfg: Config) -> Result<()> {
             }
         }
         let manager = crate::service::manager(&cfg);
-        println!("etcd runs as: {}", manager.describe());
+        println!(
+            "etcd runs as: {}, {}",
+            manager.describe(),
+            manager.owner().describe()
+        );
         for artifact in manager.render(&render::spec(&cfg, &observed.me, &state)?)? {
             println!(
                 "would write {} (mode {:o}):",

@@ -63,6 +63,9 @@ pub struct EtcdConfig {
     pub container_runtime: Option<ContainerRuntime>,
     /// `static-pod` only: where kubelet reads the pod.
     pub manifest_path: PathBuf,
+    /// The user etcd runs as (`etcd::user`): "root", or "" (the `process` manager's default),
+    /// leave it the agent's own user; see `runs_as`.
+    pub user: String,
     /// Extra etcd flags, `flag-name -> value` as etcd takes it on its command line.
     pub flags: BTreeMap<String, String>,
 }
@@ -183,6 +186,7 @@ pub(super) fn validate(
         };
         flags.insert(flag, text);
     }
+    let user = validate_user(v, raw.user, service_manager)?;
     let install_dir = v.path("etcd.install_dir", raw.install_dir, "/usr/local/bin")?;
     let download_url = raw.download_url.filter(|s| !s.is_empty());
     let sha256 = raw.sha256.filter(|s| !s.is_empty());
@@ -238,8 +242,43 @@ pub(super) fn validate(
         image,
         container_runtime,
         manifest_path,
+        user,
         flags,
     })
+}
+
+/// `etcd.user`: "etcd" by default, except with the `process` manager (there etcd is the agent's
+/// child, and runs as the agent's user unless a user is named); "root" keeps etcd as root. A
+/// name as `useradd` takes it, since it may be created.
+fn validate_user(
+    v: &Validator<'_>,
+    raw: Option<String>,
+    manager: ServiceManagerKind,
+) -> Result<String, ConfigError> {
+    let name = match raw.as_deref() {
+        None | Some("") if manager == ServiceManagerKind::Process => return Ok(String::new()),
+        None | Some("") => "etcd",
+        Some(name) => name,
+    };
+    let valid = name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        return Err(v.err(
+            "etcd.user",
+            format!("{name:?} is not a user name (lowercase letters, digits, '_' and '-', at most 32, starting with a letter or '_'), e.g. \"etcd\""),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+impl EtcdConfig {
+    /// The unprivileged user etcd runs as, or None when it runs as the agent's own user.
+    pub fn runs_as(&self) -> Option<&str> {
+        Some(self.user.as_str()).filter(|u| !u.is_empty() && *u != "root")
+    }
 }
 
 /// `[registry[:port]/]path[:tag][@sha256:digest]`, loosely: the runtime checks the rest. It
@@ -269,5 +308,43 @@ mod tests {
         let c = Config::load(Some(&p), &[]).unwrap();
         assert_eq!(c.etcd.binary, PathBuf::from("/opt/etcd/etcd"));
         assert_eq!(c.etcd.sha256.as_deref(), Some(sum.as_str()));
+    }
+
+    /// "etcd" unless the agent supervises etcd itself; "root" opts out; a name that could not
+    /// be a user (or would reach useradd as an option) is refused.
+    #[test]
+    fn etcd_user_by_manager() {
+        // manager, etcd.user as written, the user etcd runs as (Err: refused, naming the key)
+        type Want = Result<Option<&'static str>, ()>;
+        let long = "x".repeat(33);
+        let cases: &[(&str, Option<&str>, Want)] = &[
+            ("systemd", None, Ok(Some("etcd"))),
+            ("systemd", Some(""), Ok(Some("etcd"))),
+            ("static-pod", None, Ok(Some("etcd"))),
+            ("process", None, Ok(None)),
+            ("process", Some("etcd2"), Ok(Some("etcd2"))),
+            ("systemd", Some("root"), Ok(None)),
+            ("systemd", Some("-o"), Err(())),
+            ("systemd", Some("Etcd"), Err(())),
+            ("systemd", Some("a b"), Err(())),
+            ("systemd", Some(&long), Err(())),
+        ];
+        for (manager, user, want) in cases {
+            let image = if *manager == "static-pod" {
+                "image = \"registry.k8s.io/etcd:3.5.15-0\"\n"
+            } else {
+                ""
+            };
+            let user_line = user.map(|u| format!("user = {u:?}\n")).unwrap_or_default();
+            let (_d, p) = setup(&GOOD.replace(
+                "[etcd.flags]",
+                &format!("[etcd]\nservice_manager = {manager:?}\n{image}{user_line}[etcd.flags]"),
+            ));
+            match (Config::load(Some(&p), &[]), want) {
+                (Ok(c), Ok(w)) => assert_eq!(c.etcd.runs_as(), *w, "{manager} {user:?}"),
+                (Err(e), Err(())) => assert_eq!(e.key, "etcd.user", "{manager} {user:?}"),
+                (got, _) => panic!("{manager} {user:?}: {:?}", got.map(|c| c.etcd.user)),
+            }
+        }
     }
 }

@@ -65,6 +65,7 @@ pub const KEYS: &[(&str, &str, ValueKind)] = &[
     ("etcd", "image", ValueKind::Str),
     ("etcd", "container_runtime", ValueKind::Str),
     ("etcd", "manifest_path", ValueKind::Str),
+    ("etcd", "user", ValueKind::Str),
     ("heal", "enabled", ValueKind::Bool),
     ("heal", "interval", ValueKind::Str),
     ("heal", "remove_dead_after", ValueKind::Str),
@@ -209,6 +210,7 @@ pub struct RawEtcd {
     pub image: Option<String>,
     pub container_runtime: Option<String>,
     pub manifest_path: Option<String>,
+    pub user: Option<String>,
     pub flags: Option<BTreeMap<String, Value>>,
 }
 

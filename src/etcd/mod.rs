@@ -9,4 +9,5 @@ pub mod maintenance;
 pub mod membership;
 pub mod progress;
 pub mod render;
+pub mod user;
 pub mod version;

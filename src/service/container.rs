@@ -5,7 +5,7 @@
 //! the `systemd` manager (the unit is never enabled: only the agent starts it).
 
 use super::systemd::Unit;
-use super::{Artifact, ServiceManager};
+use super::{Artifact, Owner, RunAs, ServiceManager};
 use crate::config::{Config, ContainerRuntime};
 use crate::error::ConfigError;
 use crate::etcd::render::{one_line, EtcdSpec};
@@ -20,6 +20,28 @@ pub struct Container {
     runtime: Runtime,
     data_dir: PathBuf,
     tls_dir: PathBuf,
+    owner: Owner,
+}
+
+/// etcd as the uid and gid of `etcd.user` (an image need not know its name; a user not created
+/// yet, in a printed plan, by name), with no capability and no way to gain one.
+pub(super) fn user_args(run_as: &RunAs) -> Vec<String> {
+    let user = match run_as {
+        RunAs::Agent => None,
+        RunAs::User(u) => Some(format!("{}:{}", u.uid, u.gid)),
+        RunAs::Missing(name) => Some(name.clone()),
+    };
+    let mut args: Vec<String> = user
+        .into_iter()
+        .flat_map(|u| ["--user".to_string(), u])
+        .collect();
+    args.extend([
+        "--cap-drop".to_string(),
+        "all".into(),
+        "--security-opt".into(),
+        "no-new-privileges".into(),
+    ]);
+    args
 }
 
 /// The runtime and the program that runs it.
@@ -85,6 +107,7 @@ impl Container {
             runtime,
             data_dir: cfg.member.data_dir.clone(),
             tls_dir: cfg.tls.dir.clone(),
+            owner: Owner::new(cfg),
         }
     }
 
@@ -98,8 +121,9 @@ impl Container {
 
     /// Host network; the data dir read-write and the certificates read-only, at the paths the
     /// environment names. `Z`/`z`: SELinux labels for the container (ignored without SELinux).
-    fn mounts(&self) -> Vec<String> {
-        vec![
+    fn mounts(&self, run_as: &RunAs) -> Vec<String> {
+        let mut args = user_args(run_as);
+        args.extend([
             "--network".into(),
             "host".into(),
             "--ulimit".into(),
@@ -108,7 +132,8 @@ impl Container {
             format!("{0}:{0}:Z", self.data_dir.display()),
             "--volume".into(),
             format!("{0}:{0}:ro,z", self.tls_dir.display()),
-        ]
+        ]);
+        args
     }
 
     fn unit_text(&self, spec: &EtcdSpec) -> Result<String, ConfigError> {
@@ -130,7 +155,7 @@ impl Container {
             }
         }
         let name = self.name();
-        let mounts = self.mounts().join(" ");
+        let mounts = self.mounts(&self.owner.run_as()).join(" ");
         let image = &self.image;
         let (service, what) = match self.runtime.kind {
             // As `podman generate systemd --new` writes it: podman detaches, conmon is the main
@@ -220,13 +245,17 @@ impl ServiceManager for Container {
                 .into());
             }
             // A bind mount needs its source: etcd creates its data dir only inside the container.
-            crate::util::fs::ensure_dir(&self.data_dir, 0o700)?;
+            self.owner.prepare()?;
             self.unit.start(changed).await
         })
     }
 
     fn stop(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.unit.stop())
+    }
+
+    fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     fn one_off(&self, env: &[(String, String)]) -> Result<tokio::process::Command> {
@@ -238,7 +267,8 @@ impl ServiceManager for Container {
             "--name".into(),
             format!("{}-one-off", self.name()),
         ];
-        args.extend(self.mounts());
+        self.owner.prepare()?;
+        args.extend(self.mounts(&self.owner.run_as()));
         for (k, v) in env {
             args.push("--env".into());
             args.push(format!("{k}={v}"));

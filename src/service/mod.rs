@@ -11,6 +11,7 @@ mod systemd;
 use crate::config::{Config, ServiceManagerKind};
 use crate::error::ConfigError;
 use crate::etcd::render::EtcdSpec;
+use crate::etcd::user::{self, EtcdUser};
 use crate::util::fs as fsutil;
 use anyhow::Result;
 use futures::future::BoxFuture;
@@ -34,6 +35,74 @@ impl Artifact {
     }
 }
 
+/// Who etcd runs as, and what that user must own before etcd starts (`etcd::user`).
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// `etcd.user` when etcd does not run as the agent's own user.
+    pub user: Option<String>,
+    pub data_dir: PathBuf,
+    pub tls_dir: PathBuf,
+}
+
+/// The user as a manager writes it into etcd's unit or manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAs {
+    /// The agent's own user (root).
+    Agent,
+    User(EtcdUser),
+    /// Not created yet (`plan` on a fresh machine): the agent creates it before it writes
+    /// etcd's files, so only a printed plan shows the name.
+    Missing(String),
+}
+
+impl Owner {
+    fn new(cfg: &Config) -> Owner {
+        Owner {
+            user: cfg.etcd.runs_as().map(str::to_string),
+            data_dir: cfg.member.data_dir.clone(),
+            tls_dir: cfg.tls.dir.clone(),
+        }
+    }
+
+    /// For `plan` and logs: which user etcd runs as.
+    pub fn describe(&self) -> String {
+        match self.run_as() {
+            RunAs::Agent => "as the agent's own user".into(),
+            RunAs::User(u) => format!("as user {} (uid {}, gid {})", u.name, u.uid, u.gid),
+            RunAs::Missing(name) => {
+                format!("as user {name} (etcd-bootstrap creates it before etcd's first start)")
+            }
+        }
+    }
+
+    /// Looked up at every render: the user may have been created since the last one.
+    fn run_as(&self) -> RunAs {
+        match &self.user {
+            None => RunAs::Agent,
+            Some(name) => match user::lookup(name) {
+                Ok(Some(u)) => RunAs::User(u),
+                _ => RunAs::Missing(name.clone()),
+            },
+        }
+    }
+
+    /// Right before etcd's files are written and before etcd starts: the data dir exists (a
+    /// bind mount or `ReadWritePaths=` needs it; etcd as its user could not create it), the user
+    /// exists, and owns what etcd writes and its keys. The uid and gid etcd runs with.
+    fn prepare(&self) -> Result<Option<(u32, u32)>> {
+        fsutil::ensure_dir(&self.data_dir, 0o700)?;
+        let Some(name) = &self.user else {
+            // etcd as root again after it ran as a user: its sandbox has no capability to write
+            // what that user owns, so root takes the data dir back.
+            user::hand_over(&user::agent(), &self.data_dir, &self.tls_dir)?;
+            return Ok(None);
+        };
+        let u = user::ensure(name, &self.data_dir)?;
+        user::hand_over(&u, &self.data_dir, &self.tls_dir)?;
+        Ok(Some(u.ids()))
+    }
+}
+
 pub trait ServiceManager: Send + Sync {
     fn describe(&self) -> String;
     /// Take up a reloaded configuration (`systemctl reload`) without touching a running etcd:
@@ -43,8 +112,11 @@ pub trait ServiceManager: Send + Sync {
     fn render(&self, spec: &EtcdSpec) -> Result<Vec<Artifact>, ConfigError>;
     /// Write the artifacts (atomically, only when their content changes). True when any changed.
     fn install(&self, spec: &EtcdSpec) -> Result<bool> {
+        self.owner().prepare()?;
         write_all(&self.render(spec)?)
     }
+    /// Who etcd runs as.
+    fn owner(&self) -> &Owner;
     /// Start etcd without waiting for it to be ready (etcd is ready only once it has joined
     /// through raft, which needs its peers started too); restart it when `changed` and it is
     /// already running.
@@ -59,7 +131,7 @@ pub trait ServiceManager: Send + Sync {
 
 /// What etcd runs with, as one value: the files rendered for `spec` (the restart annotation of a
 /// static pod left out: it changes at every restart, not with the configuration), the binary and
-/// the release it was installed from, the image. etcd reads all of it only when it starts, so two
+/// the release it was installed from, the image, the user. etcd reads all of it only when it starts, so two
 /// configurations whose fingerprints differ need etcd restarted to go from one to the other
 /// (`decide::change`).
 pub fn fingerprint(cfg: &Config, spec: &EtcdSpec) -> Result<String, ConfigError> {
@@ -81,6 +153,10 @@ pub fn fingerprint(cfg: &Config, spec: &EtcdSpec) -> Result<String, ConfigError>
         e.sha256.as_deref().unwrap_or(""),
         e.image.as_deref().unwrap_or("")
     ));
+    // The `process` manager writes no unit that names the user: a new user is a restart too.
+    if let Some(user) = e.runs_as() {
+        text.push_str(&format!("user {user}\n"));
+    }
     Ok(crate::util::sha256::sha256_hex(text.as_bytes()))
 }
 
@@ -109,12 +185,22 @@ fn child_command(program: &std::path::Path, args: &[String]) -> tokio::process::
     cmd
 }
 
-/// etcd itself with exactly `env` (and a PATH), as systemd's EnvironmentFile gives it.
-fn etcd_command(program: &std::path::Path, env: &[(String, String)]) -> tokio::process::Command {
+/// etcd itself with exactly `env` (and a PATH), as systemd's EnvironmentFile gives it, as the
+/// user `ids` (uid, gid; its supplementary groups dropped) when given.
+fn etcd_command(
+    program: &std::path::Path,
+    env: &[(String, String)],
+    ids: Option<(u32, u32)>,
+) -> tokio::process::Command {
     let mut cmd = child_command(program, &[]);
     cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Some((uid, gid)) = ids {
+        // std sets the gid, drops supplementary groups (as root), then the uid, before the
+        // pre_exec hook that sets PDEATHSIG (a uid change would clear it).
+        cmd.uid(uid).gid(gid);
+    }
     cmd
 }
 
@@ -166,11 +252,11 @@ mod tests {
             .collect()
     }
 
-    /// `systemd` writes the environment file and the unit exactly as before managers rendered
-    /// their own artifacts; `process` the environment file alone.
+    /// `systemd` writes the environment file and the unit, sandboxed (`User=` only when etcd has
+    /// a user of its own); `process` the environment file alone.
     #[test]
     fn native_managers_write_the_same_files_as_before() {
-        let (_d, cfg) = config("");
+        let (_d, cfg) = config("[etcd]\nuser = \"root\"\n");
         let spec = spec(&cfg);
         let systemd = manager(&cfg).render(&spec).unwrap();
         assert_eq!(
@@ -189,19 +275,34 @@ mod tests {
             "{}",
             spec.env_text()
         );
-        assert_eq!(
-            systemd[1].content,
-            "# Written by etcd-bootstrap: edits are overwritten.\n[Unit]\n\
-             Description=etcd key-value store (managed by etcd-bootstrap)\n\
-             Documentation=https://etcd.io/docs/\nAfter=network-online.target\n\
-             Wants=network-online.target\n\n[Service]\n\
-             # etcd signals READY only once it has joined through raft, which needs a quorum: joining\n\
-             # members can take a while, so the start timeout is generous.\n\
-             # No [Install] section: etcd-bootstrap starts this unit on every boot after it has looked at\n\
-             # the data dir and the peers; systemd never starts it on its own.\n\
-             Type=notify\nEnvironmentFile=/etc/etcd/etcd.env\nExecStart=/usr/bin/etcd\n\
-             Restart=always\nRestartSec=5s\nTimeoutStartSec=600\nLimitNOFILE=65536\n"
+        assert!(
+            systemd[1].content.starts_with(
+                "# Written by etcd-bootstrap: edits are overwritten.\n[Unit]\n\
+                 Description=etcd key-value store (managed by etcd-bootstrap)\n\
+                 Documentation=https://etcd.io/docs/\nAfter=network-online.target\n\
+                 Wants=network-online.target\n\n[Service]\n\
+                 # etcd signals READY only once it has joined through raft, which needs a quorum: joining\n\
+                 # members can take a while, so the start timeout is generous.\n\
+                 # No [Install] section: etcd-bootstrap starts this unit on every boot after it has looked at\n\
+                 # the data dir and the peers; systemd never starts it on its own.\n\
+                 Type=notify\nEnvironmentFile=/etc/etcd/etcd.env\nExecStart=/usr/bin/etcd\n\
+                 Restart=always\nRestartSec=5s\nTimeoutStartSec=600\nLimitNOFILE=65536\n"
+            ),
+            "{}",
+            systemd[1].content
         );
+        for line in [
+            "ReadWritePaths=/var/lib/etcd\n",
+            "CapabilityBoundingSet=\n",
+            "NoNewPrivileges=yes\n",
+        ] {
+            assert!(
+                systemd[1].content.contains(line),
+                "{line} not in {}",
+                systemd[1].content
+            );
+        }
+        assert!(!systemd[1].content.contains("User="));
         let (_d, cfg) = config("[etcd]\nservice_manager = \"process\"\n");
         let process = manager(&cfg).render(&spec).unwrap();
         assert_eq!(paths(&process), [("/etc/etcd/etcd.env".to_string(), 0o644)]);
@@ -242,8 +343,9 @@ mod tests {
     /// The container unit, for each runtime: what runs, how it is told ready, what is mounted.
     #[test]
     fn container_unit_per_runtime() {
+        // A user that is never there: the unit names it (a printed plan before the first run).
         let (_d, cfg) = config(
-            "[etcd]\nservice_manager = \"container\"\nimage = \"registry.k8s.io/etcd:3.5.15-0\"\n",
+            "[etcd]\nservice_manager = \"container\"\nimage = \"registry.k8s.io/etcd:3.5.15-0\"\nuser = \"ebtest-absent\"\n",
         );
         let spec = spec(&cfg);
         struct Case {
@@ -258,7 +360,7 @@ mod tests {
                 program: "/usr/bin/podman",
                 has: &[
                     "Type=notify\nNotifyAccess=all\n",
-                    "ExecStart=/usr/bin/podman run --name etcd --replace --rm --cidfile=%t/%n.ctr-id --cgroups=no-conmon --sdnotify=container -d --network host --ulimit nofile=65536:65536 --volume /var/lib/etcd:/var/lib/etcd:Z --volume /etc/etcd/pki:/etc/etcd/pki:ro,z --env-file /etc/etcd/etcd.env registry.k8s.io/etcd:3.5.15-0 etcd\n",
+                    "ExecStart=/usr/bin/podman run --name etcd --replace --rm --cidfile=%t/%n.ctr-id --cgroups=no-conmon --sdnotify=container -d --user ebtest-absent --cap-drop all --security-opt no-new-privileges --network host --ulimit nofile=65536:65536 --volume /var/lib/etcd:/var/lib/etcd:Z --volume /etc/etcd/pki:/etc/etcd/pki:ro,z --env-file /etc/etcd/etcd.env registry.k8s.io/etcd:3.5.15-0 etcd\n",
                     "ExecStop=/usr/bin/podman stop --ignore --time 60 --cidfile=%t/%n.ctr-id\n",
                     "Restart=always\n",
                 ],
@@ -270,7 +372,7 @@ mod tests {
                 has: &[
                     "Type=simple\n",
                     "ExecStartPre=-/usr/local/bin/docker rm --force etcd\n",
-                    "ExecStart=/usr/local/bin/docker run --name etcd --rm --network host --ulimit nofile=65536:65536 --volume /var/lib/etcd:/var/lib/etcd:Z --volume /etc/etcd/pki:/etc/etcd/pki:ro,z --env-file /etc/etcd/etcd.env registry.k8s.io/etcd:3.5.15-0 etcd\n",
+                    "ExecStart=/usr/local/bin/docker run --name etcd --rm --user ebtest-absent --cap-drop all --security-opt no-new-privileges --network host --ulimit nofile=65536:65536 --volume /var/lib/etcd:/var/lib/etcd:Z --volume /etc/etcd/pki:/etc/etcd/pki:ro,z --env-file /etc/etcd/etcd.env registry.k8s.io/etcd:3.5.15-0 etcd\n",
                     "ExecStop=/usr/local/bin/docker stop --time 60 etcd\n",
                 ],
                 lacks: &["\n[Install]\n", "sdnotify", "NotifyAccess", "podman"],
@@ -317,6 +419,73 @@ mod tests {
         cfg.member.data_dir = "/var/lib/my etcd".into();
         let e = manager(&cfg).render(&spec_of(&cfg)).unwrap_err();
         assert_eq!(e.key, "member.data_dir");
+    }
+
+    /// etcd as its own user in each form: the unit's `User=`, the container's numeric
+    /// `--user` (an image need not know the name), the pod's `runAsUser`/`runAsGroup`, each
+    /// without capabilities; as root, none of them.
+    #[test]
+    fn etcd_runs_as_its_user_in_every_form() {
+        let user = RunAs::User(EtcdUser {
+            name: "etcd".into(),
+            uid: 998,
+            gid: 997,
+        });
+        let (_d, cfg) = config("");
+        let spec = spec(&cfg);
+        let unit = |run_as: &RunAs| {
+            systemd::unit_text(
+                &cfg.etcd.env_file,
+                &cfg.etcd.binary,
+                &cfg.etcd.unit_path,
+                run_as,
+                &cfg.member.data_dir,
+            )
+            .unwrap()
+        };
+        assert!(unit(&user).contains("\nUser=etcd\nGroup=etcd\n"));
+        assert!(!unit(&RunAs::Agent).contains("User="));
+        let pod = |run_as: &RunAs| {
+            yaml(
+                &static_pod::manifest_text(
+                    &spec,
+                    "registry.k8s.io/etcd:3.5.15-0",
+                    "0",
+                    std::path::Path::new("/etc/kubernetes/manifests/etcd.yaml"),
+                    run_as,
+                )
+                .unwrap(),
+            )
+        };
+        let p = pod(&user);
+        let ctx = &p["spec"]["securityContext"];
+        assert_eq!(ctx["runAsUser"].as_u64(), Some(998));
+        assert_eq!(ctx["runAsGroup"].as_u64(), Some(997));
+        assert_eq!(ctx["runAsNonRoot"].as_bool(), Some(true));
+        assert_eq!(
+            ctx["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault")
+        );
+        let c = &p["spec"]["containers"][0]["securityContext"];
+        assert_eq!(c["allowPrivilegeEscalation"].as_bool(), Some(false));
+        assert_eq!(c["capabilities"]["drop"][0].as_str(), Some("ALL"));
+        let root = pod(&RunAs::Agent);
+        assert!(root["spec"]["securityContext"]["runAsUser"].is_null());
+        assert_eq!(
+            container::user_args(&user),
+            [
+                "--user",
+                "998:997",
+                "--cap-drop",
+                "all",
+                "--security-opt",
+                "no-new-privileges"
+            ]
+        );
+        assert_eq!(
+            container::user_args(&RunAs::Agent),
+            ["--cap-drop", "all", "--security-opt", "no-new-privileges"]
+        );
     }
 
     fn spec_of(cfg: &Config) -> EtcdSpec {

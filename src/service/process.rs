@@ -4,7 +4,7 @@
 //! etcd-bootstrap itself dies, the kernel sends etcd SIGTERM (PR_SET_PDEATHSIG), so a re-run never
 //! finds a stray etcd holding the data dir.
 
-use super::{Artifact, ServiceManager};
+use super::{Artifact, Owner, ServiceManager};
 use crate::config::Config;
 use crate::error::ConfigError;
 use crate::etcd::render::{self, EtcdSpec};
@@ -25,6 +25,7 @@ pub struct Process {
     env_path: PathBuf,
     stop_tx: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    owner: Owner,
 }
 
 impl Process {
@@ -34,6 +35,7 @@ impl Process {
             env_path: cfg.etcd.env_file.clone(),
             stop_tx: watch::channel(false).0,
             task: Mutex::new(None),
+            owner: Owner::new(cfg),
         }
     }
 }
@@ -41,8 +43,9 @@ impl Process {
 fn spawn_etcd(
     binary: &std::path::Path,
     env: &[(String, String)],
+    ids: Option<(u32, u32)>,
 ) -> std::io::Result<tokio::process::Child> {
-    super::etcd_command(binary, env).spawn()
+    super::etcd_command(binary, env, ids).spawn()
 }
 
 /// Between restarts of etcd: 1 s doubling to 30 s, with jitter; reset after a minute of running.
@@ -50,14 +53,19 @@ fn restart_backoff() -> Backoff {
     Backoff::new(Duration::from_secs(1), MAX_BACKOFF)
 }
 
-async fn supervise(binary: PathBuf, env: Vec<(String, String)>, mut stop: watch::Receiver<bool>) {
+async fn supervise(
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    ids: Option<(u32, u32)>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = restart_backoff();
     loop {
         if *stop.borrow() {
             return;
         }
         let started = std::time::Instant::now();
-        let mut child = match spawn_etcd(&binary, &env) {
+        let mut child = match spawn_etcd(&binary, &env, ids) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(binary = %binary.display(), error = %e, "cannot start etcd");
@@ -109,6 +117,7 @@ impl ServiceManager for Process {
     fn reconfigure(&mut self, cfg: &Config) {
         self.binary = cfg.etcd.binary.clone();
         self.env_path = cfg.etcd.env_file.clone();
+        self.owner = Owner::new(cfg);
     }
 
     fn describe(&self) -> String {
@@ -134,6 +143,7 @@ impl ServiceManager for Process {
             let text = std::fs::read_to_string(&self.env_path)
                 .with_context(|| format!("reading {}", self.env_path.display()))?;
             let env = render::parse_env(&text);
+            let ids = self.owner.prepare()?;
             let mut task = self.task.lock().expect("poisoned");
             if task.as_ref().is_some_and(|t| !t.is_finished()) {
                 return Ok(());
@@ -142,6 +152,7 @@ impl ServiceManager for Process {
             *task = Some(tokio::spawn(supervise(
                 self.binary.clone(),
                 env,
+                ids,
                 self.stop_tx.subscribe(),
             )));
             Ok(())
@@ -149,7 +160,12 @@ impl ServiceManager for Process {
     }
 
     fn one_off(&self, env: &[(String, String)]) -> Result<tokio::process::Command> {
-        Ok(super::etcd_command(&self.binary, env))
+        let ids = self.owner.prepare()?;
+        Ok(super::etcd_command(&self.binary, env, ids))
+    }
+
+    fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     fn stop(&self) -> BoxFuture<'_, Result<()>> {

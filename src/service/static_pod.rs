@@ -6,7 +6,7 @@
 //! annotation. The environment file is written as well, as the record of what etcd runs with
 //! (kubelet does not read it; etcd-bootstrap does).
 
-use super::{Artifact, ServiceManager};
+use super::{Artifact, Owner, RunAs, ServiceManager};
 use crate::config::Config;
 use crate::error::ConfigError;
 use crate::etcd::render::{one_line, EtcdSpec};
@@ -42,6 +42,7 @@ pub struct StaticPod {
     data_dir_arg: String,
     /// See `STOP_QUIET`.
     quiet: Duration,
+    owner: Owner,
 }
 
 impl StaticPod {
@@ -60,6 +61,7 @@ impl StaticPod {
             ports: [cfg.member.client_port, cfg.member.metrics_port],
             data_dir_arg: data_dir_arg(&cfg.member.data_dir),
             quiet: STOP_QUIET,
+            owner: Owner::new(cfg),
         }
     }
 
@@ -79,7 +81,13 @@ impl StaticPod {
 
     fn manifest(&self, spec: &EtcdSpec) -> Result<String, ConfigError> {
         let mark = self.restart_mark.lock().expect("poisoned").clone();
-        manifest_text(spec, &self.image, &mark, &self.manifest_path)
+        manifest_text(
+            spec,
+            &self.image,
+            &mark,
+            &self.manifest_path,
+            &self.owner.run_as(),
+        )
     }
 }
 
@@ -120,6 +128,7 @@ pub fn manifest_text(
     image: &str,
     restart_mark: &str,
     path: &std::path::Path,
+    run_as: &RunAs,
 ) -> Result<String, ConfigError> {
     one_line("etcd.image", image, path)?;
     one_line(
@@ -167,12 +176,27 @@ pub fn manifest_text(
         out.push_str("    readinessProbe:\n");
         out.push_str(&probe(ready, 3, 1, false));
     }
-    out.push_str("    resources:\n      requests:\n        cpu: 100m\n        memory: 100Mi\n    startupProbe:\n");
+    // etcd needs no capability (its ports are above 1024) and never gains one.
+    out.push_str("    resources:\n      requests:\n        cpu: 100m\n        memory: 100Mi\n\
+                  \x20   securityContext:\n      allowPrivilegeEscalation: false\n      capabilities:\n        drop:\n        - ALL\n\
+                  \x20   startupProbe:\n");
     out.push_str(&probe(ready.unwrap_or(live), 24, 10, true));
+    // As the uid and gid of etcd.user: an image need not know its name. A user not created
+    // yet (a printed plan) is shown by name.
+    let run_as = match run_as {
+        RunAs::Agent => String::new(),
+        RunAs::User(u) => format!(
+            "    runAsGroup: {}\n    runAsNonRoot: true\n    runAsUser: {}\n",
+            u.gid, u.uid
+        ),
+        RunAs::Missing(name) => format!(
+            "    # runAsUser, runAsGroup: the uid and gid of {name}, created at the first run\n"
+        ),
+    };
     out.push_str(&format!(
         "    volumeMounts:\n    - mountPath: {data}\n      name: etcd-data\n    - mountPath: {tls}\n      name: etcd-certs\n      readOnly: true\n\
          \x20 hostNetwork: true\n  priority: 2000001000\n  priorityClassName: system-node-critical\n\
-         \x20 securityContext:\n    seccompProfile:\n      type: RuntimeDefault\n\
+         \x20 securityContext:\n{run_as}    seccompProfile:\n      type: RuntimeDefault\n\
          \x20 volumes:\n  - hostPath:\n      path: {tls}\n      type: DirectoryOrCreate\n    name: etcd-certs\n\
          \x20 - hostPath:\n      path: {data}\n      type: DirectoryOrCreate\n    name: etcd-data\n",
         data = q(&spec.data_dir.display().to_string()),
@@ -233,8 +257,9 @@ impl ServiceManager for StaticPod {
     }
 
     fn install(&self, spec: &EtcdSpec) -> Result<bool> {
-        // hostPath DirectoryOrCreate would make the data dir 0755; etcd wants it private.
-        fsutil::ensure_dir(&spec.data_dir, 0o700)?;
+        // hostPath DirectoryOrCreate would make the data dir 0755; etcd wants it private. Its
+        // user owns it before the manifest (which starts etcd) is written.
+        self.owner.prepare()?;
         if let Some(dir) = self.manifest_path.parent() {
             fsutil::ensure_dir(dir, 0o755)?;
         }
@@ -254,6 +279,7 @@ impl ServiceManager for StaticPod {
                     self.manifest_path.display()
                 );
             }
+            self.owner.prepare()?;
             let written = std::mem::take(&mut *self.written.lock().expect("poisoned"));
             if changed && !written {
                 // Nothing in the pod changed, so kubelet would not restart it: a new annotation.
@@ -319,6 +345,10 @@ impl ServiceManager for StaticPod {
         })
     }
 
+    fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
     fn one_off(&self, _env: &[(String, String)]) -> Result<tokio::process::Command> {
         bail!(
             "a one-off etcd outside kubelet is not supported with etcd.service_manager = \"static-pod\": \
@@ -345,6 +375,11 @@ mod tests {
             ports: [port, port],
             data_dir_arg: data_dir_arg(&dir.join("data")),
             quiet,
+            owner: Owner {
+                user: None,
+                data_dir: dir.join("data"),
+                tls_dir: dir.join("pki"),
+            },
         }
     }
 

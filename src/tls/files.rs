@@ -290,7 +290,7 @@ mod tests {
         src.plan(&icfg, &id, time::OffsetDateTime::now_utc())
             .await
             .unwrap()
-            .apply()
+            .apply(None)
             .unwrap();
         let files = dir.path().join("files.toml");
         let mut body = format!("[cluster]\nname = \"t\"\n[discovery]\nsrv_domain = \"lab.test\"\n[tls]\nmode = \"files\"\ndir = \"{d}/pki\"\nca_cert = \"{d}/src/ca.crt\"\n");
@@ -339,7 +339,7 @@ mod tests {
         let p = f.plan().await.unwrap();
         assert_eq!(p.changed().count(), 7);
         assert!(!p.ca_changed);
-        p.apply().unwrap();
+        p.apply(None).unwrap();
         let again = f.plan().await.unwrap();
         assert_eq!(again.changed().count(), 0);
         // A new certificate at the source is picked up (renewal in files mode).

@@ -357,15 +357,28 @@ impl TlsPlan {
 
     /// Write what changed: keys 0600 before their certificates (a kill in between leaves a
     /// mismatched pair, which the next run detects and re-issues). etcd reads its leaf
-    /// certificates at every handshake, so renewed ones are served without a restart.
-    pub fn apply(&self) -> Result<Vec<(PathBuf, Written)>> {
+    /// certificates at every handshake, so renewed ones are served without a restart; the
+    /// server and peer keys belong to `etcd_owner` (the uid and gid etcd runs as) from the
+    /// moment they are in place, or etcd could not read a renewed key.
+    pub fn apply(&self, etcd_owner: Option<(u32, u32)>) -> Result<Vec<(PathBuf, Written)>> {
         let mut out = Vec::new();
         for f in self.changed() {
-            let w = fs::write_atomic(&f.path, f.content.as_bytes(), f.mode)?;
+            let owner = etcd_owner.filter(|_| etcd_reads(&f.path));
+            let w = fs::write_atomic_owned(&f.path, f.content.as_bytes(), f.mode, owner)?;
             out.push((f.path.clone(), w));
         }
         Ok(out)
     }
+}
+
+/// Whether etcd itself reads the key at `path` (its server and peer keys; the client key is the
+/// agent's, a CA key the signer's).
+fn etcd_reads(path: &Path) -> bool {
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    let p = TlsPaths::new(dir);
+    path == p.server_key || path == p.peer_key
 }
 
 /// `local-ca` and `cfssl`: keys made here, certificates signed by a `Signer`.
@@ -758,6 +771,30 @@ mod tests {
         time::OffsetDateTime::now_utc()
     }
 
+    /// etcd's server and peer keys are written as its user's (etcd reads a renewed key at the
+    /// next handshake, without a restart); the agent's client key and the certificates are not.
+    #[tokio::test]
+    async fn etcds_keys_belong_to_its_user_from_the_start() {
+        use std::os::unix::fs::MetadataExt;
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let f = fixture();
+        let signer = source(&f.cfg).await.unwrap();
+        let id = identity(&f.cfg, "10.0.0.1");
+        let plan = signer.plan(&f.cfg, &id, now()).await.unwrap();
+        plan.apply(Some((4242, 4343))).unwrap();
+        let who = |name: &str| {
+            let m = std::fs::metadata(f.cfg.tls.dir.join(name)).unwrap();
+            (m.uid(), m.gid(), m.permissions().mode() & 0o777)
+        };
+        assert_eq!(who("server.key"), (4242, 4343, 0o600));
+        assert_eq!(who("peer.key"), (4242, 4343, 0o600));
+        assert_eq!(who("client.key"), (0, 0, 0o600));
+        assert_eq!(who("server.crt"), (0, 0, 0o644));
+    }
+
     #[tokio::test]
     async fn issues_everything_once_then_keeps_it() {
         let f = fixture();
@@ -765,7 +802,7 @@ mod tests {
         let id = identity(&f.cfg, "10.0.0.1");
         let first = signer.plan(&f.cfg, &id, now()).await.unwrap();
         assert_eq!(changed(&first).len(), 7);
-        first.apply().unwrap();
+        first.apply(None).unwrap();
         let key = f.cfg.tls.dir.join("server.key");
         assert_eq!(
             std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
@@ -816,7 +853,7 @@ mod tests {
             .plan(&f.cfg, &id, now())
             .await
             .unwrap()
-            .apply()
+            .apply(None)
             .unwrap();
 
         // A new address: server and peer certificates must cover it; the client one has no SANs.
@@ -853,7 +890,7 @@ mod tests {
             changed(&p),
             vec!["server.key", "server.crt", "client.key", "client.crt"]
         );
-        p.apply().unwrap();
+        p.apply(None).unwrap();
 
         // Another CA: everything is re-issued.
         std::fs::rename(f.dir.path().join("ca"), f.dir.path().join("old-ca")).unwrap();
@@ -883,7 +920,7 @@ mod tests {
             .plan(&f.cfg, &id, now())
             .await
             .unwrap()
-            .apply()
+            .apply(None)
             .unwrap();
         let read = |name: &str| {
             inspect::facts(&std::fs::read_to_string(f.cfg.tls.dir.join(name)).unwrap()).unwrap()
@@ -902,7 +939,7 @@ mod tests {
             .plan(&cfg, &old, now())
             .await
             .unwrap()
-            .apply()
+            .apply(None)
             .unwrap();
         let p = signer.plan(&cfg, &id, now()).await.unwrap();
         assert_eq!(changed(&p), vec!["peer.key", "peer.crt"]);
@@ -931,7 +968,7 @@ mod tests {
             .plan(&f.cfg, &id, now())
             .await
             .unwrap()
-            .apply()
+            .apply(None)
             .unwrap();
         std::fs::remove_file(&key).unwrap();
         let cfg = Config::load(Some(&cfg_path), &[]).unwrap();
@@ -974,7 +1011,7 @@ mod tests {
         let old = source(&f.cfg).await.unwrap();
         let first = old.plan(&f.cfg, &id, now()).await.unwrap();
         assert!(!first.ca_changed, "a first install is not a CA change");
-        first.apply().unwrap();
+        first.apply(None).unwrap();
         let old_ca = std::fs::read_to_string(f.dir.path().join("ca/ca.crt")).unwrap();
         std::fs::remove_dir_all(f.dir.path().join("ca")).unwrap();
         ca::init(
@@ -987,7 +1024,7 @@ mod tests {
         let new = source(&f.cfg).await.unwrap();
         let p = new.plan(&f.cfg, &id, now()).await.unwrap();
         assert!(p.ca_changed);
-        p.apply().unwrap();
+        p.apply(None).unwrap();
         let bundle = std::fs::read_to_string(f.cfg.tls.dir.join("ca.crt")).unwrap();
         let blocks = inspect::pem_blocks(&bundle);
         assert_eq!(blocks.len(), 2, "{bundle}");
@@ -1015,7 +1052,11 @@ mod tests {
         f.cfg.tls.apiserver_client_dir = f.dir.path().join("kube");
         let id = identity(&f.cfg, "10.0.0.1");
         let s = source(&f.cfg).await.unwrap();
-        s.plan(&f.cfg, &id, now()).await.unwrap().apply().unwrap();
+        s.plan(&f.cfg, &id, now())
+            .await
+            .unwrap()
+            .apply(None)
+            .unwrap();
         let pem =
             std::fs::read_to_string(f.dir.path().join("kube/apiserver-etcd-client.crt")).unwrap();
         let parsed = inspect::parse_pem(&pem).unwrap();

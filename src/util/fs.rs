@@ -57,14 +57,26 @@ impl Written {
 /// directories (0755, or 0700 when the file is private). Does nothing when the content and mode are
 /// already what is asked for.
 pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<Written> {
+    write_atomic_owned(path, content, mode, None)
+}
+
+/// `write_atomic`, the file owned by `owner` (uid, gid) from the moment it appears under its
+/// name: a key another user's process reads at every handshake is never, even for a moment,
+/// one that process may not read. `None`: owned by this process, as created.
+pub fn write_atomic_owned(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<Written> {
+    use std::os::unix::fs::MetadataExt;
     let existed = match fs::read(path) {
         Ok(old) => {
-            let old_mode = fs::metadata(path)
-                .with_context(|| format!("reading metadata of {}", path.display()))?
-                .permissions()
-                .mode()
-                & 0o7777;
-            if old == content && old_mode == mode {
+            let meta = fs::metadata(path)
+                .with_context(|| format!("reading metadata of {}", path.display()))?;
+            let old_mode = meta.permissions().mode() & 0o7777;
+            let owned = owner.is_none_or(|(uid, gid)| meta.uid() == uid && meta.gid() == gid);
+            if old == content && old_mode == mode && owned {
                 return Ok(Written::Unchanged);
             }
             true
@@ -86,6 +98,10 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<Written> {
         // The umask may have narrowed the mode given to open(2); set it exactly.
         f.set_permissions(fs::Permissions::from_mode(mode))
             .with_context(|| format!("setting mode of {}", tmp.display()))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+                .with_context(|| format!("giving {} to uid {uid} gid {gid}", tmp.display()))?;
+        }
         f.write_all(content)
             .with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all()
@@ -139,12 +155,23 @@ fn temp_name(file_name: &str) -> String {
     format!(".{file_name}.tmp-{}", crate::util::hex::random_hex())
 }
 
-/// Create `dir` (and parents) if missing; a newly created leaf gets `mode`.
+/// Create `dir` if missing with `mode`, and its missing parents with 0755, as `mkdir -p` makes
+/// them under the usual umask: the agent's unit sets `UMask=0077`, under which a parent such as
+/// `/etc/etcd` (made on the way to `tls.dir`) would be 0700 and close everything below it to
+/// etcd's own user.
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(parent, 0o755)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        // Made meanwhile by someone else: theirs, mode included.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("creating directory {}", dir.display())),
+    }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting mode of {}", dir.display()))?;
     Ok(())
@@ -175,6 +202,24 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parents are 0755 whatever the umask (the agent runs with 0077), the leaf gets its mode.
+    #[test]
+    fn made_parents_stay_open_under_a_strict_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = dir.path().join("etc/etcd/pki");
+        // SAFETY: umask only changes this process's file-creation mask; restored below.
+        let old = unsafe { libc::umask(0o077) };
+        let made = ensure_dir(&leaf, 0o700);
+        unsafe { libc::umask(old) };
+        made.unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("etc")), 0o755);
+        assert_eq!(mode(&dir.path().join("etc/etcd")), 0o755);
+        assert_eq!(mode(&leaf), 0o700);
+        ensure_dir(&leaf, 0o755).unwrap();
+        assert_eq!(mode(&leaf), 0o700, "an existing directory keeps its mode");
+    }
 
     #[test]
     fn writes_once_then_reports_unchanged() {
