@@ -14,9 +14,10 @@
 # (own machine-id; systemd applies the preset policy, which Ignition relies on).
 # podman (crun, conmon, catatonit), curl and dbus for the container and static-pod modes.
 # Test aids: ebvm-report.service prints "EBVM-STATUS <host> etcd=<state> agent=<state>
-# agent-enabled=<state> via=native|container|pod|none" on the serial console whenever
-# `systemctl is-active` of etcd.service or etcd-bootstrap.service (or is-enabled of the
-# latter, or where etcd runs) changes, so the test can see them from outside;
+# agent-enabled=<state> via=native|container|pod|none uid=<uid etcd runs as>|-" on the serial
+# console whenever `systemctl is-active` of etcd.service or etcd-bootstrap.service (or
+# is-enabled of the latter, where etcd runs or as whom) changes, so the test can see them from
+# outside;
 # ebvm-etcd-image.service imports the local image localhost/etcd:3.4.23 (the image's own etcd
 # binary, sh and curl); ebvm-kubelet.service stands in for kubelet with `podman kube play`.
 #
@@ -127,6 +128,7 @@ while :; do
     # Where etcd runs: in a pod (the manifest is there and etcd is in a libpod cgroup), in a
     # container (libpod cgroup, no manifest), natively, or not at all.
     pid=$(pgrep -xo etcd || true)
+    uid=$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
     if [ -z "$pid" ]; then via=none
     elif grep -q libpod "/proc/$pid/cgroup" 2>/dev/null; then
         if [ -f /etc/kubernetes/manifests/etcd.yaml ]; then via=pod; else via=container; fi
@@ -138,7 +140,7 @@ while :; do
     else
         e=$(systemctl is-active etcd.service)
     fi
-    s="etcd=$e agent=$(systemctl is-active etcd-bootstrap.service) agent-enabled=$(systemctl is-enabled etcd-bootstrap.service 2>/dev/null) via=$via"
+    s="etcd=$e agent=$(systemctl is-active etcd-bootstrap.service) agent-enabled=$(systemctl is-enabled etcd-bootstrap.service 2>/dev/null) via=$via uid=${uid:--}"
     if [ "$s" != "$last" ] || [ "$n" -ge 30 ]; then
         echo "EBVM-STATUS $(hostname) $s" >/dev/ttyS0
         last=$s n=0

@@ -22,6 +22,11 @@
 # 4. replaced disk: keys written, VM 2 stopped, its disk replaced by a fresh overlay
 #    (same seed, name, address), booted. Pass: etcd2 a started voter again (new
 #    member ID), cluster healthy, the keys readable through etcd2.
+# 4b. removed member in a pod: etcd3 removed with etcdctl heals (README).
+# 4c. fleet restore: a snapshot (encrypted, to the test's S3 server on the bridge), a
+#    key after it, `etcd-bootstrap restore` of it from etcd1. Pass: 3 healthy voters
+#    with exactly the keys from before it. Every "where etcd runs" check also wants
+#    etcd as a user other than root.
 # 5. Ignition: the project's ignition/ config (rendered) applied by the real Ignition
 #    (-platform file, stages fetch + files) to a copy of the root before mkfs; the
 #    VM boots without a cloud-init seed. Pass: etcd4 a started voter, keys readable.
@@ -41,6 +46,7 @@ MEM_MB=${EBVM_MEM_MB:-768}
 BOOT_WAIT_S=${EBVM_BOOT_WAIT_S:-900}  # 3 VMs, start to healthy cluster
 HEAL_WAIT_S=${EBVM_HEAL_WAIT_S:-600}  # replaced disk, boot to healthy voter
 JOIN_WAIT_S=${EBVM_JOIN_WAIT_S:-600}  # Ignition VM, boot to healthy voter
+RESTORE_WAIT_S=${EBVM_RESTORE_WAIT_S:-900} # fleet restore, request to done
 SETTLE_S=30                           # healthy this long in a row counts as healthy
 KEEP_LOGS=0
 PREPARE=0
@@ -204,6 +210,70 @@ fi
 t=$(date +%s)
 cp -a "$IMAGE/root" "$WORK/root"
 install -m 0755 "$BIN" "$WORK/root/usr/local/bin/etcd-bootstrap"
+# [backup] for the cloud-init VMs, as a drop-in beside the config cloud-init writes: the test's
+# S3 server on the bridge (SeaweedFS, HTTPS with a certificate from the cluster's CA), snapshots
+# encrypted for an age key made here, no scheduled snapshot after the first one and no deltas
+# (the restore phase takes its own snapshot). The Ignition VM's root is another copy, without it.
+S3_PORT=8333
+S3_KEY_ID=ebvmaccesskey
+S3_SECRET=ebvmsecretkey0123456789
+age-keygen -o "$WORK/age-identity.txt" 2>/dev/null || die "age-keygen failed"
+AGE_PUBLIC=$(age-keygen -y "$WORK/age-identity.txt")
+EB_ETC=$WORK/root/etc/etcd-bootstrap
+mkdir -p "$EB_ETC/config.d"
+install -m 0600 "$WORK/age-identity.txt" "$EB_ETC/age-identity.txt"
+printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$S3_KEY_ID" "$S3_SECRET" >"$WORK/s3-credentials"
+install -m 0600 "$WORK/s3-credentials" "$EB_ETC/s3-credentials"
+cat >"$EB_ETC/config.d/50-ebvm-backup.toml" <<EOF
+[backup]
+url = "s3://etcd-backups/vmtest"
+s3_endpoint = "https://$GW:$S3_PORT"
+s3_credentials_file = "/etc/etcd-bootstrap/s3-credentials"
+ca_file = "/etc/etcd-bootstrap/ca.crt"
+age_recipients = ["$AGE_PUBLIC"]
+age_identity_file = "/etc/etcd-bootstrap/age-identity.txt"
+interval = "8760h"
+delta_interval = ""
+EOF
+# Test aid: the restore phase's trigger. On etcd1 only, once the key /vmtest/restore-now says
+# "go": a snapshot (`etcd-bootstrap snapshot save`), a key written after it, then
+# `etcd-bootstrap restore --from <it> --yes`, as an operator would run them; the outcome goes to
+# the serial console ("EBVM-RESTORE etcd1 rc=N").
+cat >"$WORK/root/usr/local/sbin/ebvm-restore" <<'EOF'
+#!/bin/sh
+[ "$(hostname)" = etcd1 ] || exit 0
+pki=/etc/etcd/pki
+ctl() {
+    ETCDCTL_API=3 etcdctl --endpoints https://127.0.0.1:2379 --cacert $pki/ca.crt \
+        --cert $pki/client.crt --key $pki/client.key --dial-timeout 3s --command-timeout 10s "$@"
+}
+until [ "$(ctl get --print-value-only /vmtest/restore-now 2>/dev/null)" = go ]; do sleep 5; done
+id=$(etcd-bootstrap snapshot save 2>/tmp/ebvm-snapshot.log)
+rc=$?
+if [ $rc -ne 0 ] || [ -z "$id" ]; then
+    sed 's/^/EBVM-RESTORE-LOG /' /tmp/ebvm-snapshot.log | tail -n 20 >/dev/ttyS0
+    echo "EBVM-RESTORE etcd1 rc=snapshot-$rc" >/dev/ttyS0
+    exit 1
+fi
+ctl put /vmtest/after-snapshot gone >/dev/null
+etcd-bootstrap restore --from "$id" --yes --timeout 15m >/tmp/ebvm-restore.log 2>&1
+rc=$?
+sed 's/^/EBVM-RESTORE-LOG /' /tmp/ebvm-restore.log | tail -n 20 >/dev/ttyS0
+echo "EBVM-RESTORE etcd1 rc=$rc snapshot=$id" >/dev/ttyS0
+EOF
+chmod 0755 "$WORK/root/usr/local/sbin/ebvm-restore"
+cat >"$WORK/root/etc/systemd/system/ebvm-restore.service" <<'EOF'
+[Unit]
+Description=tests/vm: snapshot and fleet restore when the test asks for it (etcd1 only)
+After=etcd-bootstrap.service
+
+[Service]
+ExecStart=/usr/local/sbin/ebvm-restore
+
+[Install]
+WantedBy=multi-user.target
+EOF
+ln -sf /etc/systemd/system/ebvm-restore.service "$WORK/root/etc/systemd/system/multi-user.target.wants/ebvm-restore.service"
 mkfs.ext4 -q -F -L root -d "$WORK/root" "$WORK/base.img" 3G >/dev/null || die "mkfs.ext4 -d failed"
 TIMING[disk]="$(($(date +%s) - t)) s"
 log "disk image ready (${TIMING[disk]})"
@@ -254,6 +324,30 @@ start_dns() { # HOST_NUMBERS...
     done
 }
 start_dns 1 2 3
+
+# The S3 server the cloud-init VMs back up to (weed mini from scripts/install-deps.sh), on the
+# bridge only, with its own local sockets (the default paths are shared by every weed on the
+# machine).
+mkdir -p "$WORK/s3/data"
+openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/s3/s3.key" 2>/dev/null
+openssl req -new -key "$WORK/s3/s3.key" -subj "/CN=ebvm-s3" -addext "subjectAltName=IP:$GW" \
+    -out "$WORK/s3/s3.csr" 2>/dev/null
+openssl x509 -req -in "$WORK/s3/s3.csr" -CA "$WORK/ca/ca.crt" -CAkey "$WORK/ca/ca.key" \
+    -CAcreateserial -days 2 -copy_extensions copy -out "$WORK/s3/s3.crt" 2>/dev/null ||
+    die "signing the S3 server's certificate failed"
+# nice: the VMs' emulated CPUs come first on this 2-core machine.
+ip netns exec "$NS" env AWS_ACCESS_KEY_ID="$S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$S3_SECRET" \
+    nice -n 10 "$PY_DIR/bin/weed" mini -dir="$WORK/s3/data" -ip="$GW" -ip.bind="$GW" -s3.port="$S3_PORT" \
+    -s3.cert.file="$WORK/s3/s3.crt" -s3.key.file="$WORK/s3/s3.key" -bucket=etcd-backups \
+    -filer.localSocket="$WORK/s3/filer.sock" -s3.localSocket="$WORK/s3/s3.sock" \
+    >>"$LOGS/weed.log" 2>&1 &
+PIDS+=("$!")
+deadline=$(($(date +%s) + 90))
+until ip netns exec "$NS" curl -s -o /dev/null --max-time 3 --cacert "$WORK/ca/ca.crt" "https://$GW:$S3_PORT/"; do
+    (($(date +%s) < deadline)) || die "the S3 server does not answer within 90 s (log: $LOGS/weed.log)"
+    sleep 1
+done
+log "S3 server up on https://$GW:$S3_PORT"
 
 # ---------------------------------------------------------------------------
 # Seeds and VMs
@@ -443,10 +537,11 @@ healthy() { # I...
     [[ $want == "$have" ]] || return 1
     ctl "$1" endpoint health --cluster >/dev/null 2>&1
 }
-# True when each VM's console says etcd runs where its configuration puts it (VIA).
+# True when each VM's console says etcd runs where its configuration puts it (VIA), and as an
+# unprivileged user (etcd.user; Debian's etcd-server package made "etcd"), not root.
 runs_as() { # I...
     local i
-    for i in "$@"; do [[ $(console_state "$i") == *" via=${VIA[$i]}"* ]] || return 1; done
+    for i in "$@"; do [[ $(console_state "$i") == *" via=${VIA[$i]} uid="[1-9]* ]] || return 1; done
 }
 # Healthy means healthy for SETTLE_S s in a row: a member that has just joined is restarted
 # once more when the agent takes the bootstrap flags out of its configuration (in a static pod
@@ -498,9 +593,9 @@ if wait_healthy "$BOOT_WAIT_S" "cluster" 1 2 3; then
     pass "3 VMs from cloud-init: etcd active on each, 3 started voters, healthy over mTLS (${TIMING[cluster]})"
     CLUSTER_OK=1
     if runs_as 1 2 3; then
-        pass "where etcd runs: etcd1 natively, etcd2 in a podman container (service_manager = container), etcd3 in a pod from the static-pod manifest (podman kube play standing in for kubelet); each a healthy voter"
+        pass "where etcd runs: etcd1 natively, etcd2 in a podman container (service_manager = container), etcd3 in a pod from the static-pod manifest (podman kube play standing in for kubelet); each a healthy voter, each etcd as an unprivileged user ($(for i in 1 2 3; do console_state "$i" | grep -o 'uid=[0-9-]*' | tr '\n' ' '; done))"
     else
-        fail "where etcd runs: consoles say $(for i in 1 2 3; do printf 'etcd%s[%s] ' "$i" "$(console_state "$i")"; done), want etcd1 via=native, etcd2 via=container, etcd3 via=pod"
+        fail "where etcd runs: consoles say $(for i in 1 2 3; do printf 'etcd%s[%s] ' "$i" "$(console_state "$i")"; done), want etcd1 via=native, etcd2 via=container, etcd3 via=pod, each with a uid other than 0"
     fi
 else
     TIMING[cluster]="failed after $(($(date +%s) - t)) s"
@@ -614,6 +709,48 @@ else
 fi
 
 # ---------------------------------------------------------------------------
+# 4c. a fleet restore, each etcd as its own user
+# ---------------------------------------------------------------------------
+# The test asks etcd1's trigger (ebvm-restore) for a snapshot, a key after it and
+# `etcd-bootstrap restore` of that snapshot. Pass: the three members (native, container, pod)
+# are healthy started voters again with the keys written before the snapshot and without the
+# one written after it, each etcd as a user other than root (its restored data handed over).
+if ((POD_HEAL_OK)); then
+    t=$(date +%s)
+    log "fleet restore: asking etcd1 for a snapshot and a restore of it"
+    if ctl 1 put /vmtest/restore-now go >/dev/null; then
+        deadline=$(($(date +%s) + RESTORE_WAIT_S))
+        rline=""
+        while [[ -z $rline ]] && (($(date +%s) < deadline)); do
+            sleep 5
+            rline=$(tr -d '\r' <"$(latest_console 1)" | grep -a 'EBVM-RESTORE etcd1 rc=' | tail -n1 || true)
+        done
+        if [[ $rline == *"rc=0 "* ]] && wait_healthy "$HEAL_WAIT_S" "restored cluster" 1 2 3; then
+            got=$(for k in key1 key2 key3; do ctl 3 get --print-value-only "/vmtest/$k" 2>/dev/null; done)
+            after=$(ctl 2 get /vmtest/after-snapshot -w json 2>/dev/null |
+                python3 -c 'import json, sys; print(json.load(sys.stdin).get("count", 0))' 2>/dev/null || echo "?")
+            if [[ $got == $'value1\nvalue2\nvalue3' && $after == 0 ]] && runs_as 1 2 3; then
+                TIMING[restore]="$(($(date +%s) - t)) s"
+                pass "fleet restore: \`etcd-bootstrap restore\` of an encrypted S3 snapshot; etcd1..3 (native, container, pod) healthy started voters again with the keys from before it and not the one after, each etcd as an unprivileged user (${TIMING[restore]})"
+            else
+                fail "fleet restore: keys via etcd3: '${got//$'\n'/,}', /vmtest/after-snapshot count '$after', consoles: $(for i in 1 2 3; do printf 'etcd%s[%s] ' "$i" "$(console_state "$i")"; done)"
+            fi
+        else
+            TIMING[restore]="failed after $(($(date +%s) - t)) s"
+            fail "fleet restore: ${rline:-no outcome on the console of etcd1 within $RESTORE_WAIT_S s}"
+            tr -d '\r' <"$(latest_console 1)" | grep -a 'EBVM-RESTORE-LOG' | tail -n 20 >&2 || true
+            console_tail 1
+            console_tail 2
+            console_tail 3
+        fi
+    else
+        fail "fleet restore: writing /vmtest/restore-now through etcd1 failed"
+    fi
+else
+    fail "fleet restore (skipped: earlier phase failed)"
+fi
+
+# ---------------------------------------------------------------------------
 # 5. the Ignition VM
 # ---------------------------------------------------------------------------
 if ((POD_HEAL_OK)); then
@@ -633,11 +770,11 @@ if ((POD_HEAL_OK)); then
             # The unit was enabled by nothing but Ignition's preset, applied by systemd at the
             # first boot (the image's machine-id is "uninitialized").
             c4=$(latest_console 4)
-            if [[ $(console_state 4) == *agent-enabled=enabled* ]] &&
+            if [[ $(console_state 4) == *agent-enabled=enabled* ]] && runs_as 4 &&
                 grep -aq 'Populated /etc with preset unit settings' "$c4"; then
                 pass "Ignition VM: etcd-bootstrap.service enabled by Ignition's preset at first boot; etcd4 joined as a started voter, 4 healthy, old keys read through etcd4 (${TIMING[join]})"
             else
-                fail "Ignition VM: etcd4 joined, but the console does not show the preset applied at first boot and the unit enabled ($(console_state 4))"
+                fail "Ignition VM: etcd4 joined, but the console does not show the preset applied at first boot, the unit enabled and etcd as a user other than root ($(console_state 4))"
             fi
         else
             TIMING[join]="failed after $(($(date +%s) - t)) s"
@@ -664,6 +801,7 @@ printf '%-40s %s\n' "phase" "time" "image build" "${TIMING[image]:--}" \
     "boot 3 VMs to healthy cluster" "${TIMING[cluster]:--}" \
     "replaced-disk heal (boot to voter)" "${TIMING[heal]:--}" \
     "removed member in a pod (to voter)" "${TIMING[pod-heal]:--}" \
+    "fleet restore (request to healthy)" "${TIMING[restore]:--}" \
     "Ignition apply (fetch+files, mkfs)" "${TIMING[ignition-apply]:--}" \
     "Ignition VM boot to voter" "${TIMING[join]:--}" \
     "total" "$(($(date +%s) - T0)) s (accelerator $ACCEL)"
