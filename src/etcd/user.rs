@@ -71,6 +71,10 @@ pub fn ensure(name: &str, home: &Path) -> Result<EtcdUser> {
             format!("creating the user etcd runs as (etcd.user = {name:?}) with useradd; create it in the image, or set etcd.user")
         })?;
     if !out.status.success() {
+        // Another process made it meanwhile (useradd exits 9: "already exists"): it is there.
+        if let Some(user) = lookup(name)? {
+            return Ok(user);
+        }
         bail!(
             "useradd {name} failed ({}): {}; create the user in the image, or set etcd.user",
             out.status,
