@@ -278,14 +278,22 @@ impl Agent<'_> {
                             membership::remove(&mut c, member_id, deadline).await?;
                             failpoint::hit("join:after-remove");
                             failpoint::hit("join:before-add");
-                            membership::add_learner(&mut c, &my_url, deadline, &mut report).await?
+                            membership::add_learner(
+                                &mut c,
+                                &my_url,
+                                Some(member_id),
+                                deadline,
+                                &mut report,
+                            )
+                            .await?
                         }
                         Action::AdoptUnstarted { member_id, .. } => {
                             (member_id, membership::list(&mut c).await?)
                         }
                         _ => {
                             failpoint::hit("join:before-add");
-                            membership::add_learner(&mut c, &my_url, deadline, &mut report).await?
+                            membership::add_learner(&mut c, &my_url, None, deadline, &mut report)
+                                .await?
                         }
                     };
                     failpoint::hit("join:after-add");

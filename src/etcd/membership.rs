@@ -205,10 +205,12 @@ impl WaitReport {
 
 /// Add `peer_url` as a learner, or adopt it when it is already listed. Returns the member ID
 /// and the membership after the add. While the cluster refuses, `report` says once a minute
-/// what blocks the join.
+/// what blocks the join. `removed`: the member this node has just removed for the same URL,
+/// never adopted.
 pub async fn add_learner(
     c: &mut Client,
     peer_url: &str,
+    removed: Option<u64>,
     deadline: Instant,
     report: &mut WaitReport,
 ) -> Result<(u64, Vec<MemberView>)> {
@@ -217,11 +219,28 @@ pub async fn add_learner(
     loop {
         // A previous attempt (ours, or of an earlier run that was killed) may have gone through.
         if let Ok(listed) = list(c).await {
-            if let Some(m) = find_by_url(&listed, peer_url) {
-                tracing::info!(member = %format!("{:x}", m.id), %peer_url, "peer URL already listed; adopting that entry");
-                return Ok((m.id, listed));
+            match find_by_url(&listed, peer_url) {
+                // etcd 3.4 answers MemberList from the asked member's own view, which may not
+                // have applied the removal yet. Adopting that entry would start etcd as a
+                // removed member, which etcd refuses for good (seen in the VM test: a crash
+                // loop until the heal loop noticed). Wait for the removal to show instead.
+                Some(m) if removed == Some(m.id) => {
+                    tracing::info!(member = %format!("{:x}", m.id), %peer_url, "the member just removed is still listed by this view of the cluster; waiting for the removal to show");
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "member {:x}, removed, was still listed for {peer_url} at the deadline",
+                            m.id
+                        );
+                    }
+                    pause.wait().await;
+                    continue;
+                }
+                Some(m) => {
+                    tracing::info!(member = %format!("{:x}", m.id), %peer_url, "peer URL already listed; adopting that entry");
+                    return Ok((m.id, listed));
+                }
+                None => members = listed,
             }
-            members = listed;
         }
         await_leader(c, deadline).await;
         let call = c.member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()));
