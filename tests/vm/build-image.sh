@@ -128,7 +128,13 @@ while :; do
     # Where etcd runs: in a pod (the manifest is there and etcd is in a libpod cgroup), in a
     # container (libpod cgroup, no manifest), natively, or not at all.
     pid=$(pgrep -xo etcd || true)
-    uid=$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    # The shell's own read: no process started for it (the VMs' CPUs are emulated).
+    uid=""
+    if [ -n "$pid" ]; then
+        while read -r k v _; do
+            if [ "$k" = Uid: ]; then uid=$v; break; fi
+        done 2>/dev/null <"/proc/$pid/status" || true
+    fi
     if [ -z "$pid" ]; then via=none
     elif grep -q libpod "/proc/$pid/cgroup" 2>/dev/null; then
         if [ -f /etc/kubernetes/manifests/etcd.yaml ]; then via=pod; else via=container; fi

@@ -247,7 +247,8 @@ ctl() {
     ETCDCTL_API=3 etcdctl --endpoints https://127.0.0.1:2379 --cacert $pki/ca.crt \
         --cert $pki/client.crt --key $pki/client.key --dial-timeout 3s --command-timeout 10s "$@"
 }
-until [ "$(ctl get --print-value-only /vmtest/restore-now 2>/dev/null)" = go ]; do sleep 5; done
+# Every 20 s: each look starts etcdctl, which costs the emulated CPU the other phases need.
+until [ "$(ctl get --print-value-only /vmtest/restore-now 2>/dev/null)" = go ]; do sleep 20; done
 id=$(etcd-bootstrap snapshot save 2>/tmp/ebvm-snapshot.log)
 rc=$?
 if [ $rc -ne 0 ] || [ -z "$id" ]; then
