@@ -25,6 +25,8 @@ readonly NAME=ebbenchd SUBNET=10.200.246 DOMAIN=lab.test
 RUNS=3 MIB=200 SUMMARY=""
 # shellcheck source=lib/bench-common.sh
 . "$HERE/lib/bench-common.sh"
+# shellcheck source=lib/node-config.sh
+. "$HERE/lib/node-config.sh"
 die() { printf 'bench-defrag: ERROR: %s\n' "$*" >&2; exit 1; }
 note() { printf 'bench-defrag: %s\n' "$*" >&2; }
 while (($#)); do
@@ -77,29 +79,10 @@ ns() { printf '%s-h%d\n' "$NAME" "$1"; }
 for h in 1 2 3; do
     d="$WORK/h$h"
     mkdir -p "$d"
-    cat >"$d/config.toml" <<EOF
-[cluster]
-name = "bench"
-size = 3
-[member]
-data_dir = "$d/data"
-[discovery]
-srv_domain = "$DOMAIN"
-timeout = "120s"
-[tls]
-dir = "$d/pki"
-mode = "local-ca"
-ca_cert = "$WORK/ca/ca.crt"
-ca_key = "$WORK/ca/ca.key"
-[etcd]
-binary = "$EDIR/etcd"
-service_manager = "process"
-env_file = "$d/etcd.env"
-unit_path = "$d/etcd.service"
+    DISCOVERY_TIMEOUT=120s node_config "$d" bench 3 "$EDIR/etcd" "$WORK/ca" "srv:$DOMAIN" 2s >"$d/config.toml"
+    cat >>"$d/config.toml" <<EOF
 [etcd.flags]
 quota-backend-bytes = 4294967296
-[heal]
-interval = "2s"
 [maintenance]
 defrag_when = ""
 EOF

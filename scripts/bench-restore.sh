@@ -30,6 +30,8 @@ readonly STEP_TIMEOUT_MS=${STEP_TIMEOUT_MS:-120000}
 RUNS=3 MIB=100 SUMMARY=""
 # shellcheck source=lib/bench-common.sh
 . "$HERE/lib/bench-common.sh"
+# shellcheck source=lib/node-config.sh
+. "$HERE/lib/node-config.sh"
 die() { printf 'bench-restore: ERROR: %s\n' "$*" >&2; exit 1; }
 note() { printf 'bench-restore: %s\n' "$*" >&2; }
 while (($#)); do
@@ -83,29 +85,10 @@ RECIPIENT=$(age-keygen -y "$WORK/age.txt")
 for h in 1 2 3; do
     d="$WORK/h$h"
     mkdir -p "$d"
-    cat >"$d/config.toml" <<EOF
-[cluster]
-name = "bench"
-size = 3
-[member]
-data_dir = "$d/data"
-[discovery]
-srv_domain = "$DOMAIN"
-timeout = "120s"
-[tls]
-dir = "$d/pki"
-mode = "local-ca"
-ca_cert = "$WORK/ca/ca.crt"
-ca_key = "$WORK/ca/ca.key"
-[etcd]
-binary = "$EDIR/etcd"
-service_manager = "process"
-env_file = "$d/etcd.env"
-unit_path = "$d/etcd.service"
+    DISCOVERY_TIMEOUT=120s node_config "$d" bench 3 "$EDIR/etcd" "$WORK/ca" "srv:$DOMAIN" 2s >"$d/config.toml"
+    cat >>"$d/config.toml" <<EOF
 [etcd.flags]
 quota-backend-bytes = 4294967296
-[heal]
-interval = "2s"
 [backup]
 url = "s3://bench/etcd"
 s3_endpoint = "https://$S3IP:8333"

@@ -33,6 +33,8 @@ RUNS=3 MIB=200 VERSION=3.5 SUMMARY="" DECOMPOSE=0
 
 # shellcheck source=lib/bench-common.sh
 . "$HERE/lib/bench-common.sh"
+# shellcheck source=lib/node-config.sh
+. "$HERE/lib/node-config.sh"
 
 die() { printf 'bench-snapshot: ERROR: %s\n' "$*" >&2; exit 1; }
 note() { printf 'bench-snapshot: %s\n' "$*" >&2; }
@@ -86,25 +88,8 @@ age-keygen -o "$WORK/age.txt" 2>/dev/null
 chmod 600 "$WORK/age.txt"
 RECIPIENT=$(age-keygen -y "$WORK/age.txt")
 
-cat >"$WORK/config.toml" <<EOF
-[cluster]
-name = "bench"
-size = 1
-[member]
-data_dir = "$WORK/data"
-[discovery]
-peers = ["node1=https://$IP:2380"]
-timeout = "60s"
-[tls]
-dir = "$WORK/pki"
-mode = "local-ca"
-ca_cert = "$WORK/ca/ca.crt"
-ca_key = "$WORK/ca/ca.key"
-[etcd]
-binary = "$EDIR/etcd"
-service_manager = "process"
-env_file = "$WORK/etcd.env"
-unit_path = "$WORK/etcd.service"
+DISCOVERY_TIMEOUT=60s node_config "$WORK" bench 1 "$EDIR/etcd" "$WORK/ca" "peers:\"node1=https://$IP:2380\"" >"$WORK/config.toml"
+cat >>"$WORK/config.toml" <<EOF
 [etcd.flags]
 quota-backend-bytes = 4294967296
 [backup]

@@ -109,6 +109,8 @@ trap 'exit 130' INT TERM
 
 # shellcheck source=lib/bench-common.sh
 . "$HERE/lib/bench-common.sh"
+# shellcheck source=lib/node-config.sh
+. "$HERE/lib/node-config.sh"
 ip_of() { printf '%s.%d\n' "$SUBNET" "$((10 + $1))"; }
 
 ENDPOINTS="" CLUSTER=""
@@ -149,33 +151,7 @@ EOF
 # ---------------------------------------------------------------------------
 
 write_bootstrap_config() { # DIR HOST ETCD_DIR
-    cat >"$1/config.toml" <<EOF
-[cluster]
-name = "bench"
-size = $MEMBERS
-
-[member]
-data_dir = "$1/data"
-
-[discovery]
-srv_domain = "$DOMAIN"
-timeout = "90s"
-
-[tls]
-mode = "local-ca"
-dir = "$1/pki"
-ca_cert = "$WORK/ebca/ca.crt"
-ca_key = "$WORK/ebca/ca.key"
-
-[etcd]
-binary = "$3/etcd"
-service_manager = "process"
-env_file = "$1/etcd.env"
-unit_path = "$1/etcd.service"
-
-[heal]
-interval = "5s"
-EOF
+    node_config "$1" bench "$MEMBERS" "$3/etcd" "$WORK/ebca" "srv:$DOMAIN" 5s >"$1/config.toml"
 }
 
 # Prints the milliseconds until all MEMBERS are healthy, or FAIL (and the log tails on

@@ -67,6 +67,8 @@ readonly STEP_TIMEOUT_MS=120000
 
 # shellcheck source=lib/bench-common.sh
 . "$HERE/lib/bench-common.sh"
+# shellcheck source=lib/node-config.sh
+. "$HERE/lib/node-config.sh"
 
 die() {
     printf 'bench: ERROR: %s\n' "$*" >&2
@@ -227,33 +229,7 @@ member_op() {
 write_config() { # HOST
     local d="$WORK/lab/h$1"
     mkdir -p "$d"
-    cat >"$d/config.toml" <<EOF
-[cluster]
-name = "bench"
-size = 3
-
-[member]
-data_dir = "$d/data"
-
-[discovery]
-srv_domain = "$DOMAIN"
-timeout = "90s"
-
-[tls]
-mode = "local-ca"
-dir = "$d/pki"
-ca_cert = "$WORK/ca/ca.crt"
-ca_key = "$WORK/ca/ca.key"
-
-[etcd]
-binary = "$d/etcd-wrapper"
-service_manager = "process"
-env_file = "$d/etcd.env"
-unit_path = "$d/etcd.service"
-
-[heal]
-interval = "1s"
-EOF
+    node_config "$d" bench 3 "$d/etcd-wrapper" "$WORK/ca" "srv:$DOMAIN" 1s >"$d/config.toml"
     # Records the instant etcd is exec'd (restart-path figure), then becomes etcd.
     printf '#!/bin/sh\nprintf "%%s\\n" "$(date +%%s%%N)" >>%s/etcd-exec\nexec %s/etcd "$@"\n' "$d" "$EDIR" >"$d/etcd-wrapper"
     chmod 0755 "$d/etcd-wrapper"

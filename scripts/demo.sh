@@ -30,6 +30,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 LAB="$HERE/lab.sh"
+# shellcheck source=lib/node-config.sh
+. "$HERE/lib/node-config.sh"
 CACHE="${ETCD_BOOTSTRAP_LAB_CACHE:-/var/cache/etcd-bootstrap-lab}"
 LAB_STATE_ROOT="${ETCD_BOOTSTRAP_LAB_STATE:-/run/etcd-bootstrap-lab}"
 STATE="${DEMO_STATE:-/var/lib/etcd-bootstrap-demo}"
@@ -117,33 +119,7 @@ cmd_down() {
 write_config() { # HOST SIZE ETCD_DIR
     local d="$STATE/h$1"
     mkdir -p "$d"
-    cat >"$d/config.toml" <<EOF
-[cluster]
-name = "demo"
-size = $2
-
-[member]
-data_dir = "$d/data"
-
-[discovery]
-srv_domain = "$DOMAIN"
-timeout = "90s"
-
-[tls]
-mode = "local-ca"
-dir = "$d/pki"
-ca_cert = "$STATE/ca/ca.crt"
-ca_key = "$STATE/ca/ca.key"
-
-[etcd]
-binary = "$3/etcd"
-service_manager = "process"
-env_file = "$d/etcd.env"
-unit_path = "$d/etcd.service"
-
-[heal]
-interval = "5s"
-EOF
+    node_config "$d" demo "$2" "$3/etcd" "$STATE/ca" "srv:$DOMAIN" 5s >"$d/config.toml"
 }
 
 print_log_tails() {
