@@ -16,6 +16,7 @@
 
 use super::metrics;
 use super::Agent;
+use crate::backup::store::Store;
 use crate::decide::quorum_recovery::{
     self, AgentAnswer, Decision, Holding, Member, Source, StorePoint,
 };
@@ -107,16 +108,16 @@ fn answer_of(report: &Result<crate::decide::bootstrap::AgentReport, String>) -> 
 }
 
 /// The newest verified snapshot of cluster `cluster` (this `cluster.name`), bounded.
+/// A store that could not be opened (`Err`) is a store that cannot tell, never "no store".
 async fn store_point(
-    cfg: &crate::config::Config,
+    store: Result<Option<&Store>, String>,
     cluster: u64,
 ) -> Result<Option<StorePoint>, String> {
-    let Some(b) = &cfg.backup else {
+    let Some(store) = store? else {
         return Ok(None);
     };
     let look = async {
-        let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir)?;
-        let listing = crate::backup::catalog::list(&store).await?;
+        let listing = crate::backup::catalog::list(store).await?;
         anyhow::Ok(
             listing
                 .entries
@@ -142,7 +143,12 @@ async fn store_point(
 
 /// The evidence: this node's last recorded membership, each member's etcd probed and each
 /// member's agent asked, all at once, and the store's newest snapshot of the cluster.
-pub async fn gather(cfg: &crate::config::Config, material: &ClientMaterial) -> Result<Evidence> {
+/// `store`: the snapshot store of `[backup]` (`None` without it; `Err`: it could not be opened).
+pub async fn gather(
+    cfg: &crate::config::Config,
+    material: &ClientMaterial,
+    store: Result<Option<&Store>, String>,
+) -> Result<Evidence> {
     let record = super::converge::record_for_decision(&cfg.member.data_dir)?;
     let my_id = record
         .member()
@@ -170,7 +176,7 @@ pub async fn gather(cfg: &crate::config::Config, material: &ClientMaterial) -> R
     let (answers, agents, store) = tokio::join!(
         client::probe_all(&urls, material),
         crate::agent::observe::ask_agents(to_ask, &peer),
-        store_point(cfg, cluster_id)
+        store_point(store, cluster_id)
     );
     let answering = 1 + answers
         .iter()
@@ -250,7 +256,8 @@ impl Agent<'_> {
             return None;
         }
         note_local_progress(cfg).await;
-        let mut ev = match gather(cfg, material).await {
+        let store = || self.store().map_err(|e| format!("{e:#}"));
+        let mut ev = match gather(cfg, material, store()).await {
             Ok(ev) => ev,
             Err(e) => {
                 tracing::debug!(error = %format!("{e:#}"), "automatic recovery: no evidence");
@@ -264,7 +271,7 @@ impl Agent<'_> {
             // tick later; acting needs the same decision twice (see below).
             st.last = Some(ev.decision.clone());
             tokio::time::sleep(CONFIRM_AFTER).await;
-            match gather(cfg, material).await {
+            match gather(cfg, material, store()).await {
                 Ok(again) => ev = again,
                 Err(_) => return None,
             }
@@ -399,7 +406,9 @@ pub fn last_recovery(data_dir: &std::path::Path) -> Option<quorum_recovery::Reco
 /// For `plan`, `status` and `doctor` when no quorum answers: what the agents do about it by
 /// themselves (the decision), or why it cannot be told.
 pub async fn would_do(cfg: &crate::config::Config, material: &ClientMaterial) -> String {
-    match gather(cfg, material).await {
+    let store = crate::backup::store::of_config(cfg).map_err(|e| format!("{e:#}"));
+    let store = store.as_ref().map(Option::as_ref).map_err(String::clone);
+    match gather(cfg, material, store).await {
         Ok(ev) => ev.decision.to_string(),
         Err(e) => format!("automatic recovery cannot tell: {e:#}"),
     }

@@ -579,12 +579,10 @@ impl Agent<'_> {
         me: &LocalMember,
     ) -> Result<(), FetchError> {
         let cfg = self.cfg;
-        let b = cfg
-            .backup
-            .as_ref()
-            .context("a snapshot to restore, but no [backup]")?;
-        let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir)?;
-        let entry = crate::backup::catalog::find(&store, id).await?;
+        let (Some(b), Some(store)) = (&cfg.backup, self.store()?) else {
+            return Err(anyhow::anyhow!("a snapshot to restore, but no [backup]").into());
+        };
+        let entry = crate::backup::catalog::find(store, id).await?;
         let m = &entry.manifest;
         tracing::warn!(snapshot = %id, created = %m.created, revision = m.revision, from_cluster = %m.cluster_id, "every member is without data and the store holds snapshots of this cluster: restoring the newest verified one instead of forming an empty cluster");
         notify(&[sd_notify::NotifyState::Status(&format!(
@@ -601,7 +599,7 @@ impl Agent<'_> {
         };
         let started = Instant::now();
         let r = crate::backup::restorer::restore(
-            &store,
+            store,
             &entry,
             b.age_identity_file.as_deref(),
             &cfg.etcd.binary,

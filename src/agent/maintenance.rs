@@ -88,7 +88,7 @@ impl Agent<'_> {
         let cfg = self.cfg;
         let local = local_endpoint(cfg);
         let me = ops::db_status(&local, material).await?;
-        if me.leader == 0 || me.leader != me.member_id {
+        if !me.is_leader() {
             return Ok(());
         }
         let alarms = ops::nospace_alarms(&local, material).await?;

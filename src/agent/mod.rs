@@ -30,6 +30,7 @@ pub mod snapshots;
 pub mod status;
 
 use crate::agent::observe::Observer;
+use crate::backup::store::Store;
 use crate::config::Config;
 use crate::decide::bootstrap::{Action, AgentReport};
 use crate::etcd::render;
@@ -45,7 +46,33 @@ pub struct Agent<'a> {
     pub manager: Box<dyn ServiceManager>,
 }
 
+/// The snapshot store of `[backup]`, opened at its first use and then kept, for as long as its
+/// agent (made anew at a reload, with the configuration then in force). An open that fails is
+/// not kept: the next use tries again (a credentials file written meanwhile counts).
+#[derive(Default)]
+pub struct StoreSlot(std::sync::OnceLock<Store>);
+
+impl StoreSlot {
+    /// `None` without `[backup]`.
+    pub fn get(&self, cfg: &Config) -> anyhow::Result<Option<&Store>> {
+        let Some(b) = &cfg.backup else {
+            return Ok(None);
+        };
+        if self.0.get().is_none() {
+            let opened = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir)?;
+            // Two first uses at once: both opened, one is kept; either is the same store.
+            let _ = self.0.set(opened);
+        }
+        Ok(self.0.get())
+    }
+}
+
 impl<'a> Agent<'a> {
+    /// The snapshot store of `[backup]` (`None` without it): one per agent, kept.
+    pub fn store(&self) -> anyhow::Result<Option<&Store>> {
+        self.observer.store.get(self.cfg)
+    }
+
     /// The agent a one-off command works through: no endpoint of its own.
     pub async fn new(cfg: &'a Config) -> anyhow::Result<Agent<'a>> {
         Ok(Agent {

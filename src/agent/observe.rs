@@ -43,6 +43,8 @@ pub struct Observer<'a> {
     /// `run`: this node's agent endpoint, served with the planned peer certificate, and the
     /// identity record kept on disk. `None` for `plan`, which writes and binds nothing.
     pub endpoint: Option<Arc<Endpoint>>,
+    /// The snapshot store, opened once (`Agent::store`).
+    pub store: super::StoreSlot,
 }
 
 pub struct Observed {
@@ -79,6 +81,7 @@ impl<'a> Observer<'a> {
                 certs
             },
             endpoint: None,
+            store: super::StoreSlot::default(),
         })
     }
 
@@ -213,7 +216,7 @@ impl<'a> Observer<'a> {
             if local.has_member_dir || answers.iter().any(|a| matches!(a, Answer::Cluster(_))) {
                 Snapshots::Off
             } else {
-                restorable(cfg, &peer_material).await
+                restorable(cfg, &self.store, &peer_material).await
             };
         let obs = Observations {
             local,
@@ -246,14 +249,21 @@ const STORE_LIST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The snapshots a new cluster could start from (`backup.restore_on_bootstrap`): the signed,
 /// complete ones (one listing of the store and each manifest, read bounded).
-async fn restorable(cfg: &Config, peer_material: &tls::ClientMaterial) -> Snapshots {
+async fn restorable(
+    cfg: &Config,
+    store: &super::StoreSlot,
+    peer_material: &tls::ClientMaterial,
+) -> Snapshots {
     let Some(b) = cfg.backup.as_ref().filter(|b| b.restore_on_bootstrap) else {
         return Snapshots::Off;
     };
     let listed = async {
         // Signatures are checked against the CA of this node's TLS plan: on a first boot it is
         // not written to tls.dir yet.
-        let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir)?
+        let store = store
+            .get(cfg)?
+            .context("[backup] without a store")?
+            .clone()
             .with_material(peer_material.clone());
         crate::backup::catalog::complete_ids(&store).await
     };

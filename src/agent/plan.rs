@@ -31,7 +31,8 @@ pub async fn plan(cfg: &Config) -> Result<Plan> {
         // A member with data: when its cluster has no quorum, say so, what to run, and what the
         // agents do about it by themselves.
         if let Ok(material) = crate::tls::ClientMaterial::from_dir(&cfg.tls.dir) {
-            quorum_lost = super::recover::quorum_report(cfg, &material).await;
+            let store = observer.store.get(cfg).ok().flatten();
+            quorum_lost = super::recover::quorum_report(cfg, &material, store).await;
             if quorum_lost.is_some() {
                 auto_recovery = Some(super::auto_recover::would_do(cfg, &material).await);
             }

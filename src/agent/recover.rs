@@ -227,7 +227,12 @@ async fn members_seen(
 /// The quorum-loss report (unreachable members, the longest log, the newest snapshot and what to
 /// run), or `None` when the local member is healthy, a quorum answers or the membership cannot
 /// be seen.
-pub async fn quorum_report(cfg: &Config, material: &ClientMaterial) -> Option<QuorumLoss> {
+/// `store`: the snapshot store of `[backup]`, when there is one and it could be opened.
+pub async fn quorum_report(
+    cfg: &Config,
+    material: &ClientMaterial,
+    store: Option<&crate::backup::store::Store>,
+) -> Option<QuorumLoss> {
     // A member that serves a linearizable read has a quorum: nothing else needs asking.
     if client::check_health(&local_endpoint(cfg), material)
         .await
@@ -236,22 +241,18 @@ pub async fn quorum_report(cfg: &Config, material: &ClientMaterial) -> Option<Qu
         return None;
     }
     let seen = members_seen(cfg, material, false).await.ok()?;
-    let newest = match &cfg.backup {
+    let newest = match store {
         None => None,
-        Some(b) => {
-            let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir).ok()?;
-            crate::backup::catalog::newest_verified(&store)
-                .await
-                .ok()
-                .flatten()
-                .map(|e| {
-                    let age =
-                        crate::backup::catalog::age_seconds(&e, time::OffsetDateTime::now_utc())
-                            .map(crate::util::time::age_text)
-                            .unwrap_or("?".into());
-                    (e.manifest.id, age)
-                })
-        }
+        Some(store) => crate::backup::catalog::newest_verified(store)
+            .await
+            .ok()
+            .flatten()
+            .map(|e| {
+                let age = crate::backup::catalog::age_seconds(&e, time::OffsetDateTime::now_utc())
+                    .map(crate::util::time::age_text)
+                    .unwrap_or("?".into());
+                (e.manifest.id, age)
+            }),
     };
     recover::quorum_loss(&seen.members, seen.local_index, newest)
 }

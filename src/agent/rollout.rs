@@ -179,7 +179,7 @@ impl Agent<'_> {
         let local = local_endpoint(cfg);
         // Under the lock, again: the member that held it before may have just let it go.
         let me = client::check_health(&local, material).await?;
-        if me.member_id == me.leader {
+        if me.is_leader() {
             self.hand_over_leadership(material, &me, urls).await?;
         }
         let started = Instant::now();
@@ -257,7 +257,7 @@ async fn caught_up(local: &str, material: &ClientMaterial, urls: &[(u64, String)
         .find(|(id, _)| *id == me.leader)
         .map(|(_, u)| u.clone())
         .context("the leader is not in the membership seen before the restart")?;
-    let leader = if me.leader == me.member_id {
+    let leader = if me.is_leader() {
         me.clone()
     } else {
         client::check_health(&leader_url, material).await?

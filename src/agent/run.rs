@@ -74,9 +74,8 @@ pub async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Result<()> {
     // Before etcd is started from its data: a fleet-wide restore that names this node (it was
     // down when it was asked for, or this agent was killed in the middle of one) comes first,
     // or etcd would come back with data the rest of the cluster no longer runs.
-    if let Some(b) = &cfg.backup {
-        let store = crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir)?;
-        match agent.follow_restore_request(&store).await {
+    if let Some(store) = agent.store()? {
+        match agent.follow_restore_request(store).await {
             Ok(_) => {}
             Err(e) if super::restore::under_way(&cfg.member.data_dir)? => {
                 return Err(e.context("a fleet-wide restore of this member is under way and could not be finished; etcd is not started from anything else (run again: it resumes)"));

@@ -324,7 +324,7 @@ impl Agent<'_> {
     /// A voter that is not the leader, if one answers; else the local member.
     pub(super) async fn snapshot_source(&self, material: &ClientMaterial, me: &Whoami) -> String {
         let local = local_endpoint(self.cfg);
-        if me.leader != me.member_id {
+        if !me.is_leader() {
             return local;
         }
         if let Ok((mut c, _)) = client::who_is(&local, material).await {

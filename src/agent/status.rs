@@ -138,7 +138,8 @@ pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
             },
         })
         .collect();
-    let quorum_lost = super::recover::quorum_report(cfg, &material).await;
+    let store = crate::backup::store::of_config(cfg).ok().flatten();
+    let quorum_lost = super::recover::quorum_report(cfg, &material, store.as_ref()).await;
     Ok(Status {
         cluster_id: format!("{cluster_id:x}"),
         leader: format!("{leader:x}"),

@@ -13,6 +13,8 @@ use object_store::{ObjectStore, ObjectStoreExt, UpdateVersion};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Cheap to clone: the connection is shared.
+#[derive(Clone)]
 pub struct Store {
     pub inner: Arc<dyn ObjectStore>,
     /// `<prefix>/<cluster.name>`
@@ -26,6 +28,7 @@ pub struct Store {
 }
 
 /// Where the store's trust anchor and signing key come from.
+#[derive(Clone)]
 enum Keys {
     /// `tls.dir`, read at each use, so that renewals count at once.
     Dir(PathBuf),
@@ -147,6 +150,14 @@ pub(crate) fn local_for_test(dir: &Path, cluster: &str, m: ClientMaterial) -> St
         cluster: cluster.into(),
         keys: Keys::Material(m),
     }
+}
+
+/// The store of `cfg`'s `[backup]`, `None` without it.
+pub fn of_config(cfg: &crate::config::Config) -> Result<Option<Store>> {
+    cfg.backup
+        .as_ref()
+        .map(|b| open(b, &cfg.cluster.name, &cfg.tls.dir))
+        .transpose()
 }
 
 pub fn open(cfg: &BackupConfig, cluster_name: &str, tls_dir: &Path) -> Result<Store> {

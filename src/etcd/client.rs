@@ -150,6 +150,20 @@ pub struct Whoami {
     pub errors: Vec<String>,
 }
 
+/// Whether member `member_id`, which reports `leader` as its leader, leads its cluster: the one
+/// rule the agents go by, so the jobs only the leader's agent runs (the dead-member watch,
+/// defragmentation and NOSPACE, the snapshot source, the rollout's order) agree on it. A member
+/// that knows no leader (0) is not one.
+pub fn leads(member_id: u64, leader: u64) -> bool {
+    leader != 0 && leader == member_id
+}
+
+impl Whoami {
+    pub fn is_leader(&self) -> bool {
+        leads(self.member_id, self.leader)
+    }
+}
+
 /// Connect to `endpoint` and ask who it is; the connection is returned for further calls.
 pub async fn who_is(endpoint: &str, tls: &ClientMaterial) -> Result<(Client, Whoami)> {
     let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;

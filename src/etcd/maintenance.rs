@@ -22,6 +22,12 @@ pub struct DbStatus {
     pub errors: Vec<String>,
 }
 
+impl DbStatus {
+    pub fn is_leader(&self) -> bool {
+        client::leads(self.member_id, self.leader)
+    }
+}
+
 pub async fn db_status(endpoint: &str, tls: &ClientMaterial) -> Result<DbStatus> {
     let mut c = client::connect(&[endpoint.to_string()], tls, client::PROBE_TIMEOUT).await?;
     let s = bounded("Maintenance.Status", client::PROBE_TIMEOUT, c.status()).await?;
