@@ -1,22 +1,20 @@
 //! Bringing the local member up: observe, decide, act, until it is a healthy voter; then settle
 //! (record who it is, take the bootstrap flags out of etcd's environment, prune old copies).
+//! `bring_up` holds the paths that start etcd: restart from disk, a new cluster, a join.
+
+mod bring_up;
 
 use super::auto_recover::AutoStep;
 use super::metrics::{self, HealAction, MemberState};
-use super::{env_value, local_endpoint, notify, Agent};
-use crate::backup::verify::FetchError;
-use crate::decide::bootstrap::{self, Action, InitialCluster, WaitReason};
+use super::{env_value, local_endpoint, Agent};
 use crate::decide::{self, removed::RemovalVerdict};
-use crate::error::{ConfigError, Refused};
 use crate::etcd::client::{self, Whoami};
 use crate::etcd::datadir::{self, Record, RecordedMember};
 use crate::etcd::membership;
 use crate::etcd::render::{self, ClusterState, LocalMember};
 use crate::failpoint;
 use crate::tls::ClientMaterial;
-use crate::util::retry::Backoff;
 use anyhow::{bail, Context, Result};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// What to check when the local member never becomes healthy.
@@ -24,11 +22,6 @@ const NO_QUORUM_HINT: &str = "etcd serves clients only once it has joined throug
 
 /// How often a member that is coming up is checked for having been removed.
 const REMOVED_CHECK: Duration = Duration::from_secs(5);
-
-/// Between observations while waiting: 1 s, 2 s, then 3 s, with jitter.
-fn observe_backoff(deadline: Instant) -> Backoff {
-    Backoff::new(Duration::from_secs(1), Duration::from_secs(3)).until(deadline)
-}
 
 /// The identity record a decision rests on. A record that is absent is "no record" (a new node,
 /// or one an older version wrote): the default. One that exists but cannot be read (I/O error,
@@ -137,226 +130,6 @@ impl Agent<'_> {
             }
         }
         bail!("the local member was removed again each time it was started; see the logs of the other members")
-    }
-
-    /// Decide what to do and start etcd accordingly. Returns the client material to talk to it
-    /// and, after a join, the voting members to ask for promotion.
-    async fn bring_up(&self) -> Result<(ClientMaterial, Vec<String>)> {
-        let cfg = self.cfg;
-        let manager = self.manager.as_ref();
-        let local = crate::agent::observe::local_state(&cfg.member.data_dir);
-        let tls_paths = crate::model::tls::TlsPaths::new(&cfg.tls.dir);
-        // The restart path: data and certificates are there; nothing to discover or ask. etcd's
-        // environment is rendered again from the current config (so that a changed
-        // [etcd.flags] reaches etcd), without bootstrap flags: with a WAL etcd ignores them.
-        if local.has_wal && tls_paths.client_cert.is_file() {
-            // An unreadable record stops here (the caller retries): without it this member
-            // cannot tell whether to restart from its data, and the discovery path must not be
-            // taken on a guess.
-            let record = record_for_decision(&cfg.member.data_dir)?;
-            if let Ok(me) = member_of(cfg, &record) {
-                tracing::info!(data_dir = %cfg.member.data_dir.display(), "WAL present: restarting etcd from its own data");
-                if let Some(why) = crate::tls::due_on_disk(cfg, time::OffsetDateTime::now_utc()) {
-                    tracing::info!(reason = %why, "certificates need renewing before etcd starts");
-                    let mut material = None;
-                    if let Err(e) = self.renew_certificates(false, &mut material).await {
-                        tracing::warn!(error = %format!("{e:#}"), "renewing before the start failed; starting etcd with the certificates in place, the heal loop tries again");
-                    }
-                }
-                if let Some(ep) = &self.observer.endpoint {
-                    let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
-                    ep.serve(SocketAddr::new(me.ip, cfg.member.agent_port), &peer)
-                        .await?;
-                }
-                let spec = render::spec(cfg, &me, &ClusterState::FromDisk)?;
-                let material = ClientMaterial::from_dir(&cfg.tls.dir)?;
-                if self.leave_running_etcd(&spec, &material).await? {
-                    manager.start(false).await?;
-                    return Ok((material, vec![]));
-                }
-                let changed = manager.install(&spec)?;
-                if changed {
-                    tracing::info!(env_file = %cfg.etcd.env_file.display(), "etcd's environment rendered from the current configuration");
-                }
-                manager.start(changed).await?;
-                self.note_applied();
-                return Ok((material, vec![]));
-            }
-        }
-
-        let deadline = Instant::now() + cfg.discovery.timeout;
-        let mut pause = observe_backoff(deadline);
-        // Snapshots that failed an integrity check here: never chosen again by this run.
-        let mut bad_snapshots: std::collections::BTreeSet<String> = Default::default();
-        loop {
-            let mut observed = match self.observer.observe().await {
-                Ok(o) => o,
-                Err(e)
-                    if e.chain()
-                        .any(|c| c.is::<Refused>() || c.is::<ConfigError>())
-                        || e.downcast_ref::<crate::error::Fatal>().is_some() =>
-                {
-                    return Err(e)
-                }
-                Err(e) => {
-                    if pause.expired() {
-                        return Err(e.context(format!(
-                            "gave up after discovery.timeout ({})",
-                            crate::config::format_duration(cfg.discovery.timeout)
-                        )));
-                    }
-                    tracing::warn!(error = %format!("{e:#}"), "observation failed; retrying");
-                    pause.wait().await;
-                    continue;
-                }
-            };
-            tracing::info!(
-                peers = %observed.discovered.describe(),
-                stable = observed.obs.stable,
-                me = %format!("{}={}", observed.me.name, observed.me.peer_url(cfg)),
-                "observed"
-            );
-            if let decide::Snapshots::Listed(ids) = &mut observed.obs.snapshots {
-                ids.retain(|id| !bad_snapshots.contains(id));
-            }
-            let mut action = bootstrap::decide(&observed.obs);
-            let changes_membership = matches!(
-                action,
-                Action::Join { .. } | Action::AdoptUnstarted { .. } | Action::ReplaceStale { .. }
-            );
-            let marker = datadir::pause_marker(&cfg.member.data_dir);
-            if changes_membership && marker.exists() {
-                action = Action::Wait(WaitReason::Unconfirmed(format!(
-                    "paused by {}: no member is added or removed while it exists ({})",
-                    marker.display(),
-                    super::describe(&action)
-                )));
-            }
-            tracing::info!(action = %super::describe(&action), "decided");
-            let material = observed.tls.client_material(&cfg.tls.dir)?;
-            let mut voters = vec![];
-            let state = match action {
-                Action::Restart => ClusterState::FromDisk,
-                Action::BootstrapNew(ic) => ClusterState::New(ic),
-                Action::MoveAside(why) => {
-                    tracing::warn!(reason = %why, "moving the data dir aside");
-                    datadir::move_aside(&cfg.member.data_dir, &why, None)?;
-                    metrics::heal_action(HealAction::MoveAside);
-                    continue;
-                }
-                Action::Wait(reason) => {
-                    if pause.expired() {
-                        let msg = format!(
-                            "gave up after discovery.timeout ({}): {reason}",
-                            crate::config::format_duration(cfg.discovery.timeout)
-                        );
-                        if reason.refuses_at_deadline() {
-                            return Err(Refused(msg).into());
-                        }
-                        bail!("{msg}; fix discovery (DNS records, discovery.peers) or raise discovery.timeout, then re-run");
-                    }
-                    notify(&[sd_notify::NotifyState::Status(&format!(
-                        "waiting: {reason}"
-                    ))]);
-                    pause.wait().await;
-                    continue;
-                }
-                Action::Refuse(why) => return Err(Refused(why).into()),
-                Action::Join { ref endpoints, .. }
-                | Action::AdoptUnstarted { ref endpoints, .. }
-                | Action::ReplaceStale { ref endpoints, .. } => {
-                    let my_url = observed.me.peer_url(cfg).to_string();
-                    let mut c = membership::connect(endpoints, &material).await?;
-                    let mut report = membership::WaitReport::new(
-                        material.clone(),
-                        cfg.tls.dir.clone(),
-                        dead_member_policy(cfg),
-                    );
-                    let (my_id, members) = match action {
-                        Action::ReplaceStale { member_id, .. } => {
-                            tracing::warn!(member = %format!("{member_id:x}"), "this node's data is gone: removing its stale member, then adding it again");
-                            membership::remove(&mut c, member_id, deadline).await?;
-                            failpoint::hit("join:after-remove");
-                            failpoint::hit("join:before-add");
-                            membership::add_learner(
-                                &mut c,
-                                &my_url,
-                                Some(member_id),
-                                deadline,
-                                &mut report,
-                            )
-                            .await?
-                        }
-                        Action::AdoptUnstarted { member_id, .. } => {
-                            (member_id, membership::list(&mut c).await?)
-                        }
-                        _ => {
-                            failpoint::hit("join:before-add");
-                            membership::add_learner(&mut c, &my_url, None, deadline, &mut report)
-                                .await?
-                        }
-                    };
-                    failpoint::hit("join:after-add");
-                    voters = endpoints.clone();
-                    ClusterState::Existing {
-                        initial_cluster: membership::initial_cluster(
-                            &members,
-                            my_id,
-                            &observed.me.name,
-                        ),
-                    }
-                }
-            };
-            for f in observed.tls.changed() {
-                tracing::info!(file = %f.path.display(), reason = f.change.as_deref().unwrap_or(""), "writing certificate material");
-            }
-            let etcd_owner = crate::etcd::user::of_config(cfg)?.map(|u| u.ids());
-            observed.tls.apply(etcd_owner)?;
-            failpoint::hit("new:after-certs");
-            if let ClusterState::New(ic) = &state {
-                // Before etcd creates any data: the peers' agents report this cluster ID for
-                // it, so that the other initial members recognise the cluster they are forming.
-                record_formation(cfg, ic, &observed.me)?;
-                if let Some(id) = &ic.seed {
-                    match self.restore_seed(ic, id, &observed.me).await {
-                        Ok(()) => {}
-                        Err(FetchError::Integrity(why)) => {
-                            tracing::error!(snapshot = %id, %why, "this snapshot fails its integrity check and is skipped; trying the next newest");
-                            bad_snapshots.insert(id.clone());
-                            continue;
-                        }
-                        Err(FetchError::Failed(e)) => {
-                            if pause.expired() {
-                                return Err(e.context(format!(
-                                    "restoring snapshot {id} failed until discovery.timeout ({})",
-                                    crate::config::format_duration(cfg.discovery.timeout)
-                                )));
-                            }
-                            tracing::warn!(snapshot = %id, error = %format!("{e:#}"), "restoring the snapshot failed; retrying");
-                            pause.wait().await;
-                            continue;
-                        }
-                    }
-                }
-            }
-            let spec = render::spec(cfg, &observed.me, &state)?;
-            let changed = manager.install(&spec)?;
-            failpoint::hit("new:after-env");
-            if let ClusterState::New(ic) = &state {
-                let delay = ic.start_delay();
-                if !delay.is_zero() {
-                    tracing::info!(?delay, "new cluster: waiting my turn to start etcd");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-            tracing::info!(manager = %manager.describe(), changed, "starting etcd");
-            manager.start(changed).await?;
-            self.note_applied();
-            if matches!(state, ClusterState::Existing { .. }) {
-                failpoint::hit("join:after-start");
-            }
-            return Ok((material, voters));
-        }
     }
 
     /// Note that etcd was just (re)started with the files of the configuration in force.
@@ -566,69 +339,6 @@ impl Agent<'_> {
         let answers = client::probe_all(&endpoints, material).await;
         decide::removed::verdict(&my_url, my_cluster, known, &answers)
     }
-}
-
-/// Note in the identity record the cluster and member this node is about to form.
-impl Agent<'_> {
-    /// Total loss: every initial member restores snapshot `id` as its data, with the new
-    /// cluster's flags, before its first start.
-    async fn restore_seed(
-        &self,
-        ic: &InitialCluster,
-        id: &str,
-        me: &LocalMember,
-    ) -> Result<(), FetchError> {
-        let cfg = self.cfg;
-        let (Some(b), Some(store)) = (&cfg.backup, self.store()?) else {
-            return Err(anyhow::anyhow!("a snapshot to restore, but no [backup]").into());
-        };
-        let entry = crate::backup::catalog::find(store, id).await?;
-        let m = &entry.manifest;
-        tracing::warn!(snapshot = %id, created = %m.created, revision = m.revision, from_cluster = %m.cluster_id, "every member is without data and the store holds snapshots of this cluster: restoring the newest verified one instead of forming an empty cluster");
-        notify(&[sd_notify::NotifyState::Status(&format!(
-            "restoring snapshot {id}"
-        ))]);
-        let peer_url = me.peer_url(cfg).to_string();
-        let flag = ic.flag();
-        let target = crate::backup::restorer::Target {
-            data_dir: &cfg.member.data_dir,
-            name: &me.name,
-            peer_url: &peer_url,
-            initial_cluster: &flag,
-            token: &ic.token,
-        };
-        let started = Instant::now();
-        let r = crate::backup::restorer::restore(
-            store,
-            &entry,
-            b.age_identity_file.as_deref(),
-            &cfg.etcd.binary,
-            &target,
-        )
-        .await?;
-        metrics::heal_action(HealAction::Restore);
-        tracing::info!(snapshot = %id, keys = r.total_keys, revision = r.revision, revision_after = r.revision_after, tool = %r.tool, elapsed = ?started.elapsed(), "snapshot restored as this member's data");
-        Ok(())
-    }
-}
-
-fn record_formation(
-    cfg: &crate::config::Config,
-    ic: &InitialCluster,
-    me: &LocalMember,
-) -> Result<()> {
-    let mut record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();
-    let my_url = me.peer_url(cfg).to_string();
-    record.cluster_id = Some(format!("{:x}", ic.cluster_id()));
-    record.member_id = Some(format!(
-        "{:x}",
-        crate::model::ids::member_id(std::slice::from_ref(&my_url), &ic.token)
-    ));
-    record.name = Some(me.name.clone());
-    record.peer_url = Some(my_url);
-    record.formation = Some(ic.formation.clone());
-    record.restored_from = ic.seed.clone();
-    record.save(&cfg.member.data_dir)
 }
 
 /// Wait until the local member is healthy, bounded by `deadline`.
