@@ -314,7 +314,7 @@ mod tests {
     fn read(peers: u8, unresolved: usize) -> Discovered {
         Discovered {
             peers: (1..=peers)
-                .map(crate::decide::bootstrap::tests::peer)
+                .map(crate::decide::bootstrap::fixtures::peer)
                 .collect(),
             unresolved: (0..unresolved).map(|i| format!("etcd{i}.x")).collect(),
             client_endpoints: vec![],
