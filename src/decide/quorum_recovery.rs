@@ -207,6 +207,9 @@ pub fn decide(i: &Inputs) -> Decision {
     }
 }
 
+/// The decision as if `heal.auto_recover` were on. It waits while a quorum answers, while any
+/// agent has not, while the store cannot be read, and while a quorum of members holds data (their
+/// etcd forms by itself); it is blocked by answers only a person can settle; else it recovers.
 fn decide_enabled(i: &Inputs) -> Decision {
     if i.members.is_empty() {
         return Decision::Wait("no membership is recorded beside the data dir".into());
@@ -216,6 +219,34 @@ fn decide_enabled(i: &Inputs) -> Decision {
             "a quorum of the members' etcd answers: it elects a leader by itself".into(),
         );
     }
+    if let Some(wait) = unanswered(i) {
+        return wait;
+    }
+    let holders = match holders(i) {
+        Ok(holders) => holders,
+        Err(blocked) => return blocked,
+    };
+    let store = match &i.store {
+        Ok(s) => s,
+        Err(e) => {
+            return Decision::Wait(format!(
+                "the snapshot store cannot be read ({e}): its newest snapshot may be newer than every member's data"
+            ))
+        }
+    };
+    let quorum = i.members.len() / 2 + 1;
+    if holders.len() >= quorum {
+        return Decision::Wait(format!(
+            "{} of {} members hold data: a quorum of them can form once their etcd runs",
+            holders.len(),
+            i.members.len()
+        ));
+    }
+    recover_from(&holders, store.as_ref())
+}
+
+/// The wait while any member's agent has not answered: every member must be accounted for.
+fn unanswered(i: &Inputs) -> Option<Decision> {
     let missing: Vec<String> = i
         .members
         .iter()
@@ -224,19 +255,26 @@ fn decide_enabled(i: &Inputs) -> Decision {
             _ => None,
         })
         .collect();
-    if !missing.is_empty() {
-        return Decision::Wait(format!(
-            "{} of {} members' agents have not answered: {}; every member must be accounted for",
-            missing.len(),
-            i.members.len(),
-            missing.join(", ")
-        ));
+    if missing.is_empty() {
+        return None;
     }
+    Some(Decision::Wait(format!(
+        "{} of {} members' agents have not answered: {}; every member must be accounted for",
+        missing.len(),
+        i.members.len(),
+        missing.join(", ")
+    )))
+}
+
+/// The members that hold data of this cluster, every agent having answered; blocked by any
+/// answer only a person can settle: an agent that cannot read its identity, one of another
+/// `cluster.name`, data of another cluster, data without a raft index.
+fn holders<'a>(i: &Inputs<'a>) -> Result<Vec<(&'a Member, &'a Holding)>, Decision> {
     let mut blocks = vec![];
-    let mut holders: Vec<(&Member, &Holding)> = vec![];
+    let mut holders = vec![];
     for m in i.members {
         match &m.answer {
-            AgentAnswer::Missing(_) => unreachable!("handled above"),
+            AgentAnswer::Missing(_) => unreachable!("handled by `unanswered`"),
             AgentAnswer::CannotTell(why) => blocks.push(format!(
                 "the agent of {} cannot read its identity ({why})",
                 m.who
@@ -262,25 +300,15 @@ fn decide_enabled(i: &Inputs) -> Decision {
             AgentAnswer::Report(_) => {}
         }
     }
-    if !blocks.is_empty() {
-        return Decision::Blocked(blocks.join("; "));
+    if blocks.is_empty() {
+        Ok(holders)
+    } else {
+        Err(Decision::Blocked(blocks.join("; ")))
     }
-    let store = match &i.store {
-        Ok(s) => s,
-        Err(e) => {
-            return Decision::Wait(format!(
-                "the snapshot store cannot be read ({e}): its newest snapshot may be newer than every member's data"
-            ))
-        }
-    };
-    let quorum = i.members.len() / 2 + 1;
-    if holders.len() >= quorum {
-        return Decision::Wait(format!(
-            "{} of {} members hold data: a quorum of them can form once their etcd runs",
-            holders.len(),
-            i.members.len()
-        ));
-    }
+}
+
+/// The best copy among the holders: the highest (term, index), ties to the lowest member ID.
+fn best_copy<'a>(holders: &[(&'a Member, &'a Holding)]) -> Option<(&'a Member, &'a Holding)> {
     // Holders that lack a term (records of older versions) are compared by index alone, all of
     // them: mixing known and unknown terms would rank by a missing figure.
     let all_terms = holders.iter().all(|(_, h)| h.term.is_some());
@@ -290,14 +318,20 @@ fn decide_enabled(i: &Inputs) -> Decision {
             h.index.unwrap_or(0),
         )
     };
-    let best = holders
+    holders
         .iter()
         .max_by(|(a, ha), (b, hb)| key(ha).cmp(&key(hb)).then(b.id.cmp(&a.id)))
-        .copied();
+        .copied()
+}
+
+/// Recover from the best copy, or from the store's snapshot when it is newer than that copy (or
+/// no member holds data); the revisions lost are counted from the highest any of them has seen.
+fn recover_from(holders: &[(&Member, &Holding)], store: Option<&StorePoint>) -> Decision {
+    let best = best_copy(holders);
     let highest = holders
         .iter()
         .filter_map(|(_, h)| h.revision)
-        .chain(store.as_ref().map(|s| s.revision))
+        .chain(store.map(|s| s.revision))
         .max();
     match (best, store) {
         (Some((_, h)), Some(s)) if h.revision.is_some_and(|r| s.revision > r) => {
