@@ -12,6 +12,7 @@ use crate::etcd::datadir::Record;
 use crate::etcd::render::LocalMember;
 use crate::model::cluster::Answer;
 use crate::model::local::LocalState;
+use crate::model::peer::Peer;
 use crate::tls::{self, CertSource, Identity, TlsPlan};
 use anyhow::{Context, Result};
 use std::net::{IpAddr, SocketAddr};
@@ -111,35 +112,8 @@ impl<'a> Observer<'a> {
         )?
         .cloned();
         let hostname = hostname();
-        let name = match (&me, &cfg.member.name) {
-            (Some(p), Some(n)) if &p.name != n => {
-                return Err(Refused(format!(
-                    "member.name is {n:?} but discovery names this node {:?} ({}); the names in --initial-cluster must agree on every node: drop member.name or make them match",
-                    p.name, p.peer_url
-                ))
-                .into())
-            }
-            (Some(p), _) => p.name.clone(),
-            (None, Some(n)) => n.clone(),
-            (None, None) => hostname.clone().context(
-                "cannot tell this member's name: set member.name (no host name and not found in discovery)",
-            )?,
-        };
-        let ip: IpAddr = match (cfg.member.advertise_address, &me) {
-            (Some(a), _) => a,
-            (None, Some(p)) => p.ips[0],
-            (None, None) => *local_ips
-                .iter()
-                .find(|ip| ip.is_ipv4())
-                .or(local_ips.first())
-                .context("this machine has no non-loopback address")?,
-        };
-        let my_peer_url = me.as_ref().map(|p| p.peer_url.clone()).or_else(|| {
-            cfg.member
-                .advertise_address
-                .map(|a| crate::model::url::EtcdUrl::https(a, cfg.member.peer_port))
-        });
-        let member = LocalMember { name, ip };
+        let (member, my_peer_url) = local_member(cfg, me.as_ref(), &local_ips, &hostname)?;
+        let ip = member.ip;
         let identity = Identity::new(
             cfg,
             &member.name,
@@ -160,57 +134,9 @@ impl<'a> Observer<'a> {
             (vec![], vec![])
         } else {
             let material = tls.client_material(&cfg.tls.dir)?;
-            let endpoints = discovered.endpoints_except(&member.client_url(cfg).to_string());
-            let own = member.peer_url(cfg).to_string();
-            let mut to_ask: Vec<(String, String, SocketAddr)> = discovered
-                .peers
-                .iter()
-                .filter(|p| p.peer_url.to_string() != own)
-                .map(|p| {
-                    let addr = SocketAddr::new(p.ips[0], cfg.member.agent_port);
-                    (p.peer_url.to_string(), p.name.clone(), addr)
-                })
-                .collect();
-            // Seeds and SRV client records: their hosts' agents confirm which cluster they are.
-            for e in &discovered.client_endpoints {
-                if let Some(ip) = e.ip().filter(|ip| *ip != member.ip) {
-                    if !to_ask.iter().any(|(_, _, a)| a.ip() == ip) {
-                        let addr = SocketAddr::new(ip, cfg.member.agent_port);
-                        to_ask.push((e.to_string(), e.to_string(), addr));
-                    }
-                }
-            }
-            tokio::join!(
-                client::probe_all(&endpoints, &material),
-                ask_agents(to_ask, &peer_material)
-            )
+            ask_peers(cfg, &discovered, &member, &material, &peer_material).await
         };
-        for a in &agents {
-            match &a.report {
-                Ok(r) => tracing::info!(
-                    peer = %a.peer_url,
-                    cluster_name = %r.cluster_name,
-                    has_data = r.has_data,
-                    cluster = %r.cluster_id.map(|c| format!("{c:x}")).unwrap_or_default(),
-                    "peer's agent answers"
-                ),
-                Err(why) => {
-                    tracing::info!(peer = %a.peer_url, %why, "peer's agent does not answer")
-                }
-            }
-        }
-        for a in &answers {
-            match a {
-                Answer::Cluster(c) => tracing::info!(
-                    endpoint = %c.endpoint,
-                    cluster = %format!("{:x}", c.cluster_id),
-                    members = c.members.len(),
-                    leader = c.leader != 0,
-                    "peer answers as a cluster member"
-                ),
-                Answer::NoAnswer(why) => tracing::debug!(%why, "peer does not answer"),
-            }
-        }
+        log_answers(&agents, &answers);
         // Only a node without data, to which no cluster answers, may form (or restore) a cluster.
         let snapshots =
             if local.has_member_dir || answers.iter().any(|a| matches!(a, Answer::Cluster(_))) {
@@ -241,6 +167,111 @@ impl<'a> Observer<'a> {
             identity,
             tls,
         })
+    }
+}
+
+/// This node's member name and address, and its peer URL when known: what discovery says of
+/// it, else `member.name`/`member.advertise_address`, else the host name and the first local
+/// address. A `member.name` other than discovery's is refused: the names in
+/// --initial-cluster must agree on every node.
+fn local_member(
+    cfg: &Config,
+    me: Option<&Peer>,
+    local_ips: &[IpAddr],
+    hostname: &Option<String>,
+) -> Result<(LocalMember, Option<crate::model::url::EtcdUrl>)> {
+    let name = match (me, &cfg.member.name) {
+        (Some(p), Some(n)) if &p.name != n => {
+            return Err(Refused(format!(
+                "member.name is {n:?} but discovery names this node {:?} ({}); the names in --initial-cluster must agree on every node: drop member.name or make them match",
+                p.name, p.peer_url
+            ))
+            .into())
+        }
+        (Some(p), _) => p.name.clone(),
+        (None, Some(n)) => n.clone(),
+        (None, None) => hostname.clone().context(
+            "cannot tell this member's name: set member.name (no host name and not found in discovery)",
+        )?,
+    };
+    let ip: IpAddr = match (cfg.member.advertise_address, me) {
+        (Some(a), _) => a,
+        (None, Some(p)) => p.ips[0],
+        (None, None) => *local_ips
+            .iter()
+            .find(|ip| ip.is_ipv4())
+            .or(local_ips.first())
+            .context("this machine has no non-loopback address")?,
+    };
+    let my_peer_url = me.map(|p| p.peer_url.clone()).or_else(|| {
+        cfg.member
+            .advertise_address
+            .map(|a| crate::model::url::EtcdUrl::https(a, cfg.member.peer_port))
+    });
+    Ok((LocalMember { name, ip }, my_peer_url))
+}
+
+/// A node without data asks every other discovered peer's etcd which cluster it is in, and
+/// every peer's agent (also the hosts of seeds and SRV client records) what it holds.
+async fn ask_peers(
+    cfg: &Config,
+    discovered: &Discovered,
+    member: &LocalMember,
+    material: &tls::ClientMaterial,
+    peer_material: &tls::ClientMaterial,
+) -> (Vec<Answer>, Vec<AgentAnswer>) {
+    let endpoints = discovered.endpoints_except(&member.client_url(cfg).to_string());
+    let own = member.peer_url(cfg).to_string();
+    let mut to_ask: Vec<(String, String, SocketAddr)> = discovered
+        .peers
+        .iter()
+        .filter(|p| p.peer_url.to_string() != own)
+        .map(|p| {
+            let addr = SocketAddr::new(p.ips[0], cfg.member.agent_port);
+            (p.peer_url.to_string(), p.name.clone(), addr)
+        })
+        .collect();
+    // Seeds and SRV client records: their hosts' agents confirm which cluster they are.
+    for e in &discovered.client_endpoints {
+        if let Some(ip) = e.ip().filter(|ip| *ip != member.ip) {
+            if !to_ask.iter().any(|(_, _, a)| a.ip() == ip) {
+                let addr = SocketAddr::new(ip, cfg.member.agent_port);
+                to_ask.push((e.to_string(), e.to_string(), addr));
+            }
+        }
+    }
+    tokio::join!(
+        client::probe_all(&endpoints, material),
+        ask_agents(to_ask, peer_material)
+    )
+}
+
+fn log_answers(agents: &[AgentAnswer], answers: &[Answer]) {
+    for a in agents {
+        match &a.report {
+            Ok(r) => tracing::info!(
+                peer = %a.peer_url,
+                cluster_name = %r.cluster_name,
+                has_data = r.has_data,
+                cluster = %r.cluster_id.map(|c| format!("{c:x}")).unwrap_or_default(),
+                "peer's agent answers"
+            ),
+            Err(why) => {
+                tracing::info!(peer = %a.peer_url, %why, "peer's agent does not answer")
+            }
+        }
+    }
+    for a in answers {
+        match a {
+            Answer::Cluster(c) => tracing::info!(
+                endpoint = %c.endpoint,
+                cluster = %format!("{:x}", c.cluster_id),
+                members = c.members.len(),
+                leader = c.leader != 0,
+                "peer answers as a cluster member"
+            ),
+            Answer::NoAnswer(why) => tracing::debug!(%why, "peer does not answer"),
+        }
     }
 }
 
