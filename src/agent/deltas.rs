@@ -14,6 +14,7 @@
 //! closed the same way.
 
 use super::{local_endpoint, Agent};
+use crate::backup::manifest::Manifest;
 use crate::backup::segment::{self, Event, Link};
 use crate::backup::{catalog, snapshotter, store::Store};
 use crate::etcd::client;
@@ -164,6 +165,8 @@ impl Agent<'_> {
         Ok(true)
     }
 
+    /// One round: hold the claim, find where the chain ends, close it with a full snapshot when
+    /// it cannot go on, else watch from its end for an interval and upload what came.
     async fn delta_round(
         &self,
         store: &Store,
@@ -200,13 +203,7 @@ impl Agent<'_> {
         let Some(c) = claim.as_mut() else {
             return Ok(Round::Idle);
         };
-        let status = client::bounded(
-            "Maintenance.Status",
-            client::PROBE_TIMEOUT,
-            c.client.status(),
-        )
-        .await?;
-        let cluster_id = format!("{:x}", status.header().map(|h| h.cluster_id()).unwrap_or(0));
+        let cluster_id = cluster_id(&mut c.client).await?;
         if cluster_id != base.manifest.cluster_id {
             self.full_snapshot_now(
                 store,
@@ -219,70 +216,15 @@ impl Agent<'_> {
             .await?;
             return Ok(Round::Watched);
         }
-        let mut watch = c
-            .client
-            .watch_client()
-            .max_decoding_message_size(WATCH_MESSAGE_LIMIT);
-        let options = WatchOptions::new()
-            .with_all_keys()
-            .with_start_revision(link.next_revision);
-        let mut stream = client::bounded(
-            "Watch",
-            client::PROBE_TIMEOUT,
-            watch.watch(vec![0u8], Some(options)),
+        let deadline = tokio::time::Instant::from_std(started + interval);
+        let watched = watch_keyspace(
+            &mut c.client,
+            link.next_revision,
+            deadline,
+            b.delta_max_bytes,
         )
         .await?;
-        let deadline = tokio::time::Instant::from_std(started + interval);
-        let mut events: Vec<Event> = vec![];
-        let mut bytes = 0u64;
-        let mut compacted: Option<i64> = None;
-        while bytes < b.delta_max_bytes {
-            let msg = match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => break,
-                Ok(m) => m.with_context(|| {
-                    format!("watching the keyspace from revision {}", link.next_revision)
-                })?,
-            };
-            let Some(resp) = msg else {
-                anyhow::bail!(
-                    "the watch from revision {} ended without a reason",
-                    link.next_revision
-                );
-            };
-            if resp.compact_revision() > 0 {
-                compacted = Some(resp.compact_revision());
-                break;
-            }
-            if resp.canceled() {
-                anyhow::bail!(
-                    "etcd cancelled the watch from revision {}: {}",
-                    link.next_revision,
-                    resp.cancel_reason()
-                );
-            }
-            for e in resp.events() {
-                let Some(kv) = e.kv() else { continue };
-                let ev = match e.event_type() {
-                    EventType::Put => Event::Put {
-                        key: kv.key().to_vec(),
-                        value: kv.value().to_vec(),
-                        lease: kv.lease(),
-                        create_revision: kv.create_revision(),
-                        mod_revision: kv.mod_revision(),
-                        version: kv.version(),
-                    },
-                    EventType::Delete => Event::Delete {
-                        key: kv.key().to_vec(),
-                        mod_revision: kv.mod_revision(),
-                    },
-                };
-                bytes += ev.bytes() as u64;
-                events.push(ev);
-            }
-        }
-        // Closing the stream cancels the watch.
-        drop(stream);
-        if let Some(compact) = compacted {
+        if let Some(compact) = watched.compacted {
             self.full_snapshot_now(
                 store,
                 FullReason::Compacted,
@@ -295,22 +237,43 @@ impl Agent<'_> {
             .await?;
             return Ok(Round::Watched);
         }
-        if events.is_empty() {
+        if watched.events.is_empty() {
             return Ok(Round::Watched);
         }
-        // Still the holder, and the chain still ends where it did: nobody else uploaded
-        // meanwhile (the claim's lease may have run out while the store was slow).
+        self.store_segment(
+            store,
+            claim,
+            &base.manifest,
+            &link,
+            &b.age_recipients,
+            watched.events,
+        )
+        .await
+    }
+
+    /// Upload `events` as the next segment of the chain that ends at `link`, if this agent still
+    /// holds the claim and the chain still ends there: nobody else uploaded meanwhile (the
+    /// claim's lease may have run out while the store was slow).
+    async fn store_segment(
+        &self,
+        store: &Store,
+        claim: &mut Option<Claim>,
+        base: &Manifest,
+        link: &Link,
+        recipients: &[String],
+        events: Vec<Event>,
+    ) -> Result<Round> {
         if !self.hold_delta_claim(claim).await? {
             tracing::warn!(
                 "the delta claim was lost while watching; this segment is left to the new holder"
             );
             return Ok(Round::Idle);
         }
-        if segment::tail(store, &base.manifest).await? != link {
+        if segment::tail(store, base).await? != *link {
             tracing::warn!("the chain changed while watching; this segment is left out");
             return Ok(Round::Watched);
         }
-        let m = segment::upload(store, &b.age_recipients, &link, &segment::group(events)).await?;
+        let m = segment::upload(store, recipients, link, &segment::group(events)).await?;
         tracing::debug!(segment = %m.id, base = %m.base, events = m.events, size = m.size, "delta segment stored");
         super::metrics::delta_segment_stored(&m, link.segments + 1);
         Ok(Round::Watched)
@@ -345,6 +308,93 @@ impl Agent<'_> {
         );
         Ok(())
     }
+}
+
+/// What one watch brought: the events in watch order, and the revision etcd compacted its
+/// history up to when the watch met a compacted revision (then the events are incomplete).
+struct Watched {
+    events: Vec<Event>,
+    compacted: Option<i64>,
+}
+
+/// The cluster ID the member behind `etcd` reports, in hex.
+async fn cluster_id(etcd: &mut etcd_client::Client) -> Result<String> {
+    let status =
+        client::bounded("Maintenance.Status", client::PROBE_TIMEOUT, etcd.status()).await?;
+    Ok(format!(
+        "{:x}",
+        status.header().map(|h| h.cluster_id()).unwrap_or(0)
+    ))
+}
+
+/// Watch the whole keyspace from revision `from` until `deadline`, or until `max_bytes` of keys
+/// and values came, or until the watch meets a compacted revision.
+async fn watch_keyspace(
+    etcd: &mut etcd_client::Client,
+    from: i64,
+    deadline: tokio::time::Instant,
+    max_bytes: u64,
+) -> Result<Watched> {
+    let mut watch = etcd
+        .watch_client()
+        .max_decoding_message_size(WATCH_MESSAGE_LIMIT);
+    let options = WatchOptions::new()
+        .with_all_keys()
+        .with_start_revision(from);
+    let mut stream = client::bounded(
+        "Watch",
+        client::PROBE_TIMEOUT,
+        watch.watch(vec![0u8], Some(options)),
+    )
+    .await?;
+    let mut events: Vec<Event> = vec![];
+    let mut bytes = 0u64;
+    let mut compacted: Option<i64> = None;
+    while bytes < max_bytes {
+        let msg = match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => break,
+            Ok(m) => m.with_context(|| format!("watching the keyspace from revision {from}"))?,
+        };
+        let Some(resp) = msg else {
+            anyhow::bail!("the watch from revision {from} ended without a reason");
+        };
+        if resp.compact_revision() > 0 {
+            compacted = Some(resp.compact_revision());
+            break;
+        }
+        if resp.canceled() {
+            anyhow::bail!(
+                "etcd cancelled the watch from revision {from}: {}",
+                resp.cancel_reason()
+            );
+        }
+        for ev in resp.events().iter().filter_map(event) {
+            bytes += ev.bytes() as u64;
+            events.push(ev);
+        }
+    }
+    // Closing the stream cancels the watch.
+    drop(stream);
+    Ok(Watched { events, compacted })
+}
+
+/// One event of etcd's watch as a segment's; `None` without a key-value.
+fn event(e: &etcd_client::Event) -> Option<Event> {
+    let kv = e.kv()?;
+    Some(match e.event_type() {
+        EventType::Put => Event::Put {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            lease: kv.lease(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            version: kv.version(),
+        },
+        EventType::Delete => Event::Delete {
+            key: kv.key().to_vec(),
+            mod_revision: kv.mod_revision(),
+        },
+    })
 }
 
 /// A chain's length and its newest segment, for metrics, `status` and `doctor`.
