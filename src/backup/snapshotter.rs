@@ -19,6 +19,9 @@ use std::time::Duration;
 
 /// Parts of 5 MiB (S3's minimum), at most two in flight: memory stays near 15 MiB.
 pub(super) const CHUNK: usize = 5 * 1024 * 1024;
+pub(super) const IN_FLIGHT: usize = 2;
+/// A stream that sends nothing for this long is given up.
+const STALL: Duration = Duration::from_secs(30);
 
 /// Complete a streamed multipart upload; when streaming failed, abort it instead, so that the
 /// store keeps no orphaned parts, and return the streaming error.
@@ -42,9 +45,6 @@ pub(super) async fn complete_upload<T>(
         .with_context(|| format!("completing the upload of {object}"))?;
     Ok(value)
 }
-pub(super) const IN_FLIGHT: usize = 2;
-/// A stream that sends nothing for this long is given up.
-const STALL: Duration = Duration::from_secs(30);
 
 /// Bytes the encryptor has written, drained after every write.
 #[derive(Clone, Default)]
@@ -163,59 +163,13 @@ pub async fn take(
         .await
         .with_context(|| format!("starting the upload of {object} to {}", store.describe))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-
-    let streamed = async {
-        let mut enc = Encoder::new(recipients)?;
-        let mut db_hash = digest::Context::new(&digest::SHA256);
-        let mut stored_hash = digest::Context::new(&digest::SHA256);
-        // The last 32 bytes seen, not yet hashed: at the end they are etcd's checksum.
-        let mut tail: Vec<u8> = Vec::with_capacity(64);
-        let (mut total, mut stored) = (0u64, 0u64);
-        let mut blob = first.blob().to_vec();
-        loop {
-            total += blob.len() as u64;
-            tail.extend_from_slice(&blob);
-            if tail.len() > 32 {
-                let n = tail.len() - 32;
-                db_hash.update(&tail[..n]);
-                tail.drain(..n);
-            }
-            let out = enc.write(&blob)?;
-            stored_hash.update(&out);
-            stored += out.len() as u64;
-            writer.write(&out);
-            writer
-                .wait_for_capacity(IN_FLIGHT)
-                .await
-                .context("uploading a part")?;
-            match next(&mut stream).await? {
-                Some(m) => blob = m.blob().to_vec(),
-                None => break,
-            }
-        }
-        let db_sha = digest::Context::finish(db_hash);
-        if total < 32 || total % 512 != 32 || tail != db_sha.as_ref() {
-            bail!(
-                "etcd's snapshot stream failed its SHA-256 check ({total} bytes); nothing was stored"
-            );
-        }
-        let out = enc.finish()?;
-        stored_hash.update(&out);
-        stored += out.len() as u64;
-        writer.write(&out);
-        writer
-            .wait_for_capacity(0)
-            .await
-            .context("uploading the last parts")?;
-        anyhow::Ok((
-            crate::util::hex::hex(db_sha.as_ref()),
-            crate::util::hex::hex(stored_hash.finish().as_ref()),
-            total,
-            stored,
-        ))
-    }
-    .await;
-    let (etcd_sha256, sha256, db_size, size) = complete_upload(writer, streamed, &object).await?;
+    let streamed = stream_snapshot(&mut writer, recipients, first, &mut stream).await;
+    let Streamed {
+        etcd_sha256,
+        sha256,
+        db_size,
+        size,
+    } = complete_upload(writer, streamed, &object).await?;
 
     let manifest = Manifest {
         id: id.clone(),
@@ -242,6 +196,74 @@ pub async fn take(
         .await
         .with_context(|| format!("writing the manifest {path}"))?;
     Ok(manifest)
+}
+
+/// What streaming a snapshot came to: the SHA-256 (hex) of the database, etcd's checksum, and of
+/// the stored bytes; the database's size (the stream, trailer included) and the stored size.
+struct Streamed {
+    etcd_sha256: String,
+    sha256: String,
+    db_size: u64,
+    size: u64,
+}
+
+/// etcd's snapshot stream, from its `first` message on, encrypted to `recipients` (if any) into
+/// `writer` with at most `IN_FLIGHT` parts in flight; its last 32 bytes checked as the SHA-256 of
+/// what came before them before the last part is written.
+async fn stream_snapshot(
+    writer: &mut WriteMultipart,
+    recipients: &[String],
+    first: etcd_client::SnapshotResponse,
+    stream: &mut etcd_client::SnapshotStreaming,
+) -> Result<Streamed> {
+    let mut enc = Encoder::new(recipients)?;
+    let mut db_hash = digest::Context::new(&digest::SHA256);
+    let mut stored_hash = digest::Context::new(&digest::SHA256);
+    // The last 32 bytes seen, not yet hashed: at the end they are etcd's checksum.
+    let mut tail: Vec<u8> = Vec::with_capacity(64);
+    let (mut total, mut stored) = (0u64, 0u64);
+    let mut blob = first.blob().to_vec();
+    loop {
+        total += blob.len() as u64;
+        tail.extend_from_slice(&blob);
+        if tail.len() > 32 {
+            let n = tail.len() - 32;
+            db_hash.update(&tail[..n]);
+            tail.drain(..n);
+        }
+        let out = enc.write(&blob)?;
+        stored_hash.update(&out);
+        stored += out.len() as u64;
+        writer.write(&out);
+        writer
+            .wait_for_capacity(IN_FLIGHT)
+            .await
+            .context("uploading a part")?;
+        match next(stream).await? {
+            Some(m) => blob = m.blob().to_vec(),
+            None => break,
+        }
+    }
+    let db_sha = digest::Context::finish(db_hash);
+    if total < 32 || total % 512 != 32 || tail != db_sha.as_ref() {
+        bail!(
+            "etcd's snapshot stream failed its SHA-256 check ({total} bytes); nothing was stored"
+        );
+    }
+    let out = enc.finish()?;
+    stored_hash.update(&out);
+    stored += out.len() as u64;
+    writer.write(&out);
+    writer
+        .wait_for_capacity(0)
+        .await
+        .context("uploading the last parts")?;
+    Ok(Streamed {
+        etcd_sha256: crate::util::hex::hex(db_sha.as_ref()),
+        sha256: crate::util::hex::hex(stored_hash.finish().as_ref()),
+        db_size: total,
+        size: stored,
+    })
 }
 
 async fn next(
