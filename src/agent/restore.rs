@@ -18,12 +18,15 @@ use crate::backup::restorer::{self, Target};
 use crate::backup::store::Store;
 use crate::backup::verify::FetchError;
 use crate::backup::{catalog, request};
-use crate::decide::restore::{fleet_step, FleetRequest, FleetStep, InProgress, Phase};
+use crate::decide::restore::{
+    fleet_step, FleetRequest, FleetStep, InProgress, Phase, RequestMember,
+};
 use crate::etcd::datadir::{self, Record, RecordedMember};
 use crate::etcd::render::{self, ClusterState, LocalMember};
 use crate::failpoint;
 use crate::model::datadir::WORK_DIR;
 use anyhow::{Context, Result};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long reading the request may hold up an agent's start (an unreachable store must not
@@ -45,7 +48,7 @@ pub enum Followed {
 
 /// Whether this node began a fleet-wide restore and has not finished it (etcd is stopped, or its
 /// restored data not started yet): then etcd must not be started from anything else.
-pub fn under_way(data_dir: &std::path::Path) -> Result<bool> {
+pub fn under_way(data_dir: &Path) -> Result<bool> {
     Ok(Record::load(data_dir)?.is_some_and(|r| r.restore.is_some()))
 }
 
@@ -121,6 +124,8 @@ impl Agent<'_> {
         Ok((followed, current))
     }
 
+    /// Carry out request `r` here, from `from` (`None`: from the start), step by step; each step
+    /// is recorded before it is taken, so that a crash resumes where it stopped.
     async fn carry_out(
         &self,
         store: &Store,
@@ -129,7 +134,6 @@ impl Agent<'_> {
         from: Option<Phase>,
     ) -> Result<Followed> {
         let cfg = self.cfg;
-        let data_dir = &cfg.member.data_dir;
         let me = r
             .member(my_url)
             .with_context(|| format!("restore request {} does not name {my_url}", r.id))?
@@ -138,9 +142,10 @@ impl Agent<'_> {
             .backup
             .as_ref()
             .context("a restore request, but no [backup]")?;
+        let identity_file = backup.age_identity_file.as_deref();
         let flag = r.initial_cluster();
         let target = Target {
-            data_dir,
+            data_dir: &cfg.member.data_dir,
             name: &me.name,
             peer_url: my_url,
             initial_cluster: &flag,
@@ -150,90 +155,131 @@ impl Agent<'_> {
         let mut phase = match from {
             Some(p) => p,
             None => {
-                tracing::warn!(request = %r.id, snapshot = %r.snapshot, by = %r.by, requested = %r.requested, "fleet-wide restore requested: putting this member back to the snapshot (its current data is moved aside, not deleted; keys written after the snapshot are gone from the cluster)");
-                notify(&[sd_notify::NotifyState::Status(&format!(
-                    "restoring snapshot {} (request {})",
-                    r.snapshot, r.id
-                ))]);
-                request::report(store, &r.id, &me.name, "checking").await;
-                let entry = catalog::find(store, &r.snapshot).await?;
-                match restorer::prepare(
-                    store,
-                    &entry,
-                    backup.age_identity_file.as_deref(),
-                    &cfg.etcd.binary,
-                    &target,
-                )
-                .await
-                {
-                    Ok((_, restored)) => {
-                        tracing::info!(request = %r.id, keys = restored.total_keys, revision = restored.revision, revision_after = restored.revision_after, elapsed = ?started.elapsed(), "snapshot downloaded, checked and restored into the work directory; etcd still runs");
-                    }
-                    Err(FetchError::Integrity(why)) => {
-                        tracing::error!(request = %r.id, snapshot = %r.snapshot, %why, "the snapshot fails its integrity check here: this member is NOT restored and etcd keeps running from its data; request another snapshot (etcd-bootstrap restore --from ID)");
-                        let _ = std::fs::remove_dir_all(data_dir.join(WORK_DIR));
-                        request::report(store, &r.id, &me.name, &format!("failed: {why}")).await;
-                        let mut record = Record::load(data_dir)?.unwrap_or_default();
-                        record.restore = None;
-                        record.restore_finished = Some(r.id.clone());
-                        record.save(data_dir)?;
-                        return Ok(Followed::GaveUp(why));
-                    }
-                    Err(FetchError::Failed(e)) => {
-                        request::report(store, &r.id, &me.name, &format!("retrying: {e:#}")).await;
-                        return Err(e.context(format!(
-                            "preparing snapshot {} for restore request {}",
-                            r.snapshot, r.id
-                        )));
-                    }
+                let prepared = self
+                    .prepare(store, r, &me, &target, identity_file, started)
+                    .await?;
+                if let Some(gave_up) = prepared {
+                    return Ok(gave_up);
                 }
                 Phase::Stopping
             }
         };
         if phase == Phase::Stopping {
-            save_progress(data_dir, r, Phase::Stopping)?;
-            request::report(store, &r.id, &me.name, "restoring").await;
-            self.manager.stop().await?;
-            failpoint::hit("fleet-restore:after-stop");
-            // The prepared data is complete: it was prepared before `Stopping` was recorded.
-            let prepared = if data_dir.join("member").exists() {
-                let record = Record::load(data_dir)?.unwrap_or_default();
-                let reason = format!(
-                    "fleet-wide restore request {} (snapshot {})",
-                    r.id, r.snapshot
-                );
-                datadir::move_aside(data_dir, &reason, record.raft_index)?
-                    .map(|moved| moved.join(WORK_DIR).join("data/member"))
-            } else {
-                Some(data_dir.join(WORK_DIR).join("data/member"))
-            };
-            if let Some(p) = prepared.filter(|p| p.is_dir()) {
-                restorer::install(&p, data_dir)?;
-            }
-            save_progress(data_dir, r, Phase::Moved)?;
-            failpoint::hit("fleet-restore:after-move");
+            self.swap_data(store, r, &me).await?;
             phase = Phase::Moved;
         }
         if phase == Phase::Moved {
-            // On a resume etcd may still run (under systemd it outlives the agent).
-            self.manager.stop().await?;
-            if !data_dir.join("member").exists() {
-                // Interrupted before the restored data went in: do it all again here.
-                let entry = catalog::find(store, &r.snapshot).await?;
-                restorer::restore(
-                    store,
-                    &entry,
-                    backup.age_identity_file.as_deref(),
-                    &cfg.etcd.binary,
-                    &target,
-                )
-                .await
-                .map_err(FetchError::into_anyhow)?;
-            }
-            record_restored(cfg, r, &me)?;
+            self.make_sure_restored(store, r, &me, &target, identity_file)
+                .await?;
             phase = Phase::Restored;
         }
         debug_assert_eq!(phase, Phase::Restored);
+        self.start_restored(store, r, &me, my_url, started).await
+    }
+
+    /// Step 1, while etcd still runs: download the snapshot, check it and restore it into the
+    /// work directory. `Some` when the request ends here for this node: the snapshot fails its
+    /// check (etcd untouched, the request recorded as finished).
+    async fn prepare(
+        &self,
+        store: &Store,
+        r: &FleetRequest,
+        me: &RequestMember,
+        target: &Target<'_>,
+        identity_file: Option<&Path>,
+        started: Instant,
+    ) -> Result<Option<Followed>> {
+        let data_dir = &self.cfg.member.data_dir;
+        tracing::warn!(request = %r.id, snapshot = %r.snapshot, by = %r.by, requested = %r.requested, "fleet-wide restore requested: putting this member back to the snapshot (its current data is moved aside, not deleted; keys written after the snapshot are gone from the cluster)");
+        notify(&[sd_notify::NotifyState::Status(&format!(
+            "restoring snapshot {} (request {})",
+            r.snapshot, r.id
+        ))]);
+        request::report(store, &r.id, &me.name, "checking").await;
+        let entry = catalog::find(store, &r.snapshot).await?;
+        match restorer::prepare(store, &entry, identity_file, &self.cfg.etcd.binary, target).await {
+            Ok((_, restored)) => {
+                tracing::info!(request = %r.id, keys = restored.total_keys, revision = restored.revision, revision_after = restored.revision_after, elapsed = ?started.elapsed(), "snapshot downloaded, checked and restored into the work directory; etcd still runs");
+                Ok(None)
+            }
+            Err(FetchError::Integrity(why)) => {
+                tracing::error!(request = %r.id, snapshot = %r.snapshot, %why, "the snapshot fails its integrity check here: this member is NOT restored and etcd keeps running from its data; request another snapshot (etcd-bootstrap restore --from ID)");
+                let _ = std::fs::remove_dir_all(data_dir.join(WORK_DIR));
+                request::report(store, &r.id, &me.name, &format!("failed: {why}")).await;
+                record_finished(data_dir, r)?;
+                Ok(Some(Followed::GaveUp(why)))
+            }
+            Err(FetchError::Failed(e)) => {
+                request::report(store, &r.id, &me.name, &format!("retrying: {e:#}")).await;
+                Err(e.context(format!(
+                    "preparing snapshot {} for restore request {}",
+                    r.snapshot, r.id
+                )))
+            }
+        }
+    }
+
+    /// `Stopping`: stop etcd, move the data dir aside, put the prepared `member/` in; then `Moved`.
+    async fn swap_data(&self, store: &Store, r: &FleetRequest, me: &RequestMember) -> Result<()> {
+        let data_dir = &self.cfg.member.data_dir;
+        save_progress(data_dir, r, Phase::Stopping)?;
+        request::report(store, &r.id, &me.name, "restoring").await;
+        self.manager.stop().await?;
+        failpoint::hit("fleet-restore:after-stop");
+        // The prepared data is complete: it was prepared before `Stopping` was recorded.
+        let prepared = if data_dir.join("member").exists() {
+            let record = Record::load(data_dir)?.unwrap_or_default();
+            let reason = format!(
+                "fleet-wide restore request {} (snapshot {})",
+                r.id, r.snapshot
+            );
+            datadir::move_aside(data_dir, &reason, record.raft_index)?
+                .map(|moved| moved.join(WORK_DIR).join("data/member"))
+        } else {
+            Some(data_dir.join(WORK_DIR).join("data/member"))
+        };
+        if let Some(p) = prepared.filter(|p| p.is_dir()) {
+            restorer::install(&p, data_dir)?;
+        }
+        save_progress(data_dir, r, Phase::Moved)?;
+        failpoint::hit("fleet-restore:after-move");
+        Ok(())
+    }
+
+    /// `Moved`: etcd stopped, the restored `member/` in place (restored again here when the
+    /// swap was interrupted before it went in); then the record takes the restored cluster's
+    /// identity (`Restored`).
+    async fn make_sure_restored(
+        &self,
+        store: &Store,
+        r: &FleetRequest,
+        me: &RequestMember,
+        target: &Target<'_>,
+        identity_file: Option<&Path>,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        // On a resume etcd may still run (under systemd it outlives the agent).
+        self.manager.stop().await?;
+        if !cfg.member.data_dir.join("member").exists() {
+            // Interrupted before the restored data went in: do it all again here.
+            let entry = catalog::find(store, &r.snapshot).await?;
+            restorer::restore(store, &entry, identity_file, &cfg.etcd.binary, target)
+                .await
+                .map_err(FetchError::into_anyhow)?;
+        }
+        record_restored(cfg, r, me)
+    }
+
+    /// `Restored`: etcd started from the restored data, the request recorded as finished here.
+    async fn start_restored(
+        &self,
+        store: &Store,
+        r: &FleetRequest,
+        me: &RequestMember,
+        my_url: &str,
+        started: Instant,
+    ) -> Result<Followed> {
+        let cfg = self.cfg;
         let ip = crate::model::url::EtcdUrl::parse(my_url)
             .ok()
             .and_then(|u| u.ip())
@@ -245,10 +291,7 @@ impl Agent<'_> {
         let spec = render::spec(cfg, &local, &ClusterState::FromDisk)?;
         self.manager.install(&spec)?;
         self.manager.start(true).await?;
-        let mut record = Record::load(data_dir)?.unwrap_or_default();
-        record.restore = None;
-        record.restore_finished = Some(r.id.clone());
-        record.save(data_dir)?;
+        record_finished(&cfg.member.data_dir, r)?;
         request::report(store, &r.id, &me.name, "started").await;
         super::metrics::heal_action(super::metrics::HealAction::Restore);
         tracing::warn!(request = %r.id, snapshot = %r.snapshot, cluster = %format!("{:x}", r.cluster_id()), elapsed = ?started.elapsed(), endpoint = %local_endpoint(cfg), "etcd started from the restored snapshot; the cluster is back once a majority of its members have done the same");
@@ -256,7 +299,16 @@ impl Agent<'_> {
     }
 }
 
-fn save_progress(data_dir: &std::path::Path, r: &FleetRequest, phase: Phase) -> Result<()> {
+/// Request `r` is over here (restored, or given up): no restore under way, and `r` not to be
+/// followed again.
+fn record_finished(data_dir: &Path, r: &FleetRequest) -> Result<()> {
+    let mut record = Record::load(data_dir)?.unwrap_or_default();
+    record.restore = None;
+    record.restore_finished = Some(r.id.clone());
+    record.save(data_dir)
+}
+
+fn save_progress(data_dir: &Path, r: &FleetRequest, phase: Phase) -> Result<()> {
     let mut record = Record::load(data_dir)?.unwrap_or_default();
     record.restore = Some(InProgress {
         request: r.clone(),
@@ -270,7 +322,7 @@ fn save_progress(data_dir: &std::path::Path, r: &FleetRequest, phase: Phase) -> 
 fn record_restored(
     cfg: &crate::config::Config,
     r: &FleetRequest,
-    me: &crate::decide::restore::RequestMember,
+    me: &RequestMember,
 ) -> Result<()> {
     let data_dir = &cfg.member.data_dir;
     let mut record = Record::load(data_dir)?.unwrap_or_default();
