@@ -175,136 +175,169 @@ impl Metrics {
             cert_expiry: Default::default(),
             consistent: Mutex::new(()),
         };
-        let r = &mut m.registry;
-        r.register_with_unit(
+        m.register_agent();
+        m.register_backup();
+        m.register_maintenance();
+        m.register_etcd();
+        m.register_discovery();
+        m.register_recovery();
+        m.start_at_zero();
+        m
+    }
+
+    /// The agent's own: its certificates' expiry, the heal actions it carried out.
+    fn register_agent(&mut self) {
+        self.registry.register_with_unit(
             "certificate_expiry_timestamp",
             "When each certificate in tls.dir expires (notAfter), in seconds since the epoch, read from the file at every scrape; a file that cannot be read or parsed has no series",
             Unit::Seconds,
-            m.cert_expiry.clone(),
+            self.cert_expiry.clone(),
         );
-        r.register(
+        self.registry.register(
             "heal_actions",
             "Heal actions this agent carried out, by action (rejoin, move_aside, remove_dead, renew, recover, restore)",
-            m.heal_actions.clone(),
+            self.heal_actions.clone(),
         );
-        r.register_with_unit(
+    }
+
+    /// Backups: full snapshots, the delta chain, the store's untrusted objects.
+    fn register_backup(&mut self) {
+        self.registry.register_with_unit(
             "snapshot_last_success_timestamp",
             "Creation time of the newest snapshot this agent knows of (read from the store at start, then each one it stores), in seconds since the epoch; take the max over the cluster's agents",
             Unit::Seconds,
-            m.snapshot_time.0.clone(),
+            self.snapshot_time.0.clone(),
         );
-        r.register_with_unit(
+        self.registry.register_with_unit(
             "snapshot_last_size",
             "Stored size of that snapshot",
             Unit::Bytes,
-            m.snapshot_size.0.clone(),
+            self.snapshot_size.0.clone(),
         );
-        r.register(
+        self.registry.register(
             "snapshot_failures",
             "Scheduled snapshots this agent claimed and failed to store",
-            m.snapshot_failures.clone(),
+            self.snapshot_failures.clone(),
         );
-        r.register_with_unit(
+        self.registry.register_with_unit(
             "delta_segment_last_success_timestamp",
             "Creation time of the newest delta segment of the newest chain, as the agent holding the delta claim last saw it, in seconds since the epoch (now minus this is the RPO); take the max over the cluster's agents",
             Unit::Seconds,
-            m.delta_time.0.clone(),
+            self.delta_time.0.clone(),
         );
-        r.register(
+        self.registry.register(
             "delta_chain_segments",
             "Segments in the newest chain (after its full snapshot), as the agent holding the delta claim last saw it",
-            m.delta_chain_segments.0.clone(),
+            self.delta_chain_segments.0.clone(),
         );
-        r.register(
+        self.registry.register(
             "delta_chain_events",
             "Events in the newest chain, as the agent holding the delta claim last saw it; a chain above backup.delta_max_events is closed by a full snapshot",
-            m.delta_chain_events.0.clone(),
+            self.delta_chain_events.0.clone(),
         );
-        r.register(
+        self.registry.register(
             "delta_failures",
             "Rounds of the delta uploader that failed (watch, store or claim errors)",
-            m.delta_failures.clone(),
+            self.delta_failures.clone(),
         );
-        r.register(
+        self.registry.register(
             "delta_full_snapshots",
             "Full snapshots the delta uploader took out of schedule, by reason (compacted: the watch met a compacted revision; chain_too_long: more than backup.delta_max_events; cluster_changed: the newest full snapshot is of another cluster ID, the cluster was restored since)",
-            m.delta_full_snapshots.clone(),
+            self.delta_full_snapshots.clone(),
         );
-        r.register(
+        self.registry.register(
             "store_untrusted_objects",
             "Objects in the snapshot store that look like manifests but are not to be trusted (unsigned, badly signed, misnamed, too large, of another cluster, from the future), at this agent's last listing; they are never used. Above 0: somebody with write access to the bucket wrote them",
-            m.store_untrusted.0.clone(),
+            self.store_untrusted.0.clone(),
         );
-        r.register(
+    }
+
+    /// Maintenance: defragmentation.
+    fn register_maintenance(&mut self) {
+        self.registry.register(
             "defrags",
             "Defragmentations completed, by member",
-            m.defrags.clone(),
+            self.defrags.clone(),
         );
-        r.register_with_unit(
+        self.registry.register_with_unit(
             "defrag_reclaimed",
             "Bytes given back by defragmentation, by member",
             Unit::Bytes,
-            m.defrag_reclaimed.clone(),
+            self.defrag_reclaimed.clone(),
         );
-        r.register(
+    }
+
+    /// etcd as the agent sees it: the local member's state, the quorum, the NOSPACE alarm.
+    fn register_etcd(&mut self) {
+        self.registry.register(
             "member_state",
             "The local member as the agent last saw it: 1 for its state (voter, learner, down), 0 for the others",
-            m.member_state.clone(),
+            self.member_state.clone(),
         );
-        r.register(
+        self.registry.register(
             "quorum_healthy",
             "1 when the agent's last check found a quorum (the local member serves a linearizable read, or a majority of its membership answers), 0 when a majority was unreachable",
-            m.quorum.0.clone(),
+            self.quorum.0.clone(),
         );
-        r.register(
+        self.registry.register(
             "nospace_alarm_active",
             "1 while the local member reports etcd's NOSPACE alarm (the cluster is read-only until a defrag and `etcdctl alarm disarm`), 0 when it reports no alarm",
-            m.nospace.0.clone(),
+            self.nospace.0.clone(),
         );
-        r.register(
+    }
+
+    /// Discovery reads and the peers they found.
+    fn register_discovery(&mut self) {
+        self.registry.register(
             "discovery_peers",
             "Peers found by the last successful discovery read (SRV records, static peers or seeds)",
-            m.discovery_peers.0.clone(),
+            self.discovery_peers.0.clone(),
         );
-        r.register(
+        self.registry.register(
             "discovery_reads",
             "Discovery reads, by result (ok, error)",
-            m.discovery_reads.clone(),
+            self.discovery_reads.clone(),
         );
-        r.register(
+    }
+
+    /// Automatic recoveries from a lost quorum.
+    fn register_recovery(&mut self) {
+        self.registry.register(
             "auto_recoveries",
             "Automatic recoveries from a lost quorum (heal.auto_recover) this agent carried out, by the copy the cluster came back from (member, store)",
-            m.auto_recoveries.clone(),
+            self.auto_recoveries.clone(),
         );
-        r.register(
+        self.registry.register(
             "auto_recovery_revisions_lost",
             "At this agent's last automatic recovery: how many revisions the copy it came back from was behind the highest revision any member or the store had seen (0: nothing lost)",
-            m.auto_recovery_lost.0.clone(),
+            self.auto_recovery_lost.0.clone(),
         );
-        // Every series that can appear, from the start at 0: `increase()` and `rate()` see the
-        // first event only when the series existed before it.
+    }
+
+    /// Every series that can appear, from the start at 0: `increase()` and `rate()` see the
+    /// first event only when the series existed before it. And the member down.
+    fn start_at_zero(&self) {
         for a in HealAction::ALL {
-            let _ = m.heal_actions.get_or_create(&[("action", a.label())]);
+            let _ = self.heal_actions.get_or_create(&[("action", a.label())]);
         }
         for reason in super::deltas::FullReason::ALL {
-            let _ = m
+            let _ = self
                 .delta_full_snapshots
                 .get_or_create(&[("reason", reason.label())]);
         }
         for result in ["ok", "error"] {
-            let _ = m.discovery_reads.get_or_create(&[("result", result)]);
+            let _ = self.discovery_reads.get_or_create(&[("result", result)]);
         }
         for source in ["member", "store"] {
-            let _ = m.auto_recoveries.get_or_create(&[("source", source)]);
+            let _ = self.auto_recoveries.get_or_create(&[("source", source)]);
         }
         // Down until the agent has seen its member healthy.
         for s in MemberState::ALL {
             let up = (s == MemberState::Down) as i64;
-            m.member_state
+            self.member_state
                 .get_or_create(&[("state", s.label())])
                 .set(up);
         }
-        m
     }
 
     fn heal_action(&self, action: HealAction) {
