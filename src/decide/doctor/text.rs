@@ -1,0 +1,51 @@
+//! How the checks name members, sizes and dates in their messages.
+
+use super::Member;
+use crate::util::time::{age_text, utc_stamp};
+
+pub(super) fn label(m: &Member) -> String {
+    if m.name.is_empty() {
+        format!("{:x} ({})", m.id, m.peer_url)
+    } else {
+        format!("{} ({})", m.name, m.peer_url)
+    }
+}
+
+pub(super) fn short(m: &Member) -> String {
+    if m.name.is_empty() {
+        format!("{:x}", m.id)
+    } else {
+        m.name.clone()
+    }
+}
+
+pub(super) fn since(m: &Member, now: i64) -> String {
+    match m.down_since {
+        Some(t) => match time::OffsetDateTime::from_unix_timestamp(t) {
+            Ok(at) => format!(
+                ", unreachable since {} ({} ago)",
+                utc_stamp(at),
+                age_text(now - t)
+            ),
+            Err(_) => String::new(),
+        },
+        None => String::new(),
+    }
+}
+
+pub(super) fn date(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(utc_stamp)
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+pub(super) fn bytes(b: i64) -> String {
+    let f = b as f64;
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", f / (1u64 << 30) as f64)
+    } else if b >= 1 << 20 {
+        format!("{:.0} MiB", f / (1u64 << 20) as f64)
+    } else {
+        format!("{:.0} KiB", f / 1024.0)
+    }
+}
