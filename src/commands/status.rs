@@ -1,6 +1,7 @@
 //! `etcd-bootstrap status`: members, leader, learners, raft index, DB size, health and certificate
 //! expiry, as a table or as JSON.
 
+use crate::agent::snapshots::LastSnapshot;
 use crate::agent::status::{collect, Status};
 use crate::config::Config;
 use anyhow::Result;
@@ -17,6 +18,15 @@ pub async fn status(cfg: &Config, endpoints: &[String], json: bool) -> Result<()
 }
 
 pub fn table(s: &Status) -> String {
+    let mut out = notes(s);
+    out.push_str(&members_table(s));
+    out.push('\n');
+    out.push_str(&certificates_table(s));
+    out
+}
+
+/// The member table: one row per member, its role, version, raft index, DB size and health.
+fn members_table(s: &Status) -> String {
     let mut rows = vec![vec![
         "ID".to_string(),
         "NAME".into(),
@@ -54,6 +64,11 @@ pub fn table(s: &Status) -> String {
             },
         ]);
     }
+    render_rows(&rows)
+}
+
+/// The lines above the tables: the cluster and its leader, then what needs attention.
+fn notes(s: &Status) -> String {
     let mut out = format!("cluster {}  leader {}\n", s.cluster_id, s.leader);
     if let Some(q) = &s.quorum_lost {
         out.push_str(&format!("QUORUM LOST: {q}\n"));
@@ -68,50 +83,7 @@ pub fn table(s: &Status) -> String {
         out.push_str(&format!("RESTORING: {r}\n"));
     }
     if let Some(l) = &s.last_snapshot {
-        match (&l.id, &l.error) {
-            (_, Some(e)) => out.push_str(&format!("WARNING: snapshot store {}: {e}\n", l.store)),
-            (None, None) => out.push_str(&format!("WARNING: no snapshot in {}\n", l.store)),
-            (Some(id), None) => out.push_str(&format!(
-                "{}last snapshot {id} ({}, {} s ago) in {}\n",
-                if l.stale {
-                    "WARNING: older than two backup.interval: "
-                } else {
-                    ""
-                },
-                l.created.as_deref().unwrap_or("?"),
-                l.age_seconds.unwrap_or_default(),
-                l.store
-            )),
-        }
-        if let Some(d) = &l.delta {
-            out.push_str(&format!(
-                "{}delta segments: {} ({} events) in the chain of {}, up to revision {}; newest {} s ago{}\n",
-                if d.stale {
-                    "WARNING: older than three backup.delta_interval with writes not in the store: "
-                } else {
-                    ""
-                },
-                d.segments,
-                d.events,
-                d.base,
-                d.last_revision,
-                d.newest_segment_age_seconds,
-                match d.cluster_revision {
-                    Some(r) if r <= d.last_revision => "; every revision is in the store".to_string(),
-                    Some(r) => format!("; the cluster is at revision {r}"),
-                    None => String::new(),
-                }
-            ));
-        }
-        if let Some(u) = l.untrusted.first() {
-            out.push_str(&format!(
-                "WARNING: {} untrusted object(s) in {} are ignored, e.g. {}: {}\n",
-                l.untrusted.len(),
-                l.store,
-                crate::util::text::printable(&u.object, 120),
-                crate::util::text::printable(&u.why, 200)
-            ));
-        }
+        out.push_str(&snapshot_lines(l));
     }
     if let Some(why) = &s.config_rejected {
         out.push_str(&format!(
@@ -123,8 +95,61 @@ pub fn table(s: &Status) -> String {
             "heal loop PAUSED by {p}: no member is added, removed or moved until it is deleted\n"
         ));
     }
-    out.push_str(&render_rows(&rows));
-    out.push('\n');
+    out
+}
+
+/// The last snapshot, the delta chain and any untrusted object in the store.
+fn snapshot_lines(l: &LastSnapshot) -> String {
+    let mut out = String::new();
+    match (&l.id, &l.error) {
+        (_, Some(e)) => out.push_str(&format!("WARNING: snapshot store {}: {e}\n", l.store)),
+        (None, None) => out.push_str(&format!("WARNING: no snapshot in {}\n", l.store)),
+        (Some(id), None) => out.push_str(&format!(
+            "{}last snapshot {id} ({}, {} s ago) in {}\n",
+            if l.stale {
+                "WARNING: older than two backup.interval: "
+            } else {
+                ""
+            },
+            l.created.as_deref().unwrap_or("?"),
+            l.age_seconds.unwrap_or_default(),
+            l.store
+        )),
+    }
+    if let Some(d) = &l.delta {
+        out.push_str(&format!(
+            "{}delta segments: {} ({} events) in the chain of {}, up to revision {}; newest {} s ago{}\n",
+            if d.stale {
+                "WARNING: older than three backup.delta_interval with writes not in the store: "
+            } else {
+                ""
+            },
+            d.segments,
+            d.events,
+            d.base,
+            d.last_revision,
+            d.newest_segment_age_seconds,
+            match d.cluster_revision {
+                Some(r) if r <= d.last_revision => "; every revision is in the store".to_string(),
+                Some(r) => format!("; the cluster is at revision {r}"),
+                None => String::new(),
+            }
+        ));
+    }
+    if let Some(u) = l.untrusted.first() {
+        out.push_str(&format!(
+            "WARNING: {} untrusted object(s) in {} are ignored, e.g. {}: {}\n",
+            l.untrusted.len(),
+            l.store,
+            crate::util::text::printable(&u.object, 120),
+            crate::util::text::printable(&u.why, 200)
+        ));
+    }
+    out
+}
+
+/// The certificate table: each file, its subject and when it expires.
+fn certificates_table(s: &Status) -> String {
     let mut certs = vec![vec![
         "CERTIFICATE".to_string(),
         "SUBJECT".into(),
@@ -143,8 +168,7 @@ pub fn table(s: &Status) -> String {
                 .unwrap_or_default(),
         ]);
     }
-    out.push_str(&render_rows(&certs));
-    out
+    render_rows(&certs)
 }
 
 fn render_rows(rows: &[Vec<String>]) -> String {
