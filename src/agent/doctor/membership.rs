@@ -163,7 +163,7 @@ async fn see_members(
                 }
                 _ => None,
             })
-            .max_by_key(|v| (v.leader != 0 && v.leader == v.member_id, v.leader != 0))
+            .max_by_key(|v| (client::leads(v.member_id, v.leader), v.leader != 0))
     };
     let mut live = pick(answers, cluster);
     if live.is_none() && record.members.is_empty() {
