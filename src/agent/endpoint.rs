@@ -84,7 +84,7 @@ impl std::fmt::Display for NotAPeer {
 impl std::error::Error for NotAPeer {}
 
 /// A peer (or server) certificate of this cluster carries both serverAuth and clientAuth (see
-/// `tls::leaf_params`); the client certificates (`client.crt`, the apiserver's) carry clientAuth
+/// `tls::issuing::leaf_params`); the client certificates (`client.crt`, the apiserver's) carry clientAuth
 /// only. The agent endpoint answers peers only: what it reports decides whether a cluster is
 /// formed, and a client certificate is handed to far more places (operators, the apiserver).
 fn check_peer_usage(der: &[u8]) -> Result<(), NotAPeer> {
@@ -511,7 +511,7 @@ mod tests {
     use super::*;
 
     /// A CA and, signed by it for 127.0.0.1: a peer certificate (serverAuth and clientAuth) and
-    /// a client certificate (clientAuth only), as `tls::leaf_params` makes them.
+    /// a client certificate (clientAuth only), as `tls::issuing::leaf_params` makes them.
     fn pki() -> (ClientMaterial, ClientMaterial) {
         use rcgen::{
             BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer,

@@ -43,7 +43,7 @@ pub fn init(out: &Path, common_name: &str, validity: Duration) -> Result<(PathBu
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(5);
     params.not_after = now + time::Duration::try_from(validity).context("CA validity")?;
-    params.serial_number = Some(super::random_serial()?);
+    params.serial_number = Some(super::issuing::random_serial()?);
     let cert = params.self_signed(&key).context("self-signing the CA")?;
     fs::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     fs::write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
