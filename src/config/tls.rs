@@ -103,219 +103,53 @@ pub const PINNABLE: [&str; 9] = [
 
 pub(super) fn validate(
     v: &Validator<'_>,
-    raw: super::raw::RawTls,
+    mut raw: super::raw::RawTls,
 ) -> Result<TlsConfig, ConfigError> {
-    let mode = match raw.mode.as_deref().unwrap_or("local-ca") {
-        "local-ca" => TlsMode::LocalCa,
-        "cfssl" => TlsMode::Cfssl,
-        "files" => TlsMode::Files,
-        m => {
-            return Err(v.err(
-                "tls.mode",
-                format!("{m:?} is not one of \"local-ca\", \"cfssl\", \"files\""),
-            ))
-        }
-    };
+    let mode = mode(v, raw.mode.as_deref())?;
     let ca_cert = raw
         .ca_cert
         .clone()
         .filter(|s| !s.is_empty() && mode != TlsMode::Files)
         .map(PathBuf::from);
-    let ca_key = raw.ca_key.filter(|s| !s.is_empty()).map(PathBuf::from);
-    let dir = v.path("tls.dir", raw.dir, "/etc/etcd/pki")?;
-    match mode {
-        TlsMode::LocalCa => {
-            for (key, p) in [("tls.ca_cert", &ca_cert), ("tls.ca_key", &ca_key)] {
-                let p = p.as_ref().ok_or_else(|| {
-                    v.err(key, "is required with tls.mode = \"local-ca\" (make a CA with `etcd-bootstrap ca init --out DIR`)")
-                })?;
-                if !p.is_absolute() {
-                    return Err(v.err(
-                        key,
-                        format!("must be an absolute path, got {:?}", p.display()),
-                    ));
-                }
-                if key == "tls.ca_key" {
-                    // Removed after the first issue, to keep signing power off the node: the
-                    // certificates in tls.dir stay; only a renewal needs the key again.
-                    let removed_after_issue =
-                        !p.exists() && crate::model::tls::TlsPaths::new(&dir).client_cert.is_file();
-                    if !removed_after_issue {
-                        v.private_file(key, p)?;
-                    }
-                } else {
-                    v.readable_file(key, p)?;
-                }
-            }
-        }
-        TlsMode::Cfssl | TlsMode::Files => {
-            if ca_key.is_some() {
-                return Err(v.err(
-                    "tls.ca_key",
-                    format!(
-                        "must not be set with tls.mode = {:?}: the CA key never needs to be on a member in this mode",
-                        if mode == TlsMode::Cfssl { "cfssl" } else { "files" }
-                    ),
-                ));
-            }
-        }
-    }
-    let cfssl_url = raw.cfssl_url.filter(|s| !s.is_empty());
-    let cfssl_auth_key_file = raw
-        .cfssl_auth_key_file
+    let ca_key = raw
+        .ca_key
+        .take()
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
-    let signer_ca = raw.signer_ca.filter(|s| !s.is_empty()).map(PathBuf::from);
-    if mode == TlsMode::Files {
-        if let Some(p) = &signer_ca {
-            v.readable_file("tls.signer_ca", p)?;
-        }
-    }
-    if mode == TlsMode::Cfssl {
-        let url = cfssl_url.as_deref().ok_or_else(|| {
-            v.err(
-                "tls.cfssl_url",
-                "is required with tls.mode = \"cfssl\" (e.g. https://signer.example.com:8888)",
-            )
-        })?;
-        let parsed =
-            EtcdUrl::parse(url.trim_end_matches('/')).map_err(|m| v.err("tls.cfssl_url", m))?;
-        if parsed.scheme != "https" {
-            return Err(v.err(
-                "tls.cfssl_url",
-                "must be https: the certificates it returns are trusted by the whole cluster",
-            ));
-        }
-        if let Some(p) = &cfssl_auth_key_file {
-            v.private_file("tls.cfssl_auth_key_file", p)?;
-        }
-        if let Some(p) = &signer_ca {
-            v.readable_file("tls.signer_ca", p)?;
-        }
-    }
-    let extra_sans = raw.extra_sans.unwrap_or_default();
-    for san in &extra_sans {
-        if san.parse::<IpAddr>().is_err() && !is_dns_name(san.trim_start_matches("*.")) {
-            return Err(v.err(
-                "tls.extra_sans",
-                format!("{san:?} is neither an IP address nor a DNS name"),
-            ));
-        }
-    }
-    let mut cfssl_profiles = BTreeMap::new();
-    for entry in raw.cfssl_profiles.unwrap_or_default() {
-        let (kind, profile) = entry
-            .split_once('=')
-            .filter(|(k, p)| CERT_KINDS.contains(k) && !p.is_empty())
-            .ok_or_else(|| {
-                v.err(
-                    "tls.cfssl_profiles",
-                    format!(
-                        "{entry:?}: expected KIND=PROFILE with KIND one of {}",
-                        CERT_KINDS.join(", ")
-                    ),
-                )
-            })?;
-        cfssl_profiles.insert(kind.to_string(), profile.to_string());
-    }
-    if !cfssl_profiles.is_empty() && mode != TlsMode::Cfssl {
-        return Err(v.err(
-            "tls.cfssl_profiles",
-            "is only used with tls.mode = \"cfssl\"",
-        ));
-    }
-    let apiserver_client = raw.apiserver_client.unwrap_or(false);
-    let location = |key: &str, value: Option<String>| -> Result<Option<String>, ConfigError> {
-        let Some(value) = value.filter(|s| !s.is_empty()) else {
-            return Ok(None);
-        };
-        if mode != TlsMode::Files {
-            if key == "tls.ca_cert" {
-                return Ok(Some(value));
-            }
-            return Err(v.err(key, "is only used with tls.mode = \"files\""));
-        }
-        check_location(v, key, &value)?;
-        Ok(Some(value))
-    };
-    let ca_source = location("tls.ca_cert", raw.ca_cert.clone())?;
-    let server_cert = location("tls.server_cert", raw.server_cert)?;
-    let server_key = location("tls.server_key", raw.server_key)?;
-    let peer_cert = location("tls.peer_cert", raw.peer_cert)?;
-    let peer_key = location("tls.peer_key", raw.peer_key)?;
-    let client_cert = location("tls.client_cert", raw.client_cert)?;
-    let client_key = location("tls.client_key", raw.client_key)?;
-    let apiserver_client_cert = location("tls.apiserver_client_cert", raw.apiserver_client_cert)?;
-    let apiserver_client_key = location("tls.apiserver_client_key", raw.apiserver_client_key)?;
-    let sources = if mode == TlsMode::Files {
-        // A missing key has no source of its own: name where files mode was asked for.
-        let need = |key: &str, value: Option<String>| {
-            value.ok_or_else(|| {
-                ConfigError::new(
-                    key,
-                    v.merged.source_of("tls.mode"),
-                    "is required with tls.mode = \"files\" (an absolute path or an https URL)",
-                )
-            })
-        };
-        if apiserver_client {
-            need("tls.apiserver_client_cert", apiserver_client_cert.clone())?;
-            need("tls.apiserver_client_key", apiserver_client_key.clone())?;
-        } else if apiserver_client_cert.is_some() || apiserver_client_key.is_some() {
-            return Err(v.err(
-                "tls.apiserver_client",
-                "must be true when tls.apiserver_client_cert/key are set",
-            ));
-        }
-        Some(TlsSources {
-            ca: need("tls.ca_cert", ca_source)?,
-            server_cert: need("tls.server_cert", server_cert)?,
-            server_key: need("tls.server_key", server_key)?,
-            peer_cert: need("tls.peer_cert", peer_cert)?,
-            peer_key: need("tls.peer_key", peer_key)?,
-            client_cert: need("tls.client_cert", client_cert)?,
-            client_key: need("tls.client_key", client_key)?,
-            apiserver_client_cert,
-            apiserver_client_key,
-        })
-    } else {
-        None
-    };
-    let mut sha256_pins = BTreeMap::new();
-    for entry in raw.sha256_pins.unwrap_or_default() {
-        let (file, hex) = entry.split_once('=').ok_or_else(|| {
-            v.err(
-                "tls.sha256_pins",
-                format!("{entry:?}: expected FILE=SHA256HEX, e.g. \"server.crt=9f86d0...\""),
-            )
-        })?;
-        if !PINNABLE.contains(&file) {
-            return Err(v.err(
-                "tls.sha256_pins",
-                format!("{file:?} is not one of {}", PINNABLE.join(", ")),
-            ));
-        }
-        if !is_sha256_hex(hex) {
-            return Err(v.err(
-                "tls.sha256_pins",
-                format!("{entry:?}: the digest must be 64 hex digits"),
-            ));
-        }
-        sha256_pins.insert(file.to_string(), hex.to_ascii_lowercase());
-    }
-    if !sha256_pins.is_empty() && mode != TlsMode::Files {
-        return Err(v.err("tls.sha256_pins", "is only used with tls.mode = \"files\""));
-    }
-    let apiserver_client_subject = raw
-        .apiserver_client_subject
+    let dir = v.path("tls.dir", raw.dir.take(), "/etc/etcd/pki")?;
+    let cfssl_url = raw.cfssl_url.take().filter(|s| !s.is_empty());
+    let cfssl_auth_key_file = raw
+        .cfssl_auth_key_file
+        .take()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "CN=kube-apiserver-etcd-client".to_string());
-    parse_subject(&apiserver_client_subject)
-        .map_err(|m| v.err("tls.apiserver_client_subject", m))?;
-    let apiserver_client_dir = match raw.apiserver_client_dir.filter(|s| !s.is_empty()) {
-        None => dir.clone(),
-        Some(d) => v.path("tls.apiserver_client_dir", Some(d), "")?,
-    };
+        .map(PathBuf::from);
+    let signer_ca = raw
+        .signer_ca
+        .take()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    match mode {
+        TlsMode::LocalCa => local_ca(v, ca_cert.as_deref(), ca_key.as_deref(), &dir)?,
+        TlsMode::Cfssl => cfssl(
+            v,
+            ca_key.as_deref(),
+            cfssl_url.as_deref(),
+            cfssl_auth_key_file.as_deref(),
+            signer_ca.as_deref(),
+        )?,
+        TlsMode::Files => files(v, ca_key.as_deref(), signer_ca.as_deref())?,
+    }
+    let extra_sans = extra_sans(v, raw.extra_sans.take().unwrap_or_default())?;
+    let cfssl_profiles = cfssl_profiles(v, mode, raw.cfssl_profiles.take().unwrap_or_default())?;
+    let apiserver_client = raw.apiserver_client.unwrap_or(false);
+    let sources = files_sources(v, mode, apiserver_client, &mut raw)?;
+    let sha256_pins = sha256_pins(v, mode, raw.sha256_pins.take().unwrap_or_default())?;
+    let (apiserver_client_subject, apiserver_client_dir) = apiserver_client_files(
+        v,
+        raw.apiserver_client_subject.take(),
+        raw.apiserver_client_dir.take(),
+        &dir,
+    )?;
     let tls = TlsConfig {
         mode,
         dir,
@@ -339,6 +173,280 @@ pub(super) fn validate(
         return Err(v.err("tls.cert_validity", "must be at least 1 minute"));
     }
     Ok(tls)
+}
+
+/// The apiserver client certificate's subject (`CN=...,O=...`) and its directory (`tls.dir` when
+/// unset).
+fn apiserver_client_files(
+    v: &Validator<'_>,
+    subject: Option<String>,
+    dir: Option<String>,
+    tls_dir: &Path,
+) -> Result<(String, PathBuf), ConfigError> {
+    let subject = subject
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "CN=kube-apiserver-etcd-client".to_string());
+    parse_subject(&subject).map_err(|m| v.err("tls.apiserver_client_subject", m))?;
+    let dir = match dir.filter(|s| !s.is_empty()) {
+        None => tls_dir.to_path_buf(),
+        Some(d) => v.path("tls.apiserver_client_dir", Some(d), "")?,
+    };
+    Ok((subject, dir))
+}
+
+/// `tls.mode`, `local-ca` when unset.
+fn mode(v: &Validator<'_>, mode: Option<&str>) -> Result<TlsMode, ConfigError> {
+    match mode.unwrap_or("local-ca") {
+        "local-ca" => Ok(TlsMode::LocalCa),
+        "cfssl" => Ok(TlsMode::Cfssl),
+        "files" => Ok(TlsMode::Files),
+        m => Err(v.err(
+            "tls.mode",
+            format!("{m:?} is not one of \"local-ca\", \"cfssl\", \"files\""),
+        )),
+    }
+}
+
+/// `local-ca`: the CA certificate and key, absolute and readable, the key by its owner only
+/// (or gone once the certificates are issued).
+fn local_ca(
+    v: &Validator<'_>,
+    ca_cert: Option<&Path>,
+    ca_key: Option<&Path>,
+    dir: &Path,
+) -> Result<(), ConfigError> {
+    for (key, p) in [("tls.ca_cert", ca_cert), ("tls.ca_key", ca_key)] {
+        let p = p.ok_or_else(|| {
+            v.err(key, "is required with tls.mode = \"local-ca\" (make a CA with `etcd-bootstrap ca init --out DIR`)")
+        })?;
+        if !p.is_absolute() {
+            return Err(v.err(
+                key,
+                format!("must be an absolute path, got {:?}", p.display()),
+            ));
+        }
+        if key == "tls.ca_key" {
+            // Removed after the first issue, to keep signing power off the node: the
+            // certificates in tls.dir stay; only a renewal needs the key again.
+            let removed_after_issue =
+                !p.exists() && crate::model::tls::TlsPaths::new(dir).client_cert.is_file();
+            if !removed_after_issue {
+                v.private_file(key, p)?;
+            }
+        } else {
+            v.readable_file(key, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// `cfssl` and `files`: no CA key on the member.
+fn no_ca_key(v: &Validator<'_>, mode: TlsMode, ca_key: Option<&Path>) -> Result<(), ConfigError> {
+    if ca_key.is_some() {
+        return Err(v.err(
+            "tls.ca_key",
+            format!(
+                "must not be set with tls.mode = {:?}: the CA key never needs to be on a member in this mode",
+                if mode == TlsMode::Cfssl { "cfssl" } else { "files" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `cfssl`: no CA key, the signer's https URL, its HMAC key file (private) and the CA for its
+/// HTTPS.
+fn cfssl(
+    v: &Validator<'_>,
+    ca_key: Option<&Path>,
+    cfssl_url: Option<&str>,
+    cfssl_auth_key_file: Option<&Path>,
+    signer_ca: Option<&Path>,
+) -> Result<(), ConfigError> {
+    no_ca_key(v, TlsMode::Cfssl, ca_key)?;
+    let url = cfssl_url.ok_or_else(|| {
+        v.err(
+            "tls.cfssl_url",
+            "is required with tls.mode = \"cfssl\" (e.g. https://signer.example.com:8888)",
+        )
+    })?;
+    let parsed =
+        EtcdUrl::parse(url.trim_end_matches('/')).map_err(|m| v.err("tls.cfssl_url", m))?;
+    if parsed.scheme != "https" {
+        return Err(v.err(
+            "tls.cfssl_url",
+            "must be https: the certificates it returns are trusted by the whole cluster",
+        ));
+    }
+    if let Some(p) = cfssl_auth_key_file {
+        v.private_file("tls.cfssl_auth_key_file", p)?;
+    }
+    if let Some(p) = signer_ca {
+        v.readable_file("tls.signer_ca", p)?;
+    }
+    Ok(())
+}
+
+/// `files`: no CA key, and the CA for fetching the files over HTTPS; where each file comes from is
+/// `files_sources`.
+fn files(
+    v: &Validator<'_>,
+    ca_key: Option<&Path>,
+    signer_ca: Option<&Path>,
+) -> Result<(), ConfigError> {
+    no_ca_key(v, TlsMode::Files, ca_key)?;
+    if let Some(p) = signer_ca {
+        v.readable_file("tls.signer_ca", p)?;
+    }
+    Ok(())
+}
+
+/// `tls.extra_sans`: each an IP address or a DNS name (a leading `*.` allowed).
+fn extra_sans(v: &Validator<'_>, extra_sans: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for san in &extra_sans {
+        if san.parse::<IpAddr>().is_err() && !is_dns_name(san.trim_start_matches("*.")) {
+            return Err(v.err(
+                "tls.extra_sans",
+                format!("{san:?} is neither an IP address nor a DNS name"),
+            ));
+        }
+    }
+    Ok(extra_sans)
+}
+
+/// `tls.cfssl_profiles` (`KIND=PROFILE`), for `cfssl` only.
+fn cfssl_profiles(
+    v: &Validator<'_>,
+    mode: TlsMode,
+    entries: Vec<String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut cfssl_profiles = BTreeMap::new();
+    for entry in entries {
+        let (kind, profile) = entry
+            .split_once('=')
+            .filter(|(k, p)| CERT_KINDS.contains(k) && !p.is_empty())
+            .ok_or_else(|| {
+                v.err(
+                    "tls.cfssl_profiles",
+                    format!(
+                        "{entry:?}: expected KIND=PROFILE with KIND one of {}",
+                        CERT_KINDS.join(", ")
+                    ),
+                )
+            })?;
+        cfssl_profiles.insert(kind.to_string(), profile.to_string());
+    }
+    if !cfssl_profiles.is_empty() && mode != TlsMode::Cfssl {
+        return Err(v.err(
+            "tls.cfssl_profiles",
+            "is only used with tls.mode = \"cfssl\"",
+        ));
+    }
+    Ok(cfssl_profiles)
+}
+
+/// `files`: where each pre-issued file comes from, every one required (the apiserver client's
+/// pair with `tls.apiserver_client`). In the other modes these keys are refused, except
+/// `tls.ca_cert`, which is then the local CA's certificate.
+fn files_sources(
+    v: &Validator<'_>,
+    mode: TlsMode,
+    apiserver_client: bool,
+    raw: &mut super::raw::RawTls,
+) -> Result<Option<TlsSources>, ConfigError> {
+    let location = |key: &str, value: Option<String>| -> Result<Option<String>, ConfigError> {
+        let Some(value) = value.filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        if mode != TlsMode::Files {
+            if key == "tls.ca_cert" {
+                return Ok(Some(value));
+            }
+            return Err(v.err(key, "is only used with tls.mode = \"files\""));
+        }
+        check_location(v, key, &value)?;
+        Ok(Some(value))
+    };
+    let ca_source = location("tls.ca_cert", raw.ca_cert.take())?;
+    let server_cert = location("tls.server_cert", raw.server_cert.take())?;
+    let server_key = location("tls.server_key", raw.server_key.take())?;
+    let peer_cert = location("tls.peer_cert", raw.peer_cert.take())?;
+    let peer_key = location("tls.peer_key", raw.peer_key.take())?;
+    let client_cert = location("tls.client_cert", raw.client_cert.take())?;
+    let client_key = location("tls.client_key", raw.client_key.take())?;
+    let apiserver_client_cert = location(
+        "tls.apiserver_client_cert",
+        raw.apiserver_client_cert.take(),
+    )?;
+    let apiserver_client_key =
+        location("tls.apiserver_client_key", raw.apiserver_client_key.take())?;
+    if mode != TlsMode::Files {
+        return Ok(None);
+    }
+    // A missing key has no source of its own: name where files mode was asked for.
+    let need = |key: &str, value: Option<String>| {
+        value.ok_or_else(|| {
+            ConfigError::new(
+                key,
+                v.merged.source_of("tls.mode"),
+                "is required with tls.mode = \"files\" (an absolute path or an https URL)",
+            )
+        })
+    };
+    if apiserver_client {
+        need("tls.apiserver_client_cert", apiserver_client_cert.clone())?;
+        need("tls.apiserver_client_key", apiserver_client_key.clone())?;
+    } else if apiserver_client_cert.is_some() || apiserver_client_key.is_some() {
+        return Err(v.err(
+            "tls.apiserver_client",
+            "must be true when tls.apiserver_client_cert/key are set",
+        ));
+    }
+    Ok(Some(TlsSources {
+        ca: need("tls.ca_cert", ca_source)?,
+        server_cert: need("tls.server_cert", server_cert)?,
+        server_key: need("tls.server_key", server_key)?,
+        peer_cert: need("tls.peer_cert", peer_cert)?,
+        peer_key: need("tls.peer_key", peer_key)?,
+        client_cert: need("tls.client_cert", client_cert)?,
+        client_key: need("tls.client_key", client_key)?,
+        apiserver_client_cert,
+        apiserver_client_key,
+    }))
+}
+
+/// `tls.sha256_pins` (`FILE=SHA256HEX`, FILE a name in `tls.dir`), for `files` only.
+fn sha256_pins(
+    v: &Validator<'_>,
+    mode: TlsMode,
+    entries: Vec<String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut sha256_pins = BTreeMap::new();
+    for entry in entries {
+        let (file, hex) = entry.split_once('=').ok_or_else(|| {
+            v.err(
+                "tls.sha256_pins",
+                format!("{entry:?}: expected FILE=SHA256HEX, e.g. \"server.crt=9f86d0...\""),
+            )
+        })?;
+        if !PINNABLE.contains(&file) {
+            return Err(v.err(
+                "tls.sha256_pins",
+                format!("{file:?} is not one of {}", PINNABLE.join(", ")),
+            ));
+        }
+        if !is_sha256_hex(hex) {
+            return Err(v.err(
+                "tls.sha256_pins",
+                format!("{entry:?}: the digest must be 64 hex digits"),
+            ));
+        }
+        sha256_pins.insert(file.to_string(), hex.to_ascii_lowercase());
+    }
+    if !sha256_pins.is_empty() && mode != TlsMode::Files {
+        return Err(v.err("tls.sha256_pins", "is only used with tls.mode = \"files\""));
+    }
+    Ok(sha256_pins)
 }
 
 /// A pre-issued file's location: an absolute path or an https URL.
