@@ -196,36 +196,100 @@ pub(super) fn validate(
     v: &Validator<'_>,
     raw: super::raw::RawBackup,
 ) -> Result<Option<BackupConfig>, ConfigError> {
-    let Some(url_text) = raw.url.filter(|u| !u.is_empty()) else {
-        // Nothing else in [backup] means anything without a store.
-        for (key, set) in [
-            ("backup.s3_endpoint", raw.s3_endpoint.is_some()),
-            (
-                "backup.s3_credentials_file",
-                raw.s3_credentials_file.is_some(),
-            ),
-            (
-                "backup.age_recipients",
-                raw.age_recipients.as_ref().is_some_and(|r| !r.is_empty()),
-            ),
-            ("backup.age_identity_file", raw.age_identity_file.is_some()),
-        ] {
-            if set {
-                return Err(v.err(key, "is set but backup.url is not: set backup.url (s3://BUCKET/PREFIX or file:///PATH)"));
-            }
-        }
+    let Some(url_text) = raw.url.as_deref().filter(|u| !u.is_empty()) else {
+        nothing_without_a_store(v, &raw)?;
         return Ok(None);
     };
-    let url = parse_url(v, &url_text)?;
-    let is_s3 = matches!(url, StoreUrl::S3 { .. });
-    let s3_endpoint = match raw.s3_endpoint.filter(|s| !s.is_empty()) {
+    let url = parse_url(v, url_text)?;
+    let (s3_endpoint, s3_region, s3_credentials_file) = s3_access(
+        v,
+        matches!(url, StoreUrl::S3 { .. }),
+        raw.s3_endpoint,
+        raw.s3_region,
+        raw.s3_credentials_file,
+    )?;
+    let ca_file = ca_file(v, raw.ca_file)?;
+    let interval = v.duration("backup.interval", raw.interval, "30m")?;
+    if interval < Duration::from_secs(5) {
+        return Err(v.err("backup.interval", "must be at least 5s"));
+    }
+    let count =
+        |key: &str, value: Option<i64>, default: i64, min: i64| match value.unwrap_or(default) {
+            n if (min..=10_000).contains(&n) => Ok(n as usize),
+            n => Err(v.err(key, format!("{n} is out of range ({min}-10000)"))),
+        };
+    let keep_last = count("backup.keep_last", raw.keep_last, 24, 1)?;
+    let keep_daily = count("backup.keep_daily", raw.keep_daily, 7, 0)?;
+    let age_recipients = age_recipients(v, raw.age_recipients.unwrap_or_default())?;
+    let age_identity_file = age_identity_file(v, raw.age_identity_file)?;
+    let (delta_interval, delta_max_bytes, delta_max_events) = deltas(
+        v,
+        raw.delta_interval,
+        raw.delta_max_bytes,
+        raw.delta_max_events,
+    )?;
+    Ok(Some(BackupConfig {
+        url,
+        s3_endpoint,
+        s3_region,
+        s3_credentials_file,
+        ca_file,
+        interval,
+        keep_last,
+        keep_daily,
+        age_recipients,
+        age_identity_file,
+        restore_on_bootstrap: raw.restore_on_bootstrap.unwrap_or(true),
+        delta_interval,
+        delta_max_bytes,
+        delta_max_events,
+    }))
+}
+
+/// Without `backup.url`: nothing else in `[backup]` means anything without a store.
+fn nothing_without_a_store(
+    v: &Validator<'_>,
+    raw: &super::raw::RawBackup,
+) -> Result<(), ConfigError> {
+    for (key, set) in [
+        ("backup.s3_endpoint", raw.s3_endpoint.is_some()),
+        (
+            "backup.s3_credentials_file",
+            raw.s3_credentials_file.is_some(),
+        ),
+        (
+            "backup.age_recipients",
+            raw.age_recipients.as_ref().is_some_and(|r| !r.is_empty()),
+        ),
+        ("backup.age_identity_file", raw.age_identity_file.is_some()),
+    ] {
+        if set {
+            return Err(v.err(
+                key,
+                "is set but backup.url is not: set backup.url (s3://BUCKET/PREFIX or file:///PATH)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The S3 store's endpoint (only with an s3:// URL), region and credentials: a private
+/// shared-credentials file, or the AWS_* environment, for an s3:// URL.
+fn s3_access(
+    v: &Validator<'_>,
+    is_s3: bool,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_credentials_file: Option<String>,
+) -> Result<(Option<String>, String, Option<PathBuf>), ConfigError> {
+    let s3_endpoint = match s3_endpoint.filter(|s| !s.is_empty()) {
         Some(_) if !is_s3 => {
             return Err(v.err("backup.s3_endpoint", "only goes with an s3:// backup.url"))
         }
         Some(e) => Some(parse_endpoint(v, &e)?),
         None => None,
     };
-    let s3_region = raw.s3_region.unwrap_or_else(|| "us-east-1".into());
+    let s3_region = s3_region.unwrap_or_else(|| "us-east-1".into());
     if s3_region.is_empty()
         || !s3_region
             .chars()
@@ -236,7 +300,7 @@ pub(super) fn validate(
             format!("{s3_region:?} is not a region name"),
         ));
     }
-    let s3_credentials_file = match raw.s3_credentials_file.filter(|s| !s.is_empty()) {
+    let s3_credentials_file = match s3_credentials_file.filter(|s| !s.is_empty()) {
         Some(p) => {
             let p = v.path("backup.s3_credentials_file", Some(p), "")?;
             v.private_file("backup.s3_credentials_file", &p)?;
@@ -255,38 +319,33 @@ pub(super) fn validate(
             "is required for an s3:// backup.url unless AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set",
         ));
     }
-    let ca_file = match raw.ca_file.filter(|s| !s.is_empty()) {
-        Some(p) => {
-            let p = v.path("backup.ca_file", Some(p), "")?;
-            let pem = crate::util::fs::read_pem(&p).map_err(|e| {
-                v.err(
-                    "backup.ca_file",
-                    format!("cannot read {}: {e}", p.display()),
-                )
-            })?;
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(v.err(
-                    "backup.ca_file",
-                    format!("{} is not a PEM certificate", p.display()),
-                ));
-            }
-            Some(p)
-        }
-        None => None,
+    Ok((s3_endpoint, s3_region, s3_credentials_file))
+}
+
+/// `backup.ca_file`: a PEM certificate to trust for the store's HTTPS.
+fn ca_file(v: &Validator<'_>, ca_file: Option<String>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(p) = ca_file.filter(|s| !s.is_empty()) else {
+        return Ok(None);
     };
-    let interval = v.duration("backup.interval", raw.interval, "30m")?;
-    if interval < Duration::from_secs(5) {
-        return Err(v.err("backup.interval", "must be at least 5s"));
+    let p = v.path("backup.ca_file", Some(p), "")?;
+    let pem = crate::util::fs::read_pem(&p).map_err(|e| {
+        v.err(
+            "backup.ca_file",
+            format!("cannot read {}: {e}", p.display()),
+        )
+    })?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(v.err(
+            "backup.ca_file",
+            format!("{} is not a PEM certificate", p.display()),
+        ));
     }
-    let count =
-        |key: &str, value: Option<i64>, default: i64, min: i64| match value.unwrap_or(default) {
-            n if (min..=10_000).contains(&n) => Ok(n as usize),
-            n => Err(v.err(key, format!("{n} is out of range ({min}-10000)"))),
-        };
-    let keep_last = count("backup.keep_last", raw.keep_last, 24, 1)?;
-    let keep_daily = count("backup.keep_daily", raw.keep_daily, 7, 0)?;
-    let age_recipients = raw.age_recipients.unwrap_or_default();
-    for r in &age_recipients {
+    Ok(Some(p))
+}
+
+/// `backup.age_recipients`: each an age public key.
+fn age_recipients(v: &Validator<'_>, recipients: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for r in &recipients {
         age::x25519::Recipient::from_str(r).map_err(|e| {
             v.err(
                 "backup.age_recipients",
@@ -294,28 +353,44 @@ pub(super) fn validate(
             )
         })?;
     }
-    let age_identity_file = match raw.age_identity_file.filter(|s| !s.is_empty()) {
-        Some(p) => {
-            let p = v.path("backup.age_identity_file", Some(p), "")?;
-            v.private_file("backup.age_identity_file", &p)?;
-            let ids = age::IdentityFile::from_file(p.display().to_string())
-                .map_err(|e| v.err("backup.age_identity_file", format!("{}: {e}", p.display())))?;
-            if ids.into_identities().is_err() {
-                return Err(v.err(
-                    "backup.age_identity_file",
-                    format!(
-                        "{} holds no usable age identity (AGE-SECRET-KEY-1...)",
-                        p.display()
-                    ),
-                ));
-            }
-            Some(p)
-        }
-        None => None,
+    Ok(recipients)
+}
+
+/// `backup.age_identity_file`: private, holding a usable age identity.
+fn age_identity_file(
+    v: &Validator<'_>,
+    file: Option<String>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(p) = file.filter(|s| !s.is_empty()) else {
+        return Ok(None);
     };
+    let p = v.path("backup.age_identity_file", Some(p), "")?;
+    v.private_file("backup.age_identity_file", &p)?;
+    let ids = age::IdentityFile::from_file(p.display().to_string())
+        .map_err(|e| v.err("backup.age_identity_file", format!("{}: {e}", p.display())))?;
+    if ids.into_identities().is_err() {
+        return Err(v.err(
+            "backup.age_identity_file",
+            format!(
+                "{} holds no usable age identity (AGE-SECRET-KEY-1...)",
+                p.display()
+            ),
+        ));
+    }
+    Ok(Some(p))
+}
+
+/// Delta segments: how often one is uploaded (`None`: no deltas), the size that uploads one
+/// early, and the events that close a chain.
+fn deltas(
+    v: &Validator<'_>,
+    delta_interval: Option<String>,
+    delta_max_bytes: Option<String>,
+    delta_max_events: Option<i64>,
+) -> Result<(Option<Duration>, u64, u64), ConfigError> {
     // "" turns deltas off; otherwise at least 1s (a new watch each second is the finest that
     // makes sense against etcd).
-    let delta_interval = match raw.delta_interval {
+    let delta_interval = match delta_interval {
         Some(t) if t.is_empty() => None,
         t => {
             let d = v.duration("backup.delta_interval", t, "5s")?;
@@ -328,7 +403,7 @@ pub(super) fn validate(
             Some(d)
         }
     };
-    let max_bytes_text = raw.delta_max_bytes.unwrap_or_else(|| "8MiB".into());
+    let max_bytes_text = delta_max_bytes.unwrap_or_else(|| "8MiB".into());
     let delta_max_bytes = crate::decide::defrag::bytes(&max_bytes_text)
         .map_err(|e| v.err("backup.delta_max_bytes", e))?;
     // etcd's default request limit is 1.5 MiB, so one event may be that large; a segment is
@@ -339,7 +414,7 @@ pub(super) fn validate(
             format!("{max_bytes_text:?} is out of range (64KiB-256MiB)"),
         ));
     }
-    let delta_max_events = match raw.delta_max_events.unwrap_or(1_000_000) {
+    let delta_max_events = match delta_max_events.unwrap_or(1_000_000) {
         n if (1..=1_000_000_000).contains(&n) => n as u64,
         n => {
             return Err(v.err(
@@ -348,20 +423,5 @@ pub(super) fn validate(
             ))
         }
     };
-    Ok(Some(BackupConfig {
-        url,
-        s3_endpoint,
-        s3_region,
-        s3_credentials_file,
-        ca_file,
-        interval,
-        keep_last,
-        keep_daily,
-        age_recipients,
-        age_identity_file,
-        restore_on_bootstrap: raw.restore_on_bootstrap.unwrap_or(true),
-        delta_interval,
-        delta_max_bytes,
-        delta_max_events,
-    }))
+    Ok((delta_interval, delta_max_bytes, delta_max_events))
 }
