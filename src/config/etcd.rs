@@ -104,27 +104,67 @@ pub(super) fn validate(
     v: &Validator<'_>,
     raw: super::raw::RawEtcd,
 ) -> Result<EtcdConfig, ConfigError> {
-    // "" is the default too, so that a template can leave the choice empty.
-    let service_manager = match raw
-        .service_manager
-        .as_deref()
-        .filter(|m| !m.is_empty())
-        .unwrap_or("systemd")
-    {
-        "systemd" => ServiceManagerKind::Systemd,
-        "process" => ServiceManagerKind::Process,
-        "container" => ServiceManagerKind::Container,
-        "static-pod" => ServiceManagerKind::StaticPod,
-        m => {
-            return Err(v.err(
-                "etcd.service_manager",
-                format!(
-                    "{m:?} is not one of \"systemd\", \"process\", \"container\", \"static-pod\""
-                ),
-            ))
-        }
+    let service_manager = service_manager(v, raw.service_manager.as_deref())?;
+    let image = image(v, raw.image, service_manager)?;
+    let container_runtime = container_runtime(v, raw.container_runtime.as_deref())?;
+    let manifest_path = v.path(
+        "etcd.manifest_path",
+        raw.manifest_path,
+        "/etc/kubernetes/manifests/etcd.yaml",
+    )?;
+    let flags = flags(v, raw.flags.unwrap_or_default())?;
+    let user = validate_user(v, raw.user, service_manager)?;
+    let install_dir = v.path("etcd.install_dir", raw.install_dir, "/usr/local/bin")?;
+    let (download_url, sha256) = download(v, raw.download_url, raw.sha256)?;
+    let default_binary = match download_url {
+        Some(_) => install_dir.join("etcd").display().to_string(),
+        None => "/usr/bin/etcd".to_string(),
     };
-    let image = raw.image.filter(|s| !s.is_empty());
+    Ok(EtcdConfig {
+        binary: v.path("etcd.binary", raw.binary, &default_binary)?,
+        download_url,
+        sha256: sha256.map(|s| s.to_ascii_lowercase()),
+        install_dir,
+        service_manager,
+        unit_path: v.path(
+            "etcd.unit_path",
+            raw.unit_path,
+            "/etc/systemd/system/etcd.service",
+        )?,
+        env_file: v.path("etcd.env_file", raw.env_file, "/etc/etcd/etcd.env")?,
+        image,
+        container_runtime,
+        manifest_path,
+        user,
+        flags,
+    })
+}
+
+/// `etcd.service_manager`, `systemd` when unset.
+fn service_manager(
+    v: &Validator<'_>,
+    manager: Option<&str>,
+) -> Result<ServiceManagerKind, ConfigError> {
+    // "" is the default too, so that a template can leave the choice empty.
+    match manager.filter(|m| !m.is_empty()).unwrap_or("systemd") {
+        "systemd" => Ok(ServiceManagerKind::Systemd),
+        "process" => Ok(ServiceManagerKind::Process),
+        "container" => Ok(ServiceManagerKind::Container),
+        "static-pod" => Ok(ServiceManagerKind::StaticPod),
+        m => Err(v.err(
+            "etcd.service_manager",
+            format!("{m:?} is not one of \"systemd\", \"process\", \"container\", \"static-pod\""),
+        )),
+    }
+}
+
+/// `etcd.image`: an image reference, required by the managers that run one.
+fn image(
+    v: &Validator<'_>,
+    image: Option<String>,
+    manager: ServiceManagerKind,
+) -> Result<Option<String>, ConfigError> {
+    let image = image.filter(|s| !s.is_empty());
     if let Some(image) = &image {
         if !is_image_reference(image) {
             return Err(v.err(
@@ -134,32 +174,40 @@ pub(super) fn validate(
                 ),
             ));
         }
-    } else if service_manager.runs_image() {
+    } else if manager.runs_image() {
         return Err(v.err(
             "etcd.image",
             "is required with etcd.service_manager = \"container\" or \"static-pod\" (the image that holds etcd, e.g. \"registry.k8s.io/etcd:3.5.15-0\")",
         ));
     }
-    let container_runtime = match raw.container_runtime.as_deref().unwrap_or("") {
-        "" => None,
-        "podman" => Some(ContainerRuntime::Podman),
-        "docker" => Some(ContainerRuntime::Docker),
-        r => {
-            return Err(v.err(
-                "etcd.container_runtime",
-                format!(
-                    "{r:?} is not one of \"podman\", \"docker\" (or empty: whichever is installed)"
-                ),
-            ))
-        }
-    };
-    let manifest_path = v.path(
-        "etcd.manifest_path",
-        raw.manifest_path,
-        "/etc/kubernetes/manifests/etcd.yaml",
-    )?;
+    Ok(image)
+}
+
+/// `etcd.container_runtime`; empty: whichever is installed (looked up at run time).
+fn container_runtime(
+    v: &Validator<'_>,
+    runtime: Option<&str>,
+) -> Result<Option<ContainerRuntime>, ConfigError> {
+    match runtime.unwrap_or("") {
+        "" => Ok(None),
+        "podman" => Ok(Some(ContainerRuntime::Podman)),
+        "docker" => Ok(Some(ContainerRuntime::Docker)),
+        r => Err(v.err(
+            "etcd.container_runtime",
+            format!(
+                "{r:?} is not one of \"podman\", \"docker\" (or empty: whichever is installed)"
+            ),
+        )),
+    }
+}
+
+/// `[etcd.flags]`: etcd flag names, none of those the bootstrapper sets, with plain values.
+fn flags(
+    v: &Validator<'_>,
+    raw: BTreeMap<String, toml::Value>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut flags = BTreeMap::new();
-    for (flag, value) in raw.flags.unwrap_or_default() {
+    for (flag, value) in raw {
         let key = format!("etcd.flags.{flag}");
         let flag = flag.trim_start_matches('-').to_string();
         if flag.is_empty()
@@ -186,10 +234,17 @@ pub(super) fn validate(
         };
         flags.insert(flag, text);
     }
-    let user = validate_user(v, raw.user, service_manager)?;
-    let install_dir = v.path("etcd.install_dir", raw.install_dir, "/usr/local/bin")?;
-    let download_url = raw.download_url.filter(|s| !s.is_empty());
-    let sha256 = raw.sha256.filter(|s| !s.is_empty());
+    Ok(flags)
+}
+
+/// `etcd.download_url` and `etcd.sha256`: both or neither; an http(s) URL and a SHA-256.
+fn download(
+    v: &Validator<'_>,
+    download_url: Option<String>,
+    sha256: Option<String>,
+) -> Result<(Option<String>, Option<String>), ConfigError> {
+    let download_url = download_url.filter(|s| !s.is_empty());
+    let sha256 = sha256.filter(|s| !s.is_empty());
     match (&download_url, &sha256) {
         (Some(url), Some(sum)) => {
             if !(url.starts_with("https://") || url.starts_with("http://"))
@@ -223,28 +278,7 @@ pub(super) fn validate(
         }
         (None, None) => {}
     }
-    let default_binary = match download_url {
-        Some(_) => install_dir.join("etcd").display().to_string(),
-        None => "/usr/bin/etcd".to_string(),
-    };
-    Ok(EtcdConfig {
-        binary: v.path("etcd.binary", raw.binary, &default_binary)?,
-        download_url,
-        sha256: sha256.map(|s| s.to_ascii_lowercase()),
-        install_dir,
-        service_manager,
-        unit_path: v.path(
-            "etcd.unit_path",
-            raw.unit_path,
-            "/etc/systemd/system/etcd.service",
-        )?,
-        env_file: v.path("etcd.env_file", raw.env_file, "/etc/etcd/etcd.env")?,
-        image,
-        container_runtime,
-        manifest_path,
-        user,
-        flags,
-    })
+    Ok((download_url, sha256))
 }
 
 /// `etcd.user`: "etcd" by default, except with the `process` manager (there etcd is the agent's
