@@ -43,8 +43,40 @@ pub(super) fn validate(
     v: &Validator<'_>,
     raw: super::raw::RawDiscovery,
 ) -> Result<DiscoveryConfig, ConfigError> {
-    let srv_domain = raw
-        .srv_domain
+    let (srv_domain, srv_name) = srv(v, raw.srv_domain, raw.srv_name)?;
+    let peers = static_peers(v, raw.peers.unwrap_or_default())?;
+    let seeds = seeds(v, raw.seeds.unwrap_or_default())?;
+    if srv_domain.is_some() && !peers.is_empty() {
+        return Err(v.err(
+            "discovery.peers",
+            "both discovery.srv_domain and discovery.peers are set; choose one source of peers",
+        ));
+    }
+    if srv_domain.is_none() && peers.is_empty() && seeds.is_empty() {
+        return Err(v.err(
+            "discovery.srv_domain",
+            "no way to find peers: set discovery.srv_domain, discovery.peers or discovery.seeds",
+        ));
+    }
+    let nameservers = nameservers(v, raw.nameservers.unwrap_or_default())?;
+    Ok(DiscoveryConfig {
+        srv_domain,
+        srv_name,
+        peers,
+        seeds,
+        nameservers,
+        timeout: v.duration("discovery.timeout", raw.timeout, "10m")?,
+    })
+}
+
+/// SRV discovery: `discovery.srv_domain` (a DNS domain, lowercased, without the final dot) and
+/// `discovery.srv_name`, which only goes with it.
+fn srv(
+    v: &Validator<'_>,
+    srv_domain: Option<String>,
+    srv_name: Option<String>,
+) -> Result<(Option<String>, Option<String>), ConfigError> {
+    let srv_domain = srv_domain
         .filter(|s| !s.is_empty())
         .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
     if let Some(dom) = &srv_domain {
@@ -55,7 +87,7 @@ pub(super) fn validate(
             ));
         }
     }
-    let srv_name = raw.srv_name.filter(|s| !s.is_empty());
+    let srv_name = srv_name.filter(|s| !s.is_empty());
     if let Some(n) = &srv_name {
         if !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(v.err(
@@ -70,8 +102,14 @@ pub(super) fn validate(
             ));
         }
     }
+    Ok((srv_domain, srv_name))
+}
+
+/// A static list of peers: `NAME=https://HOST:PORT` each, no name or URL twice, and all by IP
+/// or all by host name.
+fn static_peers(v: &Validator<'_>, entries: Vec<String>) -> Result<Vec<StaticPeer>, ConfigError> {
     let mut peers = Vec::new();
-    for entry in raw.peers.unwrap_or_default() {
+    for entry in entries {
         let (pname, url) = entry.split_once('=').ok_or_else(|| {
             v.err(
                 "discovery.peers",
@@ -115,8 +153,13 @@ pub(super) fn validate(
             "mixes IP addresses and host names; use one form for every peer (etcd derives member IDs from the exact URL text)",
         ));
     }
+    Ok(peers)
+}
+
+/// Seed client URLs, https each.
+fn seeds(v: &Validator<'_>, entries: Vec<String>) -> Result<Vec<EtcdUrl>, ConfigError> {
     let mut seeds = Vec::new();
-    for s in raw.seeds.unwrap_or_default() {
+    for s in entries {
         let url = EtcdUrl::parse(&s).map_err(|m| v.err("discovery.seeds", m))?;
         if url.scheme != "https" {
             return Err(v.err(
@@ -126,20 +169,13 @@ pub(super) fn validate(
         }
         seeds.push(url);
     }
-    if srv_domain.is_some() && !peers.is_empty() {
-        return Err(v.err(
-            "discovery.peers",
-            "both discovery.srv_domain and discovery.peers are set; choose one source of peers",
-        ));
-    }
-    if srv_domain.is_none() && peers.is_empty() && seeds.is_empty() {
-        return Err(v.err(
-            "discovery.srv_domain",
-            "no way to find peers: set discovery.srv_domain, discovery.peers or discovery.seeds",
-        ));
-    }
+    Ok(seeds)
+}
+
+/// `discovery.nameservers`: IP or IP:PORT (port 53 when none is given).
+fn nameservers(v: &Validator<'_>, entries: Vec<String>) -> Result<Vec<SocketAddr>, ConfigError> {
     let mut nameservers = Vec::new();
-    for ns in raw.nameservers.unwrap_or_default() {
+    for ns in entries {
         let addr = ns
             .parse::<SocketAddr>()
             .or_else(|_| ns.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
@@ -151,12 +187,5 @@ pub(super) fn validate(
             })?;
         nameservers.push(addr);
     }
-    Ok(DiscoveryConfig {
-        srv_domain,
-        srv_name,
-        peers,
-        seeds,
-        nameservers,
-        timeout: v.duration("discovery.timeout", raw.timeout, "10m")?,
-    })
+    Ok(nameservers)
 }
