@@ -27,8 +27,6 @@ mod on_disk;
 mod plan;
 pub mod served;
 pub mod signature;
-#[cfg(test)]
-mod testing;
 
 use crate::config::{Config, TlsMode};
 use anyhow::Result;
@@ -135,3 +133,7 @@ pub async fn check_offline(cfg: &Config) -> Result<Vec<String>> {
         ]),
     }
 }
+
+/// The local-CA fixture the tests of `plan`, `bundle` and `issuing` share.
+#[cfg(test)]
+mod testing;
