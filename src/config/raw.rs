@@ -12,248 +12,166 @@ pub enum ValueKind {
     List,
 }
 
-/// Every settable key, its section and type. Environment overrides and fragment checks use it;
-/// a unit test keeps it in step with the structs below.
-pub const KEYS: &[(&str, &str, ValueKind)] = &[
-    ("cluster", "name", ValueKind::Str),
-    ("cluster", "size", ValueKind::Int),
-    ("cluster", "token", ValueKind::Str),
-    ("member", "name", ValueKind::Str),
-    ("member", "advertise_address", ValueKind::Str),
-    ("member", "data_dir", ValueKind::Str),
-    ("member", "client_port", ValueKind::Int),
-    ("member", "peer_port", ValueKind::Int),
-    ("member", "metrics_port", ValueKind::Int),
-    ("member", "agent_port", ValueKind::Int),
-    ("discovery", "srv_domain", ValueKind::Str),
-    ("discovery", "srv_name", ValueKind::Str),
-    ("discovery", "peers", ValueKind::List),
-    ("discovery", "seeds", ValueKind::List),
-    ("discovery", "nameservers", ValueKind::List),
-    ("discovery", "timeout", ValueKind::Str),
-    ("tls", "mode", ValueKind::Str),
-    ("tls", "dir", ValueKind::Str),
-    ("tls", "ca_cert", ValueKind::Str),
-    ("tls", "ca_key", ValueKind::Str),
-    ("tls", "extra_sans", ValueKind::List),
-    ("tls", "cert_validity", ValueKind::Str),
-    ("tls", "cfssl_url", ValueKind::Str),
-    ("tls", "cfssl_auth_key_file", ValueKind::Str),
-    ("tls", "cfssl_profile", ValueKind::Str),
-    ("tls", "signer_ca", ValueKind::Str),
-    ("tls", "cfssl_profiles", ValueKind::List),
-    ("tls", "server_cert", ValueKind::Str),
-    ("tls", "server_key", ValueKind::Str),
-    ("tls", "peer_cert", ValueKind::Str),
-    ("tls", "peer_key", ValueKind::Str),
-    ("tls", "client_cert", ValueKind::Str),
-    ("tls", "client_key", ValueKind::Str),
-    ("tls", "apiserver_client_cert", ValueKind::Str),
-    ("tls", "apiserver_client_key", ValueKind::Str),
-    ("tls", "sha256_pins", ValueKind::List),
-    ("tls", "apiserver_client", ValueKind::Bool),
-    ("tls", "apiserver_client_subject", ValueKind::Str),
-    ("tls", "apiserver_client_dir", ValueKind::Str),
-    ("tls", "ca_overlap", ValueKind::Str),
-    ("etcd", "binary", ValueKind::Str),
-    ("etcd", "service_manager", ValueKind::Str),
-    ("etcd", "unit_path", ValueKind::Str),
-    ("etcd", "env_file", ValueKind::Str),
-    ("etcd", "download_url", ValueKind::Str),
-    ("etcd", "sha256", ValueKind::Str),
-    ("etcd", "install_dir", ValueKind::Str),
-    ("etcd", "image", ValueKind::Str),
-    ("etcd", "container_runtime", ValueKind::Str),
-    ("etcd", "manifest_path", ValueKind::Str),
-    ("etcd", "user", ValueKind::Str),
-    ("heal", "enabled", ValueKind::Bool),
-    ("heal", "interval", ValueKind::Str),
-    ("heal", "remove_dead_after", ValueKind::Str),
-    ("heal", "keep_moved_aside", ValueKind::Int),
-    ("heal", "moved_aside_max_disk_percent", ValueKind::Int),
-    ("heal", "auto_recover", ValueKind::Bool),
-    ("backup", "url", ValueKind::Str),
-    ("backup", "s3_endpoint", ValueKind::Str),
-    ("backup", "s3_region", ValueKind::Str),
-    ("backup", "s3_credentials_file", ValueKind::Str),
-    ("backup", "ca_file", ValueKind::Str),
-    ("backup", "interval", ValueKind::Str),
-    ("backup", "keep_last", ValueKind::Int),
-    ("backup", "keep_daily", ValueKind::Int),
-    ("backup", "age_recipients", ValueKind::List),
-    ("backup", "age_identity_file", ValueKind::Str),
-    ("backup", "restore_on_bootstrap", ValueKind::Bool),
-    ("backup", "delta_interval", ValueKind::Str),
-    ("backup", "delta_max_bytes", ValueKind::Str),
-    ("backup", "delta_max_events", ValueKind::Int),
-    ("maintenance", "defrag_when", ValueKind::Str),
-    ("maintenance", "interval", ValueKind::Str),
-    ("maintenance", "window", ValueKind::Str),
-    ("maintenance", "disarm_nospace", ValueKind::Bool),
-    ("metrics", "listen", ValueKind::Str),
-    ("upgrade", "member_timeout", ValueKind::Str),
-];
+/// The Rust type a key of each kind deserializes into. The schema names a field's type by its
+/// kind, so the struct field and the `KEYS` row cannot disagree.
+mod value_type {
+    pub type Str = String;
+    pub type Int = i64;
+    pub type Bool = bool;
+    pub type List = Vec<String>;
+}
 
-/// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
-pub const FLAGS_KEY: (&str, &str) = ("etcd", "flags");
+/// Declares the schema once. From one list per section (`section => RawStruct { key: Kind, .. }`,
+/// and `with table name` for a key that holds a table of its own) it generates:
+/// - `KEYS`: every settable key, its section and kind, in declaration order (environment
+///   overrides and fragment checks use it);
+/// - `FLAGS_KEY`: the one table-valued key (a second would not compile: `check` knows only the
+///   etcd flags);
+/// - one `Raw*` struct per section (every key optional, unknown keys refused) and `RawConfig`
+///   holding them (every section optional, unknown sections refused);
+/// - `UNKNOWN_SECTION`: the message naming the known sections, in declaration order.
+macro_rules! schema {
+    ($(
+        $section:ident => $raw:ident { $($key:ident: $kind:ident),* $(,)? }
+        $(with table $table:ident)?;
+    )*) => {
+        /// Every settable key, its section and type (the `[etcd.flags]` table is `FLAGS_KEY`).
+        pub const KEYS: &[(&str, &str, ValueKind)] = &[
+            $($((stringify!($section), stringify!($key), ValueKind::$kind),)*)*
+        ];
+
+        $($(
+            /// `[etcd.flags]`: extra etcd flags, `flag-name = value`.
+            pub const FLAGS_KEY: (&str, &str) = (stringify!($section), stringify!($table));
+        )?)*
+
+        const UNKNOWN_SECTION: &str =
+            concat!("unknown section; known:", $(" [", stringify!($section), "]",)*);
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawConfig {
+            $(
+                #[serde(default)]
+                pub $section: $raw,
+            )*
+        }
+
+        $(
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct $raw {
+                $(pub $key: Option<value_type::$kind>,)*
+                $(pub $table: Option<BTreeMap<String, Value>>,)?
+            }
+        )*
+    };
+}
+
+schema! {
+    cluster => RawCluster {
+        name: Str,
+        size: Int,
+        token: Str,
+    };
+    member => RawMember {
+        name: Str,
+        advertise_address: Str,
+        data_dir: Str,
+        client_port: Int,
+        peer_port: Int,
+        metrics_port: Int,
+        agent_port: Int,
+    };
+    discovery => RawDiscovery {
+        srv_domain: Str,
+        srv_name: Str,
+        peers: List,
+        seeds: List,
+        nameservers: List,
+        timeout: Str,
+    };
+    tls => RawTls {
+        mode: Str,
+        dir: Str,
+        ca_cert: Str,
+        ca_key: Str,
+        extra_sans: List,
+        cert_validity: Str,
+        cfssl_url: Str,
+        cfssl_auth_key_file: Str,
+        cfssl_profile: Str,
+        signer_ca: Str,
+        cfssl_profiles: List,
+        server_cert: Str,
+        server_key: Str,
+        peer_cert: Str,
+        peer_key: Str,
+        client_cert: Str,
+        client_key: Str,
+        apiserver_client_cert: Str,
+        apiserver_client_key: Str,
+        sha256_pins: List,
+        apiserver_client: Bool,
+        apiserver_client_subject: Str,
+        apiserver_client_dir: Str,
+        ca_overlap: Str,
+    };
+    etcd => RawEtcd {
+        binary: Str,
+        service_manager: Str,
+        unit_path: Str,
+        env_file: Str,
+        download_url: Str,
+        sha256: Str,
+        install_dir: Str,
+        image: Str,
+        container_runtime: Str,
+        manifest_path: Str,
+        user: Str,
+    } with table flags;
+    heal => RawHeal {
+        enabled: Bool,
+        interval: Str,
+        remove_dead_after: Str,
+        keep_moved_aside: Int,
+        moved_aside_max_disk_percent: Int,
+        auto_recover: Bool,
+    };
+    backup => RawBackup {
+        url: Str,
+        s3_endpoint: Str,
+        s3_region: Str,
+        s3_credentials_file: Str,
+        ca_file: Str,
+        interval: Str,
+        keep_last: Int,
+        keep_daily: Int,
+        age_recipients: List,
+        age_identity_file: Str,
+        restore_on_bootstrap: Bool,
+        delta_interval: Str,
+        delta_max_bytes: Str,
+        delta_max_events: Int,
+    };
+    maintenance => RawMaintenance {
+        defrag_when: Str,
+        interval: Str,
+        window: Str,
+        disarm_nospace: Bool,
+    };
+    metrics => RawMetrics {
+        listen: Str,
+    };
+    upgrade => RawUpgrade {
+        member_timeout: Str,
+    };
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaError {
     pub key: String,
     pub message: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    #[serde(default)]
-    pub cluster: RawCluster,
-    #[serde(default)]
-    pub member: RawMember,
-    #[serde(default)]
-    pub discovery: RawDiscovery,
-    #[serde(default)]
-    pub tls: RawTls,
-    #[serde(default)]
-    pub etcd: RawEtcd,
-    #[serde(default)]
-    pub heal: RawHeal,
-    #[serde(default)]
-    pub backup: RawBackup,
-    #[serde(default)]
-    pub maintenance: RawMaintenance,
-    #[serde(default)]
-    pub metrics: RawMetrics,
-    #[serde(default)]
-    pub upgrade: RawUpgrade,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMaintenance {
-    pub defrag_when: Option<String>,
-    pub interval: Option<String>,
-    pub window: Option<String>,
-    pub disarm_nospace: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCluster {
-    pub name: Option<String>,
-    pub size: Option<i64>,
-    pub token: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMember {
-    pub name: Option<String>,
-    pub advertise_address: Option<String>,
-    pub data_dir: Option<String>,
-    pub client_port: Option<i64>,
-    pub peer_port: Option<i64>,
-    pub metrics_port: Option<i64>,
-    pub agent_port: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDiscovery {
-    pub srv_domain: Option<String>,
-    pub srv_name: Option<String>,
-    pub peers: Option<Vec<String>>,
-    pub seeds: Option<Vec<String>>,
-    pub nameservers: Option<Vec<String>>,
-    pub timeout: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub mode: Option<String>,
-    pub dir: Option<String>,
-    pub ca_cert: Option<String>,
-    pub ca_key: Option<String>,
-    pub extra_sans: Option<Vec<String>>,
-    pub cert_validity: Option<String>,
-    pub cfssl_url: Option<String>,
-    pub cfssl_auth_key_file: Option<String>,
-    pub cfssl_profile: Option<String>,
-    pub signer_ca: Option<String>,
-    pub cfssl_profiles: Option<Vec<String>>,
-    pub server_cert: Option<String>,
-    pub server_key: Option<String>,
-    pub peer_cert: Option<String>,
-    pub peer_key: Option<String>,
-    pub client_cert: Option<String>,
-    pub client_key: Option<String>,
-    pub apiserver_client_cert: Option<String>,
-    pub apiserver_client_key: Option<String>,
-    pub sha256_pins: Option<Vec<String>>,
-    pub apiserver_client: Option<bool>,
-    pub apiserver_client_subject: Option<String>,
-    pub apiserver_client_dir: Option<String>,
-    pub ca_overlap: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEtcd {
-    pub binary: Option<String>,
-    pub service_manager: Option<String>,
-    pub unit_path: Option<String>,
-    pub env_file: Option<String>,
-    pub download_url: Option<String>,
-    pub sha256: Option<String>,
-    pub install_dir: Option<String>,
-    pub image: Option<String>,
-    pub container_runtime: Option<String>,
-    pub manifest_path: Option<String>,
-    pub user: Option<String>,
-    pub flags: Option<BTreeMap<String, Value>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHeal {
-    pub enabled: Option<bool>,
-    pub interval: Option<String>,
-    pub remove_dead_after: Option<String>,
-    pub keep_moved_aside: Option<i64>,
-    pub moved_aside_max_disk_percent: Option<i64>,
-    pub auto_recover: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBackup {
-    pub url: Option<String>,
-    pub s3_endpoint: Option<String>,
-    pub s3_region: Option<String>,
-    pub s3_credentials_file: Option<String>,
-    pub ca_file: Option<String>,
-    pub interval: Option<String>,
-    pub keep_last: Option<i64>,
-    pub keep_daily: Option<i64>,
-    pub age_recipients: Option<Vec<String>>,
-    pub age_identity_file: Option<String>,
-    pub restore_on_bootstrap: Option<bool>,
-    pub delta_interval: Option<String>,
-    pub delta_max_bytes: Option<String>,
-    pub delta_max_events: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMetrics {
-    pub listen: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawUpgrade {
-    pub member_timeout: Option<String>,
 }
 
 impl RawConfig {
@@ -263,9 +181,7 @@ impl RawConfig {
             if !KEYS.iter().any(|(s, _, _)| s == section) {
                 return Err(SchemaError {
                     key: section.clone(),
-                    message:
-                        "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] [maintenance] [metrics] [upgrade]"
-                            .into(),
+                    message: UNKNOWN_SECTION.into(),
                 });
             }
             let Value::Table(keys) = value else {
@@ -354,22 +270,113 @@ fn check_flags(value: &Value) -> Result<(), SchemaError> {
 mod tests {
     use super::*;
 
-    /// Every key in KEYS is accepted by the serde structs with a value of its kind.
-    #[test]
-    fn keys_table_matches_structs() {
-        for (section, key, kind) in KEYS {
-            let value = match kind {
-                ValueKind::Str => Value::String("x".into()),
-                ValueKind::Int => Value::Integer(1),
-                ValueKind::Bool => Value::Boolean(true),
-                ValueKind::List => Value::Array(vec![Value::String("x".into())]),
-            };
-            let mut s = Table::new();
-            s.insert(key.to_string(), value);
-            let mut t = Table::new();
-            t.insert(section.to_string(), Value::Table(s));
-            RawConfig::from_table(t).unwrap_or_else(|e| panic!("{section}.{key}: {e:?}"));
+    const KINDS: [ValueKind; 4] = [
+        ValueKind::Str,
+        ValueKind::Int,
+        ValueKind::Bool,
+        ValueKind::List,
+    ];
+
+    fn value_of(kind: ValueKind) -> Value {
+        match kind {
+            ValueKind::Str => Value::String("x".into()),
+            ValueKind::Int => Value::Integer(1),
+            ValueKind::Bool => Value::Boolean(true),
+            ValueKind::List => Value::Array(vec![Value::String("x".into())]),
         }
+    }
+
+    fn one_key(section: &str, key: &str, value: Value) -> Table {
+        let mut s = Table::new();
+        s.insert(key.to_string(), value);
+        let mut t = Table::new();
+        t.insert(section.to_string(), Value::Table(s));
+        t
+    }
+
+    /// Every key in KEYS is accepted with a value of its kind, and the value reaches a field
+    /// (exactly one field of the parsed config is set).
+    #[test]
+    fn every_key_is_accepted_with_a_value_of_its_kind() {
+        for (section, key, kind) in KEYS {
+            let raw = RawConfig::from_table(one_key(section, key, value_of(*kind)))
+                .unwrap_or_else(|e| panic!("{section}.{key}: {e:?}"));
+            let set = format!("{raw:?}").matches("Some(").count();
+            assert_eq!(set, 1, "{section}.{key} sets {set} fields: {raw:?}");
+        }
+    }
+
+    /// Setting every key in KEYS (and the flags table) leaves no field of any section unset:
+    /// no struct field is missing from KEYS.
+    #[test]
+    fn keys_cover_every_field() {
+        let mut t = Table::new();
+        for (section, key, kind) in KEYS {
+            let s = t
+                .entry(section.to_string())
+                .or_insert_with(|| Value::Table(Table::new()));
+            s.as_table_mut()
+                .unwrap()
+                .insert(key.to_string(), value_of(*kind));
+        }
+        let flags: Table = toml::from_str("heartbeat-interval = 100").unwrap();
+        t[FLAGS_KEY.0]
+            .as_table_mut()
+            .unwrap()
+            .insert(FLAGS_KEY.1.to_string(), Value::Table(flags));
+        let raw = RawConfig::from_table(t).unwrap();
+        assert!(!format!("{raw:?}").contains("None"), "{raw:?}");
+    }
+
+    /// A value of any other kind is refused, naming the key and the kind it takes.
+    #[test]
+    fn a_value_of_another_kind_is_refused() {
+        for (section, key, kind) in KEYS {
+            for other in KINDS.iter().filter(|k| *k != kind) {
+                let e = RawConfig::check(&one_key(section, key, value_of(*other))).unwrap_err();
+                assert_eq!(e.key, format!("{section}.{key}"));
+                assert!(e.message.starts_with("expected "), "{e:?}");
+            }
+        }
+    }
+
+    /// A key or section missing from the schema is refused by the check, with the known ones
+    /// listed, and by the structs themselves.
+    #[test]
+    fn a_key_or_section_not_in_the_schema_is_refused() {
+        let sections: Vec<&str> = KEYS.iter().map(|(s, _, _)| *s).collect();
+        for section in &sections {
+            let t = one_key(section, "nope", Value::String("x".into()));
+            let e = RawConfig::check(&t).unwrap_err();
+            assert_eq!(e.key, format!("{section}.nope"));
+            assert!(
+                e.message
+                    .starts_with(&format!("unknown key; [{section}] takes: ")),
+                "{e:?}"
+            );
+            let direct: Result<RawConfig, _> = Value::Table(t).try_into();
+            assert!(direct.is_err(), "[{section}] accepts an unknown key");
+        }
+        let t = one_key("bogus", "x", Value::Integer(1));
+        let e = RawConfig::check(&t).unwrap_err();
+        assert_eq!(e.key, "bogus");
+        assert_eq!(
+            e.message,
+            "unknown section; known: [cluster] [member] [discovery] [tls] [etcd] [heal] [backup] \
+             [maintenance] [metrics] [upgrade]"
+        );
+        let direct: Result<RawConfig, _> = Value::Table(t).try_into();
+        assert!(direct.is_err(), "an unknown section is accepted");
+    }
+
+    /// `ETCD_BOOTSTRAP_<SECTION>_<KEY>` names exactly one key.
+    #[test]
+    fn every_environment_name_is_one_key() {
+        let mut names: Vec<String> = KEYS.iter().map(|(s, k, _)| format!("{s}_{k}")).collect();
+        names.sort();
+        let all = names.len();
+        names.dedup();
+        assert_eq!(names.len(), all, "two keys share an environment variable");
     }
 
     #[test]
