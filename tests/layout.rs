@@ -417,3 +417,229 @@ fn order_rules() {
     );
     assert_eq!(module_path(Path::new("cli.rs")), vec!["cli"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Small rooms: no production file over MAX_FILE_LINES lines and no production function over
+// MAX_FN_LINES. "Production" is a file's text before its inline `#[cfg(test)] mod … {` (table
+// tests stay beside the code they specify and do not count); a file that its folder declares
+// under `#[cfg(test)]` (shared test fixtures) is not production at all.
+// ---------------------------------------------------------------------------------------------
+
+const MAX_FILE_LINES: usize = 600;
+const MAX_FN_LINES: usize = 120;
+
+/// The lines of `text` before its inline test module.
+fn production(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    for i in 0..lines.len() {
+        let next = lines.get(i + 1).map(|l| l.trim_start()).unwrap_or("");
+        let next = next.strip_prefix("pub(crate) ").unwrap_or(next);
+        let next = next.strip_prefix("pub(super) ").unwrap_or(next);
+        if lines[i].trim() == "#[cfg(test)]" && next.starts_with("mod ") && next.ends_with('{') {
+            return lines[..i].to_vec();
+        }
+    }
+    lines
+}
+
+/// The modules `text` declares under `#[cfg(test)]` from files of their own (`mod fixtures;`).
+fn test_only_modules(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == "#[cfg(test)]")
+        .filter_map(|w| {
+            let d = w[1];
+            let d = d.strip_prefix("pub(crate) ").unwrap_or(d);
+            let d = d.strip_prefix("pub(super) ").unwrap_or(d);
+            d.strip_prefix("mod ")?
+                .strip_suffix(';')
+                .map(|n| n.trim().to_string())
+        })
+        .collect()
+}
+
+/// Blanks out comments, string and character literals (keeping line breaks), so that braces in
+/// them do not count.
+fn code_only(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let blank = |out: &mut String, s: &[u8]| {
+        for &c in s {
+            out.push(if c == b'\n' { '\n' } else { ' ' });
+        }
+    };
+    while i < b.len() {
+        let rest = &b[i..];
+        let end = if rest.starts_with(b"//") {
+            rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len())
+        } else if rest.starts_with(b"/*") {
+            text[i + 2..].find("*/").map_or(rest.len(), |e| e + 4)
+        } else if rest.starts_with(b"r#\"") || rest.starts_with(b"r\"") {
+            let hashes = rest[1..].iter().take_while(|&&c| c == b'#').count();
+            let close = format!("\"{}", "#".repeat(hashes));
+            let open = 2 + hashes;
+            text[i + open..]
+                .find(&close)
+                .map_or(rest.len(), |e| open + e + close.len())
+        } else if rest[0] == b'"' && (i == 0 || !is_ident(b[i - 1])) {
+            let mut j = 1;
+            while j < rest.len() && rest[j] != b'"' {
+                j += if rest[j] == b'\\' { 2 } else { 1 };
+            }
+            (j + 1).min(rest.len())
+        } else if rest[0] == b'\'' && rest.len() > 2 && (rest[1] == b'\\' || rest[2] == b'\'') {
+            // A character literal ('{', '\n', '\''); a lifetime ('a) has no closing quote there.
+            let mut j = if rest[1] == b'\\' { 3 } else { 2 };
+            while j < rest.len() && rest[j] != b'\'' {
+                j += 1;
+            }
+            (j + 1).min(rest.len())
+        } else {
+            out.push(rest[0] as char);
+            i += 1;
+            continue;
+        };
+        blank(&mut out, &rest[..end]);
+        i += end;
+    }
+    out
+}
+
+/// (first line, length in lines, name) of a function.
+type Function = (usize, usize, String);
+
+/// Every `fn` with a body in `lines`.
+fn functions(lines: &[&str]) -> Vec<Function> {
+    let code = code_only(&lines.join("\n"));
+    let code: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in code.iter().enumerate() {
+        let Some(at) = line.find("fn ").filter(|&at| {
+            let before = line[..at].trim_end();
+            before.is_empty()
+                || before.ends_with(|c: char| c.is_whitespace() || c == ')')
+                || ["pub", "async", "const", "unsafe", "extern"]
+                    .iter()
+                    .any(|k| before.ends_with(k))
+        }) else {
+            continue;
+        };
+        let name = ident(&line[at + 3..]).to_string();
+        if name.is_empty() {
+            continue;
+        }
+        // Its body: from the first `{` (before any `;`, which ends a declaration) to its match.
+        let (mut depth, mut opened) = (0i32, false);
+        'lines: for (j, l) in code.iter().enumerate().skip(i) {
+            let from = if j == i { at } else { 0 };
+            for c in l[from..].chars() {
+                match c {
+                    ';' if !opened => break 'lines,
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+                if opened && depth == 0 {
+                    out.push((i + 1, j - i + 1, name.clone()));
+                    break 'lines;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Per production file: (path, production lines, its functions).
+fn production_files() -> Vec<(String, usize, Vec<Function>)> {
+    let src = repo().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &src, &mut files);
+    files.sort();
+    let texts: BTreeMap<PathBuf, String> = files
+        .iter()
+        .map(|rel| (rel.clone(), fs::read_to_string(src.join(rel)).unwrap()))
+        .collect();
+    let mut test_only = BTreeSet::new();
+    for (rel, text) in &texts {
+        let dir = match rel.file_name().and_then(|n| n.to_str()) {
+            Some("mod.rs" | "lib.rs" | "main.rs") => rel.parent().unwrap().to_path_buf(),
+            _ => rel.with_extension(""),
+        };
+        for m in test_only_modules(text) {
+            test_only.insert(dir.join(format!("{m}.rs")));
+            test_only.insert(dir.join(&m).join("mod.rs"));
+        }
+    }
+    texts
+        .iter()
+        .filter(|(rel, _)| !test_only.contains(*rel))
+        .map(|(rel, text)| {
+            let lines = production(text);
+            (
+                format!("src/{}", rel.display()),
+                lines.len(),
+                functions(&lines),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_production_file_and_function_is_small() {
+    let files = production_files();
+    let mut over = Vec::new();
+    for (file, lines, fns) in &files {
+        if *lines > MAX_FILE_LINES {
+            over.push(format!(
+                "{file}: {lines} production lines (at most {MAX_FILE_LINES}): split it by job"
+            ));
+        }
+        for (line, len, name) in fns {
+            if *len > MAX_FN_LINES {
+                over.push(format!(
+                    "{file}:{line}: fn {name} is {len} lines (at most {MAX_FN_LINES}): split it into named steps"
+                ));
+            }
+        }
+    }
+    // The figures the layout is judged by, printed for `cargo test --test layout -- --nocapture`.
+    let largest = files.iter().max_by_key(|f| f.1).unwrap();
+    let longest = files
+        .iter()
+        .flat_map(|(f, _, fns)| fns.iter().map(move |g| (g.1, f, &g.2)))
+        .max()
+        .unwrap();
+    println!(
+        "{} production files, {} lines; largest {} ({} lines); longest fn {} in {} ({} lines)",
+        files.len(),
+        files.iter().map(|f| f.1).sum::<usize>(),
+        largest.0,
+        largest.1,
+        longest.2,
+        longest.1,
+        longest.0
+    );
+    assert!(over.is_empty(), "rooms too big:\n{}", over.join("\n"));
+}
+
+#[test]
+fn sizes_are_measured_as_written() {
+    let text = "fn a() {\n    let s = \"}\";\n    let c = '{';\n    // }\n    b();\n}\n\
+                pub(crate) async fn b<'x>(v: &'x str) -> usize\nwhere\n{\n    v.len()\n}\n\
+                fn decl();\nstruct S { f: fn() }\n#[cfg(test)]\nmod tests {\n    fn t() {}\n}\n";
+    let lines = production(text);
+    assert_eq!(lines.len(), 13, "the inline test module does not count");
+    assert_eq!(
+        functions(&lines),
+        vec![(1, 6, "a".to_string()), (7, 5, "b".to_string())]
+    );
+    assert_eq!(
+        test_only_modules("#[cfg(test)]\npub(crate) mod fixtures;\nmod real;\n"),
+        vec!["fixtures"]
+    );
+}

@@ -23,44 +23,7 @@ pub async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Result<()> {
     // heal loop runs is taken up by it.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
-    match crate::etcd::install::ensure(cfg).await? {
-        crate::etcd::install::Outcome::NotConfigured => {}
-        crate::etcd::install::Outcome::AlreadyInstalled(why) => {
-            tracing::debug!(%why, "etcd already installed")
-        }
-        crate::etcd::install::Outcome::Installed(files) => tracing::info!(
-            files = %files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "),
-            "installed etcd"
-        ),
-    }
-    // With an image, etcd is in the image; etcd.binary (and the snapshot tools beside it) on the
-    // host are needed only to verify and restore snapshots, which say so themselves.
-    if !cfg.etcd.service_manager.runs_image() && !cfg.etcd.binary.is_file() {
-        return Err(ConfigError::new(
-            "etcd.binary",
-            "",
-            format!(
-                "{} does not exist; install etcd or point etcd.binary at it",
-                cfg.etcd.binary.display()
-            ),
-        )
-        .into());
-    }
-    let marker = datadir::left_marker(&cfg.member.data_dir);
-    if marker.exists() {
-        return Err(Refused(format!(
-            "this node left the cluster (`etcd-bootstrap leave`); delete {} to let it join again",
-            marker.display()
-        ))
-        .into());
-    }
-    // Before anything that can take long: the member's state is visible while it comes up.
-    super::metrics::server::start(cfg).await?;
-    if let Some(b) = &cfg.backup {
-        if b.age_recipients.is_empty() {
-            tracing::warn!(store = %b.url, "backup.age_recipients is empty: snapshots are stored unencrypted and hold every key in the clear (Kubernetes Secrets included); set age recipients");
-        }
-    }
+    before_start(cfg).await?;
     let mut shutdown = Shutdown::new()?;
     let endpoint = Arc::new(super::endpoint::Endpoint::new(super::reporter(cfg)));
     let agent = Agent {
@@ -143,6 +106,50 @@ pub async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Result<()> {
             }
         }
     }
+}
+
+/// What comes before anything is started, in this order: etcd installed when asked for; an
+/// etcd binary there (unless the image brings it); not a node that left; `/metrics` served (the
+/// member's state is visible while it comes up); a warning for unencrypted snapshots.
+async fn before_start(cfg: &Config) -> Result<()> {
+    match crate::etcd::install::ensure(cfg).await? {
+        crate::etcd::install::Outcome::NotConfigured => {}
+        crate::etcd::install::Outcome::AlreadyInstalled(why) => {
+            tracing::debug!(%why, "etcd already installed")
+        }
+        crate::etcd::install::Outcome::Installed(files) => tracing::info!(
+            files = %files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "),
+            "installed etcd"
+        ),
+    }
+    // With an image, etcd is in the image; etcd.binary (and the snapshot tools beside it) on the
+    // host are needed only to verify and restore snapshots, which say so themselves.
+    if !cfg.etcd.service_manager.runs_image() && !cfg.etcd.binary.is_file() {
+        return Err(ConfigError::new(
+            "etcd.binary",
+            "",
+            format!(
+                "{} does not exist; install etcd or point etcd.binary at it",
+                cfg.etcd.binary.display()
+            ),
+        )
+        .into());
+    }
+    let marker = datadir::left_marker(&cfg.member.data_dir);
+    if marker.exists() {
+        return Err(Refused(format!(
+            "this node left the cluster (`etcd-bootstrap leave`); delete {} to let it join again",
+            marker.display()
+        ))
+        .into());
+    }
+    super::metrics::server::start(cfg).await?;
+    if let Some(b) = &cfg.backup {
+        if b.age_recipients.is_empty() {
+            tracing::warn!(store = %b.url, "backup.age_recipients is empty: snapshots are stored unencrypted and hold every key in the clear (Kubernetes Secrets included); set age recipients");
+        }
+    }
+    Ok(())
 }
 
 /// The configuration read again, if it can replace `current` in this running agent: it is
