@@ -18,7 +18,7 @@ use super::metrics;
 use super::Agent;
 use crate::backup::store::Store;
 use crate::decide::quorum_recovery::{
-    self, AgentAnswer, Decision, Holding, Member, Source, StorePoint,
+    self, Decision, Holding, HoldingAnswer, MemberAnswer, RecoverFrom, StorePoint,
 };
 use crate::etcd::datadir::{self, Record};
 use crate::etcd::{client, progress};
@@ -99,11 +99,11 @@ fn holding(r: &crate::decide::bootstrap::AgentReport) -> Holding {
 
 /// An agent that answered 503 cannot read its own identity (`agent::report`): it cannot tell
 /// what it holds, which only a person can settle. Anything else is no answer (yet).
-fn answer_of(report: &Result<crate::decide::bootstrap::AgentReport, String>) -> AgentAnswer {
+fn answer_of(report: &Result<crate::decide::bootstrap::AgentReport, String>) -> HoldingAnswer {
     match report {
-        Ok(r) => AgentAnswer::Report(holding(r)),
-        Err(e) if e.contains("503") => AgentAnswer::CannotTell(e.clone()),
-        Err(e) => AgentAnswer::Missing(e.clone()),
+        Ok(r) => HoldingAnswer::Report(holding(r)),
+        Err(e) if e.contains("503") => HoldingAnswer::CannotTell(e.clone()),
+        Err(e) => HoldingAnswer::Missing(e.clone()),
     }
 }
 
@@ -183,7 +183,7 @@ pub async fn gather(
         .filter(|a| matches!(a, Answer::Cluster(v) if v.cluster_id == cluster_id && v.leader != 0))
         .count();
     let mine = super::reporter(cfg)().await;
-    let members: Vec<Member> = record
+    let members: Vec<MemberAnswer> = record
         .members
         .iter()
         .map(|m| {
@@ -201,9 +201,9 @@ pub async fn gather(
                     .iter()
                     .find(|a| a.peer_url == who)
                     .map(|a| answer_of(&a.report))
-                    .unwrap_or(AgentAnswer::Missing("no peer URL to ask it at".into()))
+                    .unwrap_or(HoldingAnswer::Missing("no peer URL to ask it at".into()))
             };
-            Member { id, who, answer }
+            MemberAnswer { id, who, answer }
         })
         .collect();
     let decision = quorum_recovery::decide(&quorum_recovery::Inputs {
@@ -295,7 +295,7 @@ impl Agent<'_> {
             return None;
         };
         match source {
-            Source::Member { id, .. } if *id == ev.my_id => {
+            RecoverFrom::Member { id, .. } if *id == ev.my_id => {
                 if !stable {
                     // Every agent records what it holds at its own tick: act on the second
                     // identical decision, when their reports no longer change.
@@ -304,7 +304,7 @@ impl Agent<'_> {
                 st.last = None;
                 Some(AutoStep::RecoverHere(ev.decision.clone()))
             }
-            Source::Member { id, who, .. } => {
+            RecoverFrom::Member { id, who, .. } => {
                 if !ev.holds_data {
                     // Without data the first-boot path joins the recovered member.
                     return None;
@@ -330,7 +330,7 @@ impl Agent<'_> {
                     _ => None,
                 }
             }
-            Source::Store(p) => {
+            RecoverFrom::Store(p) => {
                 if !repeat {
                     tracing::error!(snapshot = %p.id, "automatic recovery: the store's snapshot is newer than every member's data; this version does not restore it by itself: stop every agent, move each data dir aside, and start them (the total-loss path restores the newest snapshot), or run `etcd-bootstrap recover` on a member to keep its data");
                 }
@@ -458,11 +458,11 @@ mod tests {
             answer_of(&Err(
                 "10.0.0.1:2378 answered \"HTTP/1.1 503 Service Unavailable\"".into()
             )),
-            AgentAnswer::CannotTell(_)
+            HoldingAnswer::CannotTell(_)
         ));
         assert!(matches!(
             answer_of(&Err("connection refused".into())),
-            AgentAnswer::Missing(_)
+            HoldingAnswer::Missing(_)
         ));
     }
 }

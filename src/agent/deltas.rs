@@ -70,8 +70,8 @@ impl FullReason {
 enum Round {
     /// Not the holder (or not a voter, or no full snapshot yet): wait a while.
     Idle,
-    /// Watched for an interval (and uploaded what came): go on at once.
-    Watched,
+    /// WatchBatch for an interval (and uploaded what came): go on at once.
+    WatchBatch,
 }
 
 impl Agent<'_> {
@@ -88,7 +88,7 @@ impl Agent<'_> {
         loop {
             let round = self.delta_round(store, interval, &mut claim).await;
             match round {
-                Ok(Round::Watched) => continue,
+                Ok(Round::WatchBatch) => continue,
                 Ok(Round::Idle) => {}
                 Err(e) => {
                     super::metrics::delta_failed();
@@ -198,7 +198,7 @@ impl Agent<'_> {
                 ),
             )
             .await?;
-            return Ok(Round::Watched);
+            return Ok(Round::WatchBatch);
         }
         let Some(c) = claim.as_mut() else {
             return Ok(Round::Idle);
@@ -214,7 +214,7 @@ impl Agent<'_> {
                 ),
             )
             .await?;
-            return Ok(Round::Watched);
+            return Ok(Round::WatchBatch);
         }
         let deadline = tokio::time::Instant::from_std(started + interval);
         let watched = watch_keyspace(
@@ -235,10 +235,10 @@ impl Agent<'_> {
                 ),
             )
             .await?;
-            return Ok(Round::Watched);
+            return Ok(Round::WatchBatch);
         }
         if watched.events.is_empty() {
-            return Ok(Round::Watched);
+            return Ok(Round::WatchBatch);
         }
         self.store_segment(
             store,
@@ -271,12 +271,12 @@ impl Agent<'_> {
         }
         if segment::tail(store, base).await? != *link {
             tracing::warn!("the chain changed while watching; this segment is left out");
-            return Ok(Round::Watched);
+            return Ok(Round::WatchBatch);
         }
         let m = segment::upload(store, recipients, link, &segment::group(events)).await?;
         tracing::debug!(segment = %m.id, base = %m.base, events = m.events, size = m.size, "delta segment stored");
         super::metrics::delta_segment_stored(&m, link.segments + 1);
-        Ok(Round::Watched)
+        Ok(Round::WatchBatch)
     }
 
     /// A full snapshot outside the schedule, now; logged with why, and counted.
@@ -312,7 +312,7 @@ impl Agent<'_> {
 
 /// What one watch brought: the events in watch order, and the revision etcd compacted its
 /// history up to when the watch met a compacted revision (then the events are incomplete).
-struct Watched {
+struct WatchBatch {
     events: Vec<Event>,
     compacted: Option<i64>,
 }
@@ -334,7 +334,7 @@ async fn watch_keyspace(
     from: i64,
     deadline: tokio::time::Instant,
     max_bytes: u64,
-) -> Result<Watched> {
+) -> Result<WatchBatch> {
     let mut watch = etcd
         .watch_client()
         .max_decoding_message_size(WATCH_MESSAGE_LIMIT);
@@ -375,7 +375,7 @@ async fn watch_keyspace(
     }
     // Closing the stream cancels the watch.
     drop(stream);
-    Ok(Watched { events, compacted })
+    Ok(WatchBatch { events, compacted })
 }
 
 /// One event of etcd's watch as a segment's; `None` without a key-value.

@@ -49,13 +49,13 @@ pub struct Defragged {
 }
 
 /// The members as the job sees them.
-struct Seen {
+struct DbsSeen {
     dbs: Vec<MemberDb>,
     urls: Vec<(u64, String)>,
     unhealthy: Vec<String>,
 }
 
-impl Seen {
+impl DbsSeen {
     fn url(&self, id: u64) -> Option<&str> {
         self.urls
             .iter()
@@ -153,12 +153,12 @@ impl Agent<'_> {
         result
     }
 
-    async fn see_dbs(&self, material: &ClientMaterial) -> Result<Seen> {
+    async fn see_dbs(&self, material: &ClientMaterial) -> Result<DbsSeen> {
         let cfg = self.cfg;
         let mut c =
             client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT).await?;
         let members = membership::list(&mut c).await?;
-        let mut seen = Seen {
+        let mut seen = DbsSeen {
             dbs: vec![],
             urls: vec![],
             unhealthy: vec![],
@@ -202,7 +202,7 @@ impl Agent<'_> {
     async fn defrag_in_order(
         &self,
         material: &ClientMaterial,
-        seen: &Seen,
+        seen: &DbsSeen,
         order: &[MemberDb],
     ) -> Result<Vec<Defragged>> {
         let mut done = Vec::new();
@@ -257,7 +257,7 @@ impl Agent<'_> {
     async fn hand_leadership_away(
         &self,
         material: &ClientMaterial,
-        seen: &Seen,
+        seen: &DbsSeen,
         leader: &MemberDb,
         url: &str,
     ) -> Result<()> {

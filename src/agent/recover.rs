@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 const FORCE_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What this node sees of its last-known membership.
-pub struct Seen {
+pub struct MembersSeen {
     pub local_healthy: bool,
     pub local_index: Option<u64>,
     pub members: Vec<MemberSeen>,
@@ -75,7 +75,7 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `recover`, before it asks for confirmation: what this node sees of its last-known
 /// membership, `Refused` unless recovering alone is right.
-pub async fn check(cfg: &Config, material: &ClientMaterial) -> Result<Seen> {
+pub async fn check(cfg: &Config, material: &ClientMaterial) -> Result<MembersSeen> {
     let seen = see_membership(cfg, material).await?;
     if let RecoveryVerdict::Refuse(why) =
         recover::may_recover(seen.local_healthy, seen.local_index, &seen.members)
@@ -85,7 +85,7 @@ pub async fn check(cfg: &Config, material: &ClientMaterial) -> Result<Seen> {
     Ok(seen)
 }
 
-impl Seen {
+impl MembersSeen {
     /// The members whose etcd does not answer.
     pub fn lost(&self) -> Vec<&str> {
         self.members
@@ -160,7 +160,7 @@ pub async fn agent_outcome(cfg: &Config) -> Result<()> {
 
 /// This node's last-known membership (its identity record), each member's etcd probed and
 /// each member's agent asked, all at once.
-pub async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<Seen> {
+pub async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<MembersSeen> {
     let local_healthy = client::check_health(&local_endpoint(cfg), material)
         .await
         .is_ok();
@@ -171,7 +171,7 @@ async fn members_seen(
     cfg: &Config,
     material: &ClientMaterial,
     local_healthy: bool,
-) -> Result<Seen> {
+) -> Result<MembersSeen> {
     let record = Record::load(&cfg.member.data_dir)?.context(
         "no identity record beside member.data_dir: this node has never been a healthy member",
     )?;
@@ -217,7 +217,7 @@ async fn members_seen(
                 }
             })
             .collect();
-    Ok(Seen {
+    Ok(MembersSeen {
         local_healthy,
         local_index: record.raft_index,
         members,

@@ -44,20 +44,20 @@ impl Payload for FleetRequest {
 
 /// A member's progress with a request.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Progress {
+pub struct RequestProgress {
     pub member: String,
     /// "checking", "restoring", "started", "failed: ..." or "retrying: ...".
     pub state: String,
     pub at: String,
 }
 
-impl Progress {
+impl RequestProgress {
     pub fn failed(&self) -> bool {
         self.state.starts_with("failed")
     }
 }
 
-impl Payload for Progress {
+impl Payload for RequestProgress {
     fn signer(&self) -> &str {
         &self.member
     }
@@ -269,7 +269,7 @@ pub async fn report(store: &Store, request_id: &str, member: &str, state: &str) 
             return;
         }
     };
-    let p = Progress {
+    let p = RequestProgress {
         member: key.name().into(),
         state: state.into(),
         at: super::manifest::rfc3339(time::OffsetDateTime::now_utc()),
@@ -292,7 +292,7 @@ pub async fn report(store: &Store, request_id: &str, member: &str, state: &str) 
 
 /// Every member's signed progress with a request (unsigned notes are left out: whoever can
 /// write the bucket could otherwise make `restore` report a failure, or let a new request in).
-pub async fn progress(store: &Store, request_id: &str) -> Result<Vec<Progress>> {
+pub async fn progress(store: &Store, request_id: &str) -> Result<Vec<RequestProgress>> {
     if !request_id_ok(request_id) {
         anyhow::bail!("{request_id:?} is not a request id");
     }
@@ -317,7 +317,7 @@ pub async fn progress(store: &Store, request_id: &str) -> Result<Vec<Progress>> 
         let Ok(Some((bytes, _))) = store.get_bounded(&o.location, signed::MAX_BYTES).await else {
             continue;
         };
-        match signed::open::<Progress>(PROGRESS, &bytes, &anchor, now) {
+        match signed::open::<RequestProgress>(PROGRESS, &bytes, &anchor, now) {
             Ok(p) if p.member == stem => out.push(p),
             Ok(_) | Err(_) => {
                 tracing::warn!(object = %o.location, "a restore progress note in the store is not signed by the member it names; ignored");

@@ -38,7 +38,7 @@ impl Decision {
 
 /// What one member's agent answered at its peer endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentAnswer {
+pub enum HoldingAnswer {
     /// No answer (down, unreachable, refused): why, for the message.
     Missing(String),
     /// It answered but cannot read its own identity record (503): it cannot tell what it holds.
@@ -61,11 +61,11 @@ pub struct Holding {
 
 /// One member of the last recorded membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
+pub struct MemberAnswer {
     pub id: u64,
     /// Its peer URL (or name), for messages.
     pub who: String,
-    pub answer: AgentAnswer,
+    pub answer: HoldingAnswer,
 }
 
 /// The newest signed snapshot of this cluster in the store, when `[backup]` is set.
@@ -81,7 +81,7 @@ pub struct StorePoint {
 pub struct Inputs<'a> {
     pub cluster_name: &'a str,
     pub cluster_id: u64,
-    pub members: &'a [Member],
+    pub members: &'a [MemberAnswer],
     /// Whether a quorum of the membership's etcd members answers (then nothing is lost).
     pub quorum_answers: bool,
     /// The newest signed snapshot of this cluster: `Ok(None)` without `[backup]` or when the
@@ -93,7 +93,7 @@ pub struct Inputs<'a> {
 
 /// Where the cluster comes back from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum RecoverFrom {
     /// A member's data: its agent runs `recover` (one start with `--force-new-cluster`); the
     /// others join it.
     Member {
@@ -118,7 +118,7 @@ pub enum Decision {
     /// seen; `lost`: how many revisions behind it the chosen copy is (0 when none are lost,
     /// `None` when a revision is unknown).
     Recover {
-        source: Source,
+        source: RecoverFrom,
         highest: Option<i64>,
         lost: Option<i64>,
     },
@@ -131,7 +131,7 @@ impl Decision {
     pub fn recovering_member(&self) -> Option<u64> {
         match self {
             Decision::Recover {
-                source: Source::Member { id, .. },
+                source: RecoverFrom::Member { id, .. },
                 ..
             } => Some(*id),
             _ => None,
@@ -139,10 +139,10 @@ impl Decision {
     }
 }
 
-impl fmt::Display for Source {
+impl fmt::Display for RecoverFrom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Member {
+            RecoverFrom::Member {
                 id,
                 who,
                 term,
@@ -158,7 +158,7 @@ impl fmt::Display for Source {
                 }
                 Ok(())
             }
-            Source::Store(p) => write!(
+            RecoverFrom::Store(p) => write!(
                 f,
                 "snapshot {} of the store (revision {}, taken {})",
                 p.id, p.revision, p.created
@@ -251,7 +251,7 @@ fn unanswered(i: &Inputs) -> Option<Decision> {
         .members
         .iter()
         .filter_map(|m| match &m.answer {
-            AgentAnswer::Missing(why) => Some(format!("{} ({why})", m.who)),
+            HoldingAnswer::Missing(why) => Some(format!("{} ({why})", m.who)),
             _ => None,
         })
         .collect();
@@ -269,21 +269,21 @@ fn unanswered(i: &Inputs) -> Option<Decision> {
 /// The members that hold data of this cluster, every agent having answered; blocked by any
 /// answer only a person can settle: an agent that cannot read its identity, one of another
 /// `cluster.name`, data of another cluster, data without a raft index.
-fn holders<'a>(i: &Inputs<'a>) -> Result<Vec<(&'a Member, &'a Holding)>, Decision> {
+fn holders<'a>(i: &Inputs<'a>) -> Result<Vec<(&'a MemberAnswer, &'a Holding)>, Decision> {
     let mut blocks = vec![];
     let mut holders = vec![];
     for m in i.members {
         match &m.answer {
-            AgentAnswer::Missing(_) => unreachable!("handled by `unanswered`"),
-            AgentAnswer::CannotTell(why) => blocks.push(format!(
+            HoldingAnswer::Missing(_) => unreachable!("handled by `unanswered`"),
+            HoldingAnswer::CannotTell(why) => blocks.push(format!(
                 "the agent of {} cannot read its identity ({why})",
                 m.who
             )),
-            AgentAnswer::Report(h) if h.cluster_name != i.cluster_name => blocks.push(format!(
+            HoldingAnswer::Report(h) if h.cluster_name != i.cluster_name => blocks.push(format!(
                 "the agent at {} belongs to cluster.name \"{}\", not \"{}\"",
                 m.who, h.cluster_name, i.cluster_name
             )),
-            AgentAnswer::Report(h) if h.has_data && h.cluster_id != Some(i.cluster_id) => blocks
+            HoldingAnswer::Report(h) if h.has_data && h.cluster_id != Some(i.cluster_id) => blocks
                 .push(format!(
                     "{} holds data of cluster {}, not {:x}",
                     m.who,
@@ -292,12 +292,12 @@ fn holders<'a>(i: &Inputs<'a>) -> Result<Vec<(&'a Member, &'a Holding)>, Decisio
                         .unwrap_or("unknown".into()),
                     i.cluster_id
                 )),
-            AgentAnswer::Report(h) if h.has_data && h.index.is_none() => blocks.push(format!(
+            HoldingAnswer::Report(h) if h.has_data && h.index.is_none() => blocks.push(format!(
                 "{} holds data of this cluster but reports no raft index",
                 m.who
             )),
-            AgentAnswer::Report(h) if h.has_data => holders.push((m, h)),
-            AgentAnswer::Report(_) => {}
+            HoldingAnswer::Report(h) if h.has_data => holders.push((m, h)),
+            HoldingAnswer::Report(_) => {}
         }
     }
     if blocks.is_empty() {
@@ -308,7 +308,9 @@ fn holders<'a>(i: &Inputs<'a>) -> Result<Vec<(&'a Member, &'a Holding)>, Decisio
 }
 
 /// The best copy among the holders: the highest (term, index), ties to the lowest member ID.
-fn best_copy<'a>(holders: &[(&'a Member, &'a Holding)]) -> Option<(&'a Member, &'a Holding)> {
+fn best_copy<'a>(
+    holders: &[(&'a MemberAnswer, &'a Holding)],
+) -> Option<(&'a MemberAnswer, &'a Holding)> {
     // Holders that lack a term (records of older versions) are compared by index alone, all of
     // them: mixing known and unknown terms would rank by a missing figure.
     let all_terms = holders.iter().all(|(_, h)| h.term.is_some());
@@ -326,7 +328,7 @@ fn best_copy<'a>(holders: &[(&'a Member, &'a Holding)]) -> Option<(&'a Member, &
 
 /// Recover from the best copy, or from the store's snapshot when it is newer than that copy (or
 /// no member holds data); the revisions lost are counted from the highest any of them has seen.
-fn recover_from(holders: &[(&Member, &Holding)], store: Option<&StorePoint>) -> Decision {
+fn recover_from(holders: &[(&MemberAnswer, &Holding)], store: Option<&StorePoint>) -> Decision {
     let best = best_copy(holders);
     let highest = holders
         .iter()
@@ -336,13 +338,13 @@ fn recover_from(holders: &[(&Member, &Holding)], store: Option<&StorePoint>) -> 
     match (best, store) {
         (Some((_, h)), Some(s)) if h.revision.is_some_and(|r| s.revision > r) => {
             Decision::Recover {
-                source: Source::Store(s.clone()),
+                source: RecoverFrom::Store(s.clone()),
                 highest,
                 lost: highest.map(|hi| hi - s.revision),
             }
         }
         (Some((m, h)), _) => Decision::Recover {
-            source: Source::Member {
+            source: RecoverFrom::Member {
                 id: m.id,
                 who: m.who.clone(),
                 term: h.term,
@@ -356,7 +358,7 @@ fn recover_from(holders: &[(&Member, &Holding)], store: Option<&StorePoint>) -> 
             },
         },
         (None, Some(s)) => Decision::Recover {
-            source: Source::Store(s.clone()),
+            source: RecoverFrom::Store(s.clone()),
             highest,
             lost: Some(0),
         },
@@ -372,8 +374,8 @@ mod tests {
 
     const CLUSTER: u64 = 0xc1;
 
-    fn holder(term: u64, index: u64, revision: i64) -> AgentAnswer {
-        AgentAnswer::Report(Holding {
+    fn holder(term: u64, index: u64, revision: i64) -> HoldingAnswer {
+        HoldingAnswer::Report(Holding {
             cluster_name: "lab".into(),
             cluster_id: Some(CLUSTER),
             has_data: true,
@@ -383,15 +385,15 @@ mod tests {
         })
     }
 
-    fn wiped() -> AgentAnswer {
-        AgentAnswer::Report(Holding {
+    fn wiped() -> HoldingAnswer {
+        HoldingAnswer::Report(Holding {
             cluster_name: "lab".into(),
             ..Default::default()
         })
     }
 
-    fn m(id: u64, answer: AgentAnswer) -> Member {
-        Member {
+    fn m(id: u64, answer: HoldingAnswer) -> MemberAnswer {
+        MemberAnswer {
             id,
             who: format!("etcd{id}"),
             answer,
@@ -408,7 +410,7 @@ mod tests {
 
     fn from_member(id: u64, lost: i64) -> Box<dyn Fn(&Decision) -> bool> {
         Box::new(
-            move |d| matches!(d, Decision::Recover { source: Source::Member { id: got, .. }, lost: Some(l), .. } if *got == id && *l == lost),
+            move |d| matches!(d, Decision::Recover { source: RecoverFrom::Member { id: got, .. }, lost: Some(l), .. } if *got == id && *l == lost),
         )
     }
 
@@ -424,7 +426,7 @@ mod tests {
     fn decide_table() {
         type Case = (
             &'static str,
-            Vec<Member>,
+            Vec<MemberAnswer>,
             // None: the store cannot be read.
             Option<Option<StorePoint>>,
             Box<dyn Fn(&Decision) -> bool>,
@@ -441,7 +443,7 @@ mod tests {
                 vec![
                     m(1, holder(3, 100, 40)),
                     m(2, wiped()),
-                    m(3, AgentAnswer::Missing("connection refused".into())),
+                    m(3, HoldingAnswer::Missing("connection refused".into())),
                 ],
                 Some(None),
                 waits("1 of 3 members' agents have not answered: etcd3 (connection refused)"),
@@ -452,7 +454,7 @@ mod tests {
                     m(1, holder(3, 100, 40)),
                     m(
                         2,
-                        AgentAnswer::Report(Holding {
+                        HoldingAnswer::Report(Holding {
                             cluster_name: "lab".into(),
                             cluster_id: Some(0xf0),
                             has_data: true,
@@ -472,7 +474,7 @@ mod tests {
                     m(1, holder(3, 100, 40)),
                     m(
                         2,
-                        AgentAnswer::Report(Holding {
+                        HoldingAnswer::Report(Holding {
                             cluster_name: "other".into(),
                             ..Default::default()
                         }),
@@ -486,7 +488,7 @@ mod tests {
                 "cannot read my identity blocks",
                 vec![
                     m(1, holder(3, 100, 40)),
-                    m(2, AgentAnswer::CannotTell("permission denied".into())),
+                    m(2, HoldingAnswer::CannotTell("permission denied".into())),
                     m(3, wiped()),
                 ],
                 Some(None),
@@ -521,7 +523,7 @@ mod tests {
                 vec![m(1, holder(3, 100, 40)), m(2, wiped()), m(3, wiped())],
                 Some(Some(point(55))),
                 Box::new(
-                    |d| matches!(d, Decision::Recover { source: Source::Store(p), lost: Some(0), highest: Some(55) } if p.revision == 55),
+                    |d| matches!(d, Decision::Recover { source: RecoverFrom::Store(p), lost: Some(0), highest: Some(55) } if p.revision == 55),
                 ),
             ),
             (

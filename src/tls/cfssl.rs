@@ -23,7 +23,7 @@ pub struct Cfssl {
 }
 
 #[derive(Debug, Deserialize)]
-struct Answer {
+struct CfsslAnswer {
     #[serde(default)]
     success: bool,
     #[serde(default)]
@@ -114,7 +114,7 @@ impl Cfssl {
             .text()
             .await
             .with_context(|| format!("reading the answer of the signer at {url}"))?;
-        let answer: Answer = serde_json::from_str(&text).with_context(|| {
+        let answer: CfsslAnswer = serde_json::from_str(&text).with_context(|| {
             format!("the signer at {url} answered HTTP {status} with something that is not cfssl's JSON: {}", text.chars().take(200).collect::<String>())
         })?;
         if !answer.success || !status.is_success() {

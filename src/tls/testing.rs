@@ -5,12 +5,12 @@ use super::{ca, Identity, TlsPlan};
 use crate::config::Config;
 use std::time::Duration;
 
-pub(super) struct Fixture {
+pub(super) struct CaFixture {
     pub(super) dir: tempfile::TempDir,
     pub(super) cfg: Config,
 }
 
-pub(super) fn fixture() -> Fixture {
+pub(super) fn fixture() -> CaFixture {
     let dir = tempfile::tempdir().unwrap();
     ca::init(
         &dir.path().join("ca"),
@@ -28,7 +28,7 @@ pub(super) fn fixture() -> Fixture {
     )
     .unwrap();
     let cfg = Config::load(Some(&p), &[]).unwrap();
-    Fixture { dir, cfg }
+    CaFixture { dir, cfg }
 }
 
 pub(super) fn identity(cfg: &Config, ip: &str) -> Identity {

@@ -32,7 +32,7 @@ type Started = (ClientMaterial, Vec<String>);
 
 /// One observation and decision round's outcome: start etcd in this state (with the voters to
 /// ask after a join), or observe again.
-enum Round {
+enum RoundOutcome {
     Start(ClusterState, Vec<String>),
     Again,
 }
@@ -61,8 +61,8 @@ impl Agent<'_> {
                 .act(action, &observed, &material, &mut pause, deadline)
                 .await?
             {
-                Round::Start(state, voters) => (state, voters),
-                Round::Again => continue,
+                RoundOutcome::Start(state, voters) => (state, voters),
+                RoundOutcome::Again => continue,
             };
             for f in observed.tls.changed() {
                 tracing::info!(file = %f.path.display(), reason = f.change.as_deref().unwrap_or(""), "writing certificate material");
@@ -197,16 +197,16 @@ impl Agent<'_> {
         material: &ClientMaterial,
         pause: &mut Backoff,
         deadline: Instant,
-    ) -> Result<Round> {
+    ) -> Result<RoundOutcome> {
         let cfg = self.cfg;
         match action {
-            Action::Restart => Ok(Round::Start(ClusterState::FromDisk, vec![])),
-            Action::BootstrapNew(ic) => Ok(Round::Start(ClusterState::New(ic), vec![])),
+            Action::Restart => Ok(RoundOutcome::Start(ClusterState::FromDisk, vec![])),
+            Action::BootstrapNew(ic) => Ok(RoundOutcome::Start(ClusterState::New(ic), vec![])),
             Action::MoveAside(why) => {
                 tracing::warn!(reason = %why, "moving the data dir aside");
                 datadir::move_aside(&cfg.member.data_dir, &why, None)?;
                 metrics::heal_action(HealAction::MoveAside);
-                Ok(Round::Again)
+                Ok(RoundOutcome::Again)
             }
             Action::Wait(reason) => {
                 if pause.expired() {
@@ -223,7 +223,7 @@ impl Agent<'_> {
                     "waiting: {reason}"
                 ))]);
                 pause.wait().await;
-                Ok(Round::Again)
+                Ok(RoundOutcome::Again)
             }
             Action::Refuse(why) => Err(Refused(why).into()),
             Action::Join { .. } | Action::AdoptUnstarted { .. } | Action::ReplaceStale { .. } => {
@@ -240,7 +240,7 @@ impl Agent<'_> {
         observed: &crate::agent::observe::Observed,
         material: &ClientMaterial,
         deadline: Instant,
-    ) -> Result<Round> {
+    ) -> Result<RoundOutcome> {
         let cfg = self.cfg;
         let (Action::Join { endpoints, .. }
         | Action::AdoptUnstarted { endpoints, .. }
@@ -274,7 +274,7 @@ impl Agent<'_> {
         };
         failpoint::hit("join:after-add");
         let initial_cluster = membership::initial_cluster(&members, my_id, &observed.me.name);
-        Ok(Round::Start(
+        Ok(RoundOutcome::Start(
             ClusterState::Existing { initial_cluster },
             endpoints.clone(),
         ))

@@ -21,7 +21,7 @@ pub(super) async fn find(
     cfg: &Config,
     record: &Record,
     material: &ClientMaterial,
-) -> (DiscoveryRead, Seen) {
+) -> (DiscoveryRead, MembershipSeen) {
     let my_id = record.member();
     let mut first: Vec<String> = vec![local_endpoint(cfg)];
     first.extend(
@@ -135,7 +135,7 @@ async fn read_discovery(cfg: &Config) -> (DiscoveryRead, Vec<String>) {
 }
 
 /// The membership and every answer of the probes.
-pub(super) struct Seen {
+pub(super) struct MembershipSeen {
     pub(super) cluster: Option<u64>,
     pub(super) members: Vec<MemberView>,
     pub(super) from_record: bool,
@@ -150,7 +150,7 @@ async fn see_members(
     material: &ClientMaterial,
     answers: &mut HashMap<String, Answer>,
     discovered: &(DiscoveryRead, Vec<String>),
-) -> Seen {
+) -> MembershipSeen {
     let mut cluster = record.cluster();
     let pick = |answers: &HashMap<String, Answer>, cluster: Option<u64>| -> Option<ClusterView> {
         answers
@@ -212,7 +212,7 @@ async fn see_members(
         .collect();
     let got = client::probe_all(&missing, material).await;
     answers.extend(missing.into_iter().zip(got));
-    Seen {
+    MembershipSeen {
         cluster,
         members,
         from_record,

@@ -24,7 +24,7 @@ use crate::tls::ClientMaterial;
 use agents::AgentAnswers;
 use anyhow::{Context, Result};
 use etcd_status::StatusSeen;
-use membership::{DiscoveryRead, Seen};
+use membership::{DiscoveryRead, MembershipSeen};
 use std::collections::{BTreeMap, HashMap};
 
 pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
@@ -48,7 +48,7 @@ pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
         super::snapshots::last_snapshot(cfg),
         membership::find(cfg, &record, &material)
     );
-    let Seen {
+    let MembershipSeen {
         cluster,
         members: views,
         from_record,
@@ -126,14 +126,14 @@ fn members(
     agents: &AgentAnswers,
     down_since: &BTreeMap<String, i64>,
     statuses: &HashMap<u64, StatusSeen>,
-) -> Vec<d::Member> {
+) -> Vec<d::CheckedMember> {
     views
         .iter()
         .zip(reach)
         .map(|(m, (reachable, error))| {
             let peer_url = m.peer_urls.first().cloned().unwrap_or_default();
             let agent = agents::agent_seen(cfg, agents, &peer_url);
-            d::Member {
+            d::CheckedMember {
                 id: m.id,
                 name: m.name.clone(),
                 peer_url,
@@ -155,10 +155,10 @@ fn members(
 /// Without a quorum: what the agents do about it by themselves.
 async fn auto_recovery(
     cfg: &Config,
-    members: &[d::Member],
+    members: &[d::CheckedMember],
     material: &ClientMaterial,
 ) -> Option<String> {
-    let voters: Vec<&d::Member> = members.iter().filter(|m| !m.is_learner).collect();
+    let voters: Vec<&d::CheckedMember> = members.iter().filter(|m| !m.is_learner).collect();
     if voters.iter().filter(|m| m.reachable).count() <= voters.len() / 2 {
         Some(super::auto_recover::would_do(cfg, material).await)
     } else {

@@ -26,7 +26,7 @@ pub(super) fn del(key: &[u8], rev: i64) -> Event {
     }
 }
 
-pub(super) struct Fixture {
+pub(super) struct ChainFixture {
     _dir: tempfile::TempDir,
     pub(super) root: std::path::PathBuf,
     pub(super) pki: Pki,
@@ -37,7 +37,7 @@ pub(super) struct Fixture {
     pub(super) segments: Vec<SegmentManifest>,
 }
 
-impl Fixture {
+impl ChainFixture {
     pub(super) fn seg_path(&self, m: &SegmentManifest, name: &str) -> std::path::PathBuf {
         self.root
             .join("prod/segments")
@@ -47,7 +47,7 @@ impl Fixture {
 }
 
 /// A signed full snapshot at revision 10 and three encrypted segments: 11-12, 13, 14-15.
-pub(super) async fn fixture() -> Fixture {
+pub(super) async fn fixture() -> ChainFixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let pki = Pki::new();
@@ -109,7 +109,7 @@ pub(super) async fn fixture() -> Fixture {
                 .unwrap(),
         );
     }
-    Fixture {
+    ChainFixture {
         _dir: dir,
         root,
         pki,

@@ -315,7 +315,7 @@ fn after(link: &Link, m: &SegmentManifest) -> Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::segment::fixture::{del, fixture, put, Fixture};
+    use crate::backup::segment::fixture::{del, fixture, put, ChainFixture};
     use crate::backup::segment::{delete_chain, group, tail, upload, Revision, KIND};
     use crate::backup::signed::{self, tests::Pki};
 
@@ -393,7 +393,8 @@ mod tests {
     /// Each way a chain can break is named, with the object that breaks it.
     #[tokio::test]
     async fn a_broken_chain_names_the_object() {
-        type Break = fn(&Fixture) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+        type Break =
+            fn(&ChainFixture) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
         // (what is done to the store, the object named, why)
         let cases: Vec<(&str, Break, usize, &str)> = vec![
             (

@@ -11,7 +11,7 @@ use super::report::AgentReport;
 
 /// A peer that holds data: the cluster and formation it belongs to, the snapshot it was restored
 /// from, and a description.
-pub(super) struct Holding {
+pub(super) struct DataHolder {
     pub cluster: Option<u64>,
     pub formation: Option<String>,
     pub restored_from: Option<String>,
@@ -20,17 +20,17 @@ pub(super) struct Holding {
 
 /// The nonces of every initial member (this node's and each peer agent's), or who could not be
 /// asked, who holds data, and who belongs to another cluster name.
-pub(super) struct Evidence {
+pub(super) struct FormationEvidence {
     pub nonces: Vec<String>,
     pub unasked: Vec<String>,
     /// Peers that hold data.
-    pub holding: Vec<Holding>,
+    pub holding: Vec<DataHolder>,
     pub foreign: Vec<String>,
 }
 
 /// What the agents of the peer set (every discovered peer but this node) said.
-pub(super) fn evidence(obs: &Observations) -> Evidence {
-    let mut e = Evidence {
+pub(super) fn evidence(obs: &Observations) -> FormationEvidence {
+    let mut e = FormationEvidence {
         nonces: vec![obs.my_nonce.clone()],
         unasked: vec![],
         holding: vec![],
@@ -67,9 +67,9 @@ pub(super) fn evidence(obs: &Observations) -> Evidence {
 }
 
 /// The peer `who` holds data, as its agent's report `r` describes it.
-fn holding(who: &str, r: &AgentReport) -> Holding {
+fn holding(who: &str, r: &AgentReport) -> DataHolder {
     let hex = |id: Option<u64>| id.map(|c| format!("{c:x}")).unwrap_or("?".into());
-    Holding {
+    DataHolder {
         cluster: r.cluster_id,
         formation: r.formation.clone(),
         restored_from: r.restored_from.clone(),
@@ -84,7 +84,7 @@ fn holding(who: &str, r: &AgentReport) -> Holding {
     }
 }
 
-impl Evidence {
+impl FormationEvidence {
     /// Whether every other member could be asked and is of this `cluster.name`: else the refusal
     /// (a member of another cluster name) or the wait (members that could not be asked).
     pub fn all_asked(&self) -> Result<(), Action> {

@@ -3,7 +3,7 @@
 //! from is known (`decide::restore`).
 
 use super::action::{Action, WaitReason};
-use super::evidence::{evidence, Evidence};
+use super::evidence::{evidence, FormationEvidence};
 use super::initial_cluster::{derive_token, formation, InitialCluster};
 use super::observations::Observations;
 use crate::decide::restore::{self, FormedPeer, NoSeed};
@@ -89,7 +89,11 @@ fn complete_set_with_me(obs: &Observations) -> Result<&Peer, Action> {
 /// peers of the same formation restored (a late initial member follows them), else the newest
 /// the store lists, or nothing. Refused when those peers started from different data; a wait
 /// when the store cannot be listed.
-fn seed(obs: &Observations, e: &Evidence, formation: &str) -> Result<Option<String>, Action> {
+fn seed(
+    obs: &Observations,
+    e: &FormationEvidence,
+    formation: &str,
+) -> Result<Option<String>, Action> {
     let formed: Vec<FormedPeer> = e
         .holding
         .iter()

@@ -14,8 +14,8 @@ pub(crate) const POLICY: &str =
 pub(crate) const CTL: &str = "etcdctl --endpoints https://10.0.0.11:2379,https://10.0.0.12:2379,https://10.0.0.13:2379 --cacert /etc/etcd/pki/ca.crt --cert /etc/etcd/pki/client.crt --key /etc/etcd/pki/client.key";
 pub(crate) const CTL_12: &str = "etcdctl --endpoints https://10.0.0.11:2379,https://10.0.0.12:2379 --cacert /etc/etcd/pki/ca.crt --cert /etc/etcd/pki/client.crt --key /etc/etcd/pki/client.key";
 
-pub(crate) fn member(i: u64) -> Member {
-    Member {
+pub(crate) fn member(i: u64) -> CheckedMember {
+    CheckedMember {
         id: 0x100 + i,
         name: format!("etcd{i}"),
         peer_url: format!("https://10.0.0.1{i}:2380"),

@@ -2,14 +2,14 @@
 
 use super::fix::etcdctl;
 use super::text::{label, short, since};
-use super::{DoctorInput, Finding, Member};
+use super::{CheckedMember, DoctorInput, Finding};
 
 /// A node waiting to join (listed by discovery, not a member) is not held up by a dead member.
 /// etcd rules relied on: a member add is refused while any voter is not
 /// connected to the member receiving it ("unhealthy cluster"), and while another learner is
 /// there ("too many learner members"); a new member joins as a learner.
 pub fn joins(o: &DoctorInput) -> Vec<Finding> {
-    let blockers: Vec<&Member> = o.members.iter().filter(|m| !m.reachable).collect();
+    let blockers: Vec<&CheckedMember> = o.members.iter().filter(|m| !m.reachable).collect();
     if blockers.is_empty() {
         return vec![Finding::ok(
             "joins",

@@ -84,7 +84,7 @@ pub struct DoctorInput {
     pub local_index: Option<u64>,
     /// Where `members` came from, when not from a member that answered: "the identity record".
     pub membership_from_record: bool,
-    pub members: Vec<Member>,
+    pub members: Vec<CheckedMember>,
     pub certificates: Vec<Cert>,
     pub renewal: Renewal,
     /// Raised alarms (or why they could not be read).
@@ -115,7 +115,7 @@ pub struct DoctorInput {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
+pub struct CheckedMember {
     pub id: u64,
     /// Empty: added but never started.
     pub name: String,
@@ -176,7 +176,7 @@ pub enum Renewal {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alarm {
-    /// Member name or ID.
+    /// CheckedMember name or ID.
     pub member: String,
     /// "NOSPACE", "CORRUPT".
     pub alarm: String,

@@ -1,14 +1,14 @@
 //! `quorum`: a majority of the voting members answers.
 
 use super::text::{label, since};
-use super::{DoctorInput, Finding, Member};
+use super::{CheckedMember, DoctorInput, Finding};
 use crate::decide::recover;
 use crate::util::time::age_text;
 
 /// A majority of the voting members answers. Without one: who is unreachable since when, and
 /// the quorum-loss remedy (`decide::recover`). etcd rule: N voters need floor(N/2)+1.
 pub fn quorum(o: &DoctorInput) -> Vec<Finding> {
-    let voters: Vec<&Member> = o.members.iter().filter(|m| !m.is_learner).collect();
+    let voters: Vec<&CheckedMember> = o.members.iter().filter(|m| !m.is_learner).collect();
     if voters.is_empty() {
         return vec![Finding::fail(
             "quorum",

@@ -1,9 +1,9 @@
 //! How the checks name members, sizes and dates in their messages.
 
-use super::Member;
+use super::CheckedMember;
 use crate::util::time::{age_text, utc_stamp};
 
-pub(super) fn label(m: &Member) -> String {
+pub(super) fn label(m: &CheckedMember) -> String {
     if m.name.is_empty() {
         format!("{:x} ({})", m.id, m.peer_url)
     } else {
@@ -11,7 +11,7 @@ pub(super) fn label(m: &Member) -> String {
     }
 }
 
-pub(super) fn short(m: &Member) -> String {
+pub(super) fn short(m: &CheckedMember) -> String {
     if m.name.is_empty() {
         format!("{:x}", m.id)
     } else {
@@ -19,7 +19,7 @@ pub(super) fn short(m: &Member) -> String {
     }
 }
 
-pub(super) fn since(m: &Member, now: i64) -> String {
+pub(super) fn since(m: &CheckedMember, now: i64) -> String {
     match m.down_since {
         Some(t) => match time::OffsetDateTime::from_unix_timestamp(t) {
             Ok(at) => format!(
