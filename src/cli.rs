@@ -76,13 +76,13 @@ Environment:
     about = "Turns a freshly booted VM into a healthy, TLS-secured etcd member",
     after_help = AFTER_HELP
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// Config file [default: /etc/etcd-bootstrap/config.toml]; drop-ins are read from config.d/
     /// beside it; ETCD_BOOTSTRAP_<SECTION>_<KEY> variables override both.
     #[arg(long, value_name = "PATH")]
@@ -90,13 +90,13 @@ pub struct ConfigArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Bootstrap or restart the local member, then keep it running and watched.
     #[command(after_help = AFTER_HELP)]
     Run {
@@ -200,7 +200,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SnapshotCommand {
+pub(crate) enum SnapshotCommand {
     /// Take a verified snapshot now, through the local member (or --endpoint); prints its id.
     #[command(after_help = AFTER_HELP)]
     Save {
@@ -232,7 +232,7 @@ pub enum SnapshotCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CaCommand {
+pub(crate) enum CaCommand {
     /// Make ca.crt and ca.key (0600) in DIR.
     #[command(after_help = AFTER_HELP)]
     Init {
@@ -253,7 +253,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// The longest `ca init --validity`: long-lived enough for a fleet's lifetime, short enough that
 /// a typo ("200years", "36500d") does not make a CA that outlives every key algorithm it uses.
-pub const CA_VALIDITY_MAX: Duration = Duration::from_secs(9125 * 86_400);
+pub(crate) const CA_VALIDITY_MAX: Duration = Duration::from_secs(9125 * 86_400);
 
 fn parse_ca_validity(text: &str) -> Result<Duration, String> {
     let d = crate::util::time::parse_duration(text, crate::util::time::Units::Coarse)?;

@@ -16,7 +16,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(
+    pub(crate) fn new(
         key: impl Into<String>,
         source: impl Into<String>,
         message: impl Into<String>,
@@ -48,7 +48,7 @@ impl std::error::Error for ConfigError {}
 /// Proceeding would be unsafe (two clusters answered, this node is not in the peer set, ...):
 /// exit code 3. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused(pub String);
+pub(crate) struct Refused(pub String);
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -61,7 +61,7 @@ impl std::error::Error for Refused {}
 /// A run-time failure that retrying will not fix (a signer that refuses us): exit code 1 at once
 /// instead of waiting out `discovery.timeout`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fatal(pub String);
+pub(crate) struct Fatal(pub String);
 
 impl fmt::Display for Fatal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,7 +74,7 @@ impl std::error::Error for Fatal {}
 /// A failure the command has already reported in full on stdout (`doctor`'s FAIL lines): exit
 /// code 1, and `main` prints only this summary, without an "error:" prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reported(pub String);
+pub(crate) struct Reported(pub String);
 
 impl fmt::Display for Reported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,7 +85,7 @@ impl fmt::Display for Reported {
 impl std::error::Error for Reported {}
 
 /// The exit code for an error chain: 2 for config errors, 3 for refusals, 1 otherwise.
-pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+pub(crate) fn exit_code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return 2;

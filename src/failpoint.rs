@@ -7,10 +7,10 @@
 //! environment; `warn_if_unavailable` says so once at start when the variable is set anyway.
 
 /// The environment variable that names the fail point to die at.
-pub const ENV: &str = "ETCD_BOOTSTRAP_FAILPOINT";
+pub(crate) const ENV: &str = "ETCD_BOOTSTRAP_FAILPOINT";
 
 /// Whether this binary was built with fail points (`--features failpoints`).
-pub const ENABLED: bool = cfg!(feature = "failpoints");
+pub(crate) const ENABLED: bool = cfg!(feature = "failpoints");
 
 /// Every fail point, in the order a run meets them.
 pub const ALL: &[&str] = &[
@@ -31,7 +31,7 @@ pub const ALL: &[&str] = &[
 ];
 
 #[cfg(feature = "failpoints")]
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     debug_assert!(ALL.contains(&name), "unknown fail point {name}");
     if std::env::var(ENV).as_deref() == Ok(name) {
         tracing::warn!(failpoint = name, "fail point reached; killing this process");
@@ -45,13 +45,13 @@ pub fn hit(name: &str) {
 /// Built without the `failpoints` feature: nothing (the call sites stay, and compile away).
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     debug_assert!(ALL.contains(&name), "unknown fail point {name}");
 }
 
 /// Called once at start: a fail point asked for from a binary that has none would otherwise be
 /// ignored in silence, and a fault-injection run would "pass" without any fault.
-pub fn warn_if_unavailable() {
+pub(crate) fn warn_if_unavailable() {
     if !ENABLED {
         if let Ok(name) = std::env::var(ENV) {
             tracing::warn!(

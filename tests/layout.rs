@@ -286,7 +286,11 @@ fn every_module_is_in_the_order() {
     let lib = fs::read_to_string(repo().join("src/lib.rs")).unwrap();
     let mut modules: BTreeSet<String> = lib
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("pub mod "))
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("pub mod ")
+                .or_else(|| l.strip_prefix("mod "))
+        })
         .map(|m| m.trim_end_matches(';').to_string())
         .collect();
     modules.insert("main".to_string());

@@ -37,14 +37,14 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What the last ticks saw, across ticks.
 #[derive(Debug, Default)]
-pub struct AutoRecovery {
+pub(crate) struct AutoRecovery {
     last: Option<Decision>,
     logged: Option<(String, Instant)>,
 }
 
 /// The evidence and the decision, as `plan` and `status` show them.
 #[derive(Debug, Clone)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     pub decision: Decision,
     pub my_id: u64,
     pub cluster_id: u64,
@@ -57,7 +57,10 @@ pub struct Evidence {
 /// a quorum, `etcd::progress`), into the identity record: the raft index and the revision. Its
 /// figures are taken only when they are the local member's (etcd_server_id); the term stays the
 /// one last seen with a leader. Nothing is written when etcd does not answer or nothing changed.
-pub fn note_local_progress_from(data_dir: &std::path::Path, p: &progress::Progress) -> Result<()> {
+pub(crate) fn note_local_progress_from(
+    data_dir: &std::path::Path,
+    p: &progress::Progress,
+) -> Result<()> {
     let Some(mut record) = Record::load(data_dir)? else {
         return Ok(());
     };
@@ -144,7 +147,7 @@ async fn store_point(
 /// The evidence: this node's last recorded membership, each member's etcd probed and each
 /// member's agent asked, all at once, and the store's newest snapshot of the cluster.
 /// `store`: the snapshot store of `[backup]` (`None` without it; `Err`: it could not be opened).
-pub async fn gather(
+pub(crate) async fn gather(
     cfg: &crate::config::Config,
     material: &ClientMaterial,
     store: Result<Option<&Store>, String>,
@@ -234,7 +237,7 @@ pub async fn gather(
 
 /// What the caller does after a tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AutoStep {
+pub(crate) enum AutoStep {
     /// This member holds the copy the cluster comes back from: `Agent::auto_recover_here`.
     RecoverHere(Decision),
     /// This member's data is not that copy and the recovered member answers without it: move
@@ -246,7 +249,7 @@ impl Agent<'_> {
     /// One tick of the automatic recovery, on an unhealthy member that no majority says was
     /// removed. The caller carries the step out outside anything that watches etcd's health
     /// (the one-off `--force-new-cluster` etcd is healthy for a moment).
-    pub async fn auto_recover_tick(
+    pub(crate) async fn auto_recover_tick(
         &self,
         material: &ClientMaterial,
         st: &mut AutoRecovery,
@@ -344,7 +347,7 @@ impl Agent<'_> {
     /// Carry out `AutoStep::RecoverHere`: `recover` (its own checks again, then one start with
     /// `--force-new-cluster`), then etcd started as always. Logged, counted and noted beside the
     /// data dir (`outcome_path`) for `doctor` and `status`.
-    pub async fn auto_recover_here(&self, material: &ClientMaterial, decision: &Decision) {
+    pub(crate) async fn auto_recover_here(&self, material: &ClientMaterial, decision: &Decision) {
         let cfg = self.cfg;
         let Decision::Recover {
             source,
@@ -377,7 +380,7 @@ impl Agent<'_> {
 }
 
 /// The outcome, beside the data dir for `doctor` and `status`: `<data_dir>.auto-recovered`.
-pub fn outcome_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn outcome_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{}.auto-recovered", data_dir.display()))
 }
 
@@ -398,14 +401,14 @@ fn record_auto_recovery(cfg: &crate::config::Config, d: &Decision) {
 }
 
 /// The note of the last automatic recovery carried out on this node, if any.
-pub fn last_recovery(data_dir: &std::path::Path) -> Option<quorum_recovery::Recovered> {
+pub(crate) fn last_recovery(data_dir: &std::path::Path) -> Option<quorum_recovery::Recovered> {
     let bytes = std::fs::read(outcome_path(data_dir)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// For `plan`, `status` and `doctor` when no quorum answers: what the agents do about it by
 /// themselves (the decision), or why it cannot be told.
-pub async fn would_do(cfg: &crate::config::Config, material: &ClientMaterial) -> String {
+pub(crate) async fn would_do(cfg: &crate::config::Config, material: &ClientMaterial) -> String {
     let store = crate::backup::store::of_config(cfg).map_err(|e| format!("{e:#}"));
     let store = store.as_ref().map(Option::as_ref).map_err(String::clone);
     match gather(cfg, material, store).await {

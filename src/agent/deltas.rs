@@ -41,7 +41,7 @@ fn claim_key(cluster: &str) -> String {
 
 /// Why a full snapshot is taken outside the schedule (the label of its metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FullReason {
+pub(crate) enum FullReason {
     /// The watch met a compacted revision: the history since the chain's end is gone.
     Compacted,
     /// The chain holds more than `backup.delta_max_events` events.
@@ -52,12 +52,12 @@ pub enum FullReason {
 }
 
 impl FullReason {
-    pub const ALL: [FullReason; 3] = [
+    pub(crate) const ALL: [FullReason; 3] = [
         FullReason::Compacted,
         FullReason::ChainTooLong,
         FullReason::ClusterChanged,
     ];
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             FullReason::Compacted => "compacted",
             FullReason::ChainTooLong => "chain_too_long",
@@ -77,7 +77,7 @@ enum Round {
 impl Agent<'_> {
     /// Runs beside the heal loop for as long as the agent does; never returns. Does nothing
     /// without `[backup]` or with `backup.delta_interval = ""`.
-    pub async fn delta_loop(&self, store: Option<&Store>) -> std::convert::Infallible {
+    pub(crate) async fn delta_loop(&self, store: Option<&Store>) -> std::convert::Infallible {
         let (Some(b), Some(store)) = (&self.cfg.backup, store) else {
             return std::future::pending().await;
         };
@@ -398,7 +398,7 @@ fn event(e: &etcd_client::Event) -> Option<Event> {
 }
 
 /// A chain's length and its newest segment, for metrics, `status` and `doctor`.
-pub fn newest_segment_unix(link: &Link) -> Option<i64> {
+pub(crate) fn newest_segment_unix(link: &Link) -> Option<i64> {
     link.newest_segment
         .as_deref()
         .and_then(crate::backup::signed::parse_time)

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Per connection, the asker's side: TLS handshake, request and answer together. The server
 /// gives the request and answer this long after the handshake.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(3);
 /// The server closes a connection whose TLS handshake has not finished by then. A peer's
 /// handshake takes milliseconds; a client that connects and says nothing only holds a slot.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,11 +43,11 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(30);
 const REFUSED_GRACE: Duration = Duration::from_millis(1500);
 const MAX_REQUEST: usize = 8 * 1024;
 const MAX_ANSWER: usize = 64 * 1024;
-pub const PATH: &str = "/v1/member";
+pub(crate) const PATH: &str = "/v1/member";
 
 /// Builds this node's report for one request.
 /// An error (the identity record cannot be read) is answered 503: this node cannot tell.
-pub type Reporter = Arc<dyn Fn() -> BoxFuture<'static, Result<AgentReport>> + Send + Sync>;
+pub(crate) type Reporter = Arc<dyn Fn() -> BoxFuture<'static, Result<AgentReport>> + Send + Sync>;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -187,7 +187,7 @@ fn client_config(m: &ClientMaterial) -> Result<Arc<rustls::ClientConfig>> {
 }
 
 /// The endpoint: bound once, its certificate swapped in place when it is renewed.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     tls: Arc<RwLock<Option<Arc<rustls::ServerConfig>>>>,
     bound: Mutex<Option<SocketAddr>>,
     reporter: Reporter,
@@ -213,7 +213,7 @@ impl Guard {
 }
 
 impl Endpoint {
-    pub fn new(reporter: Reporter) -> Self {
+    pub(crate) fn new(reporter: Reporter) -> Self {
         Endpoint {
             tls: Arc::new(RwLock::new(None)),
             bound: Mutex::new(None),
@@ -222,7 +222,7 @@ impl Endpoint {
     }
 
     /// Swap in renewed material (the peer certificate); a no-op before `serve`.
-    pub fn refresh(&self, material: &ClientMaterial) -> Result<()> {
+    pub(crate) fn refresh(&self, material: &ClientMaterial) -> Result<()> {
         let mut tls = self.tls.write().expect("poisoned");
         if tls.is_some() {
             *tls = Some(server_config(material)?);
@@ -232,7 +232,7 @@ impl Endpoint {
 
     /// Serve on `addr` with `material` (the peer certificate). The first call binds and starts
     /// serving; later calls only swap the certificate.
-    pub async fn serve(&self, addr: SocketAddr, material: &ClientMaterial) -> Result<()> {
+    pub(crate) async fn serve(&self, addr: SocketAddr, material: &ClientMaterial) -> Result<()> {
         let config = server_config(material)?;
         *self.tls.write().expect("poisoned") = Some(config);
         if self.bound.lock().expect("poisoned").is_some() {
@@ -410,7 +410,7 @@ async fn exchange(
 /// Ask the agent at `addr` for its report, with the peer certificate `material`. Bounded: a
 /// refused connection is retried for a moment (a peer started at the same instant), everything
 /// else fails within `IO_TIMEOUT`.
-pub async fn ask(addr: SocketAddr, material: &ClientMaterial) -> Result<AgentReport> {
+pub(crate) async fn ask(addr: SocketAddr, material: &ClientMaterial) -> Result<AgentReport> {
     Ok(ask_timed(addr, material).await?.0)
 }
 
@@ -418,14 +418,14 @@ pub async fn ask(addr: SocketAddr, material: &ClientMaterial) -> Result<AgentRep
 /// made its report in between, after the TLS handshake, so its `now_unix_ms` compares with the
 /// middle of the two, give or take half their difference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub(crate) struct Timing {
     pub sent_ms: i64,
     pub received_ms: i64,
 }
 
 impl Timing {
     /// The responder's clock minus this node's, and the uncertainty of that, in ms.
-    pub fn offset_of(&self, their_now_ms: i64) -> (i64, i64) {
+    pub(crate) fn offset_of(&self, their_now_ms: i64) -> (i64, i64) {
         let middle = self.sent_ms + (self.received_ms - self.sent_ms) / 2;
         (
             their_now_ms - middle,
@@ -435,7 +435,7 @@ impl Timing {
 }
 
 /// `ask`, and when the request went out and the answer came back.
-pub async fn ask_timed(
+pub(crate) async fn ask_timed(
     addr: SocketAddr,
     material: &ClientMaterial,
 ) -> Result<(AgentReport, Timing)> {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 /// The member that was removed.
 #[derive(Debug)]
-pub struct Left {
+pub(crate) struct Left {
     pub id: u64,
     pub name: String,
     /// Its raft index when it was asked to leave.
@@ -24,7 +24,7 @@ pub struct Left {
 /// Remove the local member from the cluster, through a voting member. Refused when it is the
 /// last voting member, or when the other voting members that are healthy would not be a quorum
 /// without it.
-pub async fn leave_cluster(cfg: &Config) -> Result<Left> {
+pub(crate) async fn leave_cluster(cfg: &Config) -> Result<Left> {
     let material = super::client_material(cfg)?;
     let (mut c, whoami) = client::who_is(&super::local_endpoint(cfg), &material)
         .await
@@ -89,7 +89,7 @@ pub async fn leave_cluster(cfg: &Config) -> Result<Left> {
 
 /// After `leave_cluster`: stop etcd and move its data dir aside (kept, not deleted); where it
 /// went, when there was one.
-pub async fn stop_and_move_aside(cfg: &Config, left: &Left) -> Result<Option<PathBuf>> {
+pub(crate) async fn stop_and_move_aside(cfg: &Config, left: &Left) -> Result<Option<PathBuf>> {
     service::manager(cfg).stop().await?;
     datadir::move_aside(
         &cfg.member.data_dir,

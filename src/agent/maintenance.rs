@@ -30,7 +30,7 @@ const CANNOT_FREE_EVERY: Duration = Duration::from_secs(60);
 
 /// The maintenance state of one agent.
 #[derive(Default)]
-pub struct MaintenanceSchedule {
+pub(crate) struct MaintenanceSchedule {
     last_run: Option<Instant>,
     last_cannot_free: Option<Instant>,
     /// Probing defrags under NOSPACE (see `clear_nospace`): how many, and when the next.
@@ -40,7 +40,7 @@ pub struct MaintenanceSchedule {
 
 /// One member defragmented.
 #[derive(Debug, Clone)]
-pub struct Defragged {
+pub(crate) struct Defragged {
     pub name: String,
     pub was_leader: bool,
     pub before: u64,
@@ -80,7 +80,7 @@ fn mib(b: u64) -> String {
 impl Agent<'_> {
     /// At every heal tick: nothing unless this node's member leads; NOSPACE at once; the rule
     /// every `maintenance.interval`.
-    pub async fn maintenance_tick(
+    pub(crate) async fn maintenance_tick(
         &self,
         material: &ClientMaterial,
         sched: &mut MaintenanceSchedule,
@@ -118,7 +118,7 @@ impl Agent<'_> {
     }
 
     /// Defragment what the rule picks (`all`: every member), one at a time, leader last.
-    pub async fn defrag_cluster(
+    pub(crate) async fn defrag_cluster(
         &self,
         material: &ClientMaterial,
         all: bool,

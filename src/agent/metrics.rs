@@ -11,7 +11,7 @@
 //!
 //! Names: `etcd_bootstrap_` + what + unit (`_seconds`, `_bytes`) + `_total` for counters.
 
-pub mod server;
+pub(crate) mod server;
 
 use crate::discovery::Discovered;
 use crate::etcd::client::Whoami;
@@ -25,12 +25,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// The `Content-Type` of what `render` returns.
-pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The heal actions counted in `etcd_bootstrap_heal_actions_total{action}`. An enum rather than
 /// free text: a label's values must stay few and fixed, and a typo would start a new series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealAction {
+pub(crate) enum HealAction {
     /// Joined the cluster again after the data was moved aside.
     Rejoin,
     /// The data dir was moved aside (this member was removed, or its data is unusable).
@@ -47,7 +47,7 @@ pub enum HealAction {
 }
 
 impl HealAction {
-    pub const ALL: [HealAction; 6] = [
+    pub(crate) const ALL: [HealAction; 6] = [
         HealAction::Rejoin,
         HealAction::MoveAside,
         HealAction::RemoveDead,
@@ -56,7 +56,7 @@ impl HealAction {
         HealAction::Restore,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             HealAction::Rejoin => "rejoin",
             HealAction::MoveAside => "move_aside",
@@ -70,7 +70,7 @@ impl HealAction {
 
 /// The local member as the agent last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberState {
+pub(crate) enum MemberState {
     /// A healthy voting member.
     Voter,
     /// Joined as a learner, not promoted yet.
@@ -80,9 +80,10 @@ pub enum MemberState {
 }
 
 impl MemberState {
-    pub const ALL: [MemberState; 3] = [MemberState::Voter, MemberState::Learner, MemberState::Down];
+    pub(crate) const ALL: [MemberState; 3] =
+        [MemberState::Voter, MemberState::Learner, MemberState::Down];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             MemberState::Voter => "voter",
             MemberState::Learner => "learner",
@@ -91,7 +92,7 @@ impl MemberState {
     }
 
     /// From the outcome of a health check (`client::check_health`).
-    pub fn of(health: &anyhow::Result<Whoami>) -> Self {
+    pub(crate) fn of(health: &anyhow::Result<Whoami>) -> Self {
         match health {
             Ok(me) if me.is_learner => MemberState::Learner,
             Ok(_) => MemberState::Voter,
@@ -428,28 +429,28 @@ impl Metrics {
 }
 
 /// Count one heal action.
-pub fn heal_action(action: HealAction) {
+pub(crate) fn heal_action(action: HealAction) {
     metrics().heal_action(action);
 }
 
 /// A snapshot was stored (or, at start, found in the store): its creation time in seconds since
 /// the epoch and its stored size. An older one than already known changes nothing.
-pub fn snapshot_stored(unix_time: i64, bytes: u64) {
+pub(crate) fn snapshot_stored(unix_time: i64, bytes: u64) {
     metrics().snapshot_stored(unix_time, bytes);
 }
 
 /// How many untrusted objects the last listing of the store found.
-pub fn store_untrusted_objects(count: usize) {
+pub(crate) fn store_untrusted_objects(count: usize) {
     metrics().store_untrusted.set(count as i64);
 }
 
 /// A scheduled snapshot this agent claimed could not be stored.
-pub fn snapshot_failed() {
+pub(crate) fn snapshot_failed() {
     metrics().snapshot_failures.inc();
 }
 
 /// Where the newest chain ends, as the store says (the delta uploader reads it every round).
-pub fn delta_chain(link: &crate::backup::segment::Link) {
+pub(crate) fn delta_chain(link: &crate::backup::segment::Link) {
     let m = metrics();
     m.delta_chain_segments.set(link.segments as i64);
     m.delta_chain_events
@@ -460,7 +461,7 @@ pub fn delta_chain(link: &crate::backup::segment::Link) {
 }
 
 /// A delta segment was stored, the `segments`-th of its chain.
-pub fn delta_segment_stored(s: &crate::backup::segment::SegmentManifest, segments: usize) {
+pub(crate) fn delta_segment_stored(s: &crate::backup::segment::SegmentManifest, segments: usize) {
     let m = metrics();
     if let Some(t) = crate::backup::signed::parse_time(&s.created) {
         m.delta_time.set(t.unix_timestamp());
@@ -471,12 +472,12 @@ pub fn delta_segment_stored(s: &crate::backup::segment::SegmentManifest, segment
 }
 
 /// A round of the delta uploader failed.
-pub fn delta_failed() {
+pub(crate) fn delta_failed() {
     metrics().delta_failures.inc();
 }
 
 /// The delta uploader took a full snapshot out of schedule, for `reason`.
-pub fn delta_full_snapshot(reason: &'static str) {
+pub(crate) fn delta_full_snapshot(reason: &'static str) {
     metrics()
         .delta_full_snapshots
         .get_or_create(&[("reason", reason)])
@@ -486,18 +487,18 @@ pub fn delta_full_snapshot(reason: &'static str) {
 /// A defragmentation of `member` (its etcd name) finished, giving back `reclaimed_bytes` (the
 /// database size before minus after; 0 when it did not shrink). For the maintenance schedule and
 /// `defrag`: call once per member defragmented.
-pub fn defrag_done(member: &str, reclaimed_bytes: u64) {
+pub(crate) fn defrag_done(member: &str, reclaimed_bytes: u64) {
     metrics().defrag_done(member, reclaimed_bytes);
 }
 
 /// The local member's state, as last seen.
-pub fn member_state(state: MemberState) {
+pub(crate) fn member_state(state: MemberState) {
     metrics().member_state(state);
 }
 
 /// An automatic recovery was carried out here, from `source` ("member" or "store"), `lost`
 /// revisions behind the highest any member or the store had seen (`None`: unknown).
-pub fn auto_recovery(source: &'static str, lost: Option<i64>) {
+pub(crate) fn auto_recovery(source: &'static str, lost: Option<i64>) {
     let m = metrics();
     m.auto_recoveries.get_or_create(&[("source", source)]).inc();
     if let Some(l) = lost {
@@ -506,18 +507,18 @@ pub fn auto_recovery(source: &'static str, lost: Option<i64>) {
 }
 
 /// Whether the agent's last check found a quorum.
-pub fn quorum(ok: bool) {
+pub(crate) fn quorum(ok: bool) {
     metrics().quorum.set(ok as i64);
 }
 
 /// One discovery read: how many peers it found, and whether it worked. A failed read keeps the
 /// peers of the last one that worked.
-pub fn discovery(peers_found: usize, ok: bool) {
+pub(crate) fn discovery(peers_found: usize, ok: bool) {
     metrics().discovery(peers_found, ok);
 }
 
 /// `discovery` for the outcome of one discovery read.
-pub fn discovery_read<D: Borrow<Discovered>, E>(read: &Result<D, E>) {
+pub(crate) fn discovery_read<D: Borrow<Discovered>, E>(read: &Result<D, E>) {
     match read {
         Ok(d) => discovery(d.borrow().peers.len(), true),
         Err(_) => discovery(0, false),
@@ -525,20 +526,20 @@ pub fn discovery_read<D: Borrow<Discovered>, E>(read: &Result<D, E>) {
 }
 
 /// Whether etcd's NOSPACE alarm is active, as the local member reports it.
-pub fn nospace(active: bool) {
+pub(crate) fn nospace(active: bool) {
     metrics().nospace.set(active as i64);
 }
 
 /// What one heal-loop health check says: the member's state; a quorum when it is healthy (it
 /// served a linearizable read); NOSPACE when it is healthy (no alarm) or reports that alarm.
 /// An unhealthy member says nothing about the quorum: the loop asks its peers for that.
-pub fn local_health(health: &anyhow::Result<Whoami>) {
+pub(crate) fn local_health(health: &anyhow::Result<Whoami>) {
     metrics().local_health(health);
 }
 
 /// The registry in the Prometheus text format, with the expiry of each certificate in `certs`
 /// (file name, path) read now.
-pub fn render(certs: &[(String, PathBuf)]) -> String {
+pub(crate) fn render(certs: &[(String, PathBuf)]) -> String {
     metrics().render(certs)
 }
 

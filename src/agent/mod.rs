@@ -7,27 +7,27 @@
 //! snapshots (`snapshots`), and the delta segments between them (`deltas`). Commands use it; it
 //! uses the layers below (decide, etcd, tls, service, discovery) and never the commands.
 
-pub mod auto_recover;
-pub mod converge;
-pub mod deltas;
-pub mod doctor;
-pub mod endpoint;
-pub mod heal;
-pub mod leave;
-pub mod maintenance;
-pub mod metrics;
-pub mod observe;
-pub mod peer_roles;
-pub mod plan;
-pub mod recover;
-pub mod reload;
-pub mod renew;
-pub mod restore;
-pub mod restore_request;
-pub mod rollout;
-pub mod run;
-pub mod snapshots;
-pub mod status;
+pub(crate) mod auto_recover;
+pub(crate) mod converge;
+pub(crate) mod deltas;
+pub(crate) mod doctor;
+pub(crate) mod endpoint;
+pub(crate) mod heal;
+pub(crate) mod leave;
+pub(crate) mod maintenance;
+pub(crate) mod metrics;
+pub(crate) mod observe;
+pub(crate) mod peer_roles;
+pub(crate) mod plan;
+pub(crate) mod recover;
+pub(crate) mod reload;
+pub(crate) mod renew;
+pub(crate) mod restore;
+pub(crate) mod restore_request;
+pub(crate) mod rollout;
+pub(crate) mod run;
+pub(crate) mod snapshots;
+pub(crate) mod status;
 
 use crate::agent::observe::Observer;
 use crate::backup::store::Store;
@@ -40,7 +40,7 @@ use anyhow::Context;
 use std::sync::Arc;
 
 /// What one agent works with.
-pub struct Agent<'a> {
+pub(crate) struct Agent<'a> {
     pub cfg: &'a Config,
     pub observer: Observer<'a>,
     pub manager: Box<dyn ServiceManager>,
@@ -50,11 +50,11 @@ pub struct Agent<'a> {
 /// agent (made anew at a reload, with the configuration then in force). An open that fails is
 /// not kept: the next use tries again (a credentials file written meanwhile counts).
 #[derive(Default)]
-pub struct StoreSlot(std::sync::OnceLock<Store>);
+pub(crate) struct StoreSlot(std::sync::OnceLock<Store>);
 
 impl StoreSlot {
     /// `None` without `[backup]`.
-    pub fn get(&self, cfg: &Config) -> anyhow::Result<Option<&Store>> {
+    pub(crate) fn get(&self, cfg: &Config) -> anyhow::Result<Option<&Store>> {
         let Some(b) = &cfg.backup else {
             return Ok(None);
         };
@@ -69,12 +69,12 @@ impl StoreSlot {
 
 impl<'a> Agent<'a> {
     /// The snapshot store of `[backup]` (`None` without it): one per agent, kept.
-    pub fn store(&self) -> anyhow::Result<Option<&Store>> {
+    pub(crate) fn store(&self) -> anyhow::Result<Option<&Store>> {
         self.observer.store.get(self.cfg)
     }
 
     /// The agent a one-off command works through: no endpoint of its own.
-    pub async fn new(cfg: &'a Config) -> anyhow::Result<Agent<'a>> {
+    pub(crate) async fn new(cfg: &'a Config) -> anyhow::Result<Agent<'a>> {
         Ok(Agent {
             cfg,
             observer: Observer::new(cfg).await?,
@@ -84,18 +84,18 @@ impl<'a> Agent<'a> {
 }
 
 /// This node's client certificate, for talking to etcd.
-pub fn client_material(cfg: &Config) -> anyhow::Result<ClientMaterial> {
+pub(crate) fn client_material(cfg: &Config) -> anyhow::Result<ClientMaterial> {
     ClientMaterial::from_dir(&cfg.tls.dir)
         .context("reading the client certificate (has this node been bootstrapped?)")
 }
 
-pub fn local_endpoint(cfg: &Config) -> String {
+pub(crate) fn local_endpoint(cfg: &Config) -> String {
     format!("https://127.0.0.1:{}", cfg.member.client_port)
 }
 
 /// A variable of etcd's environment file as etcd-bootstrap wrote it (this member's name, its
 /// ETCD_INITIAL_ADVERTISE_PEER_URLS or ETCD_ADVERTISE_CLIENT_URLS).
-pub fn env_value(cfg: &Config, var: &str) -> Option<String> {
+pub(crate) fn env_value(cfg: &Config, var: &str) -> Option<String> {
     let env = std::fs::read_to_string(&cfg.etcd.env_file).ok()?;
     render::parse_env(&env)
         .into_iter()
@@ -105,13 +105,13 @@ pub fn env_value(cfg: &Config, var: &str) -> Option<String> {
 
 /// This member's name as etcd knows it (`ETCD_NAME` of the environment file), else the short
 /// host name; empty when neither is known. Who took a snapshot, who asked for a restore.
-pub fn node_name(cfg: &Config) -> String {
+pub(crate) fn node_name(cfg: &Config) -> String {
     env_value(cfg, "ETCD_NAME")
         .or_else(crate::agent::observe::hostname)
         .unwrap_or_default()
 }
 
-pub fn notify(states: &[sd_notify::NotifyState<'_>]) {
+pub(crate) fn notify(states: &[sd_notify::NotifyState<'_>]) {
     // Outside systemd (no NOTIFY_SOCKET) this does nothing.
     let _ = sd_notify::notify(false, states);
 }
@@ -126,7 +126,7 @@ pub fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// revision), read from its metrics listener on loopback (it answers without a quorum, within
 /// milliseconds; refused at once when etcd is down), so that peers comparing copies after a
 /// quorum loss (`decide::quorum_recovery`) never see figures older than the data.
-pub fn reporter(cfg: &Config) -> endpoint::Reporter {
+pub(crate) fn reporter(cfg: &Config) -> endpoint::Reporter {
     let cfg = Arc::new(cfg.clone());
     Arc::new(move || {
         let cfg = cfg.clone();
@@ -172,11 +172,11 @@ fn report(cfg: &Config) -> anyhow::Result<AgentReport> {
 }
 
 /// This node's clock, Unix milliseconds.
-pub fn now_unix_ms() -> i64 {
+pub(crate) fn now_unix_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-pub fn describe(action: &Action) -> String {
+pub(crate) fn describe(action: &Action) -> String {
     match action {
         Action::Restart => "restart from the data on disk".into(),
         Action::BootstrapNew(ic) => format!(

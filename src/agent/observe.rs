@@ -37,7 +37,7 @@ fn stability_pause(expected: Option<usize>, d: &Discovered) -> Duration {
     }
 }
 
-pub struct Observer<'a> {
+pub(crate) struct Observer<'a> {
     pub cfg: &'a Config,
     pub sources: Vec<Box<dyn Source>>,
     pub certs: Box<dyn CertSource>,
@@ -48,15 +48,14 @@ pub struct Observer<'a> {
     pub store: super::StoreSlot,
 }
 
-pub struct Observed {
+pub(crate) struct Observed {
     pub obs: Observations,
     pub discovered: Discovered,
     pub me: LocalMember,
-    pub identity: Identity,
     pub tls: TlsPlan,
 }
 
-pub fn local_state(data_dir: &Path) -> LocalState {
+pub(crate) fn local_state(data_dir: &Path) -> LocalState {
     LocalState {
         has_wal: data_dir.join("member/wal").is_dir(),
         has_member_dir: data_dir.join("member").exists(),
@@ -64,7 +63,7 @@ pub fn local_state(data_dir: &Path) -> LocalState {
 }
 
 /// The short host name, read from the kernel (no NSS).
-pub fn hostname() -> Option<String> {
+pub(crate) fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().split('.').next().unwrap_or("").to_string())
@@ -72,7 +71,7 @@ pub fn hostname() -> Option<String> {
 }
 
 impl<'a> Observer<'a> {
-    pub async fn new(cfg: &'a Config) -> Result<Self> {
+    pub(crate) async fn new(cfg: &'a Config) -> Result<Self> {
         Ok(Observer {
             cfg,
             sources: discovery::sources(cfg)?,
@@ -86,12 +85,12 @@ impl<'a> Observer<'a> {
         })
     }
 
-    pub fn with_endpoint(mut self, endpoint: Arc<Endpoint>) -> Self {
+    pub(crate) fn with_endpoint(mut self, endpoint: Arc<Endpoint>) -> Self {
         self.endpoint = Some(endpoint);
         self
     }
 
-    pub async fn observe(&self) -> Result<Observed> {
+    pub(crate) async fn observe(&self) -> Result<Observed> {
         let cfg = self.cfg;
         let local = local_state(&cfg.member.data_dir);
         let record = match &self.endpoint {
@@ -164,7 +163,6 @@ impl<'a> Observer<'a> {
             obs,
             discovered,
             me: member,
-            identity,
             tls,
         })
     }
@@ -309,7 +307,7 @@ async fn restorable(
 }
 
 /// Ask each `(peer URL, name, agent address)` for its report, all at once.
-pub async fn ask_agents(
+pub(crate) async fn ask_agents(
     to_ask: Vec<(String, String, SocketAddr)>,
     material: &tls::ClientMaterial,
 ) -> Vec<AgentAnswer> {

@@ -24,7 +24,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Agent<'_> {
     /// At a healthy tick: record the peer role once every member serves it.
-    pub async fn peer_roles_tick(&self, material: &ClientMaterial) -> Result<()> {
+    pub(crate) async fn peer_roles_tick(&self, material: &ClientMaterial) -> Result<()> {
         let cfg = self.cfg;
         let Some(name) = crate::tls::peer_role_name(&cfg.cluster.name)
             .filter(|_| matches!(cfg.tls.mode, crate::config::tls::TlsMode::LocalCa))

@@ -10,7 +10,7 @@ use crate::decide::recover::QuorumLoss;
 use crate::etcd::render::ClusterState;
 use anyhow::Result;
 
-pub struct Plan {
+pub(crate) struct Plan {
     pub observed: Observed,
     pub action: Action,
     /// `Restart` only: the cluster of this member's data has no quorum (what to run).
@@ -21,7 +21,7 @@ pub struct Plan {
     pub state: Option<ClusterState>,
 }
 
-pub async fn plan(cfg: &Config) -> Result<Plan> {
+pub(crate) async fn plan(cfg: &Config) -> Result<Plan> {
     let observer = Observer::new(cfg).await?;
     let observed = observer.observe().await?;
     let action = bootstrap::decide(&observed.obs);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 const FORCE_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What this node sees of its last-known membership.
-pub struct MembersSeen {
+pub(crate) struct MembersSeen {
     pub local_healthy: bool,
     pub local_index: Option<u64>,
     pub members: Vec<MemberSeen>,
@@ -31,12 +31,12 @@ pub struct MembersSeen {
 
 /// The request file `recover` leaves for a running agent: `<data_dir>.recover`. The agent
 /// writes the outcome into it; the command reads it and removes it.
-pub fn request_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn request_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{}.recover", data_dir.display()))
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Request {
+pub(crate) struct Request {
     pub requested: String,
     /// "requested", "done" or "refused: ..." / "failed: ...".
     pub state: String,
@@ -44,7 +44,7 @@ pub struct Request {
 
 impl Agent<'_> {
     /// The heal loop found a `recover` request: carry it out and write the outcome into it.
-    pub async fn answer_recover_request(&self, material: &ClientMaterial) {
+    pub(crate) async fn answer_recover_request(&self, material: &ClientMaterial) {
         let path = request_path(&self.cfg.member.data_dir);
         let Some(mut request) = std::fs::read(&path)
             .ok()
@@ -75,7 +75,7 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `recover`, before it asks for confirmation: what this node sees of its last-known
 /// membership, `Refused` unless recovering alone is right.
-pub async fn check(cfg: &Config, material: &ClientMaterial) -> Result<MembersSeen> {
+pub(crate) async fn check(cfg: &Config, material: &ClientMaterial) -> Result<MembersSeen> {
     let seen = see_membership(cfg, material).await?;
     if let RecoveryVerdict::Refuse(why) =
         recover::may_recover(seen.local_healthy, seen.local_index, &seen.members)
@@ -87,7 +87,7 @@ pub async fn check(cfg: &Config, material: &ClientMaterial) -> Result<MembersSee
 
 impl MembersSeen {
     /// The members whose etcd does not answer.
-    pub fn lost(&self) -> Vec<&str> {
+    pub(crate) fn lost(&self) -> Vec<&str> {
         self.members
             .iter()
             .filter(|m| !m.etcd_answers)
@@ -98,7 +98,7 @@ impl MembersSeen {
 
 /// Does this node's agent answer on `member.agent_port`? Then `recover` leaves it the request
 /// (it owns etcd's process) instead of recovering here.
-pub async fn agent_runs(cfg: &Config) -> bool {
+pub(crate) async fn agent_runs(cfg: &Config) -> bool {
     let Some(ip) = Record::load(&cfg.member.data_dir)
         .ok()
         .flatten()
@@ -116,7 +116,7 @@ pub async fn agent_runs(cfg: &Config) -> bool {
 }
 
 /// Leave the request for the running agent (`request_path`).
-pub fn ask_agent(cfg: &Config) -> Result<()> {
+pub(crate) fn ask_agent(cfg: &Config) -> Result<()> {
     let request = Request {
         requested: crate::util::time::utc_stamp(time::OffsetDateTime::now_utc()),
         state: "requested".into(),
@@ -131,7 +131,7 @@ pub fn ask_agent(cfg: &Config) -> Result<()> {
 
 /// Wait for the running agent's outcome of the request `ask_agent` left: `Ok` when it
 /// recovered. The request file is removed either way.
-pub async fn agent_outcome(cfg: &Config) -> Result<()> {
+pub(crate) async fn agent_outcome(cfg: &Config) -> Result<()> {
     let path = request_path(&cfg.member.data_dir);
     let deadline = Instant::now() + AGENT_TIMEOUT;
     loop {
@@ -160,7 +160,7 @@ pub async fn agent_outcome(cfg: &Config) -> Result<()> {
 
 /// This node's last-known membership (its identity record), each member's etcd probed and
 /// each member's agent asked, all at once.
-pub async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<MembersSeen> {
+pub(crate) async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<MembersSeen> {
     let local_healthy = client::check_health(&local_endpoint(cfg), material)
         .await
         .is_ok();
@@ -228,7 +228,7 @@ async fn members_seen(
 /// run), or `None` when the local member is healthy, a quorum answers or the membership cannot
 /// be seen.
 /// `store`: the snapshot store of `[backup]`, when there is one and it could be opened.
-pub async fn quorum_report(
+pub(crate) async fn quorum_report(
     cfg: &Config,
     material: &ClientMaterial,
     store: Option<&crate::backup::store::Store>,
@@ -260,7 +260,11 @@ pub async fn quorum_report(
 impl Agent<'_> {
     /// `recover`, carried out here: check again that it is right, then start the local member
     /// alone once with `--force-new-cluster`, then (`start_after`) as always.
-    pub async fn recover_alone(&self, material: &ClientMaterial, start_after: bool) -> Result<()> {
+    pub(crate) async fn recover_alone(
+        &self,
+        material: &ClientMaterial,
+        start_after: bool,
+    ) -> Result<()> {
         let cfg = self.cfg;
         if !crate::agent::observe::local_state(&cfg.member.data_dir).has_wal {
             return Err(Refused(format!(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 /// Where the configuration came from: what a reload reads again.
 #[derive(Debug, Clone, Default)]
-pub struct ConfigSource {
+pub(crate) struct ConfigSource {
     /// `--config`; `None`: the default path.
     pub path: Option<PathBuf>,
     /// The process environment (`ETCD_BOOTSTRAP_*` keys) as the agent started with it.
@@ -20,19 +20,19 @@ pub struct ConfigSource {
 impl ConfigSource {
     /// Read and validate the configuration again. The error is one line: it is what `status`
     /// and `doctor` show.
-    pub fn load(&self) -> Result<Config, String> {
+    pub(crate) fn load(&self) -> Result<Config, String> {
         Config::load(self.path.as_deref(), &self.env).map_err(|e| one_line(&e.to_string()))
     }
 }
 
 /// Multi-line messages flattened: the marker, the log line and `doctor` show one line.
-pub fn one_line(msg: &str) -> String {
+pub(crate) fn one_line(msg: &str) -> String {
     msg.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The fingerprint (`service::fingerprint`) of what `cfg` has etcd run with on this member: its
 /// files for a start from the data on disk.
-pub fn fingerprint(cfg: &Config) -> anyhow::Result<String> {
+pub(crate) fn fingerprint(cfg: &Config) -> anyhow::Result<String> {
     let me = super::converge::current_member(cfg)?;
     let mut spec =
         crate::etcd::render::spec(cfg, &me, &crate::etcd::render::ClusterState::FromDisk)?;
@@ -44,12 +44,12 @@ pub fn fingerprint(cfg: &Config) -> anyhow::Result<String> {
 }
 
 /// Whether going from `a` to `b` changes what etcd runs with.
-pub fn rendered_differs(a: &Config, b: &Config) -> anyhow::Result<bool> {
+pub(crate) fn rendered_differs(a: &Config, b: &Config) -> anyhow::Result<bool> {
     Ok(fingerprint(a)? != fingerprint(b)?)
 }
 
 /// Note that `why` refused a new configuration (logged by the caller).
-pub fn note_rejected(cfg: &Config, why: &str) {
+pub(crate) fn note_rejected(cfg: &Config, why: &str) {
     let path = datadir::config_rejected_marker(&cfg.member.data_dir);
     if let Err(e) = crate::util::fs::write_atomic(&path, format!("{why}\n").as_bytes(), 0o644) {
         tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "cannot note the rejected configuration for status and doctor");
@@ -57,7 +57,7 @@ pub fn note_rejected(cfg: &Config, why: &str) {
 }
 
 /// The configuration in force was accepted: no rejection to show any more.
-pub fn clear_rejected(cfg: &Config) {
+pub(crate) fn clear_rejected(cfg: &Config) {
     let path = datadir::config_rejected_marker(&cfg.member.data_dir);
     match std::fs::remove_file(&path) {
         Ok(()) => {

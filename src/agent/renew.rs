@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 impl Agent<'_> {
     /// `running`: etcd runs and is restarted when the CA changed (the heal loop); false before
     /// etcd starts. `material` receives the new client material when anything was renewed.
-    pub async fn renew_certificates(
+    pub(crate) async fn renew_certificates(
         &self,
         running: bool,
         material: &mut Option<ClientMaterial>,

@@ -31,11 +31,11 @@ use std::time::{Duration, Instant};
 
 /// How long reading the request may hold up an agent's start (an unreachable store must not
 /// keep a member down).
-pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What following the request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Followed {
+pub(crate) enum Followed {
     /// Nothing to do.
     Nothing,
     /// The current request does not name this node.
@@ -48,7 +48,7 @@ pub enum Followed {
 
 /// Whether this node began a fleet-wide restore and has not finished it (etcd is stopped, or its
 /// restored data not started yet): then etcd must not be started from anything else.
-pub fn under_way(data_dir: &Path) -> Result<bool> {
+pub(crate) fn under_way(data_dir: &Path) -> Result<bool> {
     Ok(Record::load(data_dir)?.is_some_and(|r| r.restore.is_some()))
 }
 
@@ -63,7 +63,7 @@ impl Agent<'_> {
     /// Read the request and do what `fleet_step` says; also returns the current request. `Err`
     /// when a restore was begun and could not be finished (etcd is then stopped, its old data
     /// aside): the caller must not start etcd otherwise, and tries again.
-    pub async fn follow_restore_request(
+    pub(crate) async fn follow_restore_request(
         &self,
         store: &Store,
     ) -> Result<(Followed, Option<FleetRequest>)> {
@@ -94,7 +94,7 @@ impl Agent<'_> {
             .filter_map(|m| m.peer_urls.first().cloned())
             .collect();
         let followable = current.as_ref().filter(|r| {
-            if record.restore.is_some() || r.from_cluster_id() != record.cluster() {
+            if record.restore.is_some() || r.old_cluster_id() != record.cluster() {
                 return true;
             }
             match crate::decide::restore::fits_membership(r, &recorded) {

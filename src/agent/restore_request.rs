@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// What `prepare` has to tell on the way (the command prints it as it comes).
 #[derive(Debug)]
-pub enum Note {
+pub(crate) enum Note {
     /// A member of the running cluster that has never started: left out of the request; it
     /// joins the restored cluster through the normal join path.
     NeverStarted { id: u64, peer_urls: Vec<String> },
@@ -31,7 +31,7 @@ pub enum Note {
 }
 
 /// A request, checked and ready to be written.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub store: Store,
     pub material: ClientMaterial,
     /// The snapshot to restore.
@@ -45,7 +45,7 @@ pub struct Prepared {
 
 /// How far one member is, as the watch sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MemberProgress {
+pub(crate) enum MemberProgress {
     /// It answers as a member of the restored cluster.
     Restored,
     /// What its agent last reported in the store.
@@ -56,7 +56,7 @@ pub enum MemberProgress {
 
 /// How the watch ended well.
 #[derive(Debug)]
-pub enum Watched {
+pub(crate) enum Watched {
     /// Every member runs the restored cluster.
     All { count: usize, took: Duration },
     /// A quorum does, and the others did not follow within the grace (or the timeout); they
@@ -67,7 +67,7 @@ pub enum Watched {
 /// Everything up to writing the request: refused while another request is under way, before
 /// anything is downloaded; the snapshot checked first, so that no member stops for a snapshot
 /// that cannot be restored; the members and the cluster's ID.
-pub async fn prepare(
+pub(crate) async fn prepare(
     cfg: &Config,
     store: Store,
     from: &str,
@@ -149,7 +149,7 @@ pub async fn prepare(
 
 impl Prepared {
     /// Write the request into the store: from here on the agents carry it out.
-    pub async fn submit(&self) -> Result<()> {
+    pub(crate) async fn submit(&self) -> Result<()> {
         request::write(&self.store, &self.request, self.replaces.clone())
             .await
             .map_err(|e| match e {
@@ -201,7 +201,7 @@ impl Prepared {
     /// Once a quorum does, the others get a little longer (a member that is down follows the
     /// request when it comes back, without this command). `on_poll` gets every second the time
     /// since the watch began and each member's progress.
-    pub async fn watch(
+    pub(crate) async fn watch(
         &self,
         cfg: &Config,
         timeout: Duration,

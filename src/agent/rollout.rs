@@ -30,7 +30,7 @@ const MOVE_LIMIT: Duration = Duration::from_secs(15);
 
 /// What an agent remembers between ticks about its own pending roll.
 #[derive(Debug, Default)]
-pub struct Rollout {
+pub(crate) struct Rollout {
     /// Since when this member's roll has been pending.
     pending_since: Option<Instant>,
 }
@@ -46,7 +46,7 @@ fn now_secs() -> i64 {
 impl Agent<'_> {
     /// At a healthy tick: nothing, unless etcd runs with other files than the configuration in
     /// force renders; then restart it when the rules above allow.
-    pub async fn rollout_tick(
+    pub(crate) async fn rollout_tick(
         &self,
         material: &ClientMaterial,
         me: &Whoami,

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 /// Bring the local member up and keep it healthy; with `once`, return as soon as it is a healthy
 /// voter.
-pub async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Result<()> {
+pub(crate) async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Result<()> {
     // First of all: SIGHUP's default action ends the process, and `systemctl reload` may come at
     // any moment, also while etcd is being installed or started. A reload asked for before the
     // heal loop runs is taken up by it.

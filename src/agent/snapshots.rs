@@ -19,21 +19,21 @@ use std::time::{Duration, SystemTime};
 const CLAIM_TTL: i64 = 60;
 
 /// The schedule's state in this agent.
-pub struct SnapshotSchedule {
+pub(crate) struct SnapshotSchedule {
     pub store: Store,
     /// How many snapshots the store listed after the last retention here (0 until then).
     expected: usize,
 }
 
 impl SnapshotSchedule {
-    pub fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store) -> Self {
         SnapshotSchedule { store, expected: 0 }
     }
 
     /// With metrics served: report the newest snapshot the store holds as the last one, so that
     /// an agent that restarted does not read as "no snapshot yet" until it takes one itself.
     /// Bounded: the heal loop waits for it once, at its start.
-    pub async fn with_known_snapshot(self, cfg: &crate::config::Config) -> Self {
+    pub(crate) async fn with_known_snapshot(self, cfg: &crate::config::Config) -> Self {
         if cfg.metrics.listen.is_none() {
             return self;
         }
@@ -67,7 +67,7 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(20);
 /// The newest verified snapshot in the store of `[backup]`, for `status` and `doctor`; `None`
 /// without `[backup]`.
 #[derive(Debug, serde::Serialize)]
-pub struct LastSnapshot {
+pub(crate) struct LastSnapshot {
     pub store: String,
     pub id: Option<String>,
     pub created: Option<String>,
@@ -84,7 +84,7 @@ pub struct LastSnapshot {
 
 /// The newest chain of delta segments, for `status` and `doctor`.
 #[derive(Debug, serde::Serialize)]
-pub struct DeltaStatus {
+pub(crate) struct DeltaStatus {
     /// The full snapshot the chain extends.
     pub base: String,
     pub segments: usize,
@@ -152,7 +152,7 @@ async fn delta_status(
     })
 }
 
-pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> {
+pub(crate) async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> {
     let b = cfg.backup.as_ref()?;
     let store = match crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir) {
         Ok(s) => s,
@@ -198,7 +198,7 @@ pub async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> 
 }
 
 /// `snapshot save`: take one now, through the local member (or `endpoint`), into `store`.
-pub async fn take_now(
+pub(crate) async fn take_now(
     cfg: &crate::config::Config,
     store: &Store,
     age_recipients: &[String],
@@ -232,7 +232,7 @@ fn interval_number(interval: Duration) -> u64 {
 impl Agent<'_> {
     /// Called at every healthy tick of the heal loop: take this interval's snapshot if nobody
     /// has, and this agent wins the claim.
-    pub async fn snapshot_tick(
+    pub(crate) async fn snapshot_tick(
         &self,
         sched: &mut SnapshotSchedule,
         material: &ClientMaterial,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
-pub struct MemberStatus {
+pub(crate) struct MemberStatus {
     pub id: String,
     pub name: String,
     pub peer_urls: Vec<String>,
@@ -28,7 +28,7 @@ pub struct MemberStatus {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub cluster_id: String,
     pub leader: String,
     pub members: Vec<MemberStatus>,
@@ -57,7 +57,7 @@ pub struct Status {
 }
 
 #[derive(Debug, Serialize)]
-pub struct CertStatus {
+pub(crate) struct CertStatus {
     pub file: String,
     pub subject: Option<String>,
     pub not_after: Option<String>,
@@ -65,7 +65,7 @@ pub struct CertStatus {
     pub error: Option<String>,
 }
 
-pub async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
+pub(crate) async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status> {
     let material = super::client_material(cfg)?;
     let endpoints = if endpoints.is_empty() {
         vec![super::local_endpoint(cfg)]

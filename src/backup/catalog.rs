@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     #[serde(flatten)]
     pub manifest: Manifest,
     /// The data object is listed with the size the manifest gives.
@@ -20,14 +20,14 @@ pub struct Entry {
 /// An object that looks like a manifest but is not to be trusted (unsigned, badly signed,
 /// misnamed, too large, of another cluster, from the future): never used, reported.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Untrusted {
+pub(crate) struct Untrusted {
     pub object: String,
     pub why: String,
 }
 
 /// What the store holds for this cluster.
 #[derive(Debug, Default, serde::Serialize)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// Signed manifests, newest first by their signed time and revision.
     pub entries: Vec<Entry>,
     pub untrusted: Vec<Untrusted>,
@@ -35,12 +35,12 @@ pub struct Listing {
 
 impl Listing {
     /// The newest snapshot whose data object is there at the manifest's size.
-    pub fn newest_verified(&self) -> Option<&Entry> {
+    pub(crate) fn newest_verified(&self) -> Option<&Entry> {
         self.entries.iter().find(|e| e.verified)
     }
 
     /// Log each untrusted object (they are never used; somebody wrote them by hand).
-    pub fn warn_untrusted(&self, store: &Store) {
+    pub(crate) fn warn_untrusted(&self, store: &Store) {
         for u in &self.untrusted {
             tracing::warn!(store = %store.describe, object = %u.object, why = %u.why, "an object in the snapshot store is not trusted and is ignored: whoever can write the bucket wrote it, or it is not of this version; check the bucket's access");
         }
@@ -65,7 +65,7 @@ async fn objects(store: &Store) -> Result<Vec<object_store::ObjectMeta>> {
 
 /// Read and check every manifest. Every read is bounded; a manifest counts only when it is
 /// signed by a member of this cluster's CA and passes `Manifest::check`.
-pub async fn list(store: &Store) -> Result<Listing> {
+pub(crate) async fn list(store: &Store) -> Result<Listing> {
     let anchor = store.anchor()?;
     let objects = objects(store).await?;
     let sizes: BTreeMap<String, u64> = objects
@@ -126,7 +126,7 @@ pub async fn list(store: &Store) -> Result<Listing> {
 
 /// The ids of the complete, signed snapshots (a manifest and its data object at its size),
 /// newest first: what a new cluster can be restored from.
-pub async fn complete_ids(store: &Store) -> Result<Vec<String>> {
+pub(crate) async fn complete_ids(store: &Store) -> Result<Vec<String>> {
     let listing = list(store).await?;
     listing.warn_untrusted(store);
     Ok(listing
@@ -138,12 +138,12 @@ pub async fn complete_ids(store: &Store) -> Result<Vec<String>> {
 }
 
 /// The newest signed snapshot whose data object is there at the manifest's size.
-pub async fn newest_verified(store: &Store) -> Result<Option<Entry>> {
+pub(crate) async fn newest_verified(store: &Store) -> Result<Option<Entry>> {
     Ok(list(store).await?.newest_verified().cloned())
 }
 
 /// Seconds since the snapshot was created, by its manifest.
-pub fn age_seconds(entry: &Entry, now: time::OffsetDateTime) -> Option<i64> {
+pub(crate) fn age_seconds(entry: &Entry, now: time::OffsetDateTime) -> Option<i64> {
     time::OffsetDateTime::parse(
         &entry.manifest.created,
         &time::format_description::well_known::Rfc3339,
@@ -154,7 +154,7 @@ pub fn age_seconds(entry: &Entry, now: time::OffsetDateTime) -> Option<i64> {
 
 /// `latest` (the newest signed, complete snapshot) or an id (refused unless it is one, and a
 /// signed one: an untrusted object says why).
-pub async fn find(store: &Store, which: &str) -> Result<Entry> {
+pub(crate) async fn find(store: &Store, which: &str) -> Result<Entry> {
     if which != "latest" {
         super::manifest::parse_id(which).map_err(anyhow::Error::msg)?;
     }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// `<UTC time>-r<revision>`, also the name of this manifest without `.json`.
     pub id: String,
     /// The data object's name, beside the manifest.
@@ -39,7 +39,7 @@ pub struct Manifest {
 }
 
 /// The kind of signed object a manifest is.
-pub const KIND: &str = "snapshot-manifest";
+pub(crate) const KIND: &str = "snapshot-manifest";
 
 impl super::signed::Payload for Manifest {
     fn signer(&self) -> &str {
@@ -54,7 +54,7 @@ impl Manifest {
     /// Everything a signed manifest must also be: its id (the name it is stored under) in the
     /// one pattern, agreeing with its time and revision; its object named from its id; of this
     /// cluster; hashes and sizes of the right form.
-    pub fn check(&self, stored_as: &str, cluster: &str) -> Result<(), String> {
+    pub(crate) fn check(&self, stored_as: &str, cluster: &str) -> Result<(), String> {
         let (stamp, revision) = parse_id(&self.id)?;
         if self.id != stored_as {
             return Err(format!(
@@ -108,7 +108,7 @@ impl Manifest {
     }
 
     /// The order "newest" goes by: the signed time, then the signed revision.
-    pub fn newness(&self) -> (i64, i64) {
+    pub(crate) fn newness(&self) -> (i64, i64) {
         let t = super::signed::parse_time(&self.created)
             .map(|t| t.unix_timestamp())
             .unwrap_or(i64::MIN);
@@ -118,7 +118,7 @@ impl Manifest {
 
 /// A snapshot id's parts, when `id` is exactly `YYYYMMDDTHHMMSSZ-r<revision>`: a real UTC time
 /// and a revision of 1 to 19 digits, nothing else (no path separator, no dot, nothing after).
-pub fn parse_id(id: &str) -> Result<(&str, i64), String> {
+pub(crate) fn parse_id(id: &str) -> Result<(&str, i64), String> {
     let bad = || format!("{id:?} is not a snapshot id (YYYYMMDDTHHMMSSZ-r<revision>)");
     let (stamp, revision) = id.split_once("-r").ok_or_else(bad)?;
     let b = stamp.as_bytes();
@@ -148,11 +148,11 @@ pub fn parse_id(id: &str) -> Result<(&str, i64), String> {
 }
 
 /// `20261203T082500Z-r1204`: the time, sortable as text, and the revision.
-pub fn id(t: time::OffsetDateTime, revision: i64) -> String {
+pub(crate) fn id(t: time::OffsetDateTime, revision: i64) -> String {
     format!("{}-r{revision}", crate::util::time::utc_stamp(t))
 }
 
-pub fn object_name(id: &str, encrypted: bool) -> String {
+pub(crate) fn object_name(id: &str, encrypted: bool) -> String {
     if encrypted {
         format!("{id}.db.age")
     } else {
@@ -160,16 +160,16 @@ pub fn object_name(id: &str, encrypted: bool) -> String {
     }
 }
 
-pub fn manifest_name(id: &str) -> String {
+pub(crate) fn manifest_name(id: &str) -> String {
     format!("{id}.json")
 }
 
 /// The UTC day (`YYYYMMDD`) a snapshot id (checked by `parse_id`) belongs to.
-pub fn day_of(id: &str) -> &str {
+pub(crate) fn day_of(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
-pub fn rfc3339(t: time::OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }

@@ -4,13 +4,13 @@
 //! retention (`retention`, pure), the delta segments between full snapshots and their chain
 //! (`segment`) and the fleet-wide restore request (`request`).
 
-pub mod catalog;
-pub mod manifest;
-pub mod request;
-pub mod restorer;
-pub mod retention;
-pub mod segment;
-pub mod signed;
-pub mod snapshotter;
-pub mod store;
-pub mod verify;
+pub(crate) mod catalog;
+pub(crate) mod manifest;
+pub(crate) mod request;
+pub(crate) mod restorer;
+pub(crate) mod retention;
+pub(crate) mod segment;
+pub(crate) mod signed;
+pub(crate) mod snapshotter;
+pub(crate) mod store;
+pub(crate) mod verify;

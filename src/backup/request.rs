@@ -44,7 +44,7 @@ impl Payload for FleetRequest {
 
 /// A member's progress with a request.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RequestProgress {
+pub(crate) struct RequestProgress {
     pub member: String,
     /// "checking", "restoring", "started", "failed: ..." or "retrying: ...".
     pub state: String,
@@ -52,7 +52,7 @@ pub struct RequestProgress {
 }
 
 impl RequestProgress {
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.state.starts_with("failed")
     }
 }
@@ -104,7 +104,7 @@ fn check(r: &FleetRequest, cluster: &str) -> Result<(), String> {
     }
     super::manifest::parse_id(&r.snapshot)?;
     let from = r
-        .from_cluster_id()
+        .old_cluster_id()
         .ok_or("it does not name the cluster it restores")?;
     for m in &r.members {
         if !member_name_ok(&m.name) {
@@ -131,7 +131,7 @@ fn check(r: &FleetRequest, cluster: &str) -> Result<(), String> {
 
 /// What `request.json` holds.
 #[derive(Debug)]
-pub enum Current {
+pub(crate) enum Current {
     None,
     /// A signed request of this cluster, and the version read (to replace exactly it).
     Trusted(FleetRequest, UpdateVersion),
@@ -144,7 +144,7 @@ pub enum Current {
 
 impl Current {
     /// The request to follow, if any: an untrusted object is logged and ignored.
-    pub fn trusted(self, store: &Store) -> Option<FleetRequest> {
+    pub(crate) fn trusted(self, store: &Store) -> Option<FleetRequest> {
         match self {
             Current::None => None,
             Current::Trusted(r, _) => Some(r),
@@ -157,7 +157,7 @@ impl Current {
 }
 
 /// The current request, checked.
-pub async fn read(store: &Store) -> Result<Current> {
+pub(crate) async fn read(store: &Store) -> Result<Current> {
     let path = request_path(store);
     let (bytes, version) = match store.get_bounded(&path, signed::MAX_BYTES).await {
         Ok(Some(v)) => v,
@@ -193,7 +193,7 @@ pub async fn read(store: &Store) -> Result<Current> {
 
 /// Why writing a request failed.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// Another request was written since this one's check: nothing was written.
     #[error("another restore request was written to {0} at the same moment; this one was not written: see `etcd-bootstrap status` for the one the members follow")]
     Raced(String),
@@ -203,7 +203,7 @@ pub enum WriteError {
 
 /// Write `request`, signed: created when `replaces` is `None` (there was none), else replacing
 /// exactly the version that was read.
-pub async fn write(
+pub(crate) async fn write(
     store: &Store,
     request: &FleetRequest,
     replaces: Option<UpdateVersion>,
@@ -261,7 +261,7 @@ pub async fn write(
 }
 
 /// Note a member's progress, signed (best effort: the restore goes on without it).
-pub async fn report(store: &Store, request_id: &str, member: &str, state: &str) {
+pub(crate) async fn report(store: &Store, request_id: &str, member: &str, state: &str) {
     let key = match store.signing_key() {
         Ok(k) => k,
         Err(e) => {
@@ -292,7 +292,7 @@ pub async fn report(store: &Store, request_id: &str, member: &str, state: &str) 
 
 /// Every member's signed progress with a request (unsigned notes are left out: whoever can
 /// write the bucket could otherwise make `restore` report a failure, or let a new request in).
-pub async fn progress(store: &Store, request_id: &str) -> Result<Vec<RequestProgress>> {
+pub(crate) async fn progress(store: &Store, request_id: &str) -> Result<Vec<RequestProgress>> {
     if !request_id_ok(request_id) {
         anyhow::bail!("{request_id:?} is not a request id");
     }

@@ -19,10 +19,10 @@ use std::path::Path;
 /// `--mark-compacted`): more than any cluster writes between two snapshots, so that no revision a
 /// watcher (kube-apiserver's cache) has seen is handed out again with other contents. Marking
 /// it compacted makes watchers that are behind re-list instead of missing events.
-pub const BUMP_REVISION: u64 = 1_000_000_000;
+pub(crate) const BUMP_REVISION: u64 = 1_000_000_000;
 
 /// This member, as `snapshot restore` needs it.
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     pub data_dir: &'a Path,
     pub name: &'a str,
     pub peer_url: &'a str,
@@ -31,7 +31,7 @@ pub struct Target<'a> {
 }
 
 #[derive(Debug)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// The snapshot's revision, and the cluster's after the restore.
     pub revision: i64,
     pub revision_after: i64,
@@ -41,7 +41,7 @@ pub struct Restored {
 
 /// Restore `entry` as this member's data: `prepare`, then `install`. Refused when the data dir
 /// already has a `member/`.
-pub async fn restore(
+pub(crate) async fn restore(
     store: &Store,
     entry: &Entry,
     identity_file: Option<&Path>,
@@ -64,7 +64,7 @@ pub async fn restore(
 /// Download and check the snapshot and restore it into the work directory inside the data dir;
 /// whatever else the data dir holds (a running member's data) is left alone. Returns where the
 /// restored `member/` is.
-pub async fn prepare(
+pub(crate) async fn prepare(
     store: &Store,
     entry: &Entry,
     identity_file: Option<&Path>,
@@ -129,7 +129,7 @@ pub async fn prepare(
 /// Make a prepared `member/` the data dir's, by one rename (the same file system: it was
 /// prepared inside the data dir, or inside the copy the data dir was moved aside to), then clear
 /// the work directory.
-pub fn install(prepared: &Path, data_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn install(prepared: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let member = data_dir.join("member");
     if member.exists() {
         anyhow::bail!(

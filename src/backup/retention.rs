@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 /// Ids are `<UTC time>-r<revision>`: text order is time order.
-pub fn to_delete(
+pub(crate) fn to_delete(
     ids: &[String],
     keep_last: usize,
     keep_daily: usize,

@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Signed objects are small; a larger one is not read at all.
-pub const MAX_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_BYTES: u64 = 64 * 1024;
 
 /// How far in the future a signed time may be (clocks of members differ a little).
-pub const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+pub(crate) const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
 /// What a payload must say about its signature.
-pub trait Payload {
+pub(crate) trait Payload {
     /// The member that signed it (its certificate's common name).
     fn signer(&self) -> &str;
     /// When it was signed (RFC 3339 in the payload); `None` when it does not parse.
@@ -53,7 +53,11 @@ fn message(kind: &str, payload: &str) -> Vec<u8> {
 }
 
 /// `value` as a signed envelope of `kind`.
-pub fn seal<T: Serialize>(kind: &str, value: &T, key: &SigningKey) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn seal<T: Serialize>(
+    kind: &str,
+    value: &T,
+    key: &SigningKey,
+) -> anyhow::Result<Vec<u8>> {
     let payload = serde_json::to_string_pretty(value)?;
     let signature = key
         .sign(&message(kind, &payload))
@@ -69,7 +73,7 @@ pub fn seal<T: Serialize>(kind: &str, value: &T, key: &SigningKey) -> anyhow::Re
 
 /// The payload of a signed envelope of `kind`, and who signed it; the error says why the object
 /// is not to be trusted.
-pub fn open<T: DeserializeOwned + Payload>(
+pub(crate) fn open<T: DeserializeOwned + Payload>(
     kind: &str,
     bytes: &[u8],
     anchor: &TrustAnchor,
@@ -107,7 +111,7 @@ pub fn open<T: DeserializeOwned + Payload>(
 }
 
 /// RFC 3339 text as a time.
-pub fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+pub(crate) fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
@@ -119,13 +123,13 @@ pub(crate) mod tests {
     };
 
     /// A CA and member keys, as `ca init` and the local-ca mode make them.
-    pub struct Pki {
+    pub(crate) struct Pki {
         pub ca_pem: String,
         issuer: Issuer<'static, KeyPair>,
     }
 
     impl Pki {
-        pub fn new() -> Pki {
+        pub(crate) fn new() -> Pki {
             let key = KeyPair::generate().unwrap();
             let mut p = CertificateParams::new(vec![]).unwrap();
             p.distinguished_name.push(DnType::CommonName, "test CA");
@@ -137,13 +141,13 @@ pub(crate) mod tests {
             }
         }
 
-        pub fn member(&self, name: &str) -> SigningKey {
+        pub(crate) fn member(&self, name: &str) -> SigningKey {
             let m = self.member_material(name);
             SigningKey::new(&m.cert_pem, &m.key_pem).unwrap()
         }
 
         /// A member's peer certificate and key, with the CA, as a node holds them.
-        pub fn member_material(&self, name: &str) -> crate::tls::ClientMaterial {
+        pub(crate) fn member_material(&self, name: &str) -> crate::tls::ClientMaterial {
             let key = KeyPair::generate().unwrap();
             let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
             p.distinguished_name.push(DnType::CommonName, name);
@@ -159,7 +163,7 @@ pub(crate) mod tests {
             }
         }
 
-        pub fn anchor(&self) -> TrustAnchor {
+        pub(crate) fn anchor(&self) -> TrustAnchor {
             TrustAnchor::from_pem(&self.ca_pem).unwrap()
         }
     }

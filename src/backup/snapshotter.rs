@@ -117,13 +117,13 @@ impl Encoder {
 
 /// Where the snapshot comes from (the manifest names the member whose key signs it as the one
 /// that took it).
-pub struct SnapshotSource<'a> {
+pub(crate) struct SnapshotSource<'a> {
     pub endpoint: &'a str,
     pub material: &'a ClientMaterial,
 }
 
 /// Take a snapshot through `src.endpoint` and store it; returns its manifest.
-pub async fn take(
+pub(crate) async fn take(
     store: &Store,
     recipients: &[String],
     src: &SnapshotSource<'_>,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// Cheap to clone: the connection is shared.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     pub inner: Arc<dyn ObjectStore>,
     /// `<prefix>/<cluster.name>`
     pub dir: ObjectPath,
@@ -37,18 +37,18 @@ enum Keys {
 }
 
 impl Store {
-    pub fn path(&self, name: &str) -> ObjectPath {
+    pub(crate) fn path(&self, name: &str) -> ObjectPath {
         self.dir.clone().join(name)
     }
 
     /// The same store, with the peer material of a plan not written to `tls.dir` yet.
-    pub fn with_material(mut self, m: ClientMaterial) -> Store {
+    pub(crate) fn with_material(mut self, m: ClientMaterial) -> Store {
         self.keys = Keys::Material(m);
         self
     }
 
     /// What signatures on objects of this store are checked against: this node's CA bundle.
-    pub fn anchor(&self) -> Result<TrustAnchor> {
+    pub(crate) fn anchor(&self) -> Result<TrustAnchor> {
         let (pem, from) = match &self.keys {
             Keys::Dir(dir) => {
                 let path = TlsPaths::new(dir).ca;
@@ -66,7 +66,7 @@ impl Store {
     }
 
     /// This member's signing key: its peer certificate and key.
-    pub fn signing_key(&self) -> Result<SigningKey> {
+    pub(crate) fn signing_key(&self) -> Result<SigningKey> {
         let (m, from) = match &self.keys {
             Keys::Dir(dir) => (
                 ClientMaterial::peer_from_dir(dir).context(
@@ -83,7 +83,7 @@ impl Store {
 
 /// Why a bounded read gave up.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The object is larger than `limit`: nothing beyond the limit was read.
     TooLarge(u64),
     Failed(anyhow::Error),
@@ -102,7 +102,7 @@ impl Store {
     /// A small object, read only up to `limit` bytes (a listing's size is the store's word,
     /// and the body is counted again as it comes): `None` when it is not there, with its
     /// version (to replace exactly that one).
-    pub async fn get_bounded(
+    pub(crate) async fn get_bounded(
         &self,
         path: &ObjectPath,
         limit: u64,
@@ -153,14 +153,14 @@ pub(crate) fn local_for_test(dir: &Path, cluster: &str, m: ClientMaterial) -> St
 }
 
 /// The store of `cfg`'s `[backup]`, `None` without it.
-pub fn of_config(cfg: &crate::config::Config) -> Result<Option<Store>> {
+pub(crate) fn of_config(cfg: &crate::config::Config) -> Result<Option<Store>> {
     cfg.backup
         .as_ref()
         .map(|b| open(b, &cfg.cluster.name, &cfg.tls.dir))
         .transpose()
 }
 
-pub fn open(cfg: &BackupConfig, cluster_name: &str, tls_dir: &Path) -> Result<Store> {
+pub(crate) fn open(cfg: &BackupConfig, cluster_name: &str, tls_dir: &Path) -> Result<Store> {
     let describe = format!("{}/{cluster_name}", cfg.url);
     match &cfg.url {
         StoreUrl::File { dir } => {

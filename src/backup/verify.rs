@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, serde::Serialize)]
-pub struct VerifyReport {
+pub(crate) struct VerifyReport {
     pub id: String,
     pub revision: i64,
     pub total_keys: u64,
@@ -22,7 +22,7 @@ pub struct VerifyReport {
 }
 
 /// Download `entry` into `scratch`, check it, and restore it there.
-pub async fn verify(
+pub(crate) async fn verify(
     store: &Store,
     entry: &Entry,
     identity_file: Option<&Path>,
@@ -39,7 +39,7 @@ pub async fn verify(
 /// random name (`<prefix>-<random>`: nothing read from the store goes into it), mode 0700,
 /// created exclusively: an existing directory or a symlink planted at that name is an error,
 /// never followed or reused.
-pub fn temp_scratch(prefix: &str) -> Result<PathBuf> {
+pub(crate) fn temp_scratch(prefix: &str) -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let scratch = std::env::temp_dir().join(format!("{prefix}-{}", crate::util::hex::random_hex()));
     std::fs::DirBuilder::new()
@@ -76,7 +76,7 @@ fn free_bytes(dir: &Path) -> Result<u64> {
 }
 
 /// `verify` in `scratch`, removed afterwards whatever the outcome.
-pub async fn verify_then_remove(
+pub(crate) async fn verify_then_remove(
     store: &Store,
     entry: &Entry,
     identity_file: Option<&Path>,
@@ -91,13 +91,13 @@ pub async fn verify_then_remove(
 /// Why a snapshot could not be made ready: its bytes are wrong (every node would find the same,
 /// so it is skipped) or getting them failed (worth another try).
 #[derive(Debug)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     Integrity(String),
     Failed(anyhow::Error),
 }
 
 impl FetchError {
-    pub fn into_anyhow(self) -> anyhow::Error {
+    pub(crate) fn into_anyhow(self) -> anyhow::Error {
         match self {
             FetchError::Integrity(m) => anyhow::anyhow!(m),
             FetchError::Failed(e) => e,
@@ -119,7 +119,7 @@ impl From<std::io::Error> for FetchError {
 
 /// Download `entry` into `scratch`, check the stored bytes against the manifest, decrypt them,
 /// and check etcd's trailer: the path of the plain database, ready for `snapshot restore`.
-pub async fn fetch(
+pub(crate) async fn fetch(
     store: &Store,
     entry: &Entry,
     identity_file: Option<&Path>,
@@ -247,13 +247,13 @@ fn check_trailer(path: &Path, want: &str) -> Result<()> {
 
 /// etcd's own snapshot tool beside etcd: `etcdutl` (3.5+) or `etcdctl` (3.4, which restores
 /// but cannot move the revision forward).
-pub struct SnapshotTool {
+pub(crate) struct SnapshotTool {
     pub path: PathBuf,
     env: Vec<(&'static str, &'static str)>,
 }
 
 impl SnapshotTool {
-    pub fn beside(etcd_binary: &Path) -> Result<SnapshotTool> {
+    pub(crate) fn beside(etcd_binary: &Path) -> Result<SnapshotTool> {
         let dir = etcd_binary.parent().unwrap_or(Path::new("/usr/bin"));
         if dir.join("etcdutl").is_file() {
             Ok(SnapshotTool {
@@ -274,7 +274,7 @@ impl SnapshotTool {
     }
 
     /// Run it with `args`; its standard output.
-    pub fn run(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn run(&self, args: &[&str]) -> Result<String> {
         let out = std::process::Command::new(&self.path)
             .args(args)
             .envs(self.env.iter().copied())
@@ -292,7 +292,7 @@ impl SnapshotTool {
     }
 
     /// `snapshot status` of a database file: (revision, total keys, hash).
-    pub fn status(&self, db: &Path) -> Result<(i64, u64, u64)> {
+    pub(crate) fn status(&self, db: &Path) -> Result<(i64, u64, u64)> {
         let status = self.run(&[
             "snapshot",
             "status",

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use anyhow::Result;
 
-pub async fn check_config(cfg: &Config) -> Result<()> {
+pub(crate) async fn check_config(cfg: &Config) -> Result<()> {
     let unchecked = crate::tls::check_offline(cfg).await?;
     for w in cfg.warnings() {
         eprintln!("warning: {w}");

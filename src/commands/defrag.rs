@@ -7,7 +7,7 @@ use crate::agent::{self, Agent};
 use crate::config::Config;
 use anyhow::Result;
 
-pub async fn defrag(cfg: Config, all: bool) -> Result<()> {
+pub(crate) async fn defrag(cfg: Config, all: bool) -> Result<()> {
     let material = agent::client_material(&cfg)?;
     let agent = Agent::new(&cfg).await?;
     if !all && cfg.maintenance.defrag_when.is_none() {

@@ -10,12 +10,12 @@ use anyhow::Result;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
-pub struct DoctorReport {
+pub(crate) struct DoctorReport {
     pub ok: bool,
     pub findings: Vec<Finding>,
 }
 
-pub async fn collect(cfg: &Config) -> Result<DoctorReport> {
+pub(crate) async fn collect(cfg: &Config) -> Result<DoctorReport> {
     let observed = agent::doctor::observe(cfg).await?;
     let findings = doctor::check(&observed);
     Ok(DoctorReport {
@@ -24,7 +24,7 @@ pub async fn collect(cfg: &Config) -> Result<DoctorReport> {
     })
 }
 
-pub fn table(r: &DoctorReport) -> String {
+pub(crate) fn table(r: &DoctorReport) -> String {
     let mut out = String::new();
     for f in &r.findings {
         if f.ok {
@@ -37,7 +37,7 @@ pub fn table(r: &DoctorReport) -> String {
 }
 
 /// Print the report; an error (exit 1) when anything failed.
-pub async fn doctor(cfg: &Config, json: bool) -> Result<()> {
+pub(crate) async fn doctor(cfg: &Config, json: bool) -> Result<()> {
     let report = collect(cfg).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -6,7 +6,7 @@ use crate::agent::leave;
 use crate::config::Config;
 use anyhow::Result;
 
-pub async fn leave(cfg: Config) -> Result<()> {
+pub(crate) async fn leave(cfg: Config) -> Result<()> {
     let left = leave::leave_cluster(&cfg).await?;
     println!(
         "removed member {:x} ({}) from the cluster",

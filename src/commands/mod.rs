@@ -1,12 +1,12 @@
 //! One module per command.
 
-pub mod check_config;
-pub mod defrag;
-pub mod doctor;
-pub mod leave;
-pub mod plan;
-pub mod recover;
-pub mod restore;
-pub mod run;
-pub mod snapshot;
-pub mod status;
+pub(crate) mod check_config;
+pub(crate) mod defrag;
+pub(crate) mod doctor;
+pub(crate) mod leave;
+pub(crate) mod plan;
+pub(crate) mod recover;
+pub(crate) mod restore;
+pub(crate) mod run;
+pub(crate) mod snapshot;
+pub(crate) mod status;

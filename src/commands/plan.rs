@@ -9,7 +9,7 @@ use crate::etcd::render;
 use crate::model::cluster::Answer;
 use anyhow::Result;
 
-pub async fn plan(cfg: Config) -> Result<()> {
+pub(crate) async fn plan(cfg: Config) -> Result<()> {
     let Plan {
         observed,
         action,

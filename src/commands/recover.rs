@@ -7,7 +7,7 @@ use crate::config::{Config, ServiceManagerKind};
 use anyhow::{bail, Result};
 use std::io::{BufRead, Write};
 
-pub async fn recover(cfg: Config, yes: bool) -> Result<()> {
+pub(crate) async fn recover(cfg: Config, yes: bool) -> Result<()> {
     let material = agent::client_material(&cfg)?;
     let agent = Agent::new(&cfg).await?;
     let seen = recover::check(&cfg, &material).await?;

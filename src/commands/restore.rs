@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-pub async fn restore(cfg: Config, from: &str, yes: bool, timeout: Duration) -> Result<()> {
+pub(crate) async fn restore(cfg: Config, from: &str, yes: bool, timeout: Duration) -> Result<()> {
     let b = cfg.backup.as_ref().ok_or_else(|| {
         ConfigError::new(
             "backup.url",

@@ -2,12 +2,12 @@
 //! there, its endpoint, converge, the heal loop).
 
 use crate::agent;
-pub use crate::agent::reload::ConfigSource;
+pub(crate) use crate::agent::reload::ConfigSource;
 use crate::config::{Config, ServiceManagerKind};
 use crate::error::ConfigError;
 use anyhow::Result;
 
-pub async fn run(cfg: Config, once: bool, source: ConfigSource) -> Result<()> {
+pub(crate) async fn run(cfg: Config, once: bool, source: ConfigSource) -> Result<()> {
     if once && cfg.etcd.service_manager == ServiceManagerKind::Process {
         return Err(ConfigError::new(
             "--once",

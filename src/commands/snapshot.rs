@@ -17,7 +17,7 @@ fn open(cfg: &Config) -> Result<(store::Store, &crate::config::backup::BackupCon
 }
 
 /// Take one now, through the local member (or `endpoint`); prints the id.
-pub async fn save(cfg: &Config, endpoint: Option<String>) -> Result<()> {
+pub(crate) async fn save(cfg: &Config, endpoint: Option<String>) -> Result<()> {
     let (store, b) = open(cfg)?;
     let m = crate::agent::snapshots::take_now(cfg, &store, &b.age_recipients, endpoint).await?;
     eprintln!(
@@ -32,7 +32,7 @@ pub async fn save(cfg: &Config, endpoint: Option<String>) -> Result<()> {
     Ok(())
 }
 
-pub async fn list(cfg: &Config, json: bool) -> Result<()> {
+pub(crate) async fn list(cfg: &Config, json: bool) -> Result<()> {
     let (store, _) = open(cfg)?;
     let all = catalog::list(&store).await?;
     if json {
@@ -72,7 +72,7 @@ pub async fn list(cfg: &Config, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn verify(cfg: &Config, which: &str, json: bool) -> Result<()> {
+pub(crate) async fn verify(cfg: &Config, which: &str, json: bool) -> Result<()> {
     let (store, b) = open(cfg)?;
     let entry = catalog::find(&store, which).await?;
     let scratch = backup::verify::temp_scratch("etcd-bootstrap-verify")?;

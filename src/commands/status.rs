@@ -7,7 +7,7 @@ use crate::config::Config;
 use anyhow::Result;
 
 /// Gather the status (`agent::status`) and print it.
-pub async fn status(cfg: &Config, endpoints: &[String], json: bool) -> Result<()> {
+pub(crate) async fn status(cfg: &Config, endpoints: &[String], json: bool) -> Result<()> {
     let status = collect(cfg, endpoints).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -17,7 +17,7 @@ pub async fn status(cfg: &Config, endpoints: &[String], json: bool) -> Result<()
     Ok(())
 }
 
-pub fn table(s: &Status) -> String {
+pub(crate) fn table(s: &Status) -> String {
     let mut out = notes(s);
     out.push_str(&members_table(s));
     out.push('\n');

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Where the snapshots of `cluster.name` are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreUrl {
+pub(crate) enum StoreUrl {
     /// `s3://BUCKET/PREFIX`
     S3 { bucket: String, prefix: String },
     /// `file:///ABSOLUTE/PATH`
@@ -36,7 +36,7 @@ impl Serialize for StoreUrl {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct BackupConfig {
+pub(crate) struct BackupConfig {
     pub url: StoreUrl,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
@@ -162,7 +162,7 @@ fn parse_endpoint(v: &Validator<'_>, text: &str) -> Result<String, ConfigError> 
 }
 
 /// The `[default]` keys of an AWS shared-credentials file.
-pub fn read_credentials(path: &Path) -> Result<(String, String), String> {
+pub(crate) fn read_credentials(path: &Path) -> Result<(String, String), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut in_default = false;

@@ -6,7 +6,7 @@ use crate::error::ConfigError;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ClusterConfig {
+pub(crate) struct ClusterConfig {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<usize>,

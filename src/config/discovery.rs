@@ -11,13 +11,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct StaticPeer {
+pub(crate) struct StaticPeer {
     pub name: String,
     pub url: EtcdUrl,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct DiscoveryConfig {
+pub(crate) struct DiscoveryConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srv_domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

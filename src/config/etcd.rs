@@ -19,7 +19,7 @@ pub enum ServiceManagerKind {
 
 impl ServiceManagerKind {
     /// Managers that run `etcd.image` rather than `etcd.binary`.
-    pub fn runs_image(self) -> bool {
+    pub(crate) fn runs_image(self) -> bool {
         matches!(
             self,
             ServiceManagerKind::Container | ServiceManagerKind::StaticPod
@@ -35,7 +35,7 @@ pub enum ContainerRuntime {
 }
 
 impl ContainerRuntime {
-    pub fn program(self) -> &'static str {
+    pub(crate) fn program(self) -> &'static str {
         match self {
             ContainerRuntime::Podman => "podman",
             ContainerRuntime::Docker => "docker",
@@ -310,7 +310,7 @@ fn validate_user(
 
 impl EtcdConfig {
     /// The unprivileged user etcd runs as, or None when it runs as the agent's own user.
-    pub fn runs_as(&self) -> Option<&str> {
+    pub(crate) fn runs_as(&self) -> Option<&str> {
         Some(self.user.as_str()).filter(|u| !u.is_empty() && *u != "root")
     }
 }
@@ -318,7 +318,7 @@ impl EtcdConfig {
 /// `[registry[:port]/]path[:tag][@sha256:digest]`, loosely: the runtime checks the rest. It
 /// lands in a unit's command line and a manifest, so nothing but the characters a reference
 /// can hold.
-pub fn is_image_reference(s: &str) -> bool {
+pub(crate) fn is_image_reference(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 512
         && !s.starts_with(['-', '/', ':', '@', '.'])

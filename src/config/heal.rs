@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct HealConfig {
+pub(crate) struct HealConfig {
     pub enabled: bool,
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,
@@ -38,15 +38,15 @@ pub struct HealConfig {
 
 /// `heal.keep_moved_aside` when not set: the copy of the last heal or restore and the one
 /// before it.
-pub const KEEP_MOVED_ASIDE_DEFAULT: i64 = 2;
+pub(crate) const KEEP_MOVED_ASIDE_DEFAULT: i64 = 2;
 /// `heal.moved_aside_max_disk_percent` when not set: well before etcd's own writes (WAL, the
 /// database growing to its quota) would fail for lack of space.
-pub const MOVED_ASIDE_MAX_DISK_PERCENT_DEFAULT: i64 = 90;
+pub(crate) const MOVED_ASIDE_MAX_DISK_PERCENT_DEFAULT: i64 = 90;
 
 /// `heal.remove_dead_after` when the key is not set and discovery is by SRV records: long
 /// enough that a reboot or a DNS hiccup never costs a member, short enough that a rolling
 /// replacement is not held up for long.
-pub const REMOVE_DEAD_AFTER_SRV_DEFAULT: Duration = Duration::from_secs(300);
+pub(crate) const REMOVE_DEAD_AFTER_SRV_DEFAULT: Duration = Duration::from_secs(300);
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
@@ -57,7 +57,7 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
 
 impl HealConfig {
     /// The bounds on moved-aside copies, for `decide::prune`.
-    pub fn prune_limits(&self) -> crate::decide::prune::Limits {
+    pub(crate) fn prune_limits(&self) -> crate::decide::prune::Limits {
         crate::decide::prune::Limits {
             keep: self.keep_moved_aside,
             max_disk_percent: self.moved_aside_max_disk_percent,
@@ -69,7 +69,7 @@ impl HealConfig {
 const AGENT_UNIT: &str = include_str!("../../dist/etcd-bootstrap.service");
 
 /// `WatchdogSec=` of the shipped agent unit (systemd's time span: "2min", "120s", "120").
-pub fn agent_watchdog() -> Option<Duration> {
+pub(crate) fn agent_watchdog() -> Option<Duration> {
     let value = AGENT_UNIT
         .lines()
         .find_map(|l| l.trim().strip_prefix("WatchdogSec="))?

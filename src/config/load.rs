@@ -9,24 +9,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/etcd-bootstrap/config.toml";
-pub const ENV_PREFIX: &str = "ETCD_BOOTSTRAP_";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/etcd-bootstrap/config.toml";
+pub(crate) const ENV_PREFIX: &str = "ETCD_BOOTSTRAP_";
 /// The most a config file or drop-in may hold: real ones are a few KiB; `--config /dev/zero` or
 /// a wrong path must not be read whole.
-pub const CONFIG_LIMIT: u64 = 1 << 20;
+pub(crate) const CONFIG_LIMIT: u64 = 1 << 20;
 /// Variables with our prefix that are not config keys.
 const RESERVED_ENV: &[&str] = &["ETCD_BOOTSTRAP_LOG", "ETCD_BOOTSTRAP_FAILPOINT"];
 
 /// The merged, schema-checked configuration and where each `section.key` came from.
 #[derive(Debug, Default)]
-pub struct Merged {
+pub(crate) struct Merged {
     pub table: Table,
     pub sources: BTreeMap<String, String>,
     pub files: Vec<PathBuf>,
 }
 
 impl Merged {
-    pub fn source_of(&self, key: &str) -> String {
+    pub(crate) fn source_of(&self, key: &str) -> String {
         self.sources
             .get(key)
             .cloned()
@@ -36,7 +36,7 @@ impl Merged {
 
 /// Read the main file (`explicit` = given with `--config`, so it must exist), its drop-ins and the
 /// environment.
-pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Merged, ConfigError> {
+pub(crate) fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Merged, ConfigError> {
     let (main, explicit) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),

@@ -8,10 +8,10 @@ use crate::error::ConfigError;
 use serde::Serialize;
 use std::time::Duration;
 
-pub const DEFAULT_RULE: &str = "free > 200MiB or quota_used > 80%";
+pub(crate) const DEFAULT_RULE: &str = "free > 200MiB or quota_used > 80%";
 
 #[derive(Debug, Clone, Serialize)]
-pub struct MaintenanceConfig {
+pub(crate) struct MaintenanceConfig {
     /// `None`: "" (no scheduled defrags; NOSPACE is still handled).
     #[serde(serialize_with = "ser_rule")]
     pub defrag_when: Option<Rule>,

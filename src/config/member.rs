@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize)]
-pub struct MemberConfig {
+pub(crate) struct MemberConfig {
     /// Empty: the name found for this node in discovery, else the short hostname.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct MetricsConfig {
+pub(crate) struct MetricsConfig {
     /// The one address `/metrics` is served on; `None` ("" in the file): no metrics endpoint.
     #[serde(serialize_with = "ser_listen")]
     pub listen: Option<SocketAddr>,

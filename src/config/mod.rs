@@ -3,19 +3,19 @@
 //! `validate` below runs them in order, then the checks across sections (`single_line`,
 //! `written_files`). Every error names the key and where its value came from.
 
-pub mod backup;
-pub mod cluster;
-pub mod discovery;
-pub mod etcd;
-pub mod heal;
-pub mod load;
-pub mod maintenance;
-pub mod member;
-pub mod metrics;
+pub(crate) mod backup;
+pub(crate) mod cluster;
+pub(crate) mod discovery;
+pub(crate) mod etcd;
+pub(crate) mod heal;
+pub(crate) mod load;
+pub(crate) mod maintenance;
+pub(crate) mod member;
+pub(crate) mod metrics;
 pub mod raw;
 mod single_line;
-pub mod tls;
-pub mod upgrade;
+pub(crate) mod tls;
+pub(crate) mod upgrade;
 mod written_files;
 
 use crate::error::ConfigError;
@@ -24,32 +24,32 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cluster::ClusterConfig;
-pub use discovery::{DiscoveryConfig, StaticPeer};
-pub use etcd::{is_image_reference, ContainerRuntime, EtcdConfig, ServiceManagerKind};
-pub use heal::{HealConfig, REMOVE_DEAD_AFTER_SRV_DEFAULT};
-pub use load::DEFAULT_CONFIG_PATH;
-pub use member::MemberConfig;
-pub use single_line::control_char;
-pub use tls::{parse_subject, TlsConfig, TlsMode, TlsSources, CERT_KINDS, PINNABLE};
+pub(crate) use cluster::ClusterConfig;
+pub(crate) use discovery::{DiscoveryConfig, StaticPeer};
+pub use etcd::{ContainerRuntime, EtcdConfig, ServiceManagerKind};
+pub(crate) use heal::HealConfig;
+pub(crate) use load::DEFAULT_CONFIG_PATH;
+pub(crate) use member::MemberConfig;
+pub(crate) use single_line::control_char;
+pub(crate) use tls::{parse_subject, TlsConfig, TlsMode, TlsSources, PINNABLE};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
-    pub cluster: ClusterConfig,
-    pub member: MemberConfig,
-    pub discovery: DiscoveryConfig,
-    pub tls: TlsConfig,
+    pub(crate) cluster: ClusterConfig,
+    pub(crate) member: MemberConfig,
+    pub(crate) discovery: DiscoveryConfig,
+    pub(crate) tls: TlsConfig,
     pub etcd: EtcdConfig,
-    pub heal: HealConfig,
+    pub(crate) heal: HealConfig,
     /// `[backup]`, when `backup.url` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub backup: Option<backup::BackupConfig>,
-    pub maintenance: maintenance::MaintenanceConfig,
-    pub metrics: metrics::MetricsConfig,
-    pub upgrade: upgrade::UpgradeConfig,
+    pub(crate) backup: Option<backup::BackupConfig>,
+    pub(crate) maintenance: maintenance::MaintenanceConfig,
+    pub(crate) metrics: metrics::MetricsConfig,
+    pub(crate) upgrade: upgrade::UpgradeConfig,
     /// The files that were read, in merge order.
     #[serde(skip)]
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -57,7 +57,7 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 }
 
 /// A duration in the largest whole unit, as the config reads it back ("365d", "90s", "1500ms").
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let (secs, ms) = (d.as_secs(), d.subsec_millis());
     if ms != 0 || secs == 0 {
         return format!("{}ms", d.as_millis());
@@ -84,19 +84,19 @@ impl Config {
 
     /// What is allowed but probably not meant (an even cluster size), one line each, for
     /// `check-config`.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         cluster::warnings(&self.cluster, &self.discovery)
     }
 
     /// The effective configuration as TOML, for `check-config`.
-    pub fn to_toml(&self) -> String {
+    pub(crate) fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 
 /// The keys (`heal.interval`, `etcd.flags.heartbeat-interval`; a whole list or an absent section
 /// as one key) whose effective value differs between `a` and `b`: what a reload changes.
-pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+pub(crate) fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
     fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
         use serde_json::Value::Object;
         match (a, b) {
@@ -258,7 +258,7 @@ impl Validator<'_> {
     }
 }
 
-pub fn is_sha256_hex(s: &str) -> bool {
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 fn validate(merged: load::Merged) -> Result<Config, ConfigError> {

@@ -15,10 +15,10 @@ pub enum ValueKind {
 /// The Rust type a key of each kind deserializes into. The schema names a field's type by its
 /// kind, so the struct field and the `KEYS` row cannot disagree.
 mod value_type {
-    pub type Str = String;
-    pub type Int = i64;
-    pub type Bool = bool;
-    pub type List = Vec<String>;
+    pub(crate) type Str = String;
+    pub(crate) type Int = i64;
+    pub(crate) type Bool = bool;
+    pub(crate) type List = Vec<String>;
 }
 
 /// Declares the schema once. From one list per section (`section => RawStruct { key: Kind, .. }`,
@@ -50,7 +50,7 @@ macro_rules! schema {
 
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
-        pub struct RawConfig {
+        pub(crate) struct RawConfig {
             $(
                 #[serde(default)]
                 pub $section: $raw,
@@ -60,7 +60,7 @@ macro_rules! schema {
         $(
             #[derive(Debug, Default, Deserialize)]
             #[serde(deny_unknown_fields)]
-            pub struct $raw {
+            pub(crate) struct $raw {
                 $(pub $key: Option<value_type::$kind>,)*
                 $(pub $table: Option<BTreeMap<String, Value>>,)?
             }
@@ -169,14 +169,14 @@ schema! {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemaError {
+pub(crate) struct SchemaError {
     pub key: String,
     pub message: String,
 }
 
 impl RawConfig {
     /// Check one fragment: known sections and keys, right types. Names the first bad key.
-    pub fn check(table: &Table) -> Result<(), SchemaError> {
+    pub(crate) fn check(table: &Table) -> Result<(), SchemaError> {
         for (section, value) in table {
             if !KEYS.iter().any(|(s, _, _)| s == section) {
                 return Err(SchemaError {
@@ -233,7 +233,7 @@ impl RawConfig {
         Ok(())
     }
 
-    pub fn from_table(table: Table) -> Result<RawConfig, SchemaError> {
+    pub(crate) fn from_table(table: Table) -> Result<RawConfig, SchemaError> {
         Self::check(&table)?;
         Value::Table(table)
             .try_into()

@@ -7,7 +7,7 @@ use crate::error::ConfigError;
 /// The first control character (newline, carriage return, NUL, ...) in `value`. Values end up as
 /// lines of etcd's environment file and unit: a line break in one would add a line of the
 /// writer's choosing (`ETCD_FORCE_NEW_CLUSTER=true`, `ExecStartPre=`).
-pub fn control_char(value: &str) -> Option<char> {
+pub(crate) fn control_char(value: &str) -> Option<char> {
     value.chars().find(|c| c.is_control())
 }
 

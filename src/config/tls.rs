@@ -13,7 +13,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     LocalCa,
     Cfssl,
     Files,
@@ -21,7 +21,7 @@ pub enum TlsMode {
 
 /// The pre-issued material of `tls.mode = "files"`: each an absolute path or an https URL.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct TlsSources {
+pub(crate) struct TlsSources {
     /// Read from (and printed as) `tls.ca_cert`.
     #[serde(rename = "ca_cert")]
     pub ca: String,
@@ -38,7 +38,7 @@ pub struct TlsSources {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     pub mode: TlsMode,
     pub dir: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,10 +86,10 @@ fn ser_pairs<S: serde::Serializer>(m: &BTreeMap<String, String>, s: S) -> Result
 }
 
 /// The kinds of certificate `tls.cfssl_profiles` can name.
-pub const CERT_KINDS: [&str; 4] = ["server", "peer", "client", "apiserver-client"];
+pub(crate) const CERT_KINDS: [&str; 4] = ["server", "peer", "client", "apiserver-client"];
 
 /// The destination file names in `tls.dir` that `tls.sha256_pins` can name.
-pub const PINNABLE: [&str; 9] = [
+pub(crate) const PINNABLE: [&str; 9] = [
     "ca.crt",
     "server.crt",
     "server.key",
@@ -474,7 +474,7 @@ fn check_location(v: &Validator<'_>, key: &str, value: &str) -> Result<(), Confi
 }
 
 /// `CN=name,O=group,OU=unit` into attribute pairs; CN required, O and OU may repeat.
-pub fn parse_subject(text: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn parse_subject(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for part in text.split(',') {
         let (attr, value) = part.trim().split_once('=').ok_or_else(|| {

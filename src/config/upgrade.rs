@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct UpgradeConfig {
+pub(crate) struct UpgradeConfig {
     /// How long a restarted member has to be healthy and caught up with the leader before the
     /// rollout lock is released (and the rollout stops there if it is not).
     #[serde(serialize_with = "super::ser_duration")]

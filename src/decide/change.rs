@@ -11,7 +11,7 @@
 //! what cannot change.
 
 /// Keys a running member cannot change, and why. A key matches itself and its sub-keys.
-pub const FIXED: &[(&str, &str)] = &[
+pub(crate) const FIXED: &[(&str, &str)] = &[
     ("cluster.name", IDENTITY),
     ("member.name", IDENTITY),
     ("member.advertise_address", IDENTITY),
@@ -34,7 +34,7 @@ const BOUND: &str = "the agent binds it at its start; restart the agent (`system
 
 /// Keys whose change needs etcd restarted even where the rendered files do not show it (the
 /// binary at the same path replaced by another release).
-pub const RESTART: &[&str] = &[
+pub(crate) const RESTART: &[&str] = &[
     "etcd.binary",
     "etcd.download_url",
     "etcd.sha256",
@@ -43,7 +43,7 @@ pub const RESTART: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// Nothing that matters changed.
     Unchanged,
     /// The agent takes it up at once (heal, backup, maintenance, discovery, certificate
@@ -66,7 +66,7 @@ fn matches(key: &str, pattern: &str) -> bool {
 /// `changed`: the keys whose value differs between the configuration in force and the new one;
 /// `rendered_differs`: whether etcd's files (with binary, release and image) rendered from the
 /// new one differ from those etcd runs with.
-pub fn classify(changed: &[String], rendered_differs: bool) -> Change {
+pub(crate) fn classify(changed: &[String], rendered_differs: bool) -> Change {
     for key in changed {
         if let Some((pattern, why)) = FIXED.iter().find(|(p, _)| matches(key, p)) {
             return Change::Refused {

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberHealth {
+pub(crate) struct MemberHealth {
     pub id: u64,
     pub name: String,
     pub peer_urls: Vec<String>,
@@ -21,12 +21,12 @@ pub struct MemberHealth {
 
 /// When each member was first seen unreachable.
 #[derive(Debug, Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     down_since: HashMap<u64, Instant>,
 }
 
 impl Tracker {
-    pub fn update(&mut self, members: &[MemberHealth], now: Instant) {
+    pub(crate) fn update(&mut self, members: &[MemberHealth], now: Instant) {
         self.down_since
             .retain(|id, _| members.iter().any(|m| m.id == *id && !m.reachable));
         for m in members.iter().filter(|m| !m.reachable) {
@@ -34,7 +34,7 @@ impl Tracker {
         }
     }
 
-    pub fn down_for(&self, id: u64, now: Instant) -> Option<Duration> {
+    pub(crate) fn down_for(&self, id: u64, now: Instant) -> Option<Duration> {
         self.down_since
             .get(&id)
             .map(|t| now.saturating_duration_since(*t))
@@ -43,7 +43,7 @@ impl Tracker {
 
 /// What, besides being unreachable for the limit, makes a member dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecondSignal {
+pub(crate) enum SecondSignal {
     /// Gone from discovery (the default with SRV records: a rolling replacement).
     GoneFromDiscovery,
     /// Gone from discovery, or a discovered node waits to join (`heal.remove_dead_after` set).
@@ -51,7 +51,7 @@ pub enum SecondSignal {
 }
 
 /// The member to remove now and why, or `None`.
-pub fn pick(
+pub(crate) fn pick(
     members: &[MemberHealth],
     tracker: &Tracker,
     now: Instant,

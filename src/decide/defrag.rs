@@ -18,15 +18,15 @@ use serde::Serialize;
 use std::fmt;
 
 /// etcd's `--quota-backend-bytes` when it is not set.
-pub const DEFAULT_QUOTA: u64 = 2 * 1024 * 1024 * 1024;
+pub(crate) const DEFAULT_QUOTA: u64 = 2 * 1024 * 1024 * 1024;
 
 /// The NOSPACE alarm is disarmed once every member's dbSize is at or below this share of the
 /// quota (in percent).
-pub const DISARM_BELOW_PERCENT: u64 = 90;
+pub(crate) const DISARM_BELOW_PERCENT: u64 = 90;
 
 /// What a member's `Maintenance.Status` says about its database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberDb {
+pub(crate) struct MemberDb {
     pub id: u64,
     pub name: String,
     pub db_size: u64,
@@ -36,12 +36,12 @@ pub struct MemberDb {
 }
 
 impl MemberDb {
-    pub fn free(&self) -> u64 {
+    pub(crate) fn free(&self) -> u64 {
         self.db_size.saturating_sub(self.db_size_in_use)
     }
 
     /// dbSize as a share of the quota, in percent (rounded down).
-    pub fn quota_used(&self, quota: u64) -> u64 {
+    pub(crate) fn quota_used(&self, quota: u64) -> u64 {
         self.db_size.saturating_mul(100) / quota.max(1)
     }
 }
@@ -71,7 +71,7 @@ enum Expr {
 
 /// A parsed `maintenance.defrag_when`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     text: String,
     expr: Expr,
 }
@@ -86,7 +86,7 @@ impl Rule {
     /// `free > 200MiB or quota_used > 80%`: comparisons of `free`, `db_size`, `in_use` (bytes,
     /// with B, KiB, MiB, GiB, KB, MB, GB) and `quota_used` (a percentage), joined by `and`
     /// (binding tighter) and `or`, with parentheses.
-    pub fn parse(text: &str) -> Result<Rule, String> {
+    pub(crate) fn parse(text: &str) -> Result<Rule, String> {
         let tokens = tokenize(text)?;
         let mut p = Parser { tokens, pos: 0 };
         let expr = p.or()?;
@@ -99,7 +99,7 @@ impl Rule {
         })
     }
 
-    pub fn holds(&self, m: &MemberDb, quota: u64) -> bool {
+    pub(crate) fn holds(&self, m: &MemberDb, quota: u64) -> bool {
         eval(&self.expr, m, quota)
     }
 }
@@ -251,7 +251,7 @@ impl Parser {
 }
 
 /// `200MiB`, `1GB`, `4096`, `512KiB`.
-pub fn bytes(text: &str) -> Result<u64, String> {
+pub(crate) fn bytes(text: &str) -> Result<u64, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -279,14 +279,14 @@ pub fn bytes(text: &str) -> Result<u64, String> {
 
 /// `maintenance.window`: `HH:MM-HH:MM` UTC, possibly across midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     /// Minutes after midnight UTC.
     pub start: u16,
     pub end: u16,
 }
 
 impl Window {
-    pub fn parse(text: &str) -> Result<Window, String> {
+    pub(crate) fn parse(text: &str) -> Result<Window, String> {
         let (a, b) = text
             .split_once('-')
             .ok_or_else(|| format!("{text:?} is not a window like \"02:00-05:00\" (UTC)"))?;
@@ -317,7 +317,7 @@ impl Window {
     }
 
     /// Whether `minute` (after midnight UTC) is inside; the end is excluded.
-    pub fn contains(&self, minute: u16) -> bool {
+    pub(crate) fn contains(&self, minute: u16) -> bool {
         if self.start < self.end {
             (self.start..self.end).contains(&minute)
         } else {
@@ -328,7 +328,7 @@ impl Window {
 
 /// Why nothing is defragmented now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hold {
+pub(crate) enum Hold {
     OutsideWindow,
     /// A member does not answer or is not healthy: a defrag would leave the cluster one member
     /// short of its margin.
@@ -339,7 +339,7 @@ pub enum Hold {
 
 /// The members to defragment, in order: followers (learners first, then voters by name), the
 /// leader last. `all`: every member, whatever the rule (`defrag --all`, NOSPACE).
-pub fn plan(
+pub(crate) fn plan(
     members: &[MemberDb],
     unhealthy: &[String],
     rule: Option<&Rule>,
@@ -369,7 +369,7 @@ pub fn plan(
 
 /// What to do about a raised NOSPACE alarm.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Nospace {
+pub(crate) enum Nospace {
     /// Every member is at or below 90% of the quota: disarm.
     Disarm,
     /// A defrag brings these members under 90% (their live data fits): defragment them, then
@@ -380,7 +380,7 @@ pub enum Nospace {
     CannotFree(String),
 }
 
-pub fn nospace(members: &[MemberDb], quota: u64) -> Nospace {
+pub(crate) fn nospace(members: &[MemberDb], quota: u64) -> Nospace {
     let limit = quota / 100 * DISARM_BELOW_PERCENT;
     let over: Vec<&MemberDb> = members.iter().filter(|m| m.db_size > limit).collect();
     if over.is_empty() {

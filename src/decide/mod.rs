@@ -9,15 +9,15 @@
 //! wrong and
 //! how to fix it (`doctor`).
 
-pub mod bootstrap;
-pub mod change;
-pub mod dead_member;
-pub mod defrag;
-pub mod doctor;
-pub mod prune;
-pub mod quorum_recovery;
-pub mod recover;
-pub mod removed;
-pub mod restore;
+pub(crate) mod bootstrap;
+pub(crate) mod change;
+pub(crate) mod dead_member;
+pub(crate) mod defrag;
+pub(crate) mod doctor;
+pub(crate) mod prune;
+pub(crate) mod quorum_recovery;
+pub(crate) mod recover;
+pub(crate) mod removed;
+pub(crate) mod restore;
 
-pub use restore::{FormedPeer, NoSeed, Snapshots};
+pub(crate) use restore::Snapshots;

@@ -22,7 +22,7 @@
 
 /// One moved-aside copy, as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MovedCopy {
+pub(crate) struct MovedCopy {
     pub name: String,
     /// The cluster it belonged to, from the note written when it was moved, when known.
     pub cluster: Option<u64>,
@@ -34,7 +34,7 @@ pub struct MovedCopy {
 
 /// The running member, as far as it is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Running {
+pub(crate) struct Running {
     pub cluster: Option<u64>,
     pub raft_index: Option<u64>,
 }
@@ -42,14 +42,14 @@ pub struct Running {
 /// The file system that holds the copies, in bytes (as `df` counts: `used` by anyone,
 /// `available` to unprivileged users).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DiskUse {
+pub(crate) struct DiskUse {
     pub used: u64,
     pub available: u64,
 }
 
 impl DiskUse {
     /// Percent used (rounded up, as `df` does) once `freed` bytes are deleted.
-    pub fn percent_after(&self, freed: u64) -> u64 {
+    pub(crate) fn percent_after(&self, freed: u64) -> u64 {
         let total = self.used as u128 + self.available as u128;
         if total == 0 {
             return 0;
@@ -60,7 +60,7 @@ impl DiskUse {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// `heal.keep_moved_aside`.
     pub keep: usize,
     /// `heal.moved_aside_max_disk_percent` (100: no disk limit).
@@ -69,7 +69,7 @@ pub struct Limits {
 
 /// What the decision looks at.
 #[derive(Debug, Clone)]
-pub struct PruneInput<'a> {
+pub(crate) struct PruneInput<'a> {
     pub copies: &'a [MovedCopy],
     pub running: Running,
     /// The store holds a verified snapshot of the running cluster (false without `[backup]`).
@@ -81,19 +81,20 @@ pub struct PruneInput<'a> {
 
 /// The copies to delete, oldest first, and every copy kept; each with why (for the log).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PrunePlan {
+pub(crate) struct PrunePlan {
     pub delete: Vec<(String, String)>,
     pub kept: Vec<(String, String)>,
 }
 
 impl PrunePlan {
-    pub fn deleted_names(&self) -> Vec<&str> {
+    #[cfg(test)]
+    pub(crate) fn deleted_names(&self) -> Vec<&str> {
         self.delete.iter().map(|(n, _)| n.as_str()).collect()
     }
 }
 
 /// `(UTC time, sequence)` from a name `<base>.removed-<YYYYMMDDTHHMMSSZ>[-n]`.
-pub fn moved_at(name: &str) -> Option<(String, u32)> {
+pub(crate) fn moved_at(name: &str) -> Option<(String, u32)> {
     let rest = &name[name.rfind(".removed-")? + ".removed-".len()..];
     let (ts, n) = match rest.split_once('-') {
         Some((ts, n)) => (ts, n.parse().ok()?),
@@ -110,7 +111,7 @@ pub fn moved_at(name: &str) -> Option<(String, u32)> {
 }
 
 /// Whether a copy is of an earlier cluster than the running one (both known, and different).
-pub fn of_earlier_cluster(c: &MovedCopy, running: Running) -> Option<(u64, u64)> {
+pub(crate) fn of_earlier_cluster(c: &MovedCopy, running: Running) -> Option<(u64, u64)> {
     match (c.cluster, running.cluster) {
         (Some(mine), Some(now)) if mine != now => Some((mine, now)),
         _ => None,
@@ -120,7 +121,7 @@ pub fn of_earlier_cluster(c: &MovedCopy, running: Running) -> Option<(u64, u64)>
 /// Whether the store's answer (a verified snapshot of the running cluster or not) can change
 /// the plan: only while a copy of an earlier cluster is on disk. The caller asks the store only
 /// then.
-pub fn snapshot_matters(copies: &[MovedCopy], running: Running) -> bool {
+pub(crate) fn snapshot_matters(copies: &[MovedCopy], running: Running) -> bool {
     copies
         .iter()
         .any(|c| moved_at(&c.name).is_some() && of_earlier_cluster(c, running).is_some())
@@ -170,7 +171,7 @@ fn classify(c: &MovedCopy, o: &PruneInput<'_>, newest_earlier: Option<&str>) -> 
 
 /// The copies to delete. Names that are not `<base>.removed-<UTC time>[-n]` are not ours: never
 /// touched, not listed.
-pub fn plan(o: &PruneInput<'_>) -> PrunePlan {
+pub(crate) fn plan(o: &PruneInput<'_>) -> PrunePlan {
     let mut dated: Vec<(&MovedCopy, (String, u32))> = o
         .copies
         .iter()

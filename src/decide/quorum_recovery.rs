@@ -17,7 +17,7 @@ use std::fmt;
 /// The note an agent leaves beside its data dir when it carried an automatic recovery out
 /// (`<data_dir>.auto-recovered`), for `doctor` and `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recovered {
+pub(crate) struct Recovered {
     /// UTC, sortable (`util::time::utc_stamp`).
     pub at: String,
     /// The decision, as logged: from which copy, the highest revision seen, revisions lost.
@@ -28,7 +28,7 @@ pub struct Recovered {
 
 impl Decision {
     /// Revisions lost, when this decision recovers.
-    pub fn lost(&self) -> Option<i64> {
+    pub(crate) fn lost(&self) -> Option<i64> {
         match self {
             Decision::Recover { lost, .. } => *lost,
             _ => None,
@@ -38,7 +38,7 @@ impl Decision {
 
 /// What one member's agent answered at its peer endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HoldingAnswer {
+pub(crate) enum HoldingAnswer {
     /// No answer (down, unreachable, refused): why, for the message.
     Missing(String),
     /// It answered but cannot read its own identity record (503): it cannot tell what it holds.
@@ -48,7 +48,7 @@ pub enum HoldingAnswer {
 
 /// What a member's agent says it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Holding {
+pub(crate) struct Holding {
     pub cluster_name: String,
     /// The cluster its data (or record) belongs to; `None` for a node that never joined one.
     pub cluster_id: Option<u64>,
@@ -61,7 +61,7 @@ pub struct Holding {
 
 /// One member of the last recorded membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberAnswer {
+pub(crate) struct MemberAnswer {
     pub id: u64,
     /// Its peer URL (or name), for messages.
     pub who: String,
@@ -70,7 +70,7 @@ pub struct MemberAnswer {
 
 /// The newest signed snapshot of this cluster in the store, when `[backup]` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorePoint {
+pub(crate) struct StorePoint {
     pub id: String,
     pub revision: i64,
     /// When it was taken (RFC 3339), for messages.
@@ -78,7 +78,7 @@ pub struct StorePoint {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub cluster_name: &'a str,
     pub cluster_id: u64,
     pub members: &'a [MemberAnswer],
@@ -93,7 +93,7 @@ pub struct Inputs<'a> {
 
 /// Where the cluster comes back from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoverFrom {
+pub(crate) enum RecoverFrom {
     /// A member's data: its agent runs `recover` (one start with `--force-new-cluster`); the
     /// others join it.
     Member {
@@ -109,7 +109,7 @@ pub enum RecoverFrom {
 
 /// The automatic recovery's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Not (yet) a case for it: why (names the agents that have not answered).
     Wait(String),
     /// Something only a person can settle (a foreign answer, an agent that cannot tell).
@@ -128,7 +128,7 @@ pub enum Decision {
 
 impl Decision {
     /// The member whose agent recovers, when one does.
-    pub fn recovering_member(&self) -> Option<u64> {
+    pub(crate) fn recovering_member(&self) -> Option<u64> {
         match self {
             Decision::Recover {
                 source: RecoverFrom::Member { id, .. },
@@ -198,7 +198,7 @@ impl fmt::Display for Decision {
 
 /// The decision. Every agent computes it from the same evidence, so they agree on the one
 /// member that acts ("lowest member ID among the holders of the best copy").
-pub fn decide(i: &Inputs) -> Decision {
+pub(crate) fn decide(i: &Inputs) -> Decision {
     let d = decide_enabled(i);
     if i.auto_recover {
         d

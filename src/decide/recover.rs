@@ -11,7 +11,7 @@ use std::fmt;
 
 /// One member of the last-known membership, as seen from this node now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberSeen {
+pub(crate) struct MemberSeen {
     pub id: u64,
     /// Name or peer URL, for messages.
     pub who: String,
@@ -23,20 +23,20 @@ pub struct MemberSeen {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AgentSeen {
+pub(crate) struct AgentSeen {
     pub has_data: bool,
     pub raft_index: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoveryVerdict {
+pub(crate) enum RecoveryVerdict {
     Proceed,
     Refuse(String),
 }
 
 /// Whether this member may recover the cluster alone. `local_index` is its own raft index (from
 /// its identity record), `local_healthy` whether it can serve a linearizable read now.
-pub fn may_recover(
+pub(crate) fn may_recover(
     local_healthy: bool,
     local_index: Option<u64>,
     members: &[MemberSeen],
@@ -91,7 +91,7 @@ const RESTORE_BY_REPLACING: &str = "with the members' VMs there, `etcd-bootstrap
 
 /// What the agents' logs, `status` and `plan` say when a quorum is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuorumLoss {
+pub(crate) struct QuorumLoss {
     pub unreachable: Vec<String>,
     pub quorum: usize,
     pub members: usize,
@@ -104,7 +104,7 @@ pub struct QuorumLoss {
 impl QuorumLoss {
     /// What to do about it: wait for the unreachable members, or, if they are lost for good,
     /// the command that brings the cluster back (`doctor` gives this as the fix).
-    pub fn remedy(&self) -> String {
+    pub(crate) fn remedy(&self) -> String {
         let mut f = String::from(
             "If the unreachable members come back, nothing needs doing. If they are lost for good: ",
         );
@@ -150,7 +150,7 @@ impl fmt::Display for QuorumLoss {
 }
 
 /// The quorum-loss report, or `None` when a quorum answers.
-pub fn quorum_loss(
+pub(crate) fn quorum_loss(
     members: &[MemberSeen],
     local_index: Option<u64>,
     newest_snapshot: Option<(String, String)>,

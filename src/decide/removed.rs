@@ -11,7 +11,7 @@
 use crate::model::cluster::{Answer, ClusterView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RemovalVerdict {
+pub(crate) enum RemovalVerdict {
     /// A majority agrees this member was removed: heal.
     Removed(String),
     /// A voter with a leader lists this member: nothing to heal.
@@ -24,7 +24,7 @@ pub enum RemovalVerdict {
 
 /// `known_members`: the size of this member's last-known membership (itself included);
 /// `answers`: what the other members' etcd said.
-pub fn verdict(
+pub(crate) fn verdict(
     my_url: &str,
     my_cluster_id: Option<u64>,
     known_members: usize,

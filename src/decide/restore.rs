@@ -26,7 +26,7 @@ use std::fmt;
 
 /// What the store says about `cluster.name`'s snapshots, as far as this node can use them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Snapshots {
+pub(crate) enum Snapshots {
     /// No `[backup]`, or `restore_on_bootstrap = false`: new clusters start empty.
     Off,
     /// The ids of the complete snapshots (manifest and data object), newest first, without those
@@ -38,13 +38,13 @@ pub enum Snapshots {
 
 /// A peer of this formation that holds data, and the snapshot its data was restored from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormedPeer {
+pub(crate) struct FormedPeer {
     pub who: String,
     pub restored_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NoSeed {
+pub(crate) enum NoSeed {
     /// Waiting for the store (refused at the deadline: forming empty could seed over lost data).
     StoreUnreadable(String),
     /// Peers of this formation started from different data: an operator has to look.
@@ -67,7 +67,7 @@ impl fmt::Display for NoSeed {
 }
 
 /// The snapshot a new cluster restores (`Some(id)`) or `None` to start empty.
-pub fn seed(snapshots: &Snapshots, formed: &[FormedPeer]) -> Result<Option<String>, NoSeed> {
+pub(crate) fn seed(snapshots: &Snapshots, formed: &[FormedPeer]) -> Result<Option<String>, NoSeed> {
     if let Some(first) = formed.first() {
         if formed
             .iter()
@@ -97,7 +97,7 @@ pub fn seed(snapshots: &Snapshots, formed: &[FormedPeer]) -> Result<Option<Strin
 
 /// A member of the cluster a fleet-wide restore puts back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestMember {
+pub(crate) struct RequestMember {
     pub name: String,
     pub peer_url: String,
     /// Where its etcd answers clients (to see it come back as a member of the restored cluster).
@@ -107,7 +107,7 @@ pub struct RequestMember {
 /// A fleet-wide restore request, as the store holds it: every member named in it restores
 /// `snapshot` with the same `--initial-cluster` (`members`) and `token`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FleetRequest {
+pub(crate) struct FleetRequest {
     /// Unique per request (`<UTC stamp>-<random>`).
     pub id: String,
     pub snapshot: String,
@@ -126,7 +126,7 @@ pub struct FleetRequest {
 
 impl FleetRequest {
     /// A request for `members` (any order) to restore `snapshot`, with a token of its own.
-    pub fn new(
+    pub(crate) fn new(
         cluster_name: &str,
         id: &str,
         snapshot: &str,
@@ -153,7 +153,7 @@ impl FleetRequest {
     }
 
     /// The `--initial-cluster` every member restores with.
-    pub fn initial_cluster(&self) -> String {
+    pub(crate) fn initial_cluster(&self) -> String {
         self.members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url))
@@ -161,12 +161,12 @@ impl FleetRequest {
             .join(",")
     }
 
-    pub fn member_id(&self, peer_url: &str) -> u64 {
+    pub(crate) fn member_id(&self, peer_url: &str) -> u64 {
         crate::model::ids::member_id(&[peer_url.to_string()], &self.token)
     }
 
     /// The restored cluster's ID (etcd derives it from the initial cluster and the token).
-    pub fn cluster_id(&self) -> u64 {
+    pub(crate) fn cluster_id(&self) -> u64 {
         let ids: Vec<u64> = self
             .members
             .iter()
@@ -175,7 +175,8 @@ impl FleetRequest {
         crate::model::ids::cluster_id(&ids)
     }
 
-    pub fn from_cluster_id(&self) -> Option<u64> {
+    /// The cluster the request restores from (`from_cluster`), as an ID.
+    pub(crate) fn old_cluster_id(&self) -> Option<u64> {
         self.from_cluster
             .as_deref()
             .and_then(|c| u64::from_str_radix(c, 16).ok())
@@ -183,16 +184,16 @@ impl FleetRequest {
 
     /// Whether `cluster` is the one this request restores or the restored one: while the
     /// request is under way, members on either side answer with it.
-    pub fn is_either_side(&self, cluster: u64) -> bool {
-        cluster == self.cluster_id() || Some(cluster) == self.from_cluster_id()
+    pub(crate) fn is_either_side(&self, cluster: u64) -> bool {
+        cluster == self.cluster_id() || Some(cluster) == self.old_cluster_id()
     }
 
-    pub fn member(&self, peer_url: &str) -> Option<&RequestMember> {
+    pub(crate) fn member(&self, peer_url: &str) -> Option<&RequestMember> {
         self.members.iter().find(|m| m.peer_url == peer_url)
     }
 
     /// How many members must run the restored data for it to have a quorum.
-    pub fn quorum(&self) -> usize {
+    pub(crate) fn quorum(&self) -> usize {
         self.members.len() / 2 + 1
     }
 }
@@ -202,7 +203,7 @@ impl FleetRequest {
 /// restore or from the old data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Phase {
+pub(crate) enum Phase {
     /// The snapshot was downloaded and checked; etcd is being stopped, its data moved aside.
     Stopping,
     /// The old data is aside (or was never there); the snapshot's data goes in next.
@@ -212,13 +213,13 @@ pub enum Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InProgress {
+pub(crate) struct InProgress {
     pub request: FleetRequest,
     pub phase: Phase,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FleetStep {
+pub(crate) enum FleetStep {
     /// No request, or this node is done with the current one.
     Nothing,
     /// The current request does not name this node (it joined later, or it never was a member):
@@ -240,7 +241,7 @@ pub enum FleetStep {
 /// a member's address and joins the restored cluster, or every member of a cluster formed anew
 /// since (their data belongs to other clusters), must never restore an old snapshot over its
 /// data.
-pub fn fleet_step(
+pub(crate) fn fleet_step(
     current: Option<&FleetRequest>,
     my_peer_url: &str,
     my_cluster: Option<u64>,
@@ -248,9 +249,8 @@ pub fn fleet_step(
     in_progress: Option<&InProgress>,
 ) -> FleetStep {
     let wanted = current.filter(|r| Some(r.id.as_str()) != finished);
-    let restores = |r: &FleetRequest, cluster: Option<u64>| {
-        cluster.is_some() && r.from_cluster_id() == cluster
-    };
+    let restores =
+        |r: &FleetRequest, cluster: Option<u64>| cluster.is_some() && r.old_cluster_id() == cluster;
     match (in_progress, wanted) {
         // A newer request replaced the one this node was carrying out, for the same data (whose
         // restored copy was never started: etcd starts only after `Restored` is recorded, and
@@ -258,7 +258,7 @@ pub fn fleet_step(
         (Some(p), Some(r))
             if r.id != p.request.id
                 && r.member(my_peer_url).is_some()
-                && (restores(r, p.request.from_cluster_id())
+                && (restores(r, p.request.old_cluster_id())
                     || restores(r, Some(p.request.cluster_id()))) =>
         {
             FleetStep::Begin(r.clone())
@@ -277,7 +277,7 @@ pub fn fleet_step(
 /// peer URLs of the membership the cluster itself last recorded): the request may leave members
 /// out (never-started ones), never add one. Members that were never part of the cluster would
 /// enter every restored member's `--initial-cluster` and, unreachable, keep it from a quorum.
-pub fn fits_membership(r: &FleetRequest, recorded: &[String]) -> Result<(), String> {
+pub(crate) fn fits_membership(r: &FleetRequest, recorded: &[String]) -> Result<(), String> {
     if recorded.is_empty() {
         return Err(format!(
             "restore request {}: this node has no recorded membership to check its members against",
@@ -312,7 +312,7 @@ pub fn fits_membership(r: &FleetRequest, recorded: &[String]) -> Result<(), Stri
 
 /// What the members of the current request report, for `may_request`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestState {
+pub(crate) struct RequestState {
     /// Members whose etcd answers as a member of the restored cluster.
     pub restored: usize,
     /// Members whose agent gave up on it (the snapshot failed its integrity check there).
@@ -322,7 +322,10 @@ pub struct RequestState {
 /// Whether a new request may replace `current`: once the restored cluster has a quorum (a
 /// member still missing restores when its agent next runs, whatever request is current), or
 /// every member gave up. Otherwise members would be restored from two snapshots at once.
-pub fn may_request(current: Option<&FleetRequest>, state: &RequestState) -> Result<(), String> {
+pub(crate) fn may_request(
+    current: Option<&FleetRequest>,
+    state: &RequestState,
+) -> Result<(), String> {
     let Some(r) = current else { return Ok(()) };
     if state.restored >= r.quorum() || state.failed >= r.members.len() {
         return Ok(());

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// What one read of all sources found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Discovered {
+pub(crate) struct Discovered {
     /// Sorted by peer URL, deduplicated.
     pub peers: Vec<Peer>,
     /// Targets that were named but did not resolve: the set is not complete while any are left.
@@ -40,7 +40,7 @@ impl Discovered {
 
     /// Every client endpoint found (peers' client URLs, SRV client records, seeds) except
     /// `own`, sorted and deduplicated: the places to ask about the cluster.
-    pub fn endpoints_except(&self, own: &str) -> Vec<String> {
+    pub(crate) fn endpoints_except(&self, own: &str) -> Vec<String> {
         let mut out: Vec<String> = self
             .peers
             .iter()
@@ -54,7 +54,7 @@ impl Discovered {
     }
 
     /// A short description for logs: `etcd1=https://10.0.0.11:2380, ...`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts: Vec<String> = self
             .peers
             .iter()
@@ -70,14 +70,14 @@ impl Discovered {
 }
 
 /// A place peers are listed.
-pub trait Source: Send + Sync {
+pub(crate) trait Source: Send + Sync {
     /// For logs and errors: "DNS SRV _etcd-server-ssl._tcp.example.com".
     fn describe(&self) -> String;
     fn discover(&self) -> BoxFuture<'_, Result<Discovered>>;
 }
 
 /// The sources the configuration asks for.
-pub fn sources(cfg: &Config) -> Result<Vec<Box<dyn Source>>> {
+pub(crate) fn sources(cfg: &Config) -> Result<Vec<Box<dyn Source>>> {
     let mut out: Vec<Box<dyn Source>> = Vec::new();
     let d = &cfg.discovery;
     if let Some(domain) = &d.srv_domain {
@@ -103,7 +103,7 @@ pub fn sources(cfg: &Config) -> Result<Vec<Box<dyn Source>>> {
 
 /// Read every source once and merge. An error from any source fails the read (the caller retries):
 /// a partial view must never be mistaken for the whole set.
-pub async fn read_all(sources: &[Box<dyn Source>]) -> Result<Discovered> {
+pub(crate) async fn read_all(sources: &[Box<dyn Source>]) -> Result<Discovered> {
     let mut all = Discovered::default();
     for s in sources {
         let found = s.discover().await.map_err(|e| e.context(s.describe()))?;
@@ -114,7 +114,7 @@ pub async fn read_all(sources: &[Box<dyn Source>]) -> Result<Discovered> {
 
 /// Read until two consecutive reads agree (at most `attempts` reads, `pause` apart). Returns the
 /// last read and whether it was stable.
-pub async fn read_stable(
+pub(crate) async fn read_stable(
     sources: &[Box<dyn Source>],
     pause: impl Fn(&Discovered) -> Duration,
     attempts: usize,
@@ -137,7 +137,7 @@ pub async fn read_stable(
 }
 
 /// Non-loopback addresses of this machine's interfaces.
-pub fn local_addresses() -> Result<Vec<IpAddr>> {
+pub(crate) fn local_addresses() -> Result<Vec<IpAddr>> {
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
         .map_err(|e| anyhow::anyhow!("listing network interfaces: {e}"))?
         .into_iter()
@@ -151,7 +151,7 @@ pub fn local_addresses() -> Result<Vec<IpAddr>> {
 
 /// Which discovered peer is this node: the one whose peer URL is at one of our addresses (the
 /// advertise address when configured) on our peer port. `None` when no peer matches.
-pub fn find_self<'a>(
+pub(crate) fn find_self<'a>(
     peers: &'a [Peer],
     local_ips: &[IpAddr],
     advertise: Option<IpAddr>,

@@ -6,12 +6,12 @@ use crate::model::url::EtcdUrl;
 use anyhow::Result;
 use futures::future::BoxFuture;
 
-pub struct SeedSource {
+pub(crate) struct SeedSource {
     seeds: Vec<EtcdUrl>,
 }
 
 impl SeedSource {
-    pub fn new(seeds: &[EtcdUrl]) -> Self {
+    pub(crate) fn new(seeds: &[EtcdUrl]) -> Self {
         SeedSource {
             seeds: seeds.to_vec(),
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// A resolver that asks `nameservers` (or those of /etc/resolv.conf) and caches nothing, so that
 /// two consecutive reads really are two reads.
-pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver> {
+pub(crate) fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver> {
     let mut builder = if nameservers.is_empty() {
         TokioResolver::builder_tokio().context("reading /etc/resolv.conf")?
     } else {
@@ -44,7 +44,7 @@ pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver> {
 }
 
 /// The addresses of `name`, sorted; empty when the name does not exist or has no address.
-pub async fn resolve(resolver: &TokioResolver, name: &str) -> Result<Vec<IpAddr>> {
+pub(crate) async fn resolve(resolver: &TokioResolver, name: &str) -> Result<Vec<IpAddr>> {
     let fqdn = format!("{}.", name.trim_end_matches('.'));
     match resolver.lookup_ip(fqdn.as_str()).await {
         Ok(lookup) => {
@@ -113,7 +113,7 @@ fn distinct_members(peers: &[Peer]) -> Result<()> {
     Ok(())
 }
 
-pub struct SrvSource {
+pub(crate) struct SrvSource {
     server_record: String,
     client_record: String,
     resolver: TokioResolver,
@@ -121,7 +121,7 @@ pub struct SrvSource {
 }
 
 impl SrvSource {
-    pub fn new(
+    pub(crate) fn new(
         domain: &str,
         srv_name: Option<&str>,
         nameservers: &[SocketAddr],

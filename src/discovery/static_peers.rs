@@ -10,14 +10,14 @@ use anyhow::Result;
 use futures::future::BoxFuture;
 use hickory_resolver::TokioResolver;
 
-pub struct StaticSource {
+pub(crate) struct StaticSource {
     peers: Vec<StaticPeer>,
     client_port: u16,
     resolver: TokioResolver,
 }
 
 impl StaticSource {
-    pub fn new(peers: &[StaticPeer], client_port: u16, resolver: TokioResolver) -> Self {
+    pub(crate) fn new(peers: &[StaticPeer], client_port: u16, resolver: TokioResolver) -> Self {
         StaticSource {
             peers: peers.to_vec(),
             client_port,

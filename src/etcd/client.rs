@@ -9,9 +9,9 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Connect timeout and per-request timeout for probes of peers that may not be up yet.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub async fn connect(
+pub(crate) async fn connect(
     endpoints: &[String],
     tls: &ClientMaterial,
     timeout: Duration,
@@ -33,7 +33,7 @@ pub async fn connect(
 /// One RPC, bounded: etcd-client connects lazily, so the TCP connect and the TLS handshake happen
 /// inside the first call, where a peer that accepts TCP but never finishes the handshake would
 /// otherwise hold it for minutes.
-pub async fn bounded<T, E>(
+pub(crate) async fn bounded<T, E>(
     what: &str,
     limit: Duration,
     call: impl Future<Output = Result<T, E>>,
@@ -48,7 +48,7 @@ where
 }
 
 /// What `endpoint` says about its cluster, or why it said nothing.
-pub async fn probe(endpoint: &str, tls: &ClientMaterial) -> Answer {
+pub(crate) async fn probe(endpoint: &str, tls: &ClientMaterial) -> Answer {
     match tokio::time::timeout(2 * PROBE_TIMEOUT, probe_inner(endpoint, tls)).await {
         Ok(Ok(view)) => Answer::Cluster(view),
         Ok(Err(e)) => Answer::NoAnswer(format!("{e:#}")),
@@ -57,7 +57,7 @@ pub async fn probe(endpoint: &str, tls: &ClientMaterial) -> Answer {
 }
 
 /// `probe` of every endpoint at once, answers in the order of `endpoints`.
-pub async fn probe_all(endpoints: &[String], tls: &ClientMaterial) -> Vec<Answer> {
+pub(crate) async fn probe_all(endpoints: &[String], tls: &ClientMaterial) -> Vec<Answer> {
     let mut set = tokio::task::JoinSet::new();
     for (i, e) in endpoints.iter().enumerate() {
         let e = e.clone();
@@ -96,7 +96,7 @@ async fn probe_inner(endpoint: &str, tls: &ClientMaterial) -> Result<ClusterView
     Ok(view)
 }
 
-pub fn member_view(m: &etcd_client::Member) -> MemberView {
+pub(crate) fn member_view(m: &etcd_client::Member) -> MemberView {
     MemberView {
         id: m.id(),
         name: m.name().to_string(),
@@ -108,7 +108,7 @@ pub fn member_view(m: &etcd_client::Member) -> MemberView {
 
 /// Healthy as `etcdctl endpoint health` means it: the member knows a leader and a linearizable
 /// read goes through (which needs a quorum). Returns what it said about itself.
-pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<Whoami> {
+pub(crate) async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<Whoami> {
     let (mut client, me) = who_is(endpoint, tls).await?;
     if !me.errors.is_empty() {
         bail!("member reports errors: {}", me.errors.join("; "));
@@ -127,14 +127,14 @@ pub async fn check_health(endpoint: &str, tls: &ClientMaterial) -> Result<Whoami
 
 /// Maintenance.Status of the member at `url` alone (DB size and in use, version, raft index,
 /// errors and alarms), bounded. It answers on learners and without a quorum.
-pub async fn status(url: &str, tls: &ClientMaterial) -> Result<etcd_client::StatusResponse> {
+pub(crate) async fn status(url: &str, tls: &ClientMaterial) -> Result<etcd_client::StatusResponse> {
     let mut c = connect(&[url.to_string()], tls, PROBE_TIMEOUT).await?;
     bounded("Maintenance.Status", PROBE_TIMEOUT, c.status()).await
 }
 
 /// What a member says about itself in Maintenance.Status (it answers on learners too).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Whoami {
+pub(crate) struct Whoami {
     pub member_id: u64,
     pub cluster_id: u64,
     /// 0 when it knows no leader.
@@ -154,18 +154,18 @@ pub struct Whoami {
 /// rule the agents go by, so the jobs only the leader's agent runs (the dead-member watch,
 /// defragmentation and NOSPACE, the snapshot source, the rollout's order) agree on it. A member
 /// that knows no leader (0) is not one.
-pub fn leads(member_id: u64, leader: u64) -> bool {
+pub(crate) fn leads(member_id: u64, leader: u64) -> bool {
     leader != 0 && leader == member_id
 }
 
 impl Whoami {
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         leads(self.member_id, self.leader)
     }
 }
 
 /// Connect to `endpoint` and ask who it is; the connection is returned for further calls.
-pub async fn who_is(endpoint: &str, tls: &ClientMaterial) -> Result<(Client, Whoami)> {
+pub(crate) async fn who_is(endpoint: &str, tls: &ClientMaterial) -> Result<(Client, Whoami)> {
     let mut client = connect(&[endpoint.to_string()], tls, PROBE_TIMEOUT).await?;
     let status = bounded("Maintenance.Status", PROBE_TIMEOUT, client.status()).await?;
     let header = status.header().context("Status answer without a header")?;

@@ -20,19 +20,19 @@ use std::path::{Path, PathBuf};
 
 /// While this file exists the heal loop neither re-adds this member nor removes any member, and
 /// etcd keeps running: for an operator working on the cluster by hand.
-pub fn pause_marker(data_dir: &Path) -> PathBuf {
+pub(crate) fn pause_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.pause", data_dir.display()))
 }
 
 /// The one-line reason the running agent refused the configuration it was last asked to load
 /// (`systemctl reload`): it keeps running on the one it had. `status` and `doctor` show it; an
 /// accepted configuration removes it.
-pub fn config_rejected_marker(data_dir: &Path) -> PathBuf {
+pub(crate) fn config_rejected_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.config-rejected", data_dir.display()))
 }
 
 /// What `config_rejected_marker` holds, if it exists (bounded read; one line).
-pub fn config_rejected(data_dir: &Path) -> Option<String> {
+pub(crate) fn config_rejected(data_dir: &Path) -> Option<String> {
     let text =
         crate::util::fs::read_bounded_text(&config_rejected_marker(data_dir), 16 * 1024).ok()?;
     let line = text.lines().next().unwrap_or("").trim().to_string();
@@ -41,16 +41,16 @@ pub fn config_rejected(data_dir: &Path) -> Option<String> {
 
 /// The fingerprint of what etcd runs with (its files, binary, release, image: written when the
 /// agent starts or restarts it). A configuration whose fingerprint differs is rolled.
-pub fn applied_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn applied_path(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.applied", data_dir.display()))
 }
 
-pub fn read_applied(data_dir: &Path) -> Option<String> {
+pub(crate) fn read_applied(data_dir: &Path) -> Option<String> {
     let text = crate::util::fs::read_bounded_text(&applied_path(data_dir), 1024).ok()?;
     Some(text.trim().to_string()).filter(|t| !t.is_empty())
 }
 
-pub fn write_applied(data_dir: &Path, fingerprint: &str) -> Result<()> {
+pub(crate) fn write_applied(data_dir: &Path, fingerprint: &str) -> Result<()> {
     crate::util::fs::write_atomic(
         &applied_path(data_dir),
         format!("{fingerprint}\n").as_bytes(),
@@ -59,13 +59,13 @@ pub fn write_applied(data_dir: &Path, fingerprint: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn record_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn record_path(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.identity.json", data_dir.display()))
 }
 
 /// A member of the last-known membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedMember {
+pub(crate) struct RecordedMember {
     pub id: String,
     /// Empty for a member that has not started (and in records of older versions).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -76,7 +76,7 @@ pub struct RecordedMember {
 
 /// This node's identity record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Record {
+pub(crate) struct Record {
     pub cluster_name: String,
     /// Mixed into the token of a new cluster (see `decide::bootstrap::derive_token`).
     pub nonce: String,
@@ -134,15 +134,15 @@ fn hex_id(s: &Option<String>) -> Option<u64> {
 }
 
 impl Record {
-    pub fn cluster(&self) -> Option<u64> {
+    pub(crate) fn cluster(&self) -> Option<u64> {
         hex_id(&self.cluster_id)
     }
 
-    pub fn member(&self) -> Option<u64> {
+    pub(crate) fn member(&self) -> Option<u64> {
         hex_id(&self.member_id)
     }
 
-    pub fn load(data_dir: &Path) -> Result<Option<Record>> {
+    pub(crate) fn load(data_dir: &Path) -> Result<Option<Record>> {
         let path = record_path(data_dir);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
@@ -157,7 +157,7 @@ impl Record {
     }
 
     /// Write it when it changed (atomically, 0600).
-    pub fn save(&self, data_dir: &Path) -> Result<()> {
+    pub(crate) fn save(&self, data_dir: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self).expect("a record serializes");
         text.push('\n');
         fs::write_atomic(&record_path(data_dir), text.as_bytes(), 0o600)?;
@@ -166,7 +166,7 @@ impl Record {
 
     /// The record for this start: the stored one, with a new nonce when the data the old nonce
     /// went into is gone (a new cluster formed now must not repeat the old one's IDs).
-    pub fn for_start(data_dir: &Path, cluster_name: &str, has_data: bool) -> Result<Record> {
+    pub(crate) fn for_start(data_dir: &Path, cluster_name: &str, has_data: bool) -> Result<Record> {
         let mut r = Record::load(data_dir)?.unwrap_or_default();
         if r.nonce.is_empty() || (r.nonce_used && !has_data) {
             r.nonce = crate::util::hex::random_hex();
@@ -181,7 +181,7 @@ impl Record {
 
 /// Written by `leave` before the member is removed: the node was decommissioned on purpose, so
 /// neither `run` nor the heal loop may add it back.
-pub fn left_marker(data_dir: &Path) -> PathBuf {
+pub(crate) fn left_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.left", data_dir.display()))
 }
 
@@ -196,7 +196,7 @@ struct MovedNote {
 /// Move `data_dir` aside (if it exists), noting `reason` and the raft index it was at when known.
 /// Nothing is deleted here: `prune` runs once the member is healthy again and its raft index is
 /// known.
-pub fn move_aside(
+pub(crate) fn move_aside(
     data_dir: &Path,
     reason: &str,
     raft_index: Option<u64>,
@@ -229,7 +229,7 @@ pub fn move_aside(
 
 /// The moved-aside copies beside `data_dir`, each with what its note says (cluster, raft index)
 /// and the bytes it takes on disk. A copy without a readable note has neither.
-pub fn moved_copies(data_dir: &Path) -> Result<Vec<prune::MovedCopy>> {
+pub(crate) fn moved_copies(data_dir: &Path) -> Result<Vec<prune::MovedCopy>> {
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     let prefix = format!(
         "{}.removed-",
@@ -279,7 +279,7 @@ fn disk_bytes(path: &Path) -> u64 {
 }
 
 /// How full the file system holding `path` is (`None` when it cannot be read).
-pub fn disk_use(path: &Path) -> Option<prune::DiskUse> {
+pub(crate) fn disk_use(path: &Path) -> Option<prune::DiskUse> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -300,7 +300,7 @@ pub fn disk_use(path: &Path) -> Option<prune::DiskUse> {
 /// given the running member and whether the store holds a verified snapshot of its cluster.
 /// Returns the plan (the caller logs the copies kept, and why, when it wants to); each deletion
 /// is logged here.
-pub fn prune(
+pub(crate) fn prune(
     data_dir: &Path,
     copies: &[prune::MovedCopy],
     running: prune::Running,
@@ -328,7 +328,7 @@ pub fn prune(
 
 /// Log why each copy that stays stays (once per change of the plan: the heal loop prunes at
 /// every healthy tick).
-pub fn log_kept(data_dir: &Path, plan: &prune::PrunePlan) {
+pub(crate) fn log_kept(data_dir: &Path, plan: &prune::PrunePlan) {
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     for (name, why) in &plan.kept {
         tracing::info!(path = %parent.join(name).display(), %why, "keeping a moved-aside data dir");

@@ -19,7 +19,7 @@ const BINARIES: [&str; 3] = ["etcd", "etcdctl", "etcdutl"];
 
 /// What `ensure` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     NotConfigured,
     AlreadyInstalled(String),
     Installed(Vec<PathBuf>),
@@ -30,7 +30,7 @@ fn marker(dir: &Path) -> PathBuf {
 }
 
 /// `3.5.30` from `.../etcd-v3.5.30-linux-amd64.tar.gz`.
-pub fn version_in_url(url: &str) -> Option<String> {
+pub(crate) fn version_in_url(url: &str) -> Option<String> {
     let name = url.rsplit('/').next()?;
     let rest = name.strip_prefix("etcd-v")?;
     let v: String = rest
@@ -53,7 +53,7 @@ fn installed_version(binary: &Path) -> Option<String> {
 }
 
 /// Install etcd when the configuration asks for it and it is not there yet.
-pub async fn ensure(cfg: &Config) -> Result<Outcome> {
+pub(crate) async fn ensure(cfg: &Config) -> Result<Outcome> {
     let (Some(url), Some(sum)) = (&cfg.etcd.download_url, &cfg.etcd.sha256) else {
         return Ok(Outcome::NotConfigured);
     };

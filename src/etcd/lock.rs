@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// A held lock. Dropping it stops the keep-alive (the lease then expires); `release` revokes it
 /// at once.
-pub struct LeaseLock {
+pub(crate) struct LeaseLock {
     client: Client,
     lease: i64,
     refresher: tokio::task::JoinHandle<()>,
@@ -21,7 +21,7 @@ pub struct LeaseLock {
 /// Take `key` with the value `holder` under a lease of `ttl` seconds through `endpoints`, when
 /// nobody holds it and every compare of `also` holds. `None`: someone else holds it (or a compare
 /// failed). Every call is bounded by `client::PROBE_TIMEOUT`.
-pub async fn try_lock(
+pub(crate) async fn try_lock(
     endpoints: &[String],
     material: &ClientMaterial,
     key: &str,
@@ -76,12 +76,12 @@ pub async fn try_lock(
 
 impl LeaseLock {
     /// The client the lock was taken with, for the holder's own calls.
-    pub fn client(&mut self) -> &mut Client {
+    pub(crate) fn client(&mut self) -> &mut Client {
         &mut self.client
     }
 
     /// Give the lock up now.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         self.refresher.abort();
         let _ = client::bounded(
             "Lease.Revoke",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// What `Maintenance.Status` says about one member's database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbStatus {
+pub(crate) struct DbStatus {
     pub member_id: u64,
     pub leader: u64,
     pub is_learner: bool,
@@ -23,12 +23,12 @@ pub struct DbStatus {
 }
 
 impl DbStatus {
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         client::leads(self.member_id, self.leader)
     }
 }
 
-pub async fn db_status(endpoint: &str, tls: &ClientMaterial) -> Result<DbStatus> {
+pub(crate) async fn db_status(endpoint: &str, tls: &ClientMaterial) -> Result<DbStatus> {
     let mut c = client::connect(&[endpoint.to_string()], tls, client::PROBE_TIMEOUT).await?;
     let s = bounded("Maintenance.Status", client::PROBE_TIMEOUT, c.status()).await?;
     let header = s.header().context("Status answer without a header")?;
@@ -50,7 +50,11 @@ pub async fn db_status(endpoint: &str, tls: &ClientMaterial) -> Result<DbStatus>
 }
 
 /// Defragment the member at `endpoint` (it blocks that member's reads and writes meanwhile).
-pub async fn defragment(endpoint: &str, tls: &ClientMaterial, limit: Duration) -> Result<()> {
+pub(crate) async fn defragment(
+    endpoint: &str,
+    tls: &ClientMaterial,
+    limit: Duration,
+) -> Result<()> {
     // The client's per-request timeout is the connect one: give the whole defrag its limit.
     let mut c = client::connect(&[endpoint.to_string()], tls, limit).await?;
     bounded("Maintenance.Defragment", limit, c.defragment()).await?;
@@ -58,7 +62,11 @@ pub async fn defragment(endpoint: &str, tls: &ClientMaterial, limit: Duration) -
 }
 
 /// Ask the leader (at `leader_endpoint`) to hand leadership to `to`.
-pub async fn move_leader(leader_endpoint: &str, tls: &ClientMaterial, to: u64) -> Result<()> {
+pub(crate) async fn move_leader(
+    leader_endpoint: &str,
+    tls: &ClientMaterial,
+    to: u64,
+) -> Result<()> {
     let mut c = client::connect(&[leader_endpoint.to_string()], tls, client::PROBE_TIMEOUT).await?;
     bounded(
         "Maintenance.MoveLeader",
@@ -70,7 +78,7 @@ pub async fn move_leader(leader_endpoint: &str, tls: &ClientMaterial, to: u64) -
 }
 
 /// The members with a raised NOSPACE alarm.
-pub async fn nospace_alarms(endpoint: &str, tls: &ClientMaterial) -> Result<Vec<u64>> {
+pub(crate) async fn nospace_alarms(endpoint: &str, tls: &ClientMaterial) -> Result<Vec<u64>> {
     let mut c = client::connect(&[endpoint.to_string()], tls, client::PROBE_TIMEOUT).await?;
     let r = bounded(
         "Maintenance.Alarm(get)",
@@ -86,7 +94,11 @@ pub async fn nospace_alarms(endpoint: &str, tls: &ClientMaterial) -> Result<Vec<
 }
 
 /// Disarm the NOSPACE alarm of `member`.
-pub async fn disarm_nospace(endpoint: &str, tls: &ClientMaterial, member: u64) -> Result<()> {
+pub(crate) async fn disarm_nospace(
+    endpoint: &str,
+    tls: &ClientMaterial,
+    member: u64,
+) -> Result<()> {
     let mut c = client::connect(&[endpoint.to_string()], tls, client::PROBE_TIMEOUT).await?;
     let mut options = AlarmOptions::new();
     options.with_member(member);

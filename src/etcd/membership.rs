@@ -59,11 +59,11 @@ fn backoff() -> Backoff {
 }
 
 /// A connection for membership calls, which may wait on raft longer than a probe.
-pub async fn connect(endpoints: &[String], tls: &ClientMaterial) -> Result<Client> {
+pub(crate) async fn connect(endpoints: &[String], tls: &ClientMaterial) -> Result<Client> {
     client::connect(endpoints, tls, CALL_TIMEOUT).await
 }
 
-pub async fn list(c: &mut Client) -> Result<Vec<MemberView>> {
+pub(crate) async fn list(c: &mut Client) -> Result<Vec<MemberView>> {
     let resp = tokio::time::timeout(CALL_TIMEOUT, c.member_list())
         .await
         .context("MemberList timed out")?
@@ -116,7 +116,7 @@ fn find_by_url<'a>(members: &'a [MemberView], url: &str) -> Option<&'a MemberVie
 /// While a join waits, once a minute: which members are unreachable (etcd 3.4 refuses every add
 /// until all voters are connected; a dead voter also counts against the quorum), since when, and
 /// the command that unblocks the join.
-pub struct WaitReport {
+pub(crate) struct WaitReport {
     material: ClientMaterial,
     /// Where the certificates are on every member, for the etcdctl command.
     tls_dir: PathBuf,
@@ -129,7 +129,7 @@ pub struct WaitReport {
 const WAIT_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 impl WaitReport {
-    pub fn new(material: ClientMaterial, tls_dir: PathBuf, policy: String) -> WaitReport {
+    pub(crate) fn new(material: ClientMaterial, tls_dir: PathBuf, policy: String) -> WaitReport {
         WaitReport {
             material,
             tls_dir,
@@ -207,7 +207,7 @@ impl WaitReport {
 /// and the membership after the add. While the cluster refuses, `report` says once a minute
 /// what blocks the join. `removed`: the member this node has just removed for the same URL,
 /// never adopted.
-pub async fn add_learner(
+pub(crate) async fn add_learner(
     c: &mut Client,
     peer_url: &str,
     removed: Option<u64>,
@@ -272,7 +272,7 @@ pub async fn add_learner(
 }
 
 /// Remove member `id`; a member that is already gone counts as removed.
-pub async fn remove(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
+pub(crate) async fn remove(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
     let mut pause = backoff().until(deadline);
     loop {
         await_leader(c, deadline).await;
@@ -301,7 +301,7 @@ pub async fn remove(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
 }
 
 /// Promote learner `id`, retrying while it catches up with the leader.
-pub async fn promote(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
+pub(crate) async fn promote(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
     // A learner catches up within seconds: retry often.
     let mut pause =
         Backoff::new(Duration::from_millis(500), Duration::from_secs(2)).until(deadline);
@@ -338,7 +338,7 @@ pub async fn promote(c: &mut Client, id: u64, deadline: Instant) -> Result<()> {
 /// `--initial-cluster` for `existing`: the whole membership, learners and unstarted members
 /// included (etcd's `existing` start checks that the count matches), with a unique placeholder
 /// name for each unnamed (added but unstarted) one: `=url` entries would collapse into one key.
-pub fn initial_cluster(members: &[MemberView], my_id: u64, my_name: &str) -> String {
+pub(crate) fn initial_cluster(members: &[MemberView], my_id: u64, my_name: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
     for m in members {
         let name = if m.id == my_id {

@@ -17,7 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// `etcd_server_id{server_id="..."}`: which member the figures are of.
     pub member_id: Option<u64>,
     pub applied_index: u64,
@@ -26,7 +26,7 @@ pub struct Progress {
 }
 
 /// Read the figures from etcd's metrics page (Prometheus text format).
-pub fn parse(text: &str) -> Result<Progress> {
+pub(crate) fn parse(text: &str) -> Result<Progress> {
     let mut member_id = None;
     let mut applied = None;
     let mut revision = None;
@@ -61,7 +61,7 @@ pub fn parse(text: &str) -> Result<Progress> {
 }
 
 /// Ask the local etcd's metrics listener on 127.0.0.1:`port` (`member.metrics_port`), bounded.
-pub async fn read_local(port: u16) -> Result<Progress> {
+pub(crate) async fn read_local(port: u16) -> Result<Progress> {
     let fetch = async {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         tcp.write_all(

@@ -33,11 +33,11 @@ pub struct LocalMember {
 }
 
 impl LocalMember {
-    pub fn peer_url(&self, cfg: &Config) -> EtcdUrl {
+    pub(crate) fn peer_url(&self, cfg: &Config) -> EtcdUrl {
         EtcdUrl::https(self.ip, cfg.member.peer_port)
     }
 
-    pub fn client_url(&self, cfg: &Config) -> EtcdUrl {
+    pub(crate) fn client_url(&self, cfg: &Config) -> EtcdUrl {
         EtcdUrl::https(self.ip, cfg.member.client_port)
     }
 }
@@ -45,7 +45,7 @@ impl LocalMember {
 /// A value for one line of the environment file or unit. Config values were checked when the
 /// config was read; this also covers what comes from elsewhere (a member name from the host
 /// name or a peer, membership read from the cluster): a line break would add a line of its own.
-pub fn one_line(key: &str, value: &str, file: &std::path::Path) -> Result<(), ConfigError> {
+pub(crate) fn one_line(key: &str, value: &str, file: &std::path::Path) -> Result<(), ConfigError> {
     match control_char(value) {
         None => Ok(()),
         Some(c) => Err(ConfigError::new(
@@ -57,7 +57,7 @@ pub fn one_line(key: &str, value: &str, file: &std::path::Path) -> Result<(), Co
 }
 
 /// Compaction flags set unless `[etcd.flags]` sets them.
-pub const COMPACTION_DEFAULTS: &[(&str, &str)] = &[
+pub(crate) const COMPACTION_DEFAULTS: &[(&str, &str)] = &[
     ("auto-compaction-mode", "periodic"),
     ("auto-compaction-retention", "1h"),
 ];
@@ -80,7 +80,7 @@ pub struct EtcdSpec {
 
 impl EtcdSpec {
     /// The environment file, `KEY=value` lines in the order of `vars`.
-    pub fn env_text(&self) -> String {
+    pub(crate) fn env_text(&self) -> String {
         let mut out = String::from(
             "# Written by etcd-bootstrap: edits are overwritten. Set extra flags in [etcd.flags].\n",
         );
@@ -92,7 +92,7 @@ impl EtcdSpec {
 
     /// The same configuration as command-line flags (`ETCD_INITIAL_CLUSTER` ->
     /// `--initial-cluster=...`): etcd reads each flag from the variable of the same name.
-    pub fn flags(&self) -> Vec<String> {
+    pub(crate) fn flags(&self) -> Vec<String> {
         self.vars
             .iter()
             .filter_map(|(k, v)| {
@@ -128,7 +128,7 @@ fn enforced_peer_role(cfg: &Config) -> Option<String> {
 /// hashes of the compacted revision and raises the CORRUPT alarm on a mismatch (3.5.5 on). 3.6
 /// took both from `--experimental-*` flags into `--feature-gates`. An unknown release gets
 /// neither: a flag etcd does not know is only warned about, and the check would silently be off.
-pub fn integrity_flags(
+pub(crate) fn integrity_flags(
     version: Option<EtcdVersion>,
     user: &BTreeMap<String, String>,
 ) -> Vec<(&'static str, &'static str)> {
@@ -166,7 +166,7 @@ pub fn spec(cfg: &Config, me: &LocalMember, state: &ClusterState) -> Result<Etcd
 }
 
 /// `spec` for a known (or unknown) etcd release.
-pub fn spec_for(
+pub(crate) fn spec_for(
     cfg: &Config,
     me: &LocalMember,
     state: &ClusterState,
@@ -271,7 +271,8 @@ pub fn spec_for(
 }
 
 /// The environment file's text (what `plan` shows and the `systemd` manager writes).
-pub fn env_file(
+#[cfg(test)]
+pub(crate) fn env_file(
     cfg: &Config,
     me: &LocalMember,
     state: &ClusterState,
@@ -280,7 +281,7 @@ pub fn env_file(
 }
 
 /// Parse an environment file back into pairs (for the `process` manager).
-pub fn parse_env(text: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_env(text: &str) -> Vec<(String, String)> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

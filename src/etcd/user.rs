@@ -15,14 +15,14 @@ const PASSWD: &str = "/etc/passwd";
 
 /// Who etcd runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdUser {
+pub(crate) struct EtcdUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
 }
 
 impl EtcdUser {
-    pub fn ids(&self) -> (u32, u32) {
+    pub(crate) fn ids(&self) -> (u32, u32) {
         (self.uid, self.gid)
     }
 }
@@ -44,13 +44,13 @@ fn parse(passwd: &str, name: &str) -> Option<EtcdUser> {
 }
 
 /// `name` as `/etc/passwd` has it, or None when there is no such user yet.
-pub fn lookup(name: &str) -> Result<Option<EtcdUser>> {
+pub(crate) fn lookup(name: &str) -> Result<Option<EtcdUser>> {
     let text = std::fs::read_to_string(PASSWD).with_context(|| format!("reading {PASSWD}"))?;
     Ok(parse(&text, name))
 }
 
 /// `name`, created as a system user (its own group, no login, no home made) when it is missing.
-pub fn ensure(name: &str, home: &Path) -> Result<EtcdUser> {
+pub(crate) fn ensure(name: &str, home: &Path) -> Result<EtcdUser> {
     if let Some(user) = lookup(name)? {
         return Ok(user);
     }
@@ -85,7 +85,7 @@ pub fn ensure(name: &str, home: &Path) -> Result<EtcdUser> {
 }
 
 /// The agent's own user, for etcd run without a user of its own.
-pub fn agent() -> EtcdUser {
+pub(crate) fn agent() -> EtcdUser {
     // SAFETY: geteuid and getegid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     EtcdUser {
@@ -96,7 +96,7 @@ pub fn agent() -> EtcdUser {
 }
 
 /// The user `cfg` runs etcd as, created when missing; None when etcd runs as the agent's user.
-pub fn of_config(cfg: &crate::config::Config) -> Result<Option<EtcdUser>> {
+pub(crate) fn of_config(cfg: &crate::config::Config) -> Result<Option<EtcdUser>> {
     cfg.etcd
         .runs_as()
         .map(|name| ensure(name, &cfg.member.data_dir))
@@ -115,7 +115,7 @@ fn nologin() -> &'static str {
 /// (a snapshot restore, a moved-back copy or an earlier etcd run as root leaves root's files),
 /// its server and peer keys (0600, etcd reads them at every handshake), and a way into `tls_dir`.
 /// Idempotent: only what is not already right is changed.
-pub fn hand_over(user: &EtcdUser, data_dir: &Path, tls_dir: &Path) -> Result<()> {
+pub(crate) fn hand_over(user: &EtcdUser, data_dir: &Path, tls_dir: &Path) -> Result<()> {
     crate::util::fs::ensure_dir(data_dir, 0o700)?;
     if user.uid != agent().uid {
         for (key, dir) in [("member.data_dir", data_dir), ("tls.dir", tls_dir)] {

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct EtcdVersion {
+pub(crate) struct EtcdVersion {
     pub major: u32,
     pub minor: u32,
     pub patch: u32,
 }
 
 impl EtcdVersion {
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+    pub(crate) const fn new(major: u32, minor: u32, patch: u32) -> Self {
         EtcdVersion {
             major,
             minor,
@@ -24,7 +24,7 @@ impl EtcdVersion {
     }
 
     /// `3.5.30` (also `v3.5.30`, `3.5.15-0`: what follows the patch's digits is ignored).
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let mut parts = text.trim().trim_start_matches('v').splitn(3, '.').map(|p| {
             let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
             digits.parse::<u32>().ok()
@@ -37,7 +37,7 @@ impl EtcdVersion {
     }
 
     /// From `etcd --version`'s output ("etcd Version: 3.5.30").
-    pub fn from_version_output(out: &str) -> Option<Self> {
+    pub(crate) fn from_version_output(out: &str) -> Option<Self> {
         out.lines()
             .find_map(|l| l.strip_prefix("etcd Version: "))
             .and_then(EtcdVersion::parse)
@@ -45,14 +45,14 @@ impl EtcdVersion {
 
     /// From an image tag such as `registry.k8s.io/etcd:3.5.15-0` or `quay.io/coreos/etcd:v3.5.30`;
     /// None for a digest only or a tag like `latest`.
-    pub fn from_image(image: &str) -> Option<Self> {
+    pub(crate) fn from_image(image: &str) -> Option<Self> {
         let image = image.split('@').next()?;
         let last = image.rsplit('/').next()?;
         EtcdVersion::parse(last.split_once(':')?.1)
     }
 
     /// Runs `binary --version`, bounded: a binary that hangs counts as unknown.
-    pub fn of_binary(binary: &Path) -> Option<Self> {
+    pub(crate) fn of_binary(binary: &Path) -> Option<Self> {
         let out = crate::util::process::output_within(
             std::process::Command::new(binary).arg("--version"),
             Duration::from_secs(10),
@@ -68,7 +68,7 @@ impl EtcdVersion {
     /// Remembered while the binary (path, size, modification time) or the image stays the same:
     /// every healthy heal tick renders etcd's files to compare them with what runs, and need not
     /// start `etcd --version` each time; a new binary installed at the same path is asked again.
-    pub fn of_config(cfg: &Config) -> Option<Self> {
+    pub(crate) fn of_config(cfg: &Config) -> Option<Self> {
         use std::sync::Mutex;
         static SEEN: Mutex<Option<(String, Option<EtcdVersion>)>> = Mutex::new(None);
         let key = match cfg.etcd.service_manager {

@@ -2,7 +2,7 @@
 
 /// One member as a peer's MemberList shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberView {
+pub(crate) struct MemberView {
     pub id: u64,
     /// Empty until the member has started and published itself.
     pub name: String,
@@ -13,14 +13,14 @@ pub struct MemberView {
 
 impl MemberView {
     /// Has published its name and client URLs, i.e. has run with its data.
-    pub fn started(&self) -> bool {
+    pub(crate) fn started(&self) -> bool {
         !self.name.is_empty() && !self.client_urls.is_empty()
     }
 }
 
 /// What a peer's etcd said about its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterView {
+pub(crate) struct ClusterView {
     pub endpoint: String,
     pub cluster_id: u64,
     /// The answering member.
@@ -32,7 +32,7 @@ pub struct ClusterView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Cluster(ClusterView),
     /// Not reachable, TLS refused, not etcd, ...: the reason, for logs.
     NoAnswer(String),

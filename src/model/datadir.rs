@@ -4,16 +4,16 @@
 
 /// The work directory of a snapshot restore, inside the data dir (the same file system, also when
 /// the data dir is a mount point, so that `member/` can go in by one rename).
-pub const WORK_DIR: &str = ".etcd-bootstrap-restore";
+pub(crate) const WORK_DIR: &str = ".etcd-bootstrap-restore";
 
 /// Inside a moved-aside copy: why it was moved, its raft index, and the cluster and member of
 /// the identity record at the time (`decide::prune` compares raft indexes within one cluster).
-pub const MOVED_NOTE: &str = "etcd-bootstrap-moved.json";
+pub(crate) const MOVED_NOTE: &str = "etcd-bootstrap-moved.json";
 
 /// What may be found in a data dir: etcd's `member/`, the note written just before a move aside
 /// (and the temporary file of that write, after a crash), the work directory of a snapshot
 /// restore, and `lost+found` when the data dir is a file system of its own.
-pub fn is_own_entry(name: &str) -> bool {
+pub(crate) fn is_own_entry(name: &str) -> bool {
     name == "member"
         || name == "lost+found"
         || name == WORK_DIR

@@ -8,7 +8,7 @@
 
 use ring::digest;
 
-pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+pub(crate) fn member_id(peer_urls: &[String], token: &str) -> u64 {
     let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
     urls.sort();
     let mut bytes = urls.concat().into_bytes();
@@ -16,7 +16,7 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     first_u64(&bytes)
 }
 
-pub fn cluster_id(member_ids: &[u64]) -> u64 {
+pub(crate) fn cluster_id(member_ids: &[u64]) -> u64 {
     let mut ids = member_ids.to_vec();
     ids.sort();
     let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();

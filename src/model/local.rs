@@ -3,7 +3,7 @@
 /// The local data dir. Decide from the disk first: once `member/wal` exists etcd ignores every
 /// `--initial-cluster*` flag and restarts from its own state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LocalState {
+pub(crate) struct LocalState {
     /// `<data_dir>/member/wal` exists: etcd will restart from its own state whatever flags say.
     pub has_wal: bool,
     /// `<data_dir>/member` exists.

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 /// One etcd server found by discovery.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub name: String,
     /// Exactly as it goes into `--initial-cluster`.
     pub peer_url: EtcdUrl,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Paths of the material etcd and clients use.
 #[derive(Debug, Clone)]
-pub struct TlsPaths {
+pub(crate) struct TlsPaths {
     pub ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -18,7 +18,7 @@ pub struct TlsPaths {
 }
 
 impl TlsPaths {
-    pub fn new(dir: &Path) -> TlsPaths {
+    pub(crate) fn new(dir: &Path) -> TlsPaths {
         TlsPaths {
             ca: dir.join("ca.crt"),
             server_cert: dir.join("server.crt"),
@@ -33,7 +33,7 @@ impl TlsPaths {
 
 /// What `doctor` judges a certificate by: its validity period and the names it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CertFacts {
+pub(crate) struct CertFacts {
     pub subject: String,
     /// Unix seconds.
     pub not_before: i64,

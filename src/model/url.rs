@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Host {
+pub(crate) enum Host {
     Ip(IpAddr),
     Name(String),
 }
@@ -22,7 +22,7 @@ impl fmt::Display for Host {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EtcdUrl {
+pub(crate) struct EtcdUrl {
     pub scheme: String,
     pub host: Host,
     pub port: u16,
@@ -41,7 +41,7 @@ impl fmt::Display for EtcdUrl {
 }
 
 impl EtcdUrl {
-    pub fn https(ip: IpAddr, port: u16) -> EtcdUrl {
+    pub(crate) fn https(ip: IpAddr, port: u16) -> EtcdUrl {
         EtcdUrl {
             scheme: "https".into(),
             host: Host::Ip(ip),
@@ -49,7 +49,7 @@ impl EtcdUrl {
         }
     }
 
-    pub fn ip(&self) -> Option<IpAddr> {
+    pub(crate) fn ip(&self) -> Option<IpAddr> {
         match self.host {
             Host::Ip(ip) => Some(ip),
             Host::Name(_) => None,
@@ -57,7 +57,7 @@ impl EtcdUrl {
     }
 
     /// Parse strictly; the error says what is wrong with the text.
-    pub fn parse(text: &str) -> Result<EtcdUrl, String> {
+    pub(crate) fn parse(text: &str) -> Result<EtcdUrl, String> {
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| format!("{text:?} is not a URL (expected https://HOST:PORT)"))?;
@@ -121,7 +121,7 @@ impl EtcdUrl {
 }
 
 /// A DNS name as it may appear in a URL, an SRV target or a certificate SAN.
-pub fn is_dns_name(s: &str) -> bool {
+pub(crate) fn is_dns_name(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
     !s.is_empty()
         && s.len() <= 253

@@ -13,7 +13,7 @@ use anyhow::Result;
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 
-pub struct Container {
+pub(crate) struct Container {
     unit: Unit,
     env_path: PathBuf,
     image: String,
@@ -46,7 +46,7 @@ pub(super) fn user_args(run_as: &RunAs) -> Vec<String> {
 
 /// The runtime and the program that runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub kind: ContainerRuntime,
     pub program: PathBuf,
     /// The program was found on this host (false: the path is a guess, and `start` says so).
@@ -71,7 +71,7 @@ fn find(program: &str) -> Option<PathBuf> {
 
 impl Runtime {
     /// `etcd.container_runtime`, or podman if it is installed, else docker.
-    pub fn resolve(wanted: Option<ContainerRuntime>) -> Runtime {
+    pub(crate) fn resolve(wanted: Option<ContainerRuntime>) -> Runtime {
         let candidates = match wanted {
             Some(k) => vec![k],
             None => vec![ContainerRuntime::Podman, ContainerRuntime::Docker],
@@ -95,11 +95,11 @@ impl Runtime {
 }
 
 impl Container {
-    pub fn new(cfg: &Config) -> Self {
+    pub(crate) fn new(cfg: &Config) -> Self {
         Self::with_runtime(cfg, Runtime::resolve(cfg.etcd.container_runtime))
     }
 
-    pub fn with_runtime(cfg: &Config, runtime: Runtime) -> Self {
+    pub(crate) fn with_runtime(cfg: &Config, runtime: Runtime) -> Self {
         Container {
             unit: Unit::new(&cfg.etcd.unit_path),
             env_path: cfg.etcd.env_file.clone(),

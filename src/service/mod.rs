@@ -46,7 +46,7 @@ pub struct Owner {
 
 /// The user as a manager writes it into etcd's unit or manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunAs {
+pub(crate) enum RunAs {
     /// The agent's own user (root).
     Agent,
     User(EtcdUser),
@@ -65,7 +65,7 @@ impl Owner {
     }
 
     /// For `plan` and logs: which user etcd runs as.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self.run_as() {
             RunAs::Agent => "as the agent's own user".into(),
             RunAs::User(u) => format!("as user {} (uid {}, gid {})", u.name, u.uid, u.gid),
@@ -134,7 +134,7 @@ pub trait ServiceManager: Send + Sync {
 /// the release it was installed from, the image, the user. etcd reads all of it only when it starts, so two
 /// configurations whose fingerprints differ need etcd restarted to go from one to the other
 /// (`decide::change`).
-pub fn fingerprint(cfg: &Config, spec: &EtcdSpec) -> Result<String, ConfigError> {
+pub(crate) fn fingerprint(cfg: &Config, spec: &EtcdSpec) -> Result<String, ConfigError> {
     let mut text = String::new();
     for a in manager(cfg).render(spec)? {
         text.push_str(&format!("{} {:o}\n", a.path.display(), a.mode));

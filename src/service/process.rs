@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 const STOP_GRACE: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-pub struct Process {
+pub(crate) struct Process {
     binary: PathBuf,
     env_path: PathBuf,
     stop_tx: watch::Sender<bool>,
@@ -29,7 +29,7 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn new(cfg: &Config) -> Self {
+    pub(crate) fn new(cfg: &Config) -> Self {
         Process {
             binary: cfg.etcd.binary.clone(),
             env_path: cfg.etcd.env_file.clone(),

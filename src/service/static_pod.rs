@@ -27,7 +27,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_QUIET: Duration = Duration::from_secs(25);
 pub(super) const RESTART_ANNOTATION: &str = "etcd-bootstrap.io/restart";
 
-pub struct StaticPod {
+pub(crate) struct StaticPod {
     manifest_path: PathBuf,
     env_path: PathBuf,
     image: String,
@@ -46,7 +46,7 @@ pub struct StaticPod {
 }
 
 impl StaticPod {
-    pub fn new(cfg: &Config) -> Self {
+    pub(crate) fn new(cfg: &Config) -> Self {
         let mark = std::fs::read_to_string(&cfg.etcd.manifest_path)
             .ok()
             .and_then(|text| restart_mark_in(&text))
@@ -104,7 +104,7 @@ fn restart_mark_in(text: &str) -> Option<String> {
 
 /// `major.minor.patch` from an image tag such as `registry.k8s.io/etcd:3.5.15-0` or
 /// `quay.io/coreos/etcd:v3.5.30`; None for a digest only or a tag like `latest`.
-pub fn version_of_image(image: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn version_of_image(image: &str) -> Option<(u32, u32, u32)> {
     crate::etcd::version::EtcdVersion::from_image(image).map(|v| (v.major, v.minor, v.patch))
 }
 
@@ -123,7 +123,7 @@ fn q(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
-pub fn manifest_text(
+pub(crate) fn manifest_text(
     spec: &EtcdSpec,
     image: &str,
     restart_mark: &str,

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub struct Systemd {
+pub(crate) struct Systemd {
     unit: Unit,
     env_path: PathBuf,
     binary: PathBuf,
@@ -21,7 +21,7 @@ pub struct Systemd {
 }
 
 impl Systemd {
-    pub fn new(cfg: &Config) -> Self {
+    pub(crate) fn new(cfg: &Config) -> Self {
         Systemd {
             unit: Unit::new(&cfg.etcd.unit_path),
             env_path: cfg.etcd.env_file.clone(),
@@ -33,7 +33,7 @@ impl Systemd {
 
 /// The systemd unit, in the spirit of the classic guides, sandboxed: etcd needs no privilege
 /// (its ports are above 1024), writes only under its data dir, and reads its certificates.
-pub fn unit_text(
+pub(crate) fn unit_text(
     env_file: &Path,
     binary: &Path,
     unit_path: &Path,
@@ -123,7 +123,7 @@ pub(super) struct Unit {
 }
 
 impl Unit {
-    pub fn new(path: &Path) -> Unit {
+    pub(crate) fn new(path: &Path) -> Unit {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -134,7 +134,7 @@ impl Unit {
         }
     }
 
-    pub async fn start(&self, changed: bool) -> Result<()> {
+    pub(crate) async fn start(&self, changed: bool) -> Result<()> {
         systemctl(&["daemon-reload"]).await?;
         // "static" (no [Install] section, as rendered) exits 0 too: only "enabled" counts.
         let enabled = systemctl(&["is-enabled", &self.name]).await;
@@ -152,7 +152,7 @@ impl Unit {
         Ok(())
     }
 
-    pub async fn stop(&self) -> Result<()> {
+    pub(crate) async fn stop(&self) -> Result<()> {
         systemctl(&["stop", &self.name]).await?;
         Ok(())
     }

@@ -12,7 +12,11 @@ use std::time::Duration;
 
 /// Make `ca.crt` and `ca.key` (0600) in `out`. Refuses to overwrite an existing CA: replacing a
 /// fleet's CA by accident would cut every member off from every other.
-pub fn init(out: &Path, common_name: &str, validity: Duration) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn init(
+    out: &Path,
+    common_name: &str,
+    validity: Duration,
+) -> Result<(PathBuf, PathBuf)> {
     let cert_path = out.join("ca.crt");
     let key_path = out.join("ca.key");
     for p in [&cert_path, &key_path] {

@@ -19,7 +19,7 @@ const P384: &[u64] = &[1, 3, 132, 0, 34];
 
 /// The CA's signing key from `pem` (a file may hold other blocks too, e.g. the "EC PARAMETERS"
 /// that `openssl ecparam -genkey` writes first). The error is one line saying which forms work.
-pub fn parse(pem: &str) -> Result<KeyPair, String> {
+pub(crate) fn parse(pem: &str) -> Result<KeyPair, String> {
     const FORMS: &str = "PKCS#8 \"PRIVATE KEY\" (ECDSA P-256/P-384, Ed25519, RSA 2048-4096), SEC1 \"EC PRIVATE KEY\" (P-256, P-384) or PKCS#1 \"RSA PRIVATE KEY\" (2048-4096 bits)";
     let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| format!("holds no unencrypted PEM private key ({e}); accepted: {FORMS}"))?;

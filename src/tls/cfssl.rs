@@ -13,7 +13,7 @@ use rcgen::{CertificateParams, KeyPair, SanType};
 use serde::Deserialize;
 use std::time::Duration;
 
-pub struct Cfssl {
+pub(crate) struct Cfssl {
     url: String,
     http: reqwest::Client,
     auth_key: Option<Vec<u8>>,
@@ -40,7 +40,7 @@ struct ApiError {
     message: String,
 }
 
-pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let t = text.trim();
     if t.is_empty() || !t.len().is_multiple_of(2) {
         return None;
@@ -52,7 +52,7 @@ pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
 }
 
 impl Cfssl {
-    pub async fn connect(tls: &TlsConfig) -> Result<Cfssl> {
+    pub(crate) async fn connect(tls: &TlsConfig) -> Result<Cfssl> {
         let url = tls
             .cfssl_url
             .clone()

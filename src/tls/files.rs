@@ -17,7 +17,7 @@ use std::time::Duration;
 /// Pre-issued files are small; anything bigger is the wrong URL.
 const MAX_FILE: usize = 1 << 20;
 
-pub struct Files {
+pub(crate) struct Files {
     sources: TlsSources,
     pins: BTreeMap<String, String>,
     http: reqwest::Client,
@@ -37,7 +37,7 @@ impl Fetched {
 }
 
 impl Files {
-    pub fn new(tls: &TlsConfig) -> Result<Files> {
+    pub(crate) fn new(tls: &TlsConfig) -> Result<Files> {
         let sources = tls
             .sources
             .clone()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The kinds of certificate a member holds, named as kubeadm names their files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertKind {
+pub(crate) enum CertKind {
     /// Served on the client port.
     Server,
     /// Presented and served on the peer port: needs serverAuth and clientAuth.
@@ -21,9 +21,9 @@ pub enum CertKind {
 
 impl CertKind {
     /// The certificates every member holds.
-    pub const ALL: [CertKind; 3] = [CertKind::Server, CertKind::Peer, CertKind::Client];
+    pub(crate) const ALL: [CertKind; 3] = [CertKind::Server, CertKind::Peer, CertKind::Client];
 
-    pub fn file_stem(self) -> &'static str {
+    pub(crate) fn file_stem(self) -> &'static str {
         match self {
             CertKind::Server => "server",
             CertKind::Peer => "peer",
@@ -33,7 +33,7 @@ impl CertKind {
     }
 
     /// The name `tls.cfssl_profiles` uses for this kind.
-    pub fn profile_name(self) -> &'static str {
+    pub(crate) fn profile_name(self) -> &'static str {
         match self {
             CertKind::ApiserverClient => "apiserver-client",
             k => k.file_stem(),
@@ -45,7 +45,7 @@ impl CertKind {
     }
 
     /// The certificates this configuration keeps.
-    pub fn wanted(cfg: &Config) -> Vec<CertKind> {
+    pub(crate) fn wanted(cfg: &Config) -> Vec<CertKind> {
         let mut kinds = CertKind::ALL.to_vec();
         if cfg.tls.apiserver_client {
             kinds.push(CertKind::ApiserverClient);
@@ -60,18 +60,18 @@ impl CertKind {
         }
     }
 
-    pub fn cert_path(self, cfg: &Config) -> PathBuf {
+    pub(crate) fn cert_path(self, cfg: &Config) -> PathBuf {
         self.dir(cfg).join(format!("{}.crt", self.file_stem()))
     }
 
-    pub fn key_path(self, cfg: &Config) -> PathBuf {
+    pub(crate) fn key_path(self, cfg: &Config) -> PathBuf {
         self.dir(cfg).join(format!("{}.key", self.file_stem()))
     }
 }
 
 /// What this member's certificates must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub member_name: String,
     /// The address in this member's peer and client URLs.
     pub advertise: IpAddr,
@@ -86,7 +86,7 @@ pub struct Identity {
 
 /// The peer-only DNS name of cluster `cluster` (`<cluster>.peer.etcd-bootstrap.internal`), or
 /// `None` when the cluster's name does not make a DNS name.
-pub fn peer_role_name(cluster: &str) -> Option<String> {
+pub(crate) fn peer_role_name(cluster: &str) -> Option<String> {
     let name = format!(
         "{}.peer.etcd-bootstrap.internal",
         cluster.to_ascii_lowercase()
@@ -98,7 +98,7 @@ impl Identity {
     /// SANs for the member name, its SRV target name, the SRV domain, the hostname, the advertise
     /// IP, localhost, 127.0.0.1, ::1 and `tls.extra_sans` (etcd checks the peer certificate
     /// against the address a peer connects from; clients may use the SRV domain or loopback).
-    pub fn new(
+    pub(crate) fn new(
         cfg: &Config,
         member_name: &str,
         advertise: IpAddr,

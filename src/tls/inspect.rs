@@ -12,19 +12,19 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 
 /// A parsed certificate that owns its bytes.
-pub struct Parsed {
+pub(crate) struct Parsed {
     pem: Pem,
 }
 
 impl Parsed {
-    pub fn cert(&self) -> X509Certificate<'_> {
+    pub(crate) fn cert(&self) -> X509Certificate<'_> {
         self.pem
             .parse_x509()
             .expect("parsed once already in parse_pem")
     }
 }
 
-pub fn parse_pem(pem: &str) -> Result<Parsed, String> {
+pub(crate) fn parse_pem(pem: &str) -> Result<Parsed, String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|e| format!("not a PEM certificate: {e}"))?;
     if pem.label != "CERTIFICATE" {
@@ -39,14 +39,14 @@ pub fn parse_pem(pem: &str) -> Result<Parsed, String> {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CertInfo {
+pub(crate) struct CertInfo {
     pub subject: String,
     pub not_after: String,
     /// Seconds until expiry (negative when expired).
     pub expires_in_secs: i64,
 }
 
-pub fn info(pem: &str) -> Result<CertInfo, String> {
+pub(crate) fn info(pem: &str) -> Result<CertInfo, String> {
     let parsed = parse_pem(pem)?;
     let cert = parsed.cert();
     let not_after = cert.validity().not_after.timestamp();
@@ -59,7 +59,7 @@ pub fn info(pem: &str) -> Result<CertInfo, String> {
 }
 
 /// When the (first) certificate in `pem` expires, in seconds since the epoch.
-pub fn not_after_unix(pem: &str) -> Result<i64, String> {
+pub(crate) fn not_after_unix(pem: &str) -> Result<i64, String> {
     Ok(parse_pem(pem)?.cert().validity().not_after.timestamp())
 }
 
@@ -75,12 +75,12 @@ fn facts_of(cert: &X509Certificate<'_>) -> CertFacts {
 }
 
 /// The facts of the first certificate in `pem` (the current CA of a bundle).
-pub fn facts(pem: &str) -> Result<CertFacts, String> {
+pub(crate) fn facts(pem: &str) -> Result<CertFacts, String> {
     Ok(facts_of(&parse_pem(pem)?.cert()))
 }
 
 /// The facts of a DER certificate (one a server presented).
-pub fn facts_der(der: &[u8]) -> Result<CertFacts, String> {
+pub(crate) fn facts_der(der: &[u8]) -> Result<CertFacts, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     Ok(facts_of(&cert))
@@ -88,7 +88,7 @@ pub fn facts_der(der: &[u8]) -> Result<CertFacts, String> {
 
 /// The PEM blocks of `text`, each re-encoded the same way so that blocks compare equal when their
 /// contents do.
-pub fn pem_blocks(text: &str) -> Vec<String> {
+pub(crate) fn pem_blocks(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for pem in Pem::iter_from_buffer(text.as_bytes()).map_while(Result::ok) {
         let b64 = base64::engine::general_purpose::STANDARD.encode(&pem.contents);
@@ -104,7 +104,7 @@ pub fn pem_blocks(text: &str) -> Vec<String> {
 }
 
 /// Every certificate of a CA file (a bundle during a CA change).
-pub fn parse_bundle(pem: &str) -> Result<Vec<Parsed>, String> {
+pub(crate) fn parse_bundle(pem: &str) -> Result<Vec<Parsed>, String> {
     let blocks = pem_blocks(pem);
     if blocks.is_empty() {
         return Err("holds no PEM block".into());
@@ -113,7 +113,7 @@ pub fn parse_bundle(pem: &str) -> Result<Vec<Parsed>, String> {
 }
 
 /// The certificate in `cert_pem`, when `key_pem` is its private key.
-pub fn check_pair(cert_pem: &str, key_pem: &str) -> Result<Parsed, String> {
+pub(crate) fn check_pair(cert_pem: &str, key_pem: &str) -> Result<Parsed, String> {
     let parsed = parse_pem(cert_pem)?;
     if public_key_of(key_pem)? != parsed.cert().public_key().raw {
         return Err("the certificate does not match its key".into());
@@ -123,7 +123,7 @@ pub fn check_pair(cert_pem: &str, key_pem: &str) -> Result<Parsed, String> {
 
 /// The SubjectPublicKeyInfo (DER) of a PEM private key in any of the forms signers write:
 /// PKCS#8 ("PRIVATE KEY"), SEC1 ("EC PRIVATE KEY", cfssl's) or PKCS#1 ("RSA PRIVATE KEY").
-pub fn public_key_of(key_pem: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn public_key_of(key_pem: &str) -> Result<Vec<u8>, String> {
     use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
     let der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
@@ -136,7 +136,7 @@ pub fn public_key_of(key_pem: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Signed by one of `cas`.
-pub fn check_chain(cert: &X509Certificate<'_>, cas: &[&Parsed]) -> Result<(), String> {
+pub(crate) fn check_chain(cert: &X509Certificate<'_>, cas: &[&Parsed]) -> Result<(), String> {
     let signed = cas.iter().any(|ca| {
         let ca = ca.cert();
         cert.issuer() == ca.subject() && cert.verify_signature(Some(ca.public_key())).is_ok()
@@ -149,7 +149,10 @@ pub fn check_chain(cert: &X509Certificate<'_>, cas: &[&Parsed]) -> Result<(), St
 }
 
 /// Within its validity period.
-pub fn check_dates(cert: &X509Certificate<'_>, now: time::OffsetDateTime) -> Result<(), String> {
+pub(crate) fn check_dates(
+    cert: &X509Certificate<'_>,
+    now: time::OffsetDateTime,
+) -> Result<(), String> {
     let t = now.unix_timestamp();
     if t >= cert.validity().not_after.timestamp() {
         return Err(format!("expired on {}", cert.validity().not_after));
@@ -161,14 +164,14 @@ pub fn check_dates(cert: &X509Certificate<'_>, now: time::OffsetDateTime) -> Res
 }
 
 /// Less than a third of its lifetime left: time to renew.
-pub fn due_for_renewal(cert: &X509Certificate<'_>, now: time::OffsetDateTime) -> bool {
+pub(crate) fn due_for_renewal(cert: &X509Certificate<'_>, now: time::OffsetDateTime) -> bool {
     let nb = cert.validity().not_before.timestamp();
     let na = cert.validity().not_after.timestamp();
     na - now.unix_timestamp() < (na - nb) / 3
 }
 
 /// Carries the extended key usages `kind` needs.
-pub fn check_usage(cert: &X509Certificate<'_>, kind: CertKind) -> Result<(), String> {
+pub(crate) fn check_usage(cert: &X509Certificate<'_>, kind: CertKind) -> Result<(), String> {
     let eku = cert
         .extended_key_usage()
         .ok()
@@ -191,7 +194,7 @@ pub fn check_usage(cert: &X509Certificate<'_>, kind: CertKind) -> Result<(), Str
 }
 
 /// Covers every name and address in `dns_names` and `ips`.
-pub fn check_sans<'n>(
+pub(crate) fn check_sans<'n>(
     cert: &X509Certificate<'_>,
     dns_names: impl IntoIterator<Item = &'n String>,
     ips: impl IntoIterator<Item = &'n IpAddr>,
@@ -216,7 +219,7 @@ pub fn check_sans<'n>(
 
 /// `Ok` when the pair on disk can stay; otherwise why it must be re-issued.
 #[allow(clippy::too_many_arguments)]
-pub fn check_existing(
+pub(crate) fn check_existing(
     cert_pem: &str,
     key_pem: &str,
     ca: &Parsed,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use rcgen::{CertificateParams, Issuer, KeyPair};
 
-pub struct LocalCa {
+pub(crate) struct LocalCa {
     ca_pem: String,
     /// `None` when the key file was removed after the first issue (a way to keep signing power
     /// off the node between CA deliveries): what is on disk is kept, nothing new can be signed.
@@ -17,7 +17,7 @@ pub struct LocalCa {
 }
 
 impl LocalCa {
-    pub fn load(tls: &TlsConfig) -> Result<LocalCa> {
+    pub(crate) fn load(tls: &TlsConfig) -> Result<LocalCa> {
         let cert_path = tls.ca_cert.as_ref().context("tls.ca_cert is not set")?;
         let key_path = tls.ca_key.as_ref().context("tls.ca_key is not set")?;
         let bad = |key: &str, path: &std::path::Path, msg: String| {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// PEM material for a client connection.
 #[derive(Debug, Clone)]
-pub struct ClientMaterial {
+pub(crate) struct ClientMaterial {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
@@ -26,13 +26,13 @@ impl ClientMaterial {
     }
 
     /// Read the peer certificate, key and CA from `dir` (the agent endpoint's identity).
-    pub fn peer_from_dir(dir: &Path) -> Result<ClientMaterial> {
+    pub(crate) fn peer_from_dir(dir: &Path) -> Result<ClientMaterial> {
         let p = TlsPaths::new(dir);
         Self::read(&p.ca, &p.peer_cert, &p.peer_key)
     }
 
     /// Read the client certificate, key and CA from `dir`.
-    pub fn from_dir(dir: &Path) -> Result<ClientMaterial> {
+    pub(crate) fn from_dir(dir: &Path) -> Result<ClientMaterial> {
         let p = TlsPaths::new(dir);
         Self::read(&p.ca, &p.client_cert, &p.client_key)
     }

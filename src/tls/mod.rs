@@ -14,7 +14,7 @@
 //! (pre-issued files) and `inspect` (parsing and the checks every mode makes).
 
 mod bundle;
-pub mod ca;
+pub(crate) mod ca;
 mod ca_key;
 mod cfssl;
 mod files;
@@ -25,8 +25,8 @@ mod local_ca;
 mod material;
 mod on_disk;
 mod plan;
-pub mod served;
-pub mod signature;
+pub(crate) mod served;
+pub(crate) mod signature;
 
 use crate::config::{Config, TlsMode};
 use anyhow::Result;
@@ -34,14 +34,14 @@ use futures::future::BoxFuture;
 use issuing::Issuing;
 use rcgen::{CertificateParams, KeyPair};
 
-pub use identity::{peer_role_name, CertKind, Identity};
-pub use inspect::{not_after_unix, CertInfo};
-pub use material::ClientMaterial;
-pub use on_disk::{cert_files, describe, due_on_disk, on_disk, OnDisk};
-pub use plan::{PlannedFile, TlsPlan};
+pub(crate) use identity::{peer_role_name, CertKind, Identity};
+pub(crate) use inspect::{not_after_unix, CertInfo};
+pub(crate) use material::ClientMaterial;
+pub(crate) use on_disk::{cert_files, describe, due_on_disk, on_disk};
+pub(crate) use plan::{PlannedFile, TlsPlan};
 
 /// Issues certificates for keys made on this node.
-pub trait Signer: Send + Sync {
+pub(crate) trait Signer: Send + Sync {
     fn describe(&self) -> String;
     /// The CA certificate (PEM) that every member and client trusts.
     fn ca_pem(&self) -> &str;
@@ -55,7 +55,7 @@ pub trait Signer: Send + Sync {
 }
 
 /// Where a member's certificates come from: one provider per `tls.mode`.
-pub trait CertSource: Send + Sync {
+pub(crate) trait CertSource: Send + Sync {
     fn describe(&self) -> String;
     /// Work out the TLS directory for `identity`: keep what is still right, get the rest.
     fn plan<'a>(
@@ -78,7 +78,7 @@ pub trait CertSource: Send + Sync {
 
 /// The certificate source the configuration asks for. Reads the CA now (the local CA's files, the
 /// signer's `/info`, the pre-issued CA), so a renewal that calls this again sees a changed CA.
-pub async fn source(cfg: &Config) -> Result<Box<dyn CertSource>> {
+pub(crate) async fn source(cfg: &Config) -> Result<Box<dyn CertSource>> {
     match cfg.tls.mode {
         TlsMode::LocalCa => Ok(Box::new(Issuing(Box::new(local_ca::LocalCa::load(
             &cfg.tls,
@@ -95,7 +95,7 @@ pub async fn source(cfg: &Config) -> Result<Box<dyn CertSource>> {
 /// CA certificate is PEM and a CA, the CA key is a supported form and belongs to it. files: each
 /// certificate and key is PEM, the key matches its certificate, which chains to the CA, has the
 /// usages its role needs and is within its dates. Returns what was left for `run` to check.
-pub async fn check_offline(cfg: &Config) -> Result<Vec<String>> {
+pub(crate) async fn check_offline(cfg: &Config) -> Result<Vec<String>> {
     let now = time::OffsetDateTime::now_utc();
     match cfg.tls.mode {
         TlsMode::LocalCa => {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// Why the certificates on disk need renewing before etcd starts from them, judged from the files
 /// alone (no CA or signer is asked): a certificate missing, unreadable, expired or, where this node
 /// can issue, due for renewal.
-pub fn due_on_disk(cfg: &Config, now: time::OffsetDateTime) -> Option<String> {
+pub(crate) fn due_on_disk(cfg: &Config, now: time::OffsetDateTime) -> Option<String> {
     for kind in CertKind::wanted(cfg) {
         let path = kind.cert_path(cfg);
         let parsed = match fs::read_pem(&path)
@@ -36,7 +36,7 @@ pub fn due_on_disk(cfg: &Config, now: time::OffsetDateTime) -> Option<String> {
 
 /// The certificates this member keeps, by file name ("ca.crt", "server.crt", ...), and where
 /// each is.
-pub fn cert_files(cfg: &Config) -> Vec<(String, PathBuf)> {
+pub(crate) fn cert_files(cfg: &Config) -> Vec<(String, PathBuf)> {
     let paths = TlsPaths::new(&cfg.tls.dir);
     std::iter::once(("ca.crt".to_string(), paths.ca))
         .chain(
@@ -49,7 +49,7 @@ pub fn cert_files(cfg: &Config) -> Vec<(String, PathBuf)> {
 
 /// Expiry and subject of each certificate this configuration keeps, for `status`. For a CA bundle,
 /// the first (current) CA.
-pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
+pub(crate) fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
     cert_files(cfg)
         .into_iter()
         .map(|(name, p)| {
@@ -63,16 +63,15 @@ pub fn describe(cfg: &Config) -> Vec<(String, Result<CertInfo, String>)> {
 
 /// One certificate file this configuration keeps, for `doctor`: `ca.crt` (its current CA) and
 /// each leaf, with what it must cover when it is served (`Server`, `Peer`).
-pub struct OnDisk {
+pub(crate) struct OnDisk {
     /// `server.crt`, ...
     pub file: String,
-    pub path: PathBuf,
     /// `None` for `ca.crt`.
     pub kind: Option<CertKind>,
     pub facts: Result<CertFacts, String>,
 }
 
-pub fn on_disk(cfg: &Config) -> Vec<OnDisk> {
+pub(crate) fn on_disk(cfg: &Config) -> Vec<OnDisk> {
     let paths = TlsPaths::new(&cfg.tls.dir);
     std::iter::once(("ca.crt".to_string(), paths.ca, None))
         .chain(
@@ -86,12 +85,7 @@ pub fn on_disk(cfg: &Config) -> Vec<OnDisk> {
                 .and_then(|pem| {
                     inspect::facts(&pem).map_err(|e| format!("{}: {e}", path.display()))
                 });
-            OnDisk {
-                file,
-                path,
-                kind,
-                facts,
-            }
+            OnDisk { file, kind, facts }
         })
         .collect()
 }

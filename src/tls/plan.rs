@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// One file of the TLS directory, as it should be.
 #[derive(Debug, Clone)]
-pub struct PlannedFile {
+pub(crate) struct PlannedFile {
     pub path: PathBuf,
     pub content: String,
     pub mode: u32,
@@ -19,14 +19,14 @@ pub struct PlannedFile {
 
 /// The TLS directory as it should be after this run.
 #[derive(Debug, Clone)]
-pub struct TlsPlan {
+pub(crate) struct TlsPlan {
     pub files: Vec<PlannedFile>,
     /// The CA certificate changed: etcd reads its trusted CAs only at start, so it must restart.
     pub ca_changed: bool,
 }
 
 impl TlsPlan {
-    pub fn changed(&self) -> impl Iterator<Item = &PlannedFile> {
+    pub(crate) fn changed(&self) -> impl Iterator<Item = &PlannedFile> {
         self.files.iter().filter(|f| f.change.is_some())
     }
 
@@ -52,13 +52,13 @@ impl TlsPlan {
     }
 
     /// The peer certificate as it will be (the agent endpoint's identity, both ways).
-    pub fn peer_material(&self, dir: &Path) -> Result<ClientMaterial> {
+    pub(crate) fn peer_material(&self, dir: &Path) -> Result<ClientMaterial> {
         let p = TlsPaths::new(dir);
         self.material(&p.ca, &p.peer_cert, &p.peer_key)
     }
 
     /// The client certificate as it will be.
-    pub fn client_material(&self, dir: &Path) -> Result<ClientMaterial> {
+    pub(crate) fn client_material(&self, dir: &Path) -> Result<ClientMaterial> {
         let p = TlsPaths::new(dir);
         self.material(&p.ca, &p.client_cert, &p.client_key)
     }
@@ -68,7 +68,7 @@ impl TlsPlan {
     /// certificates at every handshake, so renewed ones are served without a restart; the
     /// server and peer keys belong to `etcd_owner` (the uid and gid etcd runs as) from the
     /// moment they are in place, or etcd could not read a renewed key.
-    pub fn apply(&self, etcd_owner: Option<(u32, u32)>) -> Result<Vec<(PathBuf, Written)>> {
+    pub(crate) fn apply(&self, etcd_owner: Option<(u32, u32)>) -> Result<Vec<(PathBuf, Written)>> {
         let mut out = Vec::new();
         for f in self.changed() {
             let owner = etcd_owner.filter(|_| etcd_reads(&f.path));

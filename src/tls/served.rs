@@ -76,7 +76,7 @@ impl ServerCertVerifier for Capture {
 
 /// The certificate served at `addr`, bounded by `limit` (connect and handshake together).
 /// `material` is the client certificate to present (this node's peer certificate).
-pub async fn fetch(
+pub(crate) async fn fetch(
     addr: SocketAddr,
     material: &ClientMaterial,
     limit: Duration,

@@ -38,7 +38,7 @@ fn verification_alg(scheme: &str) -> Option<&'static dyn ring::signature::Verifi
 
 /// A signature as a signed object carries it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Signature {
+pub(crate) struct Signature {
     pub scheme: String,
     /// Base64 (standard alphabet).
     pub value: String,
@@ -47,7 +47,7 @@ pub struct Signature {
 }
 
 /// This member's signing identity: its peer certificate and key.
-pub struct SigningKey {
+pub(crate) struct SigningKey {
     cert_pem: String,
     name: String,
     key: Arc<dyn rustls::sign::SigningKey>,
@@ -64,7 +64,7 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// From a certificate and its key (PKCS#8, SEC1 or PKCS#1 PEM). The certificate must be one
     /// that others will accept: a member's (serverAuth and clientAuth) with a common name.
-    pub fn new(cert_pem: &str, key_pem: &str) -> Result<SigningKey, String> {
+    pub(crate) fn new(cert_pem: &str, key_pem: &str) -> Result<SigningKey, String> {
         let parsed = inspect::check_pair(cert_pem, key_pem)?;
         let cert = parsed.cert();
         inspect::check_usage(&cert, CertKind::Peer)?;
@@ -81,11 +81,11 @@ impl SigningKey {
     }
 
     /// The member name others will see as the signer (the certificate's common name).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn sign(&self, message: &[u8]) -> Result<Signature, String> {
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Signature, String> {
         let offered: Vec<SignatureScheme> = SCHEMES.iter().map(|(s, _)| *s).collect();
         let signer = self
             .key
@@ -129,12 +129,12 @@ fn common_name(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<S
 }
 
 /// What signatures are checked against: this node's CA bundle.
-pub struct TrustAnchor {
+pub(crate) struct TrustAnchor {
     cas: Vec<Parsed>,
 }
 
 impl TrustAnchor {
-    pub fn from_pem(ca_pem: &str) -> Result<TrustAnchor, String> {
+    pub(crate) fn from_pem(ca_pem: &str) -> Result<TrustAnchor, String> {
         Ok(TrustAnchor {
             cas: inspect::parse_bundle(ca_pem)?,
         })
@@ -142,7 +142,7 @@ impl TrustAnchor {
 
     /// The name of the member that signed `message`, if `sig` is a valid signature over it by a
     /// member certificate of this CA that was valid at `signed_at` (the time the object gives).
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         message: &[u8],
         sig: &Signature,

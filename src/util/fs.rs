@@ -9,11 +9,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The most a certificate, key or CA bundle file may hold: a system root bundle is ~250 KiB.
-pub const PEM_LIMIT: u64 = 1 << 20;
+pub(crate) const PEM_LIMIT: u64 = 1 << 20;
 
 /// Read `path` whole unless it holds more than `limit` bytes: a wrong path (`/dev/zero`, a log
 /// file, a disk image) must fail at once instead of being read into memory.
-pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::new();
     fs::File::open(path)?
         .take(limit + 1)
@@ -28,27 +28,27 @@ pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 }
 
 /// `read_bounded` of a text file (UTF-8).
-pub fn read_bounded_text(path: &Path, limit: u64) -> std::io::Result<String> {
+pub(crate) fn read_bounded_text(path: &Path, limit: u64) -> std::io::Result<String> {
     String::from_utf8(read_bounded(path, limit)?).map_err(|_| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, "not a text (UTF-8) file")
     })
 }
 
 /// A PEM file (certificate, key, CA bundle), at most `PEM_LIMIT` bytes.
-pub fn read_pem(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_pem(path: &Path) -> std::io::Result<String> {
     read_bounded_text(path, PEM_LIMIT)
 }
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
+pub(crate) enum Written {
     Created,
     Updated,
     Unchanged,
 }
 
 impl Written {
-    pub fn changed(self) -> bool {
+    pub(crate) fn changed(self) -> bool {
         self != Written::Unchanged
     }
 }
@@ -56,14 +56,14 @@ impl Written {
 /// Write `content` to `path` with `mode` via a temporary file, fsync and rename, creating parent
 /// directories (0755, or 0700 when the file is private). Does nothing when the content and mode are
 /// already what is asked for.
-pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<Written> {
+pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<Written> {
     write_atomic_owned(path, content, mode, None)
 }
 
 /// `write_atomic`, the file owned by `owner` (uid, gid) from the moment it appears under its
 /// name: a key another user's process reads at every handshake is never, even for a moment,
 /// one that process may not read. `None`: owned by this process, as created.
-pub fn write_atomic_owned(
+pub(crate) fn write_atomic_owned(
     path: &Path,
     content: &[u8],
     mode: u32,
@@ -159,7 +159,7 @@ fn temp_name(file_name: &str) -> String {
 /// them under the usual umask: the agent's unit sets `UMask=0077`, under which a parent such as
 /// `/etc/etcd` (made on the way to `tls.dir`) would be 0700 and close everything below it to
 /// etcd's own user.
-pub fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
+pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -180,7 +180,7 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
 /// Whether writing at `path` (or at its nearest existing ancestor, where it would be created)
 /// fails because the file system is mounted read-only for this process: a systemd sandbox
 /// (`ProtectSystem=strict` without a `ReadWritePaths=` for it) looks exactly like that.
-pub fn read_only_here(path: &Path) -> bool {
+pub(crate) fn read_only_here(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Some(existing) = path.ancestors().find(|p| p.exists()) else {
         return false;
@@ -193,7 +193,7 @@ pub fn read_only_here(path: &Path) -> bool {
     rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EROFS)
 }
 
-pub fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing directory {}", dir.display()))

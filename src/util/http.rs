@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// An HTTP client trusting `ca` (a PEM file named by the config key `tls.signer_ca`) only, or the
 /// system roots when `ca` is `None`.
-pub fn client(ca: Option<&Path>, timeout: Duration) -> Result<reqwest::Client> {
+pub(crate) fn client(ca: Option<&Path>, timeout: Duration) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .timeout(timeout)
@@ -62,7 +62,7 @@ fn redirect_refusal(next: &reqwest::Url, previous: &[reqwest::Url]) -> Option<St
 }
 
 /// GET `url` and return its body, refusing anything but a 2xx answer and bodies over `limit`.
-pub async fn get(client: &reqwest::Client, url: &str, limit: usize) -> Result<Vec<u8>> {
+pub(crate) async fn get(client: &reqwest::Client, url: &str, limit: usize) -> Result<Vec<u8>> {
     let mut resp = client
         .get(url)
         .send()

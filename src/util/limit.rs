@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The server handles its total number of connections already.
     Total,
     /// This source address holds its share already.
@@ -38,7 +38,7 @@ struct Counts {
 
 /// Connections admitted at once: at most `total`, at most `per_source` from one source.
 #[derive(Debug, Clone)]
-pub struct ConnLimiter {
+pub(crate) struct ConnLimiter {
     total: usize,
     per_source: usize,
     counts: Arc<Mutex<Counts>>,
@@ -46,7 +46,7 @@ pub struct ConnLimiter {
 
 /// One admitted connection; its slot is given back when this is dropped.
 #[derive(Debug)]
-pub struct Permit {
+pub(crate) struct Permit {
     source: IpAddr,
     counts: Arc<Mutex<Counts>>,
 }
@@ -59,7 +59,7 @@ fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 impl ConnLimiter {
-    pub fn new(total: usize, per_source: usize) -> Self {
+    pub(crate) fn new(total: usize, per_source: usize) -> Self {
         ConnLimiter {
             total,
             per_source,
@@ -68,7 +68,7 @@ impl ConnLimiter {
     }
 
     /// Admit a connection from `ip`, or say which cap it would exceed.
-    pub fn try_acquire(&self, ip: IpAddr) -> Result<Permit, Refusal> {
+    pub(crate) fn try_acquire(&self, ip: IpAddr) -> Result<Permit, Refusal> {
         let source = source_key(ip);
         let mut c = self.counts.lock().expect("poisoned");
         if c.total >= self.total {
@@ -87,7 +87,8 @@ impl ConnLimiter {
     }
 
     /// Connections admitted and not yet finished.
-    pub fn in_use(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
         self.counts.lock().expect("poisoned").total
     }
 }
@@ -109,20 +110,20 @@ impl Drop for Permit {
 /// not become a flood of log lines. `note` counts an event and, when a report is due, returns how
 /// many happened since the last one (this one included).
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     every: Duration,
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl Throttle {
-    pub fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration) -> Self {
         Throttle {
             every,
             state: Mutex::new((None, 0)),
         }
     }
 
-    pub fn note(&self) -> Option<u64> {
+    pub(crate) fn note(&self) -> Option<u64> {
         self.note_at(Instant::now())
     }
 

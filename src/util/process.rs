@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 /// Run `cmd` (stdin closed, stdout and stderr captured) and wait for it at most `limit`; a
 /// program still running then is killed and counts as an error. Meant for programs that print
 /// little (`etcd --version`, `useradd`): what they print is read once they have exited.
-pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Output> {
+pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Output> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

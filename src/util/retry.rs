@@ -5,14 +5,14 @@
 use std::time::{Duration, Instant};
 
 /// A random duration up to `max`.
-pub fn jitter(max: Duration) -> Duration {
+pub(crate) fn jitter(max: Duration) -> Duration {
     let mut b = [0u8; 4];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     max.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
 }
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     max: Duration,
     deadline: Option<Instant>,
@@ -20,7 +20,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(first: Duration, max: Duration) -> Self {
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
         Backoff {
             first,
             max,
@@ -30,17 +30,17 @@ impl Backoff {
     }
 
     /// Never sleep past `deadline`.
-    pub fn until(mut self, deadline: Instant) -> Self {
+    pub(crate) fn until(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
     }
 
-    pub fn expired(&self) -> bool {
+    pub(crate) fn expired(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// The next pause: the step, plus jitter, cut at the deadline.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let step = self
             .first
             .saturating_mul(1u32 << self.attempt.min(16))
@@ -53,7 +53,7 @@ impl Backoff {
         }
     }
 
-    pub async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.next_delay()).await;
     }
 }

@@ -3,7 +3,7 @@
 
 /// `s` with every control character (terminal escapes, newlines) written as an escape, and
 /// cut to `max` characters.
-pub fn printable(s: &str, max: usize) -> String {
+pub(crate) fn printable(s: &str, max: usize) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
         if i == max {

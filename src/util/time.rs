@@ -1,7 +1,7 @@
 //! Timestamps and ages as text.
 
 /// `20261203T082500Z`: UTC, sortable as text (moved-aside copies, snapshot ids, requests).
-pub fn utc_stamp(t: time::OffsetDateTime) -> String {
+pub(crate) fn utc_stamp(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -15,7 +15,7 @@ pub fn utc_stamp(t: time::OffsetDateTime) -> String {
 }
 
 /// An age in seconds in the largest unit that keeps two digits of precision: "45s", "12m", "5h", "3d".
-pub fn age_text(seconds: i64) -> String {
+pub(crate) fn age_text(seconds: i64) -> String {
     let s = seconds.max(0);
     match s {
         0..120 => format!("{s}s"),
@@ -29,7 +29,7 @@ pub fn age_text(seconds: i64) -> String {
 /// check interval, a wait); months and years never: "10M" reads as ten minutes to some and ten
 /// months to others, and a year has no fixed length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Units {
+pub(crate) enum Units {
     /// s, m, h, d.
     Coarse,
     /// ms, s, m, h, d.
@@ -39,7 +39,7 @@ pub enum Units {
 /// A duration written as one or more `<number><unit>` parts ("90s", "10m", "1h30m", "7d",
 /// "1500ms" where `units` allows it), units in lower case. The error says what is wrong and
 /// which units work, for a message naming the key.
-pub fn parse_duration(text: &str, units: Units) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str, units: Units) -> Result<std::time::Duration, String> {
     let allowed = match units {
         Units::Coarse => "s, m, h or d",
         Units::WithMs => "ms, s, m, h or d",

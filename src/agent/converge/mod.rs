@@ -42,7 +42,7 @@ pub(crate) fn record_for_decision(data_dir: &std::path::Path) -> Result<Record> 
 
 /// This member's name and address as it runs: from its identity record, else from the
 /// environment file an earlier version wrote.
-pub fn current_member(cfg: &crate::config::Config) -> Result<LocalMember> {
+pub(crate) fn current_member(cfg: &crate::config::Config) -> Result<LocalMember> {
     member_of(cfg, &record_for_decision(&cfg.member.data_dir)?)
 }
 
@@ -70,7 +70,7 @@ impl Agent<'_> {
     /// Bring the local member up, make sure it is a voter, wait until it is healthy. If, while
     /// it comes up, a majority of its membership says it was removed (a restart from the data of
     /// a removed member), move the data aside and go again.
-    pub async fn converge(&self) -> Result<ClientMaterial> {
+    pub(crate) async fn converge(&self) -> Result<ClientMaterial> {
         let cfg = self.cfg;
         for round in 0..3 {
             let (material, voters) = self.bring_up().await?;
@@ -228,7 +228,7 @@ impl Agent<'_> {
     /// membership, and that its nonce has been used), take the bootstrap flags out of etcd's
     /// environment (etcd started by hand over an empty data dir must not form anything), and
     /// prune moved-aside copies (`decide::prune`).
-    pub async fn settle(&self, material: &ClientMaterial, me: &Whoami) -> Result<()> {
+    pub(crate) async fn settle(&self, material: &ClientMaterial, me: &Whoami) -> Result<()> {
         let cfg = self.cfg;
         self.refresh_record(material, me).await?;
         let member = current_member(cfg)?;
@@ -261,7 +261,11 @@ impl Agent<'_> {
     }
 
     /// Keep the identity record in step with the running member.
-    pub async fn refresh_record(&self, material: &ClientMaterial, me: &Whoami) -> Result<()> {
+    pub(crate) async fn refresh_record(
+        &self,
+        material: &ClientMaterial,
+        me: &Whoami,
+    ) -> Result<()> {
         let cfg = self.cfg;
         let mut c =
             client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT).await?;
@@ -298,7 +302,7 @@ impl Agent<'_> {
     }
 
     /// Whether a majority of this member's last-known membership says it was removed.
-    pub async fn removal_verdict(&self, material: &ClientMaterial) -> RemovalVerdict {
+    pub(crate) async fn removal_verdict(&self, material: &ClientMaterial) -> RemovalVerdict {
         let cfg = self.cfg;
         // "Cannot tell" is not "no record": with no record, the membership would come from
         // discovery instead of the one this member last recorded.

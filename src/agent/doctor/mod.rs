@@ -27,7 +27,7 @@ use etcd_status::StatusSeen;
 use membership::{DiscoveryRead, MembershipSeen};
 use std::collections::{BTreeMap, HashMap};
 
-pub async fn observe(cfg: &Config) -> Result<DoctorInput> {
+pub(crate) async fn observe(cfg: &Config) -> Result<DoctorInput> {
     let data_dir = &cfg.member.data_dir;
     let record = Record::load(data_dir)?.with_context(|| {
         format!(

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Healthy,
     Unhealthy,
     /// The pause marker exists: nothing is added, removed or moved.
@@ -38,7 +38,7 @@ pub enum State {
 
 /// What one tick observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tick {
+pub(crate) struct Tick {
     pub left: bool,
     pub paused: bool,
     pub healthy: bool,
@@ -46,7 +46,7 @@ pub struct Tick {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// `leave` ran: stop etcd and exit.
     Exit,
     Idle,
@@ -58,7 +58,7 @@ pub enum Step {
     Rejoin,
 }
 
-pub fn step(state: State, t: Tick) -> (State, Step) {
+pub(crate) fn step(state: State, t: Tick) -> (State, Step) {
     if t.left {
         return (state, Step::Exit);
     }
@@ -79,13 +79,13 @@ pub fn step(state: State, t: Tick) -> (State, Step) {
 }
 
 /// SIGTERM / SIGINT, as a future that can be awaited repeatedly.
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Shutdown {
-    pub fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         use anyhow::Context;
         Ok(Shutdown {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -93,7 +93,7 @@ impl Shutdown {
         })
     }
 
-    pub async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
@@ -102,7 +102,7 @@ impl Shutdown {
 }
 
 /// Why the heal loop returned.
-pub enum HealExit {
+pub(crate) enum HealExit {
     /// A signal or `leave`: etcd is stopped, the agent ends.
     Stopped,
     /// SIGHUP: read the configuration again, then go on (with the client material in use).
@@ -140,7 +140,7 @@ impl Agent<'_> {
     /// Keep etcd running and healthy until a signal or `leave`; return at SIGHUP for a reload.
     /// Beside it, the delta segments (`deltas`), which run for as long as the heal loop does.
     /// The snapshot store is opened once, here, and shared by every job.
-    pub async fn heal_loop(
+    pub(crate) async fn heal_loop(
         &self,
         material: ClientMaterial,
         shutdown: &mut Shutdown,

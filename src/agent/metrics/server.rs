@@ -38,7 +38,7 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Bind `metrics.listen` and serve `/metrics` in the background for as long as the process runs.
 /// Returns the bound address. A failure to bind names the key.
-pub async fn start(cfg: &Config) -> Result<Option<SocketAddr>> {
+pub(crate) async fn start(cfg: &Config) -> Result<Option<SocketAddr>> {
     let Some(addr) = cfg.metrics.listen else {
         return Ok(None);
     };
@@ -52,7 +52,7 @@ pub async fn start(cfg: &Config) -> Result<Option<SocketAddr>> {
 }
 
 /// Listen on exactly `addr`. An address that is not this machine's is a config error.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrNotAvailable {
             ConfigError::new(
@@ -71,7 +71,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 /// Answer connections on `listener` until the process ends; `certs` are the certificate files
 /// whose expiry each scrape reads.
-pub async fn serve(listener: TcpListener, certs: Vec<(String, PathBuf)>) {
+pub(crate) async fn serve(listener: TcpListener, certs: Vec<(String, PathBuf)>) {
     let certs = Arc::new(certs);
     let slots = ConnLimiter::new(MAX_CONNECTIONS, MAX_PER_SOURCE);
     let refused = Throttle::new(REFUSAL_LOG_EVERY);

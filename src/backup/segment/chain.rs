@@ -10,7 +10,7 @@ use object_store::ObjectStoreExt;
 
 /// Where a chain ends, as the store says: what the next segment must name and start at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
+pub(crate) struct Link {
     pub base: String,
     /// The last object of the chain (the base snapshot or its newest segment) and its SHA-256.
     pub previous: String,
@@ -29,7 +29,7 @@ impl Link {
     /// The start of a chain: the full snapshot itself. Its revision is the cluster's revision
     /// when the snapshot started (the snapshot holds at least it), so the chain goes on from the
     /// next one; a replay skips what the snapshot already holds.
-    pub fn base(m: &Manifest) -> Link {
+    pub(crate) fn base(m: &Manifest) -> Link {
         Link {
             base: m.id.clone(),
             previous: m.id.clone(),
@@ -45,7 +45,7 @@ impl Link {
 /// Where the chain of `base` ends, by what the store holds: its newest segment whose signed
 /// manifest checks out (untrusted ones are skipped, and logged), else the base itself. Only the
 /// newest manifest is read, so this stays cheap however long the chain is.
-pub async fn tail(store: &Store, base: &Manifest) -> Result<Link> {
+pub(crate) async fn tail(store: &Store, base: &Manifest) -> Result<Link> {
     let objects = chain_objects(store, &base.id).await?;
     let mut ids: Vec<(i64, i64, String)> = objects
         .iter()
@@ -89,7 +89,7 @@ pub async fn tail(store: &Store, base: &Manifest) -> Result<Link> {
 /// Delete every segment of the chain that extends `base` (retention, once `base` itself is
 /// deleted: a segment never outlives the snapshot it extends). Manifests first, so that no
 /// segment is left that looks whole; returns how many objects went.
-pub async fn delete_chain(store: &Store, base: &str) -> Result<usize> {
+pub(crate) async fn delete_chain(store: &Store, base: &str) -> Result<usize> {
     let mut objects = chain_objects(store, base).await?;
     objects.sort_by_key(|o| !o.location.as_ref().ends_with(".json"));
     for o in &objects {

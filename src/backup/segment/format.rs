@@ -8,18 +8,18 @@ use std::io::Read;
 use std::path::Path;
 
 /// The first line of a segment's plain text: what it is and the version of its format.
-pub const MAGIC: &[u8] = b"etcd-bootstrap segment v1\n";
+pub(crate) const MAGIC: &[u8] = b"etcd-bootstrap segment v1\n";
 
 /// Keys and values are bytes to etcd: base64 in the JSON lines.
 mod b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         base64::engine::general_purpose::STANDARD
             .decode(text)
@@ -30,7 +30,7 @@ mod b64 {
 /// One change to the keyspace, as etcd's watch reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     Put {
         #[serde(with = "b64")]
         key: Vec<u8>,
@@ -51,14 +51,14 @@ pub enum Event {
 
 impl Event {
     /// Bytes of key and value: what `backup.delta_max_bytes` counts.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         match self {
             Event::Put { key, value, .. } => key.len() + value.len(),
             Event::Delete { key, .. } => key.len(),
         }
     }
 
-    pub fn mod_revision(&self) -> i64 {
+    pub(crate) fn mod_revision(&self) -> i64 {
         match self {
             Event::Put { mod_revision, .. } | Event::Delete { mod_revision, .. } => *mod_revision,
         }
@@ -67,13 +67,13 @@ impl Event {
 
 /// Every event of one revision (etcd applies them as one transaction).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Revision {
+pub(crate) struct Revision {
     pub revision: i64,
     pub events: Vec<Event>,
 }
 
 /// Events in watch order as revisions, each revision's events together.
-pub fn group(events: Vec<Event>) -> Vec<Revision> {
+pub(crate) fn group(events: Vec<Event>) -> Vec<Revision> {
     let mut out: Vec<Revision> = vec![];
     for e in events {
         let rev = e.mod_revision();
@@ -96,7 +96,7 @@ pub(super) fn line(r: &Revision) -> Result<Vec<u8>> {
 }
 
 /// The revisions in a segment's stored bytes (decrypted with `identity_file` when encrypted).
-pub fn decode(
+pub(crate) fn decode(
     stored: &[u8],
     encrypted: bool,
     identity_file: Option<&Path>,

@@ -10,10 +10,10 @@ use crate::backup::store::{ReadError, Store};
 use serde::{Deserialize, Serialize};
 
 /// The kind of signed object a segment's manifest is.
-pub const KIND: &str = "segment-manifest";
+pub(crate) const KIND: &str = "segment-manifest";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SegmentManifest {
+pub(crate) struct SegmentManifest {
     /// `<UTC time>-r<first>-<last>`, also the name of this manifest without `.json`.
     pub id: String,
     /// The full snapshot this segment's chain extends.
@@ -60,7 +60,7 @@ impl SegmentManifest {
     /// Everything a signed segment manifest must also be: stored under its id, in its base's
     /// directory, its object named from its id, its id agreeing with its time and revisions, of
     /// this cluster, hashes of the right form.
-    pub fn check(&self, stored_as: &str, base: &str, cluster: &str) -> Result<(), String> {
+    pub(crate) fn check(&self, stored_as: &str, base: &str, cluster: &str) -> Result<(), String> {
         let (stamp, first, last) = parse_id(&self.id)?;
         if self.id != stored_as {
             return Err(format!(

@@ -30,9 +30,8 @@ mod names;
 mod upload;
 mod verify;
 
-pub use chain::{delete_chain, tail, Link};
-pub use format::{decode, group, Event, Revision, MAGIC};
-pub use manifest::{SegmentManifest, KIND};
-pub use names::{chain_dir, id, object_name, parse_id};
-pub use upload::upload;
-pub use verify::{verify_chain, ChainBreak, ChainReport};
+pub(crate) use chain::{delete_chain, tail, Link};
+pub(crate) use format::{group, Event};
+pub(crate) use manifest::SegmentManifest;
+pub(crate) use upload::upload;
+pub(crate) use verify::verify_chain;

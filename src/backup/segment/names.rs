@@ -10,7 +10,7 @@ use object_store::path::Path as ObjectPath;
 
 /// A segment id's parts, when `id` is exactly `YYYYMMDDTHHMMSSZ-r<first>-<last>` with a real UTC
 /// time and `first <= last`, nothing else.
-pub fn parse_id(id: &str) -> Result<(&str, i64, i64), String> {
+pub(crate) fn parse_id(id: &str) -> Result<(&str, i64, i64), String> {
     let bad = || format!("{id:?} is not a segment id (YYYYMMDDTHHMMSSZ-r<first>-<last>)");
     let (head, last) = id.rsplit_once('-').ok_or_else(bad)?;
     let (stamp, first) = manifest::parse_id(head).map_err(|_| bad())?;
@@ -24,11 +24,11 @@ pub fn parse_id(id: &str) -> Result<(&str, i64, i64), String> {
     Ok((stamp, first, last))
 }
 
-pub fn id(t: time::OffsetDateTime, first: i64, last: i64) -> String {
+pub(crate) fn id(t: time::OffsetDateTime, first: i64, last: i64) -> String {
     format!("{}-r{first}-{last}", crate::util::time::utc_stamp(t))
 }
 
-pub fn object_name(id: &str, encrypted: bool) -> String {
+pub(crate) fn object_name(id: &str, encrypted: bool) -> String {
     if encrypted {
         format!("{id}.seg.age")
     } else {
@@ -37,7 +37,7 @@ pub fn object_name(id: &str, encrypted: bool) -> String {
 }
 
 /// `<cluster dir>/segments/<base>`: the segments of the chain that extends snapshot `base`.
-pub fn chain_dir(store: &Store, base: &str) -> ObjectPath {
+pub(crate) fn chain_dir(store: &Store, base: &str) -> ObjectPath {
     store.path("segments").join(base)
 }
 

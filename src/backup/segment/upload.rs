@@ -17,7 +17,7 @@ use ring::digest;
 /// Upload `revisions` (ascending, all at or after `link.next_revision`, not empty) as the next
 /// segment of the chain that ends at `link`: the data object streamed first, its signed
 /// manifest last. Returns the manifest.
-pub async fn upload(
+pub(crate) async fn upload(
     store: &Store,
     recipients: &[String],
     link: &Link,

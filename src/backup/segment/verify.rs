@@ -17,7 +17,7 @@ use std::path::Path;
 
 /// Where a chain breaks: the object (a segment id, or the snapshot id) and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ChainBreak {
+pub(crate) struct ChainBreak {
     pub object: String,
     pub why: String,
 }
@@ -30,7 +30,7 @@ impl std::fmt::Display for ChainBreak {
 
 /// A chain that verified.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ChainReport {
+pub(crate) struct ChainReport {
     pub base: String,
     pub segments: usize,
     pub events: u64,
@@ -89,7 +89,7 @@ async fn hash_object(store: &Store, path: &ObjectPath) -> Result<Option<(String,
 /// previous hash does not match; a gap or an overlap in revisions; a data object missing or not
 /// matching its manifest (a flipped byte); with `identity_file` (or unencrypted), a segment whose
 /// events are not in its revisions.
-pub async fn verify_chain(
+pub(crate) async fn verify_chain(
     store: &Store,
     base: &Manifest,
     identity_file: Option<&Path>,
@@ -316,7 +316,9 @@ fn after(link: &Link, m: &SegmentManifest) -> Link {
 mod tests {
     use super::*;
     use crate::backup::segment::fixture::{del, fixture, put, ChainFixture};
-    use crate::backup::segment::{delete_chain, group, tail, upload, Revision, KIND};
+    use crate::backup::segment::format::Revision;
+    use crate::backup::segment::manifest::KIND;
+    use crate::backup::segment::{delete_chain, group, tail, upload};
     use crate::backup::signed::{self, tests::Pki};
 
     #[tokio::test]

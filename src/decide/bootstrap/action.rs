@@ -6,7 +6,7 @@ use std::fmt;
 
 /// What to do with the local member.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// The data dir has a WAL: start etcd as it is.
     Restart,
     /// Form a new cluster with the peers (or be a late initial member of the one forming).
@@ -36,7 +36,7 @@ pub enum Action {
 
 /// Why the decision waits (and looks again) rather than act.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitReason {
+pub(crate) enum WaitReason {
     /// Two consecutive discovery reads differed.
     Unstable,
     /// Named targets that do not resolve yet.
@@ -61,7 +61,7 @@ pub enum WaitReason {
 impl WaitReason {
     /// Waits that end in a refusal (exit 3) rather than a failure when they time out: going on
     /// would mean guessing about data or identity.
-    pub fn refuses_at_deadline(&self) -> bool {
+    pub(crate) fn refuses_at_deadline(&self) -> bool {
         matches!(
             self,
             WaitReason::NotInSet { .. }

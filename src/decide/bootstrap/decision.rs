@@ -11,7 +11,7 @@ use crate::model::local::LocalState;
 use std::collections::BTreeMap;
 
 /// What to do with the local member.
-pub fn decide(obs: &Observations) -> Action {
+pub(crate) fn decide(obs: &Observations) -> Action {
     if let Some(action) = from_the_data_dir(&obs.local) {
         return action;
     }

@@ -87,7 +87,7 @@ fn holding(who: &str, r: &AgentReport) -> DataHolder {
 impl FormationEvidence {
     /// Whether every other member could be asked and is of this `cluster.name`: else the refusal
     /// (a member of another cluster name) or the wait (members that could not be asked).
-    pub fn all_asked(&self) -> Result<(), Action> {
+    pub(crate) fn all_asked(&self) -> Result<(), Action> {
         if !self.foreign.is_empty() {
             return Err(Action::Refuse(format!(
                 "peers of another cluster are in this node's peer set: {}; fix the DNS records or discovery.peers",
@@ -104,7 +104,7 @@ impl FormationEvidence {
     /// belongs to that very cluster (the same peers and nonces give the same token, so the same
     /// ID, and the same formation) is an initial member that started first; etcd may not answer
     /// clients until a quorum has started.
-    pub fn holding_other_than(self, ic: &InitialCluster) -> Vec<String> {
+    pub(crate) fn holding_other_than(self, ic: &InitialCluster) -> Vec<String> {
         self.holding
             .into_iter()
             .filter(|h| {

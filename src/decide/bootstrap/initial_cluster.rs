@@ -19,7 +19,7 @@ pub struct InitialCluster {
 }
 
 /// Between the etcd starts of two initial members of a new cluster; see `start_delay`.
-pub const START_STAGGER: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const START_STAGGER: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl InitialCluster {
     /// How long this member waits before it starts etcd: its rank among the initial members
@@ -29,7 +29,7 @@ impl InitialCluster {
     /// still asking its own peers does not answer, so members started at the same instant often
     /// each wait 1 s per peer (measured: 2 s of 2.3 s for 3 members, 4 s for 5). Started 100 ms
     /// apart, each finds the earlier ones serving and the later ones not listening yet.
-    pub fn start_delay(&self) -> std::time::Duration {
+    pub(crate) fn start_delay(&self) -> std::time::Duration {
         let rank = self
             .members
             .iter()
@@ -38,7 +38,7 @@ impl InitialCluster {
         START_STAGGER * rank as u32
     }
 
-    pub fn flag(&self) -> String {
+    pub(crate) fn flag(&self) -> String {
         self.members
             .iter()
             .map(|(n, u)| format!("{n}={u}"))
@@ -46,7 +46,7 @@ impl InitialCluster {
             .join(",")
     }
 
-    pub fn member_ids(&self) -> Vec<u64> {
+    pub(crate) fn member_ids(&self) -> Vec<u64> {
         self.members
             .iter()
             .map(|(_, u)| ids::member_id(std::slice::from_ref(u), &self.token))
@@ -54,7 +54,7 @@ impl InitialCluster {
     }
 
     /// The cluster ID etcd will compute for this initial cluster.
-    pub fn cluster_id(&self) -> u64 {
+    pub(crate) fn cluster_id(&self) -> u64 {
         ids::cluster_id(&self.member_ids())
     }
 }
@@ -63,7 +63,7 @@ impl InitialCluster {
 /// nonces of the initial members, so every initial member computes the same one, and each
 /// formation gets a fresh one (a re-formed cluster never repeats an earlier cluster's IDs). A
 /// restored cluster mixes in the snapshot it starts from (see `decide::restore`).
-pub fn derive_token(
+pub(crate) fn derive_token(
     cluster_name: &str,
     sorted_peer_urls: &[String],
     nonces: &[String],

@@ -28,11 +28,11 @@ mod new_cluster;
 mod observations;
 mod report;
 
-pub use action::{Action, WaitReason};
-pub use decision::decide;
-pub use initial_cluster::{derive_token, InitialCluster, START_STAGGER};
-pub use observations::{AgentAnswer, Observations};
-pub use report::AgentReport;
+pub(crate) use action::{Action, WaitReason};
+pub(crate) use decision::decide;
+pub(crate) use initial_cluster::InitialCluster;
+pub(crate) use observations::{AgentAnswer, Observations};
+pub(crate) use report::AgentReport;
 
 /// What the table tests (here and in `agent::observe`) build their observations from.
 #[cfg(test)]

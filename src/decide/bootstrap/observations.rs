@@ -9,7 +9,7 @@ use crate::model::url::EtcdUrl;
 
 /// One peer's agent, asked at its peer URL's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentAnswer {
+pub(crate) struct AgentAnswer {
     pub peer_url: String,
     pub name: String,
     /// The report, or why there is none (down, TLS refused, not an agent, ...).
@@ -18,7 +18,7 @@ pub struct AgentAnswer {
 
 /// Everything the decision looks at.
 #[derive(Debug, Clone)]
-pub struct Observations {
+pub(crate) struct Observations {
     pub local: LocalState,
     pub cluster_name: String,
     pub token_override: Option<String>,

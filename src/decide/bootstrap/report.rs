@@ -3,7 +3,7 @@
 /// What a peer's agent says about its node (its endpoint on `member.agent_port`). It answers
 /// before etcd runs, so it is the evidence for "nobody holds data".
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AgentReport {
+pub(crate) struct AgentReport {
     pub cluster_name: String,
     /// Drawn at first boot and again whenever the data it formed with is gone.
     pub nonce: String,
@@ -43,14 +43,14 @@ pub struct AgentReport {
 mod hex_id {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(id) => s.serialize_str(&format!("{id:x}")),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|t| u64::from_str_radix(&t, 16).map_err(serde::de::Error::custom))
             .transpose()

@@ -5,7 +5,7 @@ use super::{DoctorInput, Finding};
 /// An automatic recovery happened on this node (`decide::quorum_recovery`): from which copy,
 /// and whether history was lost. Revisions lost fail the check: writes acknowledged to clients
 /// in that window are gone, which someone has to know about.
-pub fn auto_recovered(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn auto_recovered(o: &DoctorInput) -> Vec<Finding> {
     let Some((r, note)) = &o.last_auto_recovery else {
         return vec![];
     };

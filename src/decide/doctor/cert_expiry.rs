@@ -9,12 +9,12 @@ use crate::util::time::age_text;
 /// (`tls.mode = "files"`): two weeks leave time to get a renewed one from whoever issues them.
 /// Capped at a third of the certificate's lifetime, so that short-lived certificates (renewed
 /// by an outside tool) are not always "near expiry".
-pub const EXPIRY_WARN_SECS: i64 = 14 * 86_400;
+pub(crate) const EXPIRY_WARN_SECS: i64 = 14 * 86_400;
 
 /// A CA needs longer: a new one must reach every member, each etcd must be restarted to read it
 /// (etcd re-reads its certificate and key at each handshake, but its CA files only when it
 /// starts), and the old one stays trusted for `tls.ca_overlap` while the members switch.
-pub const CA_EXPIRY_WARN_SECS: i64 = 60 * 86_400;
+pub(crate) const CA_EXPIRY_WARN_SECS: i64 = 60 * 86_400;
 
 /// Where this node issues its own certificates (`local-ca`, `cfssl`), the agent renews a
 /// certificate once less than a third of its lifetime is left, trying once per `heal.interval`
@@ -23,7 +23,7 @@ pub const CA_EXPIRY_WARN_SECS: i64 = 60 * 86_400;
 /// (Checking against the same third, not a fixed number of days, keeps this right for any
 /// `tls.cert_validity`; a year-long certificate is flagged with four months left, which is
 /// when the problem starts, long before it breaks the cluster.)
-pub const RENEWAL_GRACE_TICKS: i64 = 2;
+pub(crate) const RENEWAL_GRACE_TICKS: i64 = 2;
 
 fn expiry_fix(o: &DoctorInput, origin: &Origin) -> String {
     match (origin, o.renewal) {
@@ -86,7 +86,7 @@ fn expiry_problem(o: &DoctorInput, c: &Cert, f: &CertFacts) -> Option<String> {
 
 /// Certificates within their validity and not near its end (see the consts for what "near"
 /// means for each).
-pub fn cert_expiry(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn cert_expiry(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut soonest: Option<(i64, &str)> = None;
     for c in &o.certificates {

@@ -15,7 +15,7 @@ fn covers(f: &CertFacts, name: &str) -> bool {
 /// member's peer URL (etcd checks the source IP of an incoming peer connection against the SANs
 /// of the certificate that peer presents), of its client URL, 127.0.0.1 for the local client,
 /// the SRV target name. After an IP change this is what breaks the cluster.
-pub fn cert_names(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn cert_names(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut checked = 0;
     for c in &o.certificates {

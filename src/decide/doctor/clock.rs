@@ -7,11 +7,11 @@ use super::{DoctorInput, Finding};
 /// read wall clocks, but lease TTLs are granted and checked by whichever member leads (a leader
 /// change moves them to another clock), certificates are checked against each side's clock
 /// (they are backdated 5 minutes only), and snapshot times and logs stop lining up.
-pub const MAX_CLOCK_SKEW_MS: i64 = 1000;
+pub(crate) const MAX_CLOCK_SKEW_MS: i64 = 1000;
 
 /// Every other member's clock within `MAX_CLOCK_SKEW_MS` of this node's: only a skew beyond the
 /// measurement's own uncertainty (half the round trip) counts.
-pub fn clock(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn clock(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut largest: Option<(i64, &str)> = None;
     let mut unmeasured = Vec::new();

@@ -5,18 +5,18 @@ use crate::util::time::age_text;
 
 /// The newest delta segment is stale when older than this many `backup.delta_interval`s while
 /// the cluster has writes the store does not (Gardener's BackupReady rule).
-pub const DELTA_STALE_INTERVALS: i64 = 3;
+pub(crate) const DELTA_STALE_INTERVALS: i64 = 3;
 
 /// Older than `DELTA_STALE_INTERVALS` x `backup.delta_interval` while the cluster holds
 /// revisions the chain does not (or its revision is not known).
-pub fn deltas_stale(d: &DeltaSeen) -> bool {
+pub(crate) fn deltas_stale(d: &DeltaSeen) -> bool {
     d.newest_age > DELTA_STALE_INTERVALS * d.interval_secs && d.behind != Some(0)
 }
 
 /// With delta segments on: the newest one is younger than `DELTA_STALE_INTERVALS` x
 /// `backup.delta_interval`, or the chain already holds every revision of the cluster (no
 /// writes since: nothing to upload).
-pub fn deltas(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn deltas(o: &DoctorInput) -> Vec<Finding> {
     let Some(d) = o.snapshot.as_ref().and_then(|s| s.deltas.as_ref()) else {
         return vec![Finding::ok(
             "delta",

@@ -9,7 +9,7 @@ use super::{DoctorInput, Finding};
 /// is not a member would be counted by a new cluster, and a target that does not resolve is
 /// dropped silently by etcd's SRV discovery (no error, the cluster is computed from the targets
 /// that resolve), so nodes could compute different clusters.
-pub fn discovery(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn discovery(o: &DoctorInput) -> Vec<Finding> {
     let Some(d) = &o.discovery else {
         return vec![Finding::ok(
             "discovery",

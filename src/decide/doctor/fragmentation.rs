@@ -6,17 +6,17 @@ use super::{DoctorInput, Finding};
 
 /// Free pages (dbSize - dbSizeInUse) worth a defragmentation: above 200 MiB the file is much
 /// bigger than the data (and counts against the quota, which looks at the file size), ...
-pub const FRAGMENTED_FREE_BYTES: i64 = 200 << 20;
+pub(crate) const FRAGMENTED_FREE_BYTES: i64 = 200 << 20;
 /// ... or more than half of the file, ...
-pub const FRAGMENTED_SHARE_PERCENT: i64 = 50;
+pub(crate) const FRAGMENTED_SHARE_PERCENT: i64 = 50;
 /// ... when that half is itself more than 64 MiB: a small database is routinely half free after
 /// a compaction, and defragmenting it (which blocks that member's reads and writes) buys
 /// nothing.
-pub const FRAGMENTED_SHARE_FLOOR: i64 = 64 << 20;
+pub(crate) const FRAGMENTED_SHARE_FLOOR: i64 = 64 << 20;
 
 /// Free pages in a member's database file (dbSize - dbSizeInUse): space a compaction freed but
 /// the file still holds until a defragmentation, which counts against the quota.
-pub fn fragmentation(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn fragmentation(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut measured = 0;
     for m in &o.members {

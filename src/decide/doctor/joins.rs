@@ -8,7 +8,7 @@ use super::{CheckedMember, DoctorInput, Finding};
 /// etcd rules relied on: a member add is refused while any voter is not
 /// connected to the member receiving it ("unhealthy cluster"), and while another learner is
 /// there ("too many learner members"); a new member joins as a learner.
-pub fn joins(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn joins(o: &DoctorInput) -> Vec<Finding> {
     let blockers: Vec<&CheckedMember> = o.members.iter().filter(|m| !m.reachable).collect();
     if blockers.is_empty() {
         return vec![Finding::ok(

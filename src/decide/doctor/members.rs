@@ -6,7 +6,7 @@ use super::{CheckedMember, DoctorInput, Finding};
 
 /// Every member's etcd answers. An unreachable one is named with since when, and how to bring it
 /// back or remove it.
-pub fn members(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn members(o: &DoctorInput) -> Vec<Finding> {
     let down: Vec<&CheckedMember> = o.members.iter().filter(|m| !m.reachable).collect();
     if down.is_empty() {
         return vec![Finding::ok(

@@ -25,20 +25,18 @@ mod quorum;
 mod snapshot;
 mod text;
 
-pub use auto_recovered::auto_recovered;
-pub use cert_expiry::{cert_expiry, CA_EXPIRY_WARN_SECS, EXPIRY_WARN_SECS, RENEWAL_GRACE_TICKS};
-pub use cert_names::cert_names;
-pub use clock::{clock, MAX_CLOCK_SKEW_MS};
-pub use deltas::{deltas, deltas_stale, DELTA_STALE_INTERVALS};
-pub use discovery::discovery;
-pub use fragmentation::{
-    fragmentation, FRAGMENTED_FREE_BYTES, FRAGMENTED_SHARE_FLOOR, FRAGMENTED_SHARE_PERCENT,
-};
-pub use joins::joins;
-pub use members::members;
-pub use nospace::{nospace, DEFAULT_QUOTA_BYTES, QUOTA_WARN_PERCENT};
-pub use quorum::quorum;
-pub use snapshot::{snapshot, SNAPSHOT_STALE_INTERVALS};
+pub(crate) use auto_recovered::auto_recovered;
+pub(crate) use cert_expiry::cert_expiry;
+pub(crate) use cert_names::cert_names;
+pub(crate) use clock::clock;
+pub(crate) use deltas::{deltas, deltas_stale};
+pub(crate) use discovery::discovery;
+pub(crate) use fragmentation::fragmentation;
+pub(crate) use joins::joins;
+pub(crate) use members::members;
+pub(crate) use nospace::{nospace, DEFAULT_QUOTA_BYTES};
+pub(crate) use quorum::quorum;
+pub(crate) use snapshot::snapshot;
 
 use crate::decide::recover::AgentSeen;
 use crate::model::tls::CertFacts;
@@ -46,7 +44,7 @@ use serde::Serialize;
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub check: &'static str,
     pub ok: bool,
     pub what: String,
@@ -77,7 +75,7 @@ impl Finding {
 
 /// Everything the checks look at.
 #[derive(Debug, Clone)]
-pub struct DoctorInput {
+pub(crate) struct DoctorInput {
     /// Unix seconds, this node's clock.
     pub now: i64,
     /// This node's raft index from its identity record (for the quorum-loss remedy).
@@ -115,7 +113,7 @@ pub struct DoctorInput {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckedMember {
+pub(crate) struct CheckedMember {
     pub id: u64,
     /// Empty: added but never started.
     pub name: String,
@@ -136,7 +134,7 @@ pub struct CheckedMember {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Db {
+pub(crate) struct Db {
     /// dbSize: the file, which is what the quota is checked against.
     pub size: i64,
     /// dbSizeInUse: the pages holding data (etcd 3.4+).
@@ -145,7 +143,7 @@ pub struct Db {
 
 /// A certificate: a file of this node, or one another member serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cert {
+pub(crate) struct Cert {
     /// For messages: "server.crt on this node", "the peer certificate etcd2 serves at ...".
     pub what: String,
     pub origin: Origin,
@@ -156,7 +154,7 @@ pub struct Cert {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// `ca.crt` of this node (its current CA).
     Ca,
     /// A leaf of this node; `stem` as in `tls.<stem>_cert` ("server", "peer", ...).
@@ -167,7 +165,7 @@ pub enum Origin {
 
 /// Who renews the leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Renewal {
+pub(crate) enum Renewal {
     /// `local-ca` or `cfssl`: the agent, in the last third of the lifetime, once per interval.
     Agent { heal_interval_secs: i64 },
     /// `files`: whoever issues the pre-issued files.
@@ -175,7 +173,7 @@ pub enum Renewal {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alarm {
+pub(crate) struct Alarm {
     /// CheckedMember name or ID.
     pub member: String,
     /// "NOSPACE", "CORRUPT".
@@ -183,7 +181,7 @@ pub struct Alarm {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiscoverySeen {
+pub(crate) struct DiscoverySeen {
     /// "DNS SRV _etcd-server-ssl._tcp.lab.test", "discovery.peers".
     pub source: String,
     /// The peer URLs it lists and the targets that did not resolve, or why it could not be read.
@@ -191,7 +189,7 @@ pub struct DiscoverySeen {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Clock {
+pub(crate) struct Clock {
     pub who: String,
     /// (offset in ms, positive = ahead of this node; uncertainty in ms, half the round trip),
     /// or why it was not measured.
@@ -199,7 +197,7 @@ pub struct Clock {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotSeen {
+pub(crate) struct SnapshotSeen {
     pub store: String,
     /// The newest verified snapshot's id and age in seconds.
     pub newest: Result<Option<(String, i64)>, String>,
@@ -213,7 +211,7 @@ pub struct SnapshotSeen {
 
 /// The newest chain of delta segments as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeltaSeen {
+pub(crate) struct DeltaSeen {
     pub interval_secs: i64,
     /// The full snapshot the chain extends, its segments and their events.
     pub base: String,
@@ -229,7 +227,7 @@ pub struct DeltaSeen {
 /// Every check, in order. `members` and `joins` only with a quorum: without one, the `quorum`
 /// line names the unreachable members and the remedy, and removing a member is impossible.
 /// `nospace` and `fragmentation` only when some member answers: they read etcd itself.
-pub fn check(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn check(o: &DoctorInput) -> Vec<Finding> {
     let mut out = quorum(o);
     out.extend(auto_recovered(o));
     if out.iter().all(|f| f.ok) {
@@ -252,7 +250,7 @@ pub fn check(o: &DoctorInput) -> Vec<Finding> {
 
 /// A reloaded configuration the running agent refused: it still runs on the one before, so what
 /// the file says is not what this member does.
-pub fn config(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn config(o: &DoctorInput) -> Vec<Finding> {
     match &o.config_rejected {
         None => vec![Finding::ok("config", "no reloaded configuration was refused")],
         Some(why) => vec![Finding::fail(

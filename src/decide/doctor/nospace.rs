@@ -7,15 +7,15 @@ use super::{DoctorInput, Finding};
 /// etcd raises NOSPACE, and then refuses every write, when a member's database reaches the
 /// quota; 80% leaves time to compact and defragment first (the same default as
 /// `maintenance.defrag_when`).
-pub const QUOTA_WARN_PERCENT: i64 = 80;
+pub(crate) const QUOTA_WARN_PERCENT: i64 = 80;
 
 /// etcd's quota when `quota-backend-bytes` is not set (or 0): 2 GiB in 3.4, 3.5 and 3.6.
-pub const DEFAULT_QUOTA_BYTES: i64 = 2 << 30;
+pub(crate) const DEFAULT_QUOTA_BYTES: i64 = 2 << 30;
 
 /// No alarm is raised, and no member's database is near the quota. etcd rule: at the quota a
 /// member raises NOSPACE, and the whole cluster then takes only reads and deletes until the
 /// alarm is disarmed; CORRUPT means a member's data differs from the others'.
-pub fn nospace(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn nospace(o: &DoctorInput) -> Vec<Finding> {
     let mut out = Vec::new();
     let quota_text = match o.quota {
         Some(q) => bytes(q),

@@ -7,7 +7,7 @@ use crate::util::time::age_text;
 
 /// A majority of the voting members answers. Without one: who is unreachable since when, and
 /// the quorum-loss remedy (`decide::recover`). etcd rule: N voters need floor(N/2)+1.
-pub fn quorum(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn quorum(o: &DoctorInput) -> Vec<Finding> {
     let voters: Vec<&CheckedMember> = o.members.iter().filter(|m| !m.is_learner).collect();
     if voters.is_empty() {
         return vec![Finding::fail(

@@ -6,10 +6,10 @@ use crate::util::time::age_text;
 
 /// The newest snapshot is stale when older than this many `backup.interval`s: one interval can
 /// be missed (a leader change, a restart at the wrong moment), two in a row cannot.
-pub const SNAPSHOT_STALE_INTERVALS: i64 = 2;
+pub(crate) const SNAPSHOT_STALE_INTERVALS: i64 = 2;
 
 /// The newest verified snapshot is younger than `SNAPSHOT_STALE_INTERVALS` x `backup.interval`.
-pub fn snapshot(o: &DoctorInput) -> Vec<Finding> {
+pub(crate) fn snapshot(o: &DoctorInput) -> Vec<Finding> {
     let Some(s) = &o.snapshot else {
         return vec![Finding::ok(
             "snapshot",
