@@ -14,6 +14,7 @@ use crate::etcd::lock::{self, LeaseLock};
 use crate::etcd::maintenance::{self as ops, DbStatus};
 use crate::etcd::{client, membership};
 use crate::tls::ClientMaterial;
+use crate::util::text::size_text;
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
 
@@ -71,10 +72,6 @@ fn quota(cfg: &crate::config::Config) -> u64 {
         .and_then(|q| q.parse().ok())
         .filter(|q: &u64| *q > 0)
         .unwrap_or(defrag::DEFAULT_QUOTA)
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
 
 impl Agent<'_> {
@@ -220,7 +217,7 @@ impl Agent<'_> {
             } else {
                 "follower"
             };
-            tracing::info!(member = %m.name, %role, position = %format!("{}/{}", i + 1, order.len()), size = %mib(m.db_size), in_use = %mib(m.db_size_in_use), "defragmenting member");
+            tracing::info!(member = %m.name, %role, position = %format!("{}/{}", i + 1, order.len()), size = %size_text(m.db_size), in_use = %size_text(m.db_size_in_use), "defragmenting member");
             notify(&[sd_notify::NotifyState::Status(&format!(
                 "defragmenting {}",
                 m.name
@@ -238,7 +235,7 @@ impl Agent<'_> {
                 format!("{} did not come back healthy after its defrag", m.name)
             })?;
             let took = started.elapsed();
-            tracing::info!(member = %m.name, %role, before = %mib(m.db_size), after = %mib(after.db_size), reclaimed = %mib(m.db_size.saturating_sub(after.db_size)), ?took, "member defragmented");
+            tracing::info!(member = %m.name, %role, before = %size_text(m.db_size), after = %size_text(after.db_size), reclaimed = %size_text(m.db_size.saturating_sub(after.db_size)), ?took, "member defragmented");
             super::metrics::defrag_done(&m.name, m.db_size.saturating_sub(after.db_size));
             done.push(Defragged {
                 name: m.name.clone(),
@@ -382,13 +379,13 @@ impl Agent<'_> {
                 format!(
                     "{} {} (in use {})",
                     m.name,
-                    mib(m.db_size),
-                    mib(m.db_size_in_use)
+                    size_text(m.db_size),
+                    size_text(m.db_size_in_use)
                 )
             })
             .collect::<Vec<_>>()
             .join(", ");
-        tracing::warn!(members = alarms.len(), quota = %mib(quota), %sizes, "NOSPACE alarm disarmed: every member is under 90% of the quota; etcd takes writes again");
+        tracing::warn!(members = alarms.len(), quota = %size_text(quota), %sizes, "NOSPACE alarm disarmed: every member is under 90% of the quota; etcd takes writes again");
         Ok(())
     }
 

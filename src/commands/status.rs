@@ -196,9 +196,5 @@ fn render_rows(rows: &[Vec<String>]) -> String {
 }
 
 fn human_bytes(b: i64) -> String {
-    if b >= 1 << 20 {
-        format!("{:.1} MB", b as f64 / 1048576.0)
-    } else {
-        format!("{:.0} kB", b as f64 / 1024.0)
-    }
+    crate::util::text::size_text(b.max(0) as u64)
 }

@@ -56,19 +56,7 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&format_duration(*d))
 }
 
-/// A duration in the largest whole unit, as the config reads it back ("365d", "90s", "1500ms").
-pub(crate) fn format_duration(d: Duration) -> String {
-    let (secs, ms) = (d.as_secs(), d.subsec_millis());
-    if ms != 0 || secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    for (unit, len) in [("d", 86400), ("h", 3600), ("m", 60)] {
-        if secs % len == 0 {
-            return format!("{}{unit}", secs / len);
-        }
-    }
-    format!("{secs}s")
-}
+pub(crate) use crate::util::time::format_duration;
 
 /// The longest duration accepted. Every duration ends up added to a clock (a deadline, a
 /// certificate's notAfter); one near `u64::MAX` seconds ("500000000000y") would overflow it and

@@ -14,6 +14,20 @@ pub(crate) fn utc_stamp(t: time::OffsetDateTime) -> String {
     )
 }
 
+/// A duration in the largest whole unit, as the config reads it back ("365d", "90s", "1500ms").
+pub(crate) fn format_duration(d: std::time::Duration) -> String {
+    let (secs, ms) = (d.as_secs(), d.subsec_millis());
+    if ms != 0 || secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, len) in [("d", 86400), ("h", 3600), ("m", 60)] {
+        if secs % len == 0 {
+            return format!("{}{unit}", secs / len);
+        }
+    }
+    format!("{secs}s")
+}
+
 /// An age in seconds in the largest unit that keeps two digits of precision: "45s", "12m", "5h", "3d".
 pub(crate) fn age_text(seconds: i64) -> String {
     let s = seconds.max(0);

@@ -40,12 +40,5 @@ pub(super) fn date(unix: i64) -> String {
 }
 
 pub(super) fn bytes(b: i64) -> String {
-    let f = b as f64;
-    if b >= 1 << 30 {
-        format!("{:.1} GiB", f / (1u64 << 30) as f64)
-    } else if b >= 1 << 20 {
-        format!("{:.0} MiB", f / (1u64 << 20) as f64)
-    } else {
-        format!("{:.0} KiB", f / 1024.0)
-    }
+    crate::util::text::size_text(b.max(0) as u64)
 }
