@@ -103,41 +103,8 @@ impl Agent<'_> {
             tracing::info!(member = %format!("{id:x}"), error = %format!("{e:#}"), "etcd must be restarted for the configuration in force; waiting: not every member is healthy");
             return Ok(());
         }
-        let leader = me.leader;
-        if me.member_id == leader {
-            // The leader last: followers that are pending go first; and a few ticks for those
-            // that have not said so yet (the same change reaches every agent at about once).
-            if since.elapsed() < cfg.heal.interval * 2 {
-                return Ok(());
-            }
-            let fresh = (cfg.heal.interval * 3).as_secs() as i64 + 1;
-            let resp = client::bounded(
-                "Range",
-                client::PROBE_TIMEOUT,
-                c.get(
-                    format!("{}/pending/", base(&cfg.cluster.name)),
-                    Some(etcd_client::GetOptions::new().with_prefix()),
-                ),
-            )
-            .await?;
-            let others = resp
-                .kvs()
-                .iter()
-                .filter(|kv| kv.key() != pending_key.as_bytes())
-                .filter(|kv| {
-                    std::str::from_utf8(kv.value())
-                        .ok()
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .is_some_and(|t| now_secs() - t <= fresh)
-                })
-                .count();
-            if others > 0 {
-                tracing::debug!(
-                    others,
-                    "the leader's etcd restarts last: other members are pending"
-                );
-                return Ok(());
-            }
+        if me.is_leader() && self.leader_waits(&mut c, &pending_key, since).await? {
+            return Ok(());
         }
         let holder = super::node_name(cfg);
         let lock_key = format!("{}/lock", base(&cfg.cluster.name));
@@ -165,6 +132,51 @@ impl Agent<'_> {
         }
         held.release().await;
         result
+    }
+
+    /// The leader's etcd restarts last: it waits while another member's roll is pending (an
+    /// entry younger than three ticks: that of an agent that died counts only for a while), and
+    /// for a few ticks of its own, for members that have not said so yet (the same change
+    /// reaches every agent at about once).
+    async fn leader_waits(
+        &self,
+        c: &mut etcd_client::Client,
+        pending_key: &str,
+        since: Instant,
+    ) -> Result<bool> {
+        let cfg = self.cfg;
+        if since.elapsed() < cfg.heal.interval * 2 {
+            return Ok(true);
+        }
+        let fresh = (cfg.heal.interval * 3).as_secs() as i64 + 1;
+        let resp = client::bounded(
+            "Range",
+            client::PROBE_TIMEOUT,
+            c.get(
+                format!("{}/pending/", base(&cfg.cluster.name)),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            ),
+        )
+        .await?;
+        let others = resp
+            .kvs()
+            .iter()
+            .filter(|kv| kv.key() != pending_key.as_bytes())
+            .filter(|kv| {
+                std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|t| now_secs() - t <= fresh)
+            })
+            .count();
+        if others > 0 {
+            tracing::debug!(
+                others,
+                "the leader's etcd restarts last: other members are pending"
+            );
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Under the lock: hand leadership over if this member has it, restart etcd with the files
