@@ -338,6 +338,88 @@ pub(crate) fn log_kept(data_dir: &Path, plan: &prune::PrunePlan) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// An identity record with every field set, as it is on disk: records written by older
+    /// agents must still read, and older agents must read ours.
+    fn full_record() -> Value {
+        json!({
+            "cluster_name": "prod",
+            "nonce": "9f86d081884c7d65",
+            "nonce_used": true,
+            "cluster_id": "3d2ca84ca24e47e4",
+            "member_id": "a1",
+            "name": "etcd-1",
+            "peer_url": "https://10.0.0.1:2380",
+            "members": [
+                {"id": "a1", "name": "etcd-1", "peer_urls": ["https://10.0.0.1:2380"], "client_urls": ["https://10.0.0.1:2379"]},
+                {"id": "b2", "peer_urls": ["https://10.0.0.2:2380"], "client_urls": []},
+            ],
+            "raft_index": 4200,
+            "raft_term": 7,
+            "revision": 3100,
+            "formation": "c0ffee",
+            "restored_from": "2024-05-01T00-00-00Z.db",
+            "restore": {
+                "request": {
+                    "id": "20240501T000000Z-abcd",
+                    "snapshot": "2024-05-01T00-00-00Z.db",
+                    "requested": "2024-05-01T00:00:00Z",
+                    "by": "etcd-1",
+                    "from_cluster": "3d2ca84ca24e47e4",
+                    "members": [{"name": "etcd-1", "peer_url": "https://10.0.0.1:2380", "client_url": "https://10.0.0.1:2379"}],
+                    "token": "prod-0123456789ab",
+                    "cluster": "prod",
+                },
+                "phase": "moved",
+            },
+            "restore_finished": "20240401T000000Z-0000",
+            "unreachable_since": {"b2": 1714521000},
+            "peer_role": "etcd-peer.prod",
+        })
+    }
+
+    #[test]
+    fn the_json_of_a_full_record_stays_as_it_is() {
+        let record: Record = serde_json::from_value(full_record()).unwrap();
+        assert_eq!(serde_json::to_value(&record).unwrap(), full_record());
+        assert_eq!(record.cluster(), Some(0x3d2ca84ca24e47e4));
+        assert_eq!(record.member(), Some(0xa1));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("etcd");
+        record.save(&data).unwrap();
+        assert_eq!(Record::load(&data).unwrap(), Some(record));
+    }
+
+    /// A record of an older agent, without the fields added since, still reads; unset fields
+    /// are written as before (`null`, or left out for the newer ones).
+    #[test]
+    fn an_older_agents_record_reads() {
+        let old =
+            json!({"cluster_name": "prod", "nonce": "n1", "cluster_id": "ff", "raft_index": 9});
+        let record: Record = serde_json::from_value(old).unwrap();
+        assert_eq!(record.cluster(), Some(0xff));
+        assert_eq!(record.member(), None);
+        assert_eq!(
+            serde_json::to_value(&record).unwrap(),
+            json!({
+                "cluster_name": "prod",
+                "nonce": "n1",
+                "nonce_used": false,
+                "cluster_id": "ff",
+                "member_id": null,
+                "name": null,
+                "peer_url": null,
+                "members": [],
+                "raft_index": 9,
+                "formation": null,
+            })
+        );
+        let bare: Record =
+            serde_json::from_value(json!({"cluster_name": "", "nonce": ""})).unwrap();
+        assert_eq!(bare, Record::default());
+        assert!(serde_json::from_value::<Record>(json!({"nonce": "n1"})).is_err());
+    }
 
     #[test]
     fn moves_aside_and_keeps_the_newest() {
