@@ -68,8 +68,8 @@ pub(crate) fn note_local_progress_from(
         return Ok(());
     }
     let before = record.clone();
-    record.raft_index = Some(record.raft_index.unwrap_or(0).max(p.applied_index));
-    record.revision = Some(record.revision.unwrap_or(0).max(p.revision));
+    record.held.raft_index = Some(record.held.raft_index.unwrap_or(0).max(p.applied_index));
+    record.held.revision = Some(record.held.revision.unwrap_or(0).max(p.revision));
     if record != before {
         record.save(data_dir)?;
     }
@@ -91,12 +91,12 @@ async fn note_local_progress(cfg: &crate::config::Config) {
 
 fn holding(r: &crate::decide::bootstrap::AgentReport) -> Holding {
     Holding {
-        cluster_name: r.cluster_name.clone(),
-        cluster_id: r.cluster_id,
+        cluster_name: r.held.cluster_name.clone(),
+        cluster_id: r.held.cluster_id,
         has_data: r.has_data,
-        term: r.raft_term,
-        index: r.raft_index,
-        revision: r.revision,
+        term: r.held.raft_term,
+        index: r.held.raft_index,
+        revision: r.held.revision,
     }
 }
 
@@ -420,17 +420,21 @@ pub(crate) async fn would_do(cfg: &crate::config::Config, material: &ClientMater
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::held::Held;
 
     #[test]
     fn local_progress_goes_into_the_record_only_when_it_is_this_members() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let record = Record {
-            cluster_name: "lab".into(),
-            member_id: Some("a1".into()),
-            raft_index: Some(8),
-            raft_term: Some(2),
-            revision: Some(5),
+            held: Held {
+                cluster_name: "lab".into(),
+                member_id: Some(0xa1),
+                raft_index: Some(8),
+                raft_term: Some(2),
+                revision: Some(5),
+                ..Default::default()
+            },
             ..Default::default()
         };
         record.save(&data).unwrap();
@@ -446,13 +450,13 @@ mod tests {
         note_local_progress_from(&data, &p(Some(0xa1), 31, 21)).unwrap();
         let r = Record::load(&data).unwrap().unwrap();
         assert_eq!(
-            (r.raft_index, r.raft_term, r.revision),
+            (r.held.raft_index, r.held.raft_term, r.held.revision),
             (Some(31), Some(2), Some(21))
         );
         // Never backwards.
         note_local_progress_from(&data, &p(Some(0xa1), 3, 2)).unwrap();
         let r = Record::load(&data).unwrap().unwrap();
-        assert_eq!((r.raft_index, r.revision), (Some(31), Some(21)));
+        assert_eq!((r.held.raft_index, r.held.revision), (Some(31), Some(21)));
     }
 
     #[test]

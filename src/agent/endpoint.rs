@@ -564,7 +564,7 @@ mod tests {
         let r = ask(addr, &peer)
             .await
             .expect("a peer certificate is answered");
-        assert_eq!(r.cluster_name, "prod");
+        assert_eq!(r.held.cluster_name, "prod");
         // client.crt chains to the same CA but is no peer's: refused in the handshake.
         let e = ask(addr, &client).await.unwrap_err();
         assert!(format!("{e:#}").contains(&addr.to_string()), "{e:#}");
@@ -648,10 +648,10 @@ mod tests {
         let old = r#"{"cluster_name":"prod","nonce":"n","has_data":true,"cluster_id":"3d2ca84ca24e47e4","member_id":"62bf51b240562c3c","raft_index":1204,"formation":null}"#;
         let r: AgentReport = serde_json::from_str(old).unwrap();
         assert_eq!(r.now_unix_ms, None);
-        assert!(r.unreachable_since.is_empty());
+        assert!(r.held.unreachable_since.is_empty());
         let new = r#"{"cluster_name":"prod","nonce":"n","has_data":true,"now_unix_ms":1800000000123,"unreachable_since":{"62bf51b240562c3d":1800000000}}"#;
         let r: AgentReport = serde_json::from_str(new).unwrap();
         assert_eq!(r.now_unix_ms, Some(1_800_000_000_123));
-        assert_eq!(r.unreachable_since["62bf51b240562c3d"], 1_800_000_000);
+        assert_eq!(r.held.unreachable_since["62bf51b240562c3d"], 1_800_000_000);
     }
 }

@@ -34,6 +34,7 @@ use crate::backup::store::Store;
 use crate::config::Config;
 use crate::decide::bootstrap::{Action, AgentReport};
 use crate::etcd::render;
+use crate::model::held::Held;
 use crate::service::ServiceManager;
 use crate::tls::ClientMaterial;
 use anyhow::Context;
@@ -135,9 +136,10 @@ pub(crate) fn reporter(cfg: &Config) -> endpoint::Reporter {
             if r.has_data {
                 let read = crate::etcd::progress::read_local(cfg.member.metrics_port);
                 if let Ok(Ok(p)) = tokio::time::timeout(PROGRESS_READ, read).await {
-                    if p.member_id.is_none() || p.member_id == r.member_id {
-                        r.raft_index = Some(r.raft_index.unwrap_or(0).max(p.applied_index));
-                        r.revision = Some(r.revision.unwrap_or(0).max(p.revision));
+                    if p.member_id.is_none() || p.member_id == r.held.member_id {
+                        r.held.raft_index =
+                            Some(r.held.raft_index.unwrap_or(0).max(p.applied_index));
+                        r.held.revision = Some(r.held.revision.unwrap_or(0).max(p.revision));
                     }
                 }
             }
@@ -155,19 +157,14 @@ const PROGRESS_READ: std::time::Duration = std::time::Duration::from_millis(500)
 fn report(cfg: &Config) -> anyhow::Result<AgentReport> {
     let data_dir = &cfg.member.data_dir;
     let record = converge::record_for_decision(data_dir)?;
+    // The configured cluster name: a node that has no record yet has none.
     Ok(AgentReport {
-        cluster_name: cfg.cluster.name.clone(),
-        nonce: record.nonce.clone(),
+        held: Held {
+            cluster_name: cfg.cluster.name.clone(),
+            ..record.held
+        },
         has_data: data_dir.join("member").exists(),
-        cluster_id: record.cluster(),
-        member_id: record.member(),
-        raft_index: record.raft_index,
-        raft_term: record.raft_term,
-        revision: record.revision,
-        formation: record.formation.clone(),
-        restored_from: record.restored_from.clone(),
         now_unix_ms: Some(now_unix_ms()),
-        unreachable_since: record.unreachable_since.clone(),
     })
 }
 

@@ -154,7 +154,7 @@ impl<'a> Observer<'a> {
             me,
             my_peer_url,
             answers,
-            my_nonce: record.nonce.clone(),
+            my_nonce: record.held.nonce.clone(),
             agents,
             recorded_cluster: record.cluster(),
             snapshots,
@@ -249,9 +249,9 @@ fn log_answers(agents: &[AgentAnswer], answers: &[Answer]) {
         match &a.report {
             Ok(r) => tracing::info!(
                 peer = %a.peer_url,
-                cluster_name = %r.cluster_name,
+                cluster_name = %r.held.cluster_name,
                 has_data = r.has_data,
-                cluster = %r.cluster_id.map(|c| format!("{c:x}")).unwrap_or_default(),
+                cluster = %r.held.cluster_id.map(|c| format!("{c:x}")).unwrap_or_default(),
                 "peer's agent answers"
             ),
             Err(why) => {

@@ -203,10 +203,10 @@ async fn members_seen(
                     .iter()
                     .find(|a| a.peer_url == url)
                     .and_then(|a| a.report.as_ref().ok())
-                    .filter(|r| r.cluster_name == cfg.cluster.name)
+                    .filter(|r| r.held.cluster_name == cfg.cluster.name)
                     .map(|r| AgentSeen {
                         has_data: r.has_data,
-                        raft_index: r.raft_index,
+                        raft_index: r.held.raft_index,
                     });
                 MemberSeen {
                     id,
@@ -219,7 +219,7 @@ async fn members_seen(
             .collect();
     Ok(MembersSeen {
         local_healthy,
-        local_index: record.raft_index,
+        local_index: record.held.raft_index,
         members,
     })
 }

@@ -233,7 +233,7 @@ impl Agent<'_> {
                 "fleet-wide restore request {} (snapshot {})",
                 r.id, r.snapshot
             );
-            datadir::move_aside(data_dir, &reason, record.raft_index)?
+            datadir::move_aside(data_dir, &reason, record.held.raft_index)?
                 .map(|moved| moved.join(WORK_DIR).join("data/member"))
         } else {
             Some(data_dir.join(WORK_DIR).join("data/member"))
@@ -326,9 +326,9 @@ fn record_restored(
 ) -> Result<()> {
     let data_dir = &cfg.member.data_dir;
     let mut record = Record::load(data_dir)?.unwrap_or_default();
-    record.cluster_name = cfg.cluster.name.clone();
-    record.cluster_id = Some(format!("{:x}", r.cluster_id()));
-    record.member_id = Some(format!("{:x}", r.member_id(&me.peer_url)));
+    record.held.cluster_name = cfg.cluster.name.clone();
+    record.held.cluster_id = Some(r.cluster_id());
+    record.held.member_id = Some(r.member_id(&me.peer_url));
     record.name = Some(me.name.clone());
     record.peer_url = Some(me.peer_url.clone());
     record.members = r
@@ -341,9 +341,9 @@ fn record_restored(
             client_urls: vec![m.client_url.clone()],
         })
         .collect();
-    record.raft_index = None;
-    record.formation = None;
-    record.restored_from = Some(r.snapshot.clone());
+    record.held.raft_index = None;
+    record.held.formation = None;
+    record.held.restored_from = Some(r.snapshot.clone());
     record.nonce_used = true;
     record.restore = Some(InProgress {
         request: r.clone(),

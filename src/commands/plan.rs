@@ -51,18 +51,19 @@ pub(crate) async fn plan(cfg: Config) -> Result<()> {
                 "agent:    {} ({}): cluster.name {:?}, {}, nonce {}",
                 a.name,
                 a.peer_url,
-                r.cluster_name,
-                match (r.has_data, r.cluster_id) {
+                r.held.cluster_name,
+                match (r.has_data, r.held.cluster_id) {
                     (false, _) => "no data".to_string(),
                     (true, Some(c)) => format!(
                         "holds data of cluster {c:x} (raft index {})",
-                        r.raft_index
+                        r.held
+                            .raft_index
                             .map(|i| i.to_string())
                             .unwrap_or_else(|| "unknown".into())
                     ),
                     (true, None) => "holds data of an unknown cluster".to_string(),
                 },
-                r.nonce
+                r.held.nonce
             ),
             Err(why) => println!("agent:    {} ({}): not asked: {why}", a.name, a.peer_url),
         }

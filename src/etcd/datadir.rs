@@ -13,6 +13,7 @@
 
 use crate::decide::prune;
 use crate::model::datadir::MOVED_NOTE;
+use crate::model::held::Held;
 use crate::util::fs;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -77,40 +78,19 @@ pub(crate) struct RecordedMember {
 /// This node's identity record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub(crate) struct Record {
-    pub cluster_name: String,
-    /// Mixed into the token of a new cluster (see `decide::bootstrap::derive_token`).
-    pub nonce: String,
+    /// Its nonce, the cluster and member this node last belonged to, how far its data got and
+    /// where it came from, the members it sees unreachable while it leads.
+    #[serde(flatten)]
+    pub held: Held,
     /// A data dir has existed since `nonce` was drawn: once that data is gone, a new nonce.
     #[serde(default)]
     pub nonce_used: bool,
-    /// The cluster and member this node last belonged to (hex, as etcdctl prints them).
-    #[serde(default)]
-    pub cluster_id: Option<String>,
-    #[serde(default)]
-    pub member_id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     pub peer_url: Option<String>,
     #[serde(default)]
     pub members: Vec<RecordedMember>,
-    /// The last raft index seen on the healthy local member.
-    #[serde(default)]
-    pub raft_index: Option<u64>,
-    /// The raft term the local member last saw with a leader, and the revision of its data
-    /// (also read without a quorum: `Maintenance.Status` answers locally). Peers ask for them
-    /// through the agent endpoint to tell which copy is best when no quorum can form
-    /// (`decide::quorum_recovery`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raft_term: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<i64>,
-    /// The formation (digest of the initial members' nonces) of the cluster this node formed.
-    #[serde(default)]
-    pub formation: Option<String>,
-    /// The snapshot that formation started from (every initial member restored the same one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored_from: Option<String>,
     /// A fleet-wide restore this node is carrying out, and how far it got (see
     /// `decide::restore::fleet_step`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,28 +98,19 @@ pub(crate) struct Record {
     /// The last fleet-wide restore request this node finished (or gave up on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_finished: Option<String>,
-    /// Kept by the heal loop while this node's member leads: the members it finds unreachable,
-    /// by ID (hex), and since when (Unix seconds). Empty on other nodes. The agent endpoint
-    /// reports it, so that `doctor` on any node can say since when a member is down.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub unreachable_since: std::collections::BTreeMap<String, i64>,
     /// The peer-only name (`tls::peer_role_name`) every member was seen to serve in its peer
     /// certificate: from then on etcd requires it of its peers (`agent::peer_roles`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_role: Option<String>,
 }
 
-fn hex_id(s: &Option<String>) -> Option<u64> {
-    s.as_deref().and_then(|h| u64::from_str_radix(h, 16).ok())
-}
-
 impl Record {
     pub(crate) fn cluster(&self) -> Option<u64> {
-        hex_id(&self.cluster_id)
+        self.held.cluster_id
     }
 
     pub(crate) fn member(&self) -> Option<u64> {
-        hex_id(&self.member_id)
+        self.held.member_id
     }
 
     pub(crate) fn load(data_dir: &Path) -> Result<Option<Record>> {
@@ -168,12 +139,12 @@ impl Record {
     /// went into is gone (a new cluster formed now must not repeat the old one's IDs).
     pub(crate) fn for_start(data_dir: &Path, cluster_name: &str, has_data: bool) -> Result<Record> {
         let mut r = Record::load(data_dir)?.unwrap_or_default();
-        if r.nonce.is_empty() || (r.nonce_used && !has_data) {
-            r.nonce = crate::util::hex::random_hex();
+        if r.held.nonce.is_empty() || (r.nonce_used && !has_data) {
+            r.held.nonce = crate::util::hex::random_hex();
             r.nonce_used = false;
         }
         r.nonce_used |= has_data;
-        r.cluster_name = cluster_name.to_string();
+        r.held.cluster_name = cluster_name.to_string();
         r.save(data_dir)?;
         Ok(r)
     }
@@ -191,6 +162,10 @@ struct MovedNote {
     raft_index: Option<u64>,
     cluster_id: Option<String>,
     member_id: Option<String>,
+}
+
+fn hex_id(s: &Option<String>) -> Option<u64> {
+    s.as_deref().and_then(|h| u64::from_str_radix(h, 16).ok())
 }
 
 /// Move `data_dir` aside (if it exists), noting `reason` and the raft index it was at when known.
@@ -214,9 +189,9 @@ pub(crate) fn move_aside(
     let record = Record::load(data_dir).ok().flatten().unwrap_or_default();
     let note = MovedNote {
         reason: reason.to_string(),
-        raft_index: raft_index.or(record.raft_index),
-        cluster_id: record.cluster_id.clone(),
-        member_id: record.member_id.clone(),
+        raft_index: raft_index.or(record.held.raft_index),
+        cluster_id: record.cluster().map(|id| format!("{id:x}")),
+        member_id: record.member().map(|id| format!("{id:x}")),
     };
     // The note goes in before the move, so every moved-aside copy has one.
     let note_text = serde_json::to_string_pretty(&note).expect("a note serializes");
@@ -473,14 +448,12 @@ mod tests {
         let data = dir.path().join("etcd");
         let mut moved = vec![];
         // Clusters a, b, c, each moved aside at a raft index far ahead of the restored d's.
-        for cluster in ["a", "b", "c"] {
+        for cluster in [0xa, 0xb, 0xc] {
             std::fs::create_dir_all(data.join("member/wal")).unwrap();
             std::fs::write(data.join("member/wal/0.wal"), vec![7u8; 64 * 1024]).unwrap();
-            let record = Record {
-                cluster_id: Some(cluster.into()),
-                raft_index: Some(5000),
-                ..Record::default()
-            };
+            let mut record = Record::default();
+            record.held.cluster_id = Some(cluster);
+            record.held.raft_index = Some(5000);
             record.save(&data).unwrap();
             moved.push(move_aside(&data, "restore", None).unwrap().unwrap());
         }

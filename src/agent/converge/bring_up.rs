@@ -390,14 +390,14 @@ fn record_formation(
 ) -> Result<()> {
     let mut record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();
     let my_url = me.peer_url(cfg).to_string();
-    record.cluster_id = Some(format!("{:x}", ic.cluster_id()));
-    record.member_id = Some(format!(
-        "{:x}",
-        crate::model::ids::member_id(std::slice::from_ref(&my_url), &ic.token)
+    record.held.cluster_id = Some(ic.cluster_id());
+    record.held.member_id = Some(crate::model::ids::member_id(
+        std::slice::from_ref(&my_url),
+        &ic.token,
     ));
     record.name = Some(me.name.clone());
     record.peer_url = Some(my_url);
-    record.formation = Some(ic.formation.clone());
-    record.restored_from = ic.seed.clone();
+    record.held.formation = Some(ic.formation.clone());
+    record.held.restored_from = ic.seed.clone();
     record.save(&cfg.member.data_dir)
 }

@@ -272,9 +272,9 @@ impl Agent<'_> {
         let members = membership::list(&mut c).await?;
         let mut record = Record::load(&cfg.member.data_dir)?.unwrap_or_default();
         let before = record.clone();
-        record.cluster_name = cfg.cluster.name.clone();
-        record.cluster_id = Some(format!("{:x}", me.cluster_id));
-        record.member_id = Some(format!("{:x}", me.member_id));
+        record.held.cluster_name = cfg.cluster.name.clone();
+        record.held.cluster_id = Some(me.cluster_id);
+        record.held.member_id = Some(me.member_id);
         record.name = env_value(cfg, "ETCD_NAME").or(record.name);
         record.peer_url = env_value(cfg, "ETCD_INITIAL_ADVERTISE_PEER_URLS").or(record.peer_url);
         record.nonce_used = true;
@@ -289,13 +289,15 @@ impl Agent<'_> {
             .collect();
         // The raft index too, at every healthy check: peers ask for it (through the agent
         // endpoint) to tell which member is furthest ahead when etcd itself cannot answer.
-        record.raft_index = Some(me.raft_index);
-        record.raft_term = Some(me.raft_term);
-        record.revision = Some(me.revision);
+        record.held.raft_index = Some(me.raft_index);
+        record.held.raft_term = Some(me.raft_term);
+        record.held.revision = Some(me.revision);
         if record != before {
             record.save(&cfg.member.data_dir)?;
-            if before.cluster_id != record.cluster_id || before.members != record.members {
-                tracing::info!(cluster = ?record.cluster_id, member = ?record.member_id, members = record.members.len(), "identity record updated");
+            if before.held.cluster_id != record.held.cluster_id || before.members != record.members
+            {
+                let hex = |id: Option<u64>| id.map(|id| format!("{id:x}"));
+                tracing::info!(cluster = ?hex(record.held.cluster_id), member = ?hex(record.held.member_id), members = record.members.len(), "identity record updated");
             }
         }
         Ok(())
@@ -397,10 +399,8 @@ mod tests {
         // Absent: no record, the default.
         assert_eq!(record_for_decision(&data_dir).unwrap(), Record::default());
         // Present and readable.
-        let r = Record {
-            cluster_id: Some("3d2ca84ca24e47e4".into()),
-            ..Record::default()
-        };
+        let mut r = Record::default();
+        r.held.cluster_id = Some(0x3d2ca84ca24e47e4);
         r.save(&data_dir).unwrap();
         assert_eq!(record_for_decision(&data_dir).unwrap(), r);
         // Not JSON (a torn write by hand, a disk error): cannot tell, naming the file.

@@ -55,9 +55,9 @@ pub(super) async fn ask_agents(
 /// Since when each member is unreachable: the earliest any leader's agent (this node's own
 /// record included) noted, by member ID in hex.
 pub(super) fn down_since(record: &Record, agents: &AgentAnswers) -> BTreeMap<String, i64> {
-    let mut down_since: BTreeMap<String, i64> = record.unreachable_since.clone();
+    let mut down_since: BTreeMap<String, i64> = record.held.unreachable_since.clone();
     for (report, _) in agents.values().filter_map(|a| a.as_ref().ok()) {
-        for (id, t) in &report.unreachable_since {
+        for (id, t) in &report.held.unreachable_since {
             let e = down_since.entry(id.clone()).or_insert(*t);
             *e = (*e).min(*t);
         }
@@ -70,10 +70,10 @@ pub(super) fn agent_seen(cfg: &Config, agents: &AgentAnswers, peer_url: &str) ->
     agents
         .get(peer_url)
         .and_then(|a| a.as_ref().ok())
-        .filter(|(r, _)| r.cluster_name == cfg.cluster.name)
+        .filter(|(r, _)| r.held.cluster_name == cfg.cluster.name)
         .map(|(r, _)| AgentSeen {
             has_data: r.has_data,
-            raft_index: r.raft_index,
+            raft_index: r.held.raft_index,
         })
 }
 

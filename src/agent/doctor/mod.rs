@@ -81,7 +81,7 @@ pub(crate) async fn observe(cfg: &Config) -> Result<DoctorInput> {
     let auto_recovery = auto_recovery(cfg, &members, &material).await;
     Ok(DoctorInput {
         now: time::OffsetDateTime::now_utc().unix_timestamp(),
-        local_index: record.raft_index,
+        local_index: record.held.raft_index,
         membership_from_record: from_record,
         members,
         certificates,

@@ -237,12 +237,17 @@ fn note_unreachable(cfg: &crate::config::Config, down: &[u64]) -> Result<()> {
         .iter()
         .map(|id| {
             let key = format!("{id:x}");
-            let since = record.unreachable_since.get(&key).copied().unwrap_or(now);
+            let since = record
+                .held
+                .unreachable_since
+                .get(&key)
+                .copied()
+                .unwrap_or(now);
             (key, since)
         })
         .collect();
-    if next != record.unreachable_since {
-        record.unreachable_since = next;
+    if next != record.held.unreachable_since {
+        record.held.unreachable_since = next;
         record.save(data_dir)?;
     }
     Ok(())

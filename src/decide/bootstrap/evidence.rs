@@ -51,15 +51,15 @@ pub(super) fn evidence(obs: &Observations) -> FormationEvidence {
         {
             None => e.unasked.push(format!("{who} (not asked)")),
             Some(Err(why)) => e.unasked.push(format!("{who} ({why})")),
-            Some(Ok(r)) if r.cluster_name != obs.cluster_name => e.foreign.push(format!(
+            Some(Ok(r)) if r.held.cluster_name != obs.cluster_name => e.foreign.push(format!(
                 "{who} belongs to cluster.name {:?}",
-                r.cluster_name
+                r.held.cluster_name
             )),
             Some(Ok(r)) => {
                 if r.has_data {
                     e.holding.push(holding(&who, r));
                 }
-                e.nonces.push(r.nonce.clone());
+                e.nonces.push(r.held.nonce.clone());
             }
         }
     }
@@ -70,14 +70,15 @@ pub(super) fn evidence(obs: &Observations) -> FormationEvidence {
 fn holding(who: &str, r: &AgentReport) -> DataHolder {
     let hex = |id: Option<u64>| id.map(|c| format!("{c:x}")).unwrap_or("?".into());
     DataHolder {
-        cluster: r.cluster_id,
-        formation: r.formation.clone(),
-        restored_from: r.restored_from.clone(),
+        cluster: r.held.cluster_id,
+        formation: r.held.formation.clone(),
+        restored_from: r.held.restored_from.clone(),
         who: format!(
             "{who} (cluster {}, member {}, raft index {})",
-            hex(r.cluster_id),
-            hex(r.member_id),
-            r.raft_index
+            hex(r.held.cluster_id),
+            hex(r.held.member_id),
+            r.held
+                .raft_index
                 .map(|c| c.to_string())
                 .unwrap_or("unknown".into()),
         ),
@@ -164,10 +165,10 @@ mod tests {
         let ic = planned(&obs(3, Some(1)));
         let mut o = obs(3, Some(1));
         holding(&mut o, ic.cluster_id(), &[2]);
-        report_of(&mut o, 2).formation = Some(ic.formation.clone());
+        report_of(&mut o, 2).held.formation = Some(ic.formation.clone());
         assert_eq!(decide(&o), Action::BootstrapNew(ic.clone()));
         // The same cluster ID from an earlier formation (cluster.token fixed): that is old data.
-        report_of(&mut o, 2).formation = Some("earlier".into());
+        report_of(&mut o, 2).held.formation = Some("earlier".into());
         assert!(matches!(
             decide(&o),
             Action::Wait(WaitReason::PeersHoldData(_))
@@ -176,7 +177,7 @@ mod tests {
         // A member of another cluster name in the peer set: refused.
         let mut o = obs(3, Some(1));
         if let Ok(r) = &mut o.agents[0].report {
-            r.cluster_name = "beta".into();
+            r.held.cluster_name = "beta".into();
         }
         assert!(matches!(decide(&o), Action::Refuse(m) if m.contains("\"beta\"")));
     }

@@ -3,6 +3,7 @@
 use super::{decide, Action, AgentAnswer, AgentReport, InitialCluster, Observations};
 use crate::decide::restore::Snapshots;
 use crate::model::cluster::{Answer, ClusterView, MemberView};
+use crate::model::held::Held;
 use crate::model::ids;
 use crate::model::local::LocalState;
 use crate::model::peer::Peer;
@@ -51,18 +52,20 @@ pub(crate) fn agent(i: u8, cluster: Option<u64>) -> AgentAnswer {
         peer_url: peer(i).peer_url.to_string(),
         name: format!("etcd{i}"),
         report: Ok(AgentReport {
-            cluster_name: "prod".into(),
-            nonce: format!("n{i}"),
+            held: Held {
+                cluster_name: "prod".into(),
+                nonce: format!("n{i}"),
+                cluster_id: cluster,
+                member_id: cluster.map(|_| i as u64),
+                raft_index: cluster.map(|_| 100),
+                raft_term: None,
+                revision: None,
+                formation: None,
+                restored_from: None,
+                unreachable_since: Default::default(),
+            },
             has_data: cluster.is_some(),
-            cluster_id: cluster,
-            member_id: cluster.map(|_| i as u64),
-            raft_index: cluster.map(|_| 100),
-            raft_term: None,
-            revision: None,
-            formation: None,
-            restored_from: None,
             now_unix_ms: None,
-            unreachable_since: Default::default(),
         }),
     }
 }

@@ -97,15 +97,15 @@ fn not_our_cluster(obs: &Observations, cluster_id: u64) -> Option<Action> {
         .agents
         .iter()
         .filter_map(|a| a.report.as_ref().ok().map(|r| (a, r)))
-        .filter(|(_, r)| r.cluster_id == Some(cluster_id))
+        .filter(|(_, r)| r.held.cluster_id == Some(cluster_id))
         .collect();
     let foreign: Vec<String> = of_it
         .iter()
-        .filter(|(_, r)| r.cluster_name != obs.cluster_name)
+        .filter(|(_, r)| r.held.cluster_name != obs.cluster_name)
         .map(|(a, r)| {
             format!(
                 "{} ({}) says it is cluster.name {:?}",
-                a.name, a.peer_url, r.cluster_name
+                a.name, a.peer_url, r.held.cluster_name
             )
         })
         .collect();

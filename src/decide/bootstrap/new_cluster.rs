@@ -210,14 +210,14 @@ mod tests {
         holding(&mut late, formed.cluster_id(), &[1, 2]);
         for h in [1, 2] {
             let r = report_of(&mut late, h);
-            r.formation = Some(formed.formation.clone());
-            r.restored_from = Some("s1".into());
+            r.held.formation = Some(formed.formation.clone());
+            r.held.restored_from = Some("s1".into());
         }
         let ic3 = planned(&late);
         assert_eq!(ic3.seed.as_deref(), Some("s1"));
         assert_eq!(ic3.cluster_id(), formed.cluster_id());
         // Peers of this formation that started from different data: refused.
-        report_of(&mut late, 2).restored_from = None;
+        report_of(&mut late, 2).held.restored_from = None;
         assert!(matches!(decide(&late), Action::Refuse(m) if m.contains("different data")));
 
         // A node with data never restores: it restarts.
@@ -243,7 +243,7 @@ mod tests {
         // Same peers, same name; one member drew a new nonce because its data was lost.
         let mut o = obs(3, Some(1));
         if let Ok(r) = &mut o.agents[0].report {
-            r.nonce = "fresh".into();
+            r.held.nonce = "fresh".into();
         }
         let again = planned(&o);
         assert_eq!(first.flag(), again.flag());
@@ -252,7 +252,7 @@ mod tests {
         // Every initial member computes the same token from the same nonces.
         let mut o3 = obs(3, Some(3));
         if let Ok(r) = &mut o3.agents[1].report {
-            r.nonce = "fresh".into();
+            r.held.nonce = "fresh".into();
         }
         assert_eq!(planned(&o3).token, again.token);
     }

@@ -1,60 +1,21 @@
 //! What a peer's agent says about its node: the JSON of its endpoint on `member.agent_port`.
 
+use crate::model::held::Held;
+
 /// What a peer's agent says about its node (its endpoint on `member.agent_port`). It answers
 /// before etcd runs, so it is the evidence for "nobody holds data".
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AgentReport {
-    pub cluster_name: String,
-    /// Drawn at first boot and again whenever the data it formed with is gone.
-    pub nonce: String,
+    /// Its identity, cluster, member and progress: what its identity record holds, with the raft
+    /// index and revision brought up to date from its running etcd (`agent::reporter`).
+    #[serde(flatten)]
+    pub held: Held,
     /// `<data_dir>/member` exists.
     pub has_data: bool,
-    /// The cluster its data belongs to: the running etcd's answer, else its identity record.
-    #[serde(default, with = "hex_id")]
-    pub cluster_id: Option<u64>,
-    #[serde(default, with = "hex_id")]
-    pub member_id: Option<u64>,
-    /// The raft index recorded at the last healthy check of the local member.
-    #[serde(default)]
-    pub raft_index: Option<u64>,
-    /// The raft term last seen with a leader and the revision of its data (absent from older
-    /// agents): what `decide::quorum_recovery` compares copies by.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raft_term: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<i64>,
-    /// The formation its data came from (`InitialCluster::formation`), when it formed a cluster.
-    #[serde(default)]
-    pub formation: Option<String>,
-    /// The snapshot its data was restored from when the cluster formed (`decide::restore`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored_from: Option<String>,
     /// The responder's clock when it answered (Unix ms), for `doctor`'s clock-skew check.
     /// Absent from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub now_unix_ms: Option<i64>,
-    /// On the leader's node: the members its agent sees unreachable, by ID (hex), and since when
-    /// (Unix seconds), from its identity record. Absent from older agents and other nodes.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub unreachable_since: std::collections::BTreeMap<String, i64>,
-}
-
-/// IDs as etcdctl prints them (hex), so that the endpoint's JSON reads like `member list`.
-mod hex_id {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(id) => s.serialize_str(&format!("{id:x}")),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| u64::from_str_radix(&t, 16).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 #[cfg(test)]
