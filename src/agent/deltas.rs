@@ -18,8 +18,9 @@ use crate::backup::manifest::Manifest;
 use crate::backup::segment::{self, Event, Link};
 use crate::backup::{catalog, snapshotter, store::Store};
 use crate::etcd::client;
+use crate::etcd::lock::{self, LeaseLock};
 use anyhow::{Context, Result};
-use etcd_client::{Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{EventType, WatchOptions};
 use std::time::{Duration, Instant};
 
 /// The delta claim's lease: another agent takes over this long after the holder stops.
@@ -27,13 +28,8 @@ const CLAIM_TTL: i64 = 15;
 /// Watch responses may hold many revisions of large values while the watch catches up.
 const WATCH_MESSAGE_LIMIT: usize = 256 * 1024 * 1024;
 
-/// The claim, while this agent holds it.
-struct Claim {
-    client: etcd_client::Client,
-    lease: i64,
-    keeper: etcd_client::LeaseKeeper,
-    responses: etcd_client::LeaseKeepAliveStream,
-}
+/// The claim, while this agent holds it: the one lease lock (`etcd::lock`).
+type Claim = LeaseLock;
 
 fn claim_key(cluster: &str) -> String {
     format!("/etcd-bootstrap/snapshots/{cluster}/delta-claim")
@@ -70,8 +66,8 @@ impl FullReason {
 enum Round {
     /// Not the holder (or not a voter, or no full snapshot yet): wait a while.
     Idle,
-    /// WatchBatch for an interval (and uploaded what came): go on at once.
-    WatchBatch,
+    /// Watched for an interval (and uploaded what came): go on at once.
+    Watched,
 }
 
 impl Agent<'_> {
@@ -88,14 +84,13 @@ impl Agent<'_> {
         loop {
             let round = self.delta_round(store, interval, &mut claim).await;
             match round {
-                Ok(Round::WatchBatch) => continue,
+                Ok(Round::Watched) => continue,
                 Ok(Round::Idle) => {}
                 Err(e) => {
                     super::metrics::delta_failed();
                     tracing::warn!(error = %format!("{e:#}"), "delta segment; trying again after backup.delta_interval");
                     if let Some(c) = claim.take() {
-                        let mut client = c.client;
-                        let _ = client.lease_revoke(c.lease).await;
+                        c.release().await;
                     }
                 }
             }
@@ -106,62 +101,28 @@ impl Agent<'_> {
     /// Take or keep the claim: `false` when another agent holds it.
     async fn hold_delta_claim(&self, claim: &mut Option<Claim>) -> Result<bool> {
         if let Some(c) = claim.as_mut() {
-            let alive = async {
-                c.keeper.keep_alive().await?;
-                let r = c.responses.message().await?;
-                anyhow::Ok(r.is_some_and(|r| r.ttl() > 0))
-            };
-            match tokio::time::timeout(client::PROBE_TIMEOUT, alive).await {
-                Ok(Ok(true)) => return Ok(true),
-                _ => {
-                    tracing::warn!(
-                        "the delta claim's lease could not be kept alive; claiming again"
-                    );
-                    *claim = None;
-                }
+            if c.still_held().await {
+                return Ok(true);
             }
+            tracing::warn!("the delta claim's lease could not be kept alive; claiming again");
+            *claim = None;
         }
         let cfg = self.cfg;
         let material = super::client_material(cfg)?;
-        let (mut c, me) = client::who_is(&local_endpoint(cfg), &material).await?;
+        let (_, me) = client::who_is(&local_endpoint(cfg), &material).await?;
         if me.is_learner {
             return Ok(false);
         }
         let key = claim_key(&cfg.cluster.name);
-        let lease = client::bounded(
-            "Lease.Grant",
-            client::PROBE_TIMEOUT,
-            c.lease_grant(CLAIM_TTL, None),
-        )
-        .await?
-        .id();
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                super::node_name(cfg),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        let won = client::bounded("Txn", client::PROBE_TIMEOUT, c.txn(txn))
-            .await?
-            .succeeded();
-        if !won {
-            let _ = c.lease_revoke(lease).await;
+        let holder = super::node_name(cfg);
+        let endpoints = [local_endpoint(cfg)];
+        let Some(held) =
+            lock::try_lock(&endpoints, &material, &key, &holder, CLAIM_TTL, vec![]).await?
+        else {
             return Ok(false);
-        }
-        let (keeper, responses) = client::bounded(
-            "Lease.KeepAlive",
-            client::PROBE_TIMEOUT,
-            c.lease_keep_alive(lease),
-        )
-        .await?;
+        };
         tracing::info!(key = %key, "holding the delta claim: this agent uploads the delta segments");
-        *claim = Some(Claim {
-            client: c,
-            lease,
-            keeper,
-            responses,
-        });
+        *claim = Some(held);
         Ok(true)
     }
 
@@ -198,12 +159,12 @@ impl Agent<'_> {
                 ),
             )
             .await?;
-            return Ok(Round::WatchBatch);
+            return Ok(Round::Watched);
         }
         let Some(c) = claim.as_mut() else {
             return Ok(Round::Idle);
         };
-        let cluster_id = cluster_id(&mut c.client).await?;
+        let cluster_id = cluster_id(c.client()).await?;
         if cluster_id != base.manifest.cluster_id {
             self.full_snapshot_now(
                 store,
@@ -214,16 +175,11 @@ impl Agent<'_> {
                 ),
             )
             .await?;
-            return Ok(Round::WatchBatch);
+            return Ok(Round::Watched);
         }
         let deadline = tokio::time::Instant::from_std(started + interval);
-        let watched = watch_keyspace(
-            &mut c.client,
-            link.next_revision,
-            deadline,
-            b.delta_max_bytes,
-        )
-        .await?;
+        let watched =
+            watch_keyspace(c.client(), link.next_revision, deadline, b.delta_max_bytes).await?;
         if let Some(compact) = watched.compacted {
             self.full_snapshot_now(
                 store,
@@ -235,10 +191,10 @@ impl Agent<'_> {
                 ),
             )
             .await?;
-            return Ok(Round::WatchBatch);
+            return Ok(Round::Watched);
         }
         if watched.events.is_empty() {
-            return Ok(Round::WatchBatch);
+            return Ok(Round::Watched);
         }
         self.store_segment(
             store,
@@ -271,12 +227,12 @@ impl Agent<'_> {
         }
         if segment::tail(store, base).await? != *link {
             tracing::warn!("the chain changed while watching; this segment is left out");
-            return Ok(Round::WatchBatch);
+            return Ok(Round::Watched);
         }
         let m = segment::upload(store, recipients, link, &segment::group(events)).await?;
         tracing::debug!(segment = %m.id, base = %m.base, events = m.events, size = m.size, "delta segment stored");
         super::metrics::delta_segment_stored(&m, link.segments + 1);
-        Ok(Round::WatchBatch)
+        Ok(Round::Watched)
     }
 
     /// A full snapshot outside the schedule, now; logged with why, and counted.
