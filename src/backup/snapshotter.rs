@@ -66,14 +66,14 @@ impl Drain {
     }
 }
 
-/// The age encryption of a stream (or none, without recipients); also what segments use.
-pub(super) enum Encoder {
+/// The age encryption of a stream (or none, without recipients).
+enum Encoder {
     Plain,
     Age(age::stream::StreamWriter<Drain>, Drain),
 }
 
 impl Encoder {
-    pub(super) fn new(recipients: &[String]) -> Result<Self> {
+    fn new(recipients: &[String]) -> Result<Self> {
         let drain = Drain::default();
         if recipients.is_empty() {
             return Ok(Encoder::Plain);
@@ -94,7 +94,7 @@ impl Encoder {
         Ok(Encoder::Age(writer, drain))
     }
 
-    pub(super) fn write(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+    fn write(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         match self {
             Encoder::Plain => Ok(data.to_vec()),
             Encoder::Age(w, d) => {
@@ -104,7 +104,7 @@ impl Encoder {
         }
     }
 
-    pub(super) fn finish(self) -> Result<Vec<u8>> {
+    fn finish(self) -> Result<Vec<u8>> {
         match self {
             Encoder::Plain => Ok(vec![]),
             Encoder::Age(w, d) => {
@@ -112,6 +112,57 @@ impl Encoder {
                 Ok(d.take())
             }
         }
+    }
+}
+
+/// A stream encrypted to the recipients (if any) into a multipart upload, with at most
+/// `IN_FLIGHT` parts in flight (flat memory whatever its size); it hashes and counts the bytes
+/// stored. Snapshots and delta segments are both written through it.
+pub(super) struct SealedUpload<'w> {
+    writer: &'w mut WriteMultipart,
+    enc: Encoder,
+    hash: digest::Context,
+    size: u64,
+}
+
+impl<'w> SealedUpload<'w> {
+    pub(super) fn new(writer: &'w mut WriteMultipart, recipients: &[String]) -> Result<Self> {
+        Ok(SealedUpload {
+            writer,
+            enc: Encoder::new(recipients)?,
+            hash: digest::Context::new(&digest::SHA256),
+            size: 0,
+        })
+    }
+
+    fn store(&mut self, out: &[u8]) {
+        self.hash.update(out);
+        self.size += out.len() as u64;
+        self.writer.write(out);
+    }
+
+    /// Encrypt `plain` and hand it to the upload, waiting while `IN_FLIGHT` parts are on the way.
+    pub(super) async fn write(&mut self, plain: &[u8]) -> Result<()> {
+        let out = self.enc.write(plain)?;
+        self.store(&out);
+        self.writer
+            .wait_for_capacity(IN_FLIGHT)
+            .await
+            .context("uploading a part")
+    }
+
+    /// End the encryption and wait for every part: the SHA-256 (hex) and size of what is stored.
+    pub(super) async fn finish(mut self) -> Result<(String, u64)> {
+        let out = std::mem::replace(&mut self.enc, Encoder::Plain).finish()?;
+        self.store(&out);
+        self.writer
+            .wait_for_capacity(0)
+            .await
+            .context("uploading the last parts")?;
+        Ok((
+            crate::util::hex::hex(self.hash.finish().as_ref()),
+            self.size,
+        ))
     }
 }
 
@@ -216,12 +267,11 @@ async fn stream_snapshot(
     first: etcd_client::SnapshotResponse,
     stream: &mut etcd_client::SnapshotStreaming,
 ) -> Result<Streamed> {
-    let mut enc = Encoder::new(recipients)?;
+    let mut upload = SealedUpload::new(writer, recipients)?;
     let mut db_hash = digest::Context::new(&digest::SHA256);
-    let mut stored_hash = digest::Context::new(&digest::SHA256);
     // The last 32 bytes seen, not yet hashed: at the end they are etcd's checksum.
     let mut tail: Vec<u8> = Vec::with_capacity(64);
-    let (mut total, mut stored) = (0u64, 0u64);
+    let mut total = 0u64;
     let mut blob = first.blob().to_vec();
     loop {
         total += blob.len() as u64;
@@ -231,14 +281,7 @@ async fn stream_snapshot(
             db_hash.update(&tail[..n]);
             tail.drain(..n);
         }
-        let out = enc.write(&blob)?;
-        stored_hash.update(&out);
-        stored += out.len() as u64;
-        writer.write(&out);
-        writer
-            .wait_for_capacity(IN_FLIGHT)
-            .await
-            .context("uploading a part")?;
+        upload.write(&blob).await?;
         match next(stream).await? {
             Some(m) => blob = m.blob().to_vec(),
             None => break,
@@ -250,19 +293,12 @@ async fn stream_snapshot(
             "etcd's snapshot stream failed its SHA-256 check ({total} bytes); nothing was stored"
         );
     }
-    let out = enc.finish()?;
-    stored_hash.update(&out);
-    stored += out.len() as u64;
-    writer.write(&out);
-    writer
-        .wait_for_capacity(0)
-        .await
-        .context("uploading the last parts")?;
+    let (sha256, size) = upload.finish().await?;
     Ok(Streamed {
         etcd_sha256: crate::util::hex::hex(db_sha.as_ref()),
-        sha256: crate::util::hex::hex(stored_hash.finish().as_ref()),
+        sha256,
         db_size: total,
-        size: stored,
+        size,
     })
 }
 

@@ -8,11 +8,10 @@ use super::manifest::{SegmentManifest, KIND};
 use super::names::{chain_dir, id, object_name};
 use crate::backup::manifest;
 use crate::backup::signed;
-use crate::backup::snapshotter::{complete_upload, Encoder, CHUNK, IN_FLIGHT};
+use crate::backup::snapshotter::{complete_upload, SealedUpload, CHUNK};
 use crate::backup::store::Store;
 use anyhow::{bail, Context, Result};
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
-use ring::digest;
 
 /// Upload `revisions` (ascending, all at or after `link.next_revision`, not empty) as the next
 /// segment of the chain that ends at `link`: the data object streamed first, its signed
@@ -84,32 +83,10 @@ async fn stream(
     recipients: &[String],
     revisions: &[Revision],
 ) -> Result<(String, u64)> {
-    let mut enc = Encoder::new(recipients)?;
-    let mut hash = digest::Context::new(&digest::SHA256);
-    let mut size = 0u64;
-    let mut line = MAGIC.to_vec();
-    let mut iter = revisions.iter();
-    loop {
-        let out = enc.write(&line)?;
-        hash.update(&out);
-        size += out.len() as u64;
-        writer.write(&out);
-        writer
-            .wait_for_capacity(IN_FLIGHT)
-            .await
-            .context("uploading a part")?;
-        match iter.next() {
-            Some(r) => line = format::line(r)?,
-            None => break,
-        }
+    let mut upload = SealedUpload::new(writer, recipients)?;
+    upload.write(MAGIC).await?;
+    for r in revisions {
+        upload.write(&format::line(r)?).await?;
     }
-    let out = enc.finish()?;
-    hash.update(&out);
-    size += out.len() as u64;
-    writer.write(&out);
-    writer
-        .wait_for_capacity(0)
-        .await
-        .context("uploading the last parts")?;
-    Ok((crate::util::hex::hex(hash.finish().as_ref()), size))
+    upload.finish().await
 }
