@@ -408,9 +408,13 @@ pub(crate) fn last_recovery(data_dir: &std::path::Path) -> Option<quorum_recover
 
 /// For `plan`, `status` and `doctor` when no quorum answers: what the agents do about it by
 /// themselves (the decision), or why it cannot be told.
-pub(crate) async fn would_do(cfg: &crate::config::Config, material: &ClientMaterial) -> String {
-    let store = crate::backup::store::of_config(cfg).map_err(|e| format!("{e:#}"));
-    let store = store.as_ref().map(Option::as_ref).map_err(String::clone);
+/// `store`: the one of `[backup]`, opened once by the caller.
+pub(crate) async fn would_do(
+    cfg: &crate::config::Config,
+    material: &ClientMaterial,
+    store: &super::StoreSlot,
+) -> String {
+    let store = store.get(cfg).map_err(|e| format!("{e:#}"));
     match gather(cfg, material, store).await {
         Ok(ev) => ev.decision.to_string(),
         Err(e) => format!("automatic recovery cannot tell: {e:#}"),

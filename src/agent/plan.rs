@@ -34,7 +34,8 @@ pub(crate) async fn plan(cfg: &Config) -> Result<Plan> {
             let store = observer.store.get(cfg).ok().flatten();
             quorum_lost = super::recover::quorum_report(cfg, &material, store).await;
             if quorum_lost.is_some() {
-                auto_recovery = Some(super::auto_recover::would_do(cfg, &material).await);
+                auto_recovery =
+                    Some(super::auto_recover::would_do(cfg, &material, &observer.store).await);
             }
         }
     }

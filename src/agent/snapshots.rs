@@ -152,10 +152,14 @@ async fn delta_status(
     })
 }
 
-pub(crate) async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSnapshot> {
+/// The newest snapshot in `store` (the one of `[backup]`, opened once by the caller).
+pub(crate) async fn last_snapshot(
+    cfg: &crate::config::Config,
+    store: &super::StoreSlot,
+) -> Option<LastSnapshot> {
     let b = cfg.backup.as_ref()?;
-    let store = match crate::backup::store::open(b, &cfg.cluster.name, &cfg.tls.dir) {
-        Ok(s) => s,
+    let store = match store.get(cfg) {
+        Ok(s) => s?,
         Err(e) => {
             return Some(LastSnapshot {
                 store: b.url.to_string(),
@@ -169,7 +173,7 @@ pub(crate) async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSna
             })
         }
     };
-    let listed = match tokio::time::timeout(LIST_TIMEOUT, catalog::list(&store)).await {
+    let listed = match tokio::time::timeout(LIST_TIMEOUT, catalog::list(store)).await {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!(
             "listing {} did not finish within {LIST_TIMEOUT:?}",
@@ -179,7 +183,7 @@ pub(crate) async fn last_snapshot(cfg: &crate::config::Config) -> Option<LastSna
     let newest = listed.as_ref().ok().and_then(|l| l.newest_verified());
     let age = newest.and_then(|e| catalog::age_seconds(e, time::OffsetDateTime::now_utc()));
     let delta = match newest {
-        Some(e) => delta_status(cfg, &store, e).await,
+        Some(e) => delta_status(cfg, store, e).await,
         None => None,
     };
     Some(LastSnapshot {

@@ -138,8 +138,10 @@ pub(crate) async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status
             },
         })
         .collect();
-    let store = crate::backup::store::of_config(cfg).ok().flatten();
-    let quorum_lost = super::recover::quorum_report(cfg, &material, store.as_ref()).await;
+    // The store of [backup], opened once for everything below.
+    let store = super::StoreSlot::default();
+    let quorum_lost =
+        super::recover::quorum_report(cfg, &material, store.get(cfg).ok().flatten()).await;
     Ok(Status {
         cluster_id: format!("{cluster_id:x}"),
         leader: format!("{leader:x}"),
@@ -149,10 +151,10 @@ pub(crate) async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status
             .filter(|p| p.exists())
             .map(|p| p.display().to_string()),
         config_rejected: crate::etcd::datadir::config_rejected(&cfg.member.data_dir),
-        last_snapshot: last_snapshot(cfg).await,
+        last_snapshot: last_snapshot(cfg, &store).await,
         quorum_lost: quorum_lost.as_ref().map(|q| q.to_string()),
         auto_recovery: match quorum_lost {
-            Some(_) => Some(super::auto_recover::would_do(cfg, &material).await),
+            Some(_) => Some(super::auto_recover::would_do(cfg, &material, &store).await),
             None => None,
         },
         last_auto_recovery: super::auto_recover::last_recovery(&cfg.member.data_dir),

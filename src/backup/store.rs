@@ -152,14 +152,6 @@ pub(crate) fn local_for_test(dir: &Path, cluster: &str, m: ClientMaterial) -> St
     }
 }
 
-/// The store of `cfg`'s `[backup]`, `None` without it.
-pub(crate) fn of_config(cfg: &crate::config::Config) -> Result<Option<Store>> {
-    cfg.backup
-        .as_ref()
-        .map(|b| open(b, &cfg.cluster.name, &cfg.tls.dir))
-        .transpose()
-}
-
 pub(crate) fn open(cfg: &BackupConfig, cluster_name: &str, tls_dir: &Path) -> Result<Store> {
     let describe = format!("{}/{cluster_name}", cfg.url);
     match &cfg.url {

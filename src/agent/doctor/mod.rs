@@ -44,8 +44,10 @@ pub(crate) async fn observe(cfg: &Config) -> Result<DoctorInput> {
     let peer_material = ClientMaterial::peer_from_dir(&cfg.tls.dir).ok();
     let my_id = record.member();
 
+    // The store of [backup], opened once for everything below.
+    let store = super::StoreSlot::default();
     let (snapshot, (discovered, seen)) = tokio::join!(
-        super::snapshots::last_snapshot(cfg),
+        super::snapshots::last_snapshot(cfg, &store),
         membership::find(cfg, &record, &material)
     );
     let MembershipSeen {
@@ -78,7 +80,7 @@ pub(crate) async fn observe(cfg: &Config) -> Result<DoctorInput> {
             srv_names.get(peer_url).filter(|_| issuing).cloned()
         });
 
-    let auto_recovery = auto_recovery(cfg, &members, &material).await;
+    let auto_recovery = auto_recovery(cfg, &members, &material, &store).await;
     Ok(DoctorInput {
         now: time::OffsetDateTime::now_utc().unix_timestamp(),
         local_index: record.held.raft_index,
@@ -157,10 +159,11 @@ async fn auto_recovery(
     cfg: &Config,
     members: &[d::CheckedMember],
     material: &ClientMaterial,
+    store: &super::StoreSlot,
 ) -> Option<String> {
     let voters: Vec<&d::CheckedMember> = members.iter().filter(|m| !m.is_learner).collect();
     if voters.iter().filter(|m| m.reachable).count() <= voters.len() / 2 {
-        Some(super::auto_recover::would_do(cfg, material).await)
+        Some(super::auto_recover::would_do(cfg, material, store).await)
     } else {
         None
     }
