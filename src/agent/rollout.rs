@@ -210,7 +210,7 @@ impl Agent<'_> {
             if Instant::now() >= deadline {
                 bail!(
                     "this member's etcd was not healthy and caught up within upgrade.member_timeout ({}) after its restart (last: {last}); the rollout stops here: no other member restarts while one is unhealthy",
-                    crate::config::format_duration(cfg.upgrade.member_timeout)
+                    crate::util::time::format_duration(cfg.upgrade.member_timeout)
                 );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

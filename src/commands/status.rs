@@ -56,7 +56,9 @@ fn members_table(s: &Status) -> String {
             role.into(),
             m.version.clone().unwrap_or_default(),
             m.raft_index.map(|i| i.to_string()).unwrap_or_default(),
-            m.db_size.map(human_bytes).unwrap_or_default(),
+            m.db_size
+                .map(|b| crate::util::text::size_text(b.max(0) as u64))
+                .unwrap_or_default(),
             if m.healthy {
                 "healthy".into()
             } else {
@@ -193,8 +195,4 @@ fn render_rows(rows: &[Vec<String>]) -> String {
     }
     out.push_str(&sep);
     out
-}
-
-fn human_bytes(b: i64) -> String {
-    crate::util::text::size_text(b.max(0) as u64)
 }

@@ -65,7 +65,7 @@ pub(crate) struct BackupConfig {
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
-        Some(d) => s.serialize_str(&super::format_duration(*d)),
+        Some(d) => s.serialize_str(&crate::util::time::format_duration(*d)),
         None => s.serialize_str(""),
     }
 }

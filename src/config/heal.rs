@@ -3,8 +3,9 @@
 //! and its validation live together; every bad value is one line naming its key.
 //! `heal.interval` is checked against `tls.cert_validity` here too.
 
-use super::{format_duration, ser_duration, DiscoveryConfig, TlsConfig, Validator};
+use super::{ser_duration, DiscoveryConfig, TlsConfig, Validator};
 use crate::error::ConfigError;
+use crate::util::time::format_duration;
 use serde::Serialize;
 use std::time::Duration;
 

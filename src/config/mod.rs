@@ -56,7 +56,7 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&format_duration(*d))
 }
 
-pub(crate) use crate::util::time::format_duration;
+use crate::util::time::format_duration;
 
 /// The longest duration accepted. Every duration ends up added to a clock (a deadline, a
 /// certificate's notAfter); one near `u64::MAX` seconds ("500000000000y") would overflow it and

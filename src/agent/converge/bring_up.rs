@@ -159,7 +159,7 @@ impl Agent<'_> {
                 if pause.expired() {
                     return Err(e.context(format!(
                         "gave up after discovery.timeout ({})",
-                        crate::config::format_duration(cfg.discovery.timeout)
+                        crate::util::time::format_duration(cfg.discovery.timeout)
                     )));
                 }
                 tracing::warn!(error = %format!("{e:#}"), "observation failed; retrying");
@@ -212,7 +212,7 @@ impl Agent<'_> {
                 if pause.expired() {
                     let msg = format!(
                         "gave up after discovery.timeout ({}): {reason}",
-                        crate::config::format_duration(cfg.discovery.timeout)
+                        crate::util::time::format_duration(cfg.discovery.timeout)
                     );
                     if reason.refuses_at_deadline() {
                         return Err(Refused(msg).into());
@@ -308,7 +308,7 @@ impl Agent<'_> {
                 if pause.expired() {
                     return Err(e.context(format!(
                         "restoring snapshot {id} failed until discovery.timeout ({})",
-                        crate::config::format_duration(cfg.discovery.timeout)
+                        crate::util::time::format_duration(cfg.discovery.timeout)
                     )));
                 }
                 tracing::warn!(snapshot = %id, error = %format!("{e:#}"), "restoring the snapshot failed; retrying");

@@ -377,7 +377,7 @@ pub(crate) fn dead_member_policy(cfg: &crate::config::Config) -> String {
     let h = &cfg.heal;
     match h.remove_dead_after {
         Some(d) if h.enabled => {
-            let d = crate::config::format_duration(d);
+            let d = crate::util::time::format_duration(d);
             if h.remove_dead_by_default {
                 format!("Otherwise the leader's agent removes it by itself once it has been unreachable for {d} (heal.remove_dead_after) and is gone from the SRV records.")
             } else {
