@@ -33,6 +33,7 @@ LOGS = os.path.join(REPO, "target", "test-logs")
 EXPECTED_S = {
     "lab_safety": 363,
     "lab_quorum": 327,
+    "lab_quorum_store": 130,
     "lab_restore": 255,
     "lab_deadpeer": 221,
     "lab_join": 220,

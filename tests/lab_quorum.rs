@@ -270,3 +270,71 @@ fn survivor_running_recovers(id: u8, version: Version) {
 fn quorum_loss_with_the_survivor_running_recovers_etcd_3_5() {
     survivor_running_recovers(203, Version::V3_5);
 }
+
+/// Host 3's disk holds data of another cluster of the same `cluster.name` (it formed one of its
+/// own meanwhile), host 2's was replaced, host 1 holds the only copy: every agent answers, but
+/// host 3's agent says it holds another cluster's data, and host 1's cluster is not brought back
+/// by itself.
+fn foreign_member_blocks(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    for i in 0..10 {
+        lab.put(1 + i % 3, &format!("/kept/{i}"), &format!("v{i}"));
+    }
+    lab.stop_all();
+    for h in [2, 3] {
+        lab.wipe(h);
+    }
+    // Host 3 forms a one-member cluster of its own, then is configured as before.
+    let alone = format!("peers = [\"etcd3=https://{}:2380\"]", lab.ip(3));
+    lab.write_config(3, 1, &alone);
+    lab.start(&[3]);
+    lab.wait_voters(3, &[3], WITHIN);
+    lab.stop(3);
+    lab.write_config(3, 3, "srv_domain = \"lab.test\"");
+    lab.start(&[1, 2, 3]);
+    // Host 2, without data, may join the cluster that answers (host 3's, of the same name):
+    // what is checked is that host 1's cluster is not brought back on its own.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(25) {
+        assert!(
+            !lab.etcdctl(1, &lab.client_url(1), &["put", "/probe", "x"])
+                .status
+                .success(),
+            "a write was served by host 1 while host 3 holds another cluster's data"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let bin = common::bin();
+    let cfg1 = lab.config_path(1);
+    let out = lab.exec(
+        1,
+        Path::new(&bin),
+        &["plan", "--config", cfg1.to_str().unwrap()],
+    );
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    let host3 = format!("https://{}:2380", lab.ip(3));
+    assert!(
+        plan.contains("automatic recovery blocked")
+            && plan.contains(&format!("{host3} holds data of cluster")),
+        "plan: {plan}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !lab.log(1).contains("automatic recovery done"),
+        "host 1 recovered although host 3 holds another cluster's data"
+    );
+    assert!(
+        lab.host_dir(1).join("data/member").exists(),
+        "host 1's data was moved"
+    );
+    lab.stop_all();
+}
+
+#[test]
+fn quorum_loss_with_a_foreign_member_is_not_recovered_etcd_3_5() {
+    foreign_member_blocks(232, Version::V3_5);
+}

@@ -10,9 +10,12 @@
 //! same decision, so that every agent has recorded what its etcd holds (`note_local_progress`)
 //! and been asked about it (each agent's report also reads its running etcd's figures). The other holders move their data aside (never delete it) once the
 //! recovered member answers as a healthy cluster of the same ID without them, and join it; the
-//! members without data join it through the first-boot path. A kill -9 at any point leaves
-//! either nothing done (the decision is taken again) or a one-member cluster that etcd restarts
-//! from its files.
+//! members without data join it through the first-boot path. When the store's newest snapshot
+//! is newer than every member's copy, every holder moves its copy aside (kept) on the second
+//! identical decision, and the first-boot path of all members then forms the cluster again from
+//! that snapshot (the total-loss restore). A kill -9 at any point leaves either nothing done
+//! (the decision is taken again), a one-member cluster that etcd restarts from its files, or a
+//! member without data that the first-boot path takes on.
 
 use super::metrics;
 use super::Agent;
@@ -176,6 +179,11 @@ pub(crate) async fn gather(
             .filter(|m| u64::from_str_radix(&m.id, 16).ok() != Some(my_id)),
         cfg.member.agent_port,
     );
+    // The store is compared only where the first-boot path would restore from it.
+    let store = match &cfg.backup {
+        Some(b) if b.restore_on_bootstrap => store,
+        _ => Ok(None),
+    };
     let (answers, agents, store) = tokio::join!(
         client::probe_all(&urls, material),
         crate::agent::observe::ask_agents(to_ask, &peer),
@@ -334,10 +342,21 @@ impl Agent<'_> {
                 }
             }
             RecoverFrom::Store(p) => {
-                if !repeat {
-                    tracing::error!(snapshot = %p.id, "automatic recovery: the store's snapshot is newer than every member's data; this version does not restore it by itself: stop every agent, move each data dir aside, and start them (the total-loss path restores the newest snapshot), or run `etcd-bootstrap recover` on a member to keep its data");
+                // Every holder moves its copy aside (kept) on the second identical decision;
+                // then no member holds data and the first-boot path forms the cluster again
+                // from the store's newest snapshot (`backup.restore_on_bootstrap`, which
+                // `gather` requires before it compares with the store). A member without data
+                // has nothing to do: that path is where it already waits.
+                if !ev.holds_data || !stable {
+                    return None;
                 }
-                None
+                st.last = None;
+                metrics::auto_recovery("store", ev.decision.lost());
+                record_auto_recovery(cfg, &ev.decision);
+                Some(AutoStep::MoveAside(format!(
+                    "the store's snapshot {} (revision {}) is newer than every member's data: the cluster is formed again from it, and this older copy is kept ({})",
+                    p.id, p.revision, ev.decision
+                )))
             }
         }
     }
