@@ -3,7 +3,7 @@
 #
 # Usage: scripts/bench.sh [--runs 5] [--versions "3.4 3.5"] [--rss-seconds 180]
 #                         [--keep-logs DIR] [--skip-start] [--skip-snapshot] [--skip-restore]
-#                         [--skip-defrag]
+#                         [--skip-defrag] [--skip-quorum]
 #                         [--only "leader_removed leader_wiped"] (figures of part 2 to run)
 #
 # 1. start-to-healthy, 3 and 5 members started at the same instant: etcd-bootstrap (SRV
@@ -19,6 +19,10 @@
 # 1d. the client-visible stall of a cluster-wide defrag of a ~200 MiB database (etcd 3.5):
 #    `etcd-bootstrap defrag --all` against `etcdctl defrag --cluster`: scripts/bench-defrag.sh
 #    (lab ebbenchd, 10.200.246). --skip-defrag leaves it out.
+# 1e. quorum lost with every member accounted for (hosts 2 and 3 wiped, host 1 the only copy):
+#    the agents' automatic recovery against `etcd-bootstrap recover` run by hand at once, from the
+#    last agent answering to 3 healthy voters, per version: scripts/bench-quorum.sh (lab
+#    ebbenchq, 10.200.249). --skip-quorum leaves it out.
 # 2. per version, in one lab (ebbenchj, 10.200.244, 4 hosts) whose hosts 1-3 run a cluster
 #    formed by `etcd-bootstrap run` (heal.interval 1 s, etcd.binary a wrapper that records
 #    the instant etcd is exec'd, then execs the real etcd), --runs rounds of:
@@ -59,7 +63,7 @@ RSS_S=180
 KEEP=""
 SKIP_START=0
 SKIP_SNAPSHOT=0
-SKIP_RESTORE=0 SKIP_DEFRAG=0
+SKIP_RESTORE=0 SKIP_DEFRAG=0 SKIP_QUORUM=0
 FIGURES="manual_join bootstrap_join wiped removed restart leader_removed leader_wiped"
 ONLY=""
 readonly NAME=ebbenchj SUBNET=10.200.244 DOMAIN=lab.test
@@ -86,6 +90,7 @@ while (($#)); do
     --skip-snapshot) SKIP_SNAPSHOT=1 ;;
     --skip-restore) SKIP_RESTORE=1 ;;
     --skip-defrag) SKIP_DEFRAG=1 ;;
+    --skip-quorum) SKIP_QUORUM=1 ;;
     --only) ONLY=${2:-}; shift ;;
     -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -163,6 +168,18 @@ if ((!SKIP_DEFRAG)); then
     note "cluster-wide defrag stall (scripts/bench-defrag.sh --runs $RUNS)"
     "$HERE/bench-defrag.sh" --runs "$RUNS" --summary "$WORK/defrag" >&2
     DEFRAG=$(cat "$WORK/defrag")
+fi
+
+# ---------------------------------------------------------------------------
+# 1e. quorum lost, every agent answering (scripts/bench-quorum.sh)
+# ---------------------------------------------------------------------------
+declare -A QUORUM=()
+if ((!SKIP_QUORUM)); then
+    for v in $VERSIONS; do
+        note "quorum lost, every agent answering, etcd $v (scripts/bench-quorum.sh --runs $RUNS)"
+        "$HERE/bench-quorum.sh" --runs "$RUNS" --version "$v" --summary "$WORK/quorum" >&2
+    done
+    while read -r v mo mt ao at; do QUORUM[$v]="$mo $mt $ao $at"; done <"$WORK/quorum"
 fi
 
 # ---------------------------------------------------------------------------
@@ -561,6 +578,16 @@ if [[ -n $DEFRAG ]]; then
     row "longest client operation during a defrag of every member ($db MiB): etcdctl defrag --cluster" "" "${cells_a[@]}"
     row "the same: etcd-bootstrap defrag --all (leader last, after moving leadership)" "" "${cells_b[@]}"
     row "ratio etcd-bootstrap / etcdctl, defrag stall" "<= 0.5" "${cells_r[@]}"
+fi
+if ((${#QUORUM[@]})); then
+    cells_m=() cells_a=() cells_o=()
+    for v in $VERSIONS; do
+        read -r mo mt ao at <<<"${QUORUM[$v]:-- - - -}"
+        cells_m+=("$(sec "$mt")") cells_a+=("$(sec "$at") ($(verdict "$at" 10000))") cells_o+=("$(sec "$ao") (by hand $(sec "$mo"))")
+    done
+    row "quorum lost, 2 of 3 wiped, every agent answering: recover by hand at once + joins, to 3 voters" "" "${cells_m[@]}"
+    row "the same: automatic recovery, last agent answering to 3 healthy voters" "<= 10 s" "${cells_a[@]}"
+    row "the same: automatic, last agent answering to the recovered member healthy" "" "${cells_o[@]}"
 fi
 mib=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }')
 cells=()

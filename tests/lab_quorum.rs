@@ -218,6 +218,11 @@ fn quorum_loss_with_two_holders_of_five_recovers_once_etcd_3_5() {
     two_holders_of_five(201, Version::V3_5);
 }
 
+#[test]
+fn quorum_loss_with_two_holders_of_five_recovers_once_etcd_3_4() {
+    two_holders_of_five(233, Version::V3_4);
+}
+
 /// Hosts 2 and 3 stop and their disks are replaced while host 1's agent keeps running (its heal
 /// loop, not a restart): once both agents answer again, host 1 recovers by itself.
 fn survivor_running_recovers(id: u8, version: Version) {
@@ -337,4 +342,9 @@ fn foreign_member_blocks(id: u8, version: Version) {
 #[test]
 fn quorum_loss_with_a_foreign_member_is_not_recovered_etcd_3_5() {
     foreign_member_blocks(232, Version::V3_5);
+}
+
+#[test]
+fn quorum_loss_with_a_foreign_member_is_not_recovered_etcd_3_4() {
+    foreign_member_blocks(234, Version::V3_4);
 }

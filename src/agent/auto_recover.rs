@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 const STORE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Before a member acts on being named, the evidence is gathered again after this: a decision
 /// taken while an agent was starting (or a record being written) is not acted on.
-const CONFIRM_AFTER: Duration = Duration::from_secs(2);
+const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// A decision that does not change is logged again this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 

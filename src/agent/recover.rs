@@ -161,16 +161,21 @@ pub(crate) async fn agent_outcome(cfg: &Config) -> Result<()> {
 /// This node's last-known membership (its identity record), each member's etcd probed and
 /// each member's agent asked, all at once.
 pub(crate) async fn see_membership(cfg: &Config, material: &ClientMaterial) -> Result<MembersSeen> {
-    let local_healthy = client::check_health(&local_endpoint(cfg), material)
-        .await
-        .is_ok();
-    members_seen(cfg, material, local_healthy).await
+    // Without a leader the local etcd's client port answers nothing until a probe's timeout:
+    // its metrics listener says so at once.
+    let leaderless = crate::etcd::progress::local_without_leader(cfg.member.metrics_port).await;
+    let local_healthy = !leaderless
+        && client::check_health(&local_endpoint(cfg), material)
+            .await
+            .is_ok();
+    members_seen(cfg, material, local_healthy, leaderless).await
 }
 
 async fn members_seen(
     cfg: &Config,
     material: &ClientMaterial,
     local_healthy: bool,
+    local_leaderless: bool,
 ) -> Result<MembersSeen> {
     let record = Record::load(&cfg.member.data_dir)?.context(
         "no identity record beside member.data_dir: this node has never been a healthy member",
@@ -188,35 +193,56 @@ async fn members_seen(
             }
         })
         .collect();
-    let answers = client::probe_all(&urls, material).await;
+    let local = local_endpoint(cfg);
+    let to_probe: Vec<String> = urls
+        .iter()
+        .filter(|u| !(local_leaderless && **u == local))
+        .cloned()
+        .collect();
+    let mut probed = client::probe_all(&to_probe, material).await.into_iter();
+    let answers: Vec<Answer> = urls
+        .iter()
+        .map(|u| {
+            if local_leaderless && *u == local {
+                Answer::NoAnswer("not probed: the local etcd runs without a leader".into())
+            } else {
+                probed
+                    .next()
+                    .unwrap_or_else(|| Answer::NoAnswer("not probed".into()))
+            }
+        })
+        .collect();
     let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
     let to_ask = agents_of(record.members.iter(), cfg.member.agent_port);
     let agents = crate::agent::observe::ask_agents(to_ask, &peer).await;
     let members = record
-            .members
-            .iter()
-            .zip(answers)
-            .map(|(m, answer)| {
-                let id = u64::from_str_radix(&m.id, 16).unwrap_or_default();
-                let url = m.peer_urls.first().cloned().unwrap_or_default();
-                let agent = agents
-                    .iter()
-                    .find(|a| a.peer_url == url)
-                    .and_then(|a| a.report.as_ref().ok())
-                    .filter(|r| r.held.cluster_name == cfg.cluster.name)
-                    .map(|r| AgentSeen {
-                        has_data: r.has_data,
-                        raft_index: r.held.raft_index,
-                    });
-                MemberSeen {
-                    id,
-                    who: url,
-                    is_self: Some(id) == my_id,
-                    etcd_answers: matches!(&answer, Answer::Cluster(v) if Some(v.cluster_id) == cluster),
-                    agent,
-                }
-            })
-            .collect();
+        .members
+        .iter()
+        .zip(answers)
+        .map(|(m, answer)| {
+            let id = u64::from_str_radix(&m.id, 16).unwrap_or_default();
+            let url = m.peer_urls.first().cloned().unwrap_or_default();
+            let agent = agents
+                .iter()
+                .find(|a| a.peer_url == url)
+                .and_then(|a| a.report.as_ref().ok())
+                .filter(|r| r.held.cluster_name == cfg.cluster.name)
+                .map(|r| AgentSeen {
+                    has_data: r.has_data,
+                    raft_index: r.held.raft_index,
+                });
+            MemberSeen {
+                id,
+                who: url,
+                is_self: Some(id) == my_id,
+                // The local etcd that runs without a leader is up (its metrics listener
+                // answered): it counts as answering, as it did when its client port served.
+                etcd_answers: (Some(id) == my_id && local_leaderless)
+                    || matches!(&answer, Answer::Cluster(v) if Some(v.cluster_id) == cluster),
+                agent,
+            }
+        })
+        .collect();
     Ok(MembersSeen {
         local_healthy,
         local_index: record.held.raft_index,
@@ -234,13 +260,15 @@ pub(crate) async fn quorum_report(
     store: Option<&crate::backup::store::Store>,
 ) -> Option<QuorumLoss> {
     // A member that serves a linearizable read has a quorum: nothing else needs asking.
-    if client::check_health(&local_endpoint(cfg), material)
-        .await
-        .is_ok()
+    let leaderless = crate::etcd::progress::local_without_leader(cfg.member.metrics_port).await;
+    if !leaderless
+        && client::check_health(&local_endpoint(cfg), material)
+            .await
+            .is_ok()
     {
         return None;
     }
-    let seen = members_seen(cfg, material, false).await.ok()?;
+    let seen = members_seen(cfg, material, false, leaderless).await.ok()?;
     let newest = match store {
         None => None,
         Some(store) => crate::backup::catalog::newest_verified(store)
@@ -285,6 +313,15 @@ impl Agent<'_> {
             .with_context(|| format!("reading {}", cfg.etcd.env_file.display()))?;
         let mut env = render::parse_env(&env);
         env.push(("ETCD_FORCE_NEW_CLUSTER".into(), "true".into()));
+        // Only this agent talks to the one-off etcd, on loopback: on the member's address a
+        // wiped member would take it for the recovered cluster and send its MemberAdd to a
+        // process that is stopped a moment later (seen in the lab: the join failed with
+        // "connection refused").
+        for (key, value) in env.iter_mut() {
+            if key == "ETCD_LISTEN_CLIENT_URLS" {
+                *value = local_endpoint(cfg);
+            }
+        }
         // The one-off etcd gets SIGTERM when this process dies (the manager sets
         // PR_SET_PDEATHSIG): a kill -9 of the agent must not leave it holding etcd's ports.
         let mut command = self.manager.one_off(&env)?;

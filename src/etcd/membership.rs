@@ -39,6 +39,7 @@ const RETRYABLE: &[&str] = &[
     "Unavailable",
     "transport error",
     "connection refused",
+    "tcp connect error",
     "Timeout expired",
     "timed out",
     "deadline",
@@ -49,13 +50,23 @@ const RETRYABLE: &[&str] = &[
     "member not found",
 ];
 
+/// Case does not matter: tonic says "The service is currently unavailable" and the OS
+/// "Connection refused".
 fn retryable(msg: &str) -> bool {
-    RETRYABLE.iter().any(|r| msg.contains(r))
+    let msg = msg.to_lowercase();
+    RETRYABLE.iter().any(|r| msg.contains(&r.to_lowercase()))
 }
 
 /// Between attempts of a membership call: 0.5 s doubling to 5 s, with jitter.
 fn backoff() -> Backoff {
     Backoff::new(Duration::from_millis(500), Duration::from_secs(5))
+}
+
+/// Between attempts to add a learner: 0.5 s doubling to 1 s. The usual refusal is etcd's rule
+/// that every voter has been connected for 5 s (just after a member was promoted or restarted),
+/// which ends at a moment no backoff can see; a refused add costs etcd nothing.
+fn add_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(1))
 }
 
 /// A connection for membership calls, which may wait on raft longer than a probe.
@@ -214,7 +225,7 @@ pub(crate) async fn add_learner(
     deadline: Instant,
     report: &mut WaitReport,
 ) -> Result<(u64, Vec<MemberView>)> {
-    let mut pause = backoff().until(deadline);
+    let mut pause = add_backoff().until(deadline);
     let mut members = Vec::new();
     loop {
         // A previous attempt (ours, or of an earlier run that was killed) may have gone through.
@@ -395,6 +406,10 @@ mod tests {
             "etcdserver: can only promote a learner member which is in sync with leader"
         ));
         assert!(retryable("etcdserver: member not found"));
+        // The member asked went away between the probe and the call (seen in the lab).
+        assert!(retryable(
+            "grpc request error: code: 'The service is currently unavailable', message: \"tcp connect error\", source: tonic::transport::Error(Transport, ConnectError(ConnectError(\"tcp connect error\", 10.0.0.12:2379, Os { code: 111, kind: ConnectionRefused, message: \"Connection refused\" })))"
+        ));
         assert!(!retryable("etcdserver: Peer URLs already exists"));
         assert!(!retryable("etcdserver: permission denied"));
     }

@@ -60,6 +60,14 @@ pub(crate) fn parse(text: &str) -> Result<Progress> {
     }
 }
 
+/// Whether the local etcd runs without a leader, as its metrics listener says. Then its client
+/// port takes connections but answers nothing (etcd serves clients only once it has joined
+/// through raft), so a probe there would only wait for its whole timeout. `false` when the
+/// listener does not answer (etcd stopped): the caller probes as before.
+pub(crate) async fn local_without_leader(port: u16) -> bool {
+    matches!(read_local(port).await, Ok(p) if !p.has_leader)
+}
+
 /// Ask the local etcd's metrics listener on 127.0.0.1:`port` (`member.metrics_port`), bounded.
 pub(crate) async fn read_local(port: u16) -> Result<Progress> {
     let fetch = async {

@@ -10,8 +10,8 @@ use super::{env_value, local_endpoint, Agent};
 use crate::decide::{self, removed::RemovalVerdict};
 use crate::etcd::client::{self, Whoami};
 use crate::etcd::datadir::{self, Record, RecordedMember};
-use crate::etcd::membership;
 use crate::etcd::render::{self, ClusterState, LocalMember};
+use crate::etcd::{membership, progress};
 use crate::failpoint;
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 const NO_QUORUM_HINT: &str = "etcd serves clients only once it has joined through raft, which needs a quorum of its members: start the members that are down, see `etcd-bootstrap status` and etcd's log";
 
 /// How often a member that is coming up is checked for having been removed.
-const REMOVED_CHECK: Duration = Duration::from_secs(5);
+const REMOVED_CHECK: Duration = Duration::from_secs(2);
 
 /// The identity record a decision rests on. A record that is absent is "no record" (a new node,
 /// or one an older version wrote): the default. One that exists but cannot be read (I/O error,
@@ -85,9 +85,10 @@ impl Agent<'_> {
                 let mut auto = super::auto_recover::AutoRecovery::default();
                 loop {
                     tokio::time::sleep(REMOVED_CHECK).await;
-                    if client::check_health(&local_endpoint(cfg), &material)
-                        .await
-                        .is_ok()
+                    if !progress::local_without_leader(cfg.member.metrics_port).await
+                        && client::check_health(&local_endpoint(cfg), &material)
+                            .await
+                            .is_ok()
                     {
                         continue;
                     }
@@ -319,10 +320,14 @@ impl Agent<'_> {
         else {
             return RemovalVerdict::Undecided("this member's peer URL is unknown".into());
         };
-        let live = client::who_is(&local_endpoint(cfg), material)
-            .await
-            .ok()
-            .map(|(_, me)| me.cluster_id);
+        let live = if progress::local_without_leader(cfg.member.metrics_port).await {
+            None
+        } else {
+            client::who_is(&local_endpoint(cfg), material)
+                .await
+                .ok()
+                .map(|(_, me)| me.cluster_id)
+        };
         let my_cluster = live.or(record.cluster());
         let (endpoints, known): (Vec<String>, usize) = if record.members.is_empty() {
             // No record of the membership (an older version wrote this node): discovery's view.
