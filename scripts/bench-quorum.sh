@@ -68,6 +68,8 @@ stop_all() {
 cleanup() {
     stop_all
     "$LAB" down --name "$NAME" --grace 1 >/dev/null 2>&1 || true
+    # BENCH_KEEP=DIR keeps the agents' logs.
+    [[ -n ${BENCH_KEEP:-} ]] && cp -r "$WORK" "$BENCH_KEEP"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -138,6 +140,7 @@ trial() {
     for h in 2 3; do rm -rf "$WORK/h$h/data" "$WORK/h$h/data.identity.json" "$WORK/h$h/data.removed-"*; done
     rm -rf "$WORK/h1/data.removed-"* "$WORK/h1/data.auto-recovered"
     if [[ $mode == manual ]]; then set_auto false; else set_auto true; fi
+    for h in 1 2 3; do echo "===== bench-quorum: $mode trial" >>"$WORK/h$h/agent.log"; done
     start_agent 1
     start_agent 2
     sleep 5
@@ -146,6 +149,7 @@ trial() {
     agent_answers 3 || die "host 3's agent does not answer on :2378"
     stamp
     t0=$NOW
+    echo "===== bench-quorum: T0 $(date -u +%H:%M:%S.%N)" >>"$WORK/h1/agent.log"
     if [[ $mode == manual ]]; then
         ip netns exec "$(ns 1)" "$BIN" recover --yes --config "$WORK/h1/config.toml" >>"$WORK/recover.log" 2>&1 ||
             { tail -5 "$WORK/recover.log" >&2; die "recover by hand failed"; }

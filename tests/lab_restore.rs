@@ -300,6 +300,67 @@ fn survivor_recovers_after_the_majority_is_lost_etcd_3_4() {
 }
 
 /// Moved-aside copies of host `h`'s data dir.
+/// `recover` by hand on the survivor after a restart: all three stop, the disks of hosts 2 and 3
+/// are replaced, the agents start again (host 1's restarts etcd from its data and waits for a
+/// quorum; its heal loop has not begun) with `heal.auto_recover = false`, and an operator runs
+/// `recover --yes` on host 1. Its agent carries it out from where it waits, and the wiped
+/// members join. (Before, the request waited for the heal loop, which never began: `recover`
+/// gave up after 180 s, seen with scripts/bench-quorum.sh.)
+fn recover_by_hand_after_a_restart(id: u8, version: Version) {
+    let _g = serial();
+    let mut lab = Lab::up(id, version, LabOptions::srv(3));
+    lab.configure_srv(3);
+    for h in 1..=3 {
+        let cfg = lab.config_path(h);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, format!("{text}auto_recover = false\n")).unwrap();
+    }
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], WITHIN);
+    for i in 0..10 {
+        lab.put(1 + i % 3, &format!("/kept/{i}"), &format!("v{i}"));
+    }
+    lab.stop_all();
+    for h in [2, 3] {
+        lab.wipe(h);
+    }
+    lab.start(&[1, 2, 3]);
+    std::thread::sleep(Duration::from_secs(5));
+    let bin = common::bin();
+    let cfg = lab.config_path(1);
+    let t = Instant::now();
+    let out = lab.exec(
+        1,
+        Path::new(&bin),
+        &["recover", "--yes", "--config", cfg.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "recover: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.wait_voters(1, &[1, 2, 3], Duration::from_secs(60));
+    eprintln!(
+        "{}: recover by hand after a restart -> three healthy voters: {:?}",
+        version.as_str(),
+        t.elapsed()
+    );
+    for h in [1, 2, 3] {
+        assert_eq!(lab.get(h, "/kept/9").as_deref(), Some("v9"), "host {h}");
+    }
+    assert!(
+        !lab.log(1).contains("automatic recovery done"),
+        "heal.auto_recover = false, yet the agent recovered by itself"
+    );
+    lab.stop_all();
+}
+
+#[test]
+fn recover_by_hand_while_the_agent_waits_for_a_quorum_etcd_3_5() {
+    recover_by_hand_after_a_restart(235, Version::V3_5);
+}
+
 fn moved_aside(lab: &Lab, h: usize) -> Vec<String> {
     std::fs::read_dir(lab.host_dir(h))
         .unwrap()

@@ -172,12 +172,34 @@ pub(crate) async fn gather(
         .map(|m| m.client_urls.first().cloned().unwrap_or_default())
         .collect();
     let peer = ClientMaterial::peer_from_dir(&cfg.tls.dir)?;
-    let to_ask = super::recover::agents_of(
+    let mut to_ask = super::recover::agents_of(
         record
             .members
             .iter()
             .filter(|m| u64::from_str_radix(&m.id, 16).ok() != Some(my_id)),
         cfg.member.agent_port,
+    );
+    let beyond = match beyond_the_record(cfg, &record).await {
+        Ok(beyond) => beyond,
+        Err(why) => {
+            let wait = Decision::Wait(why);
+            return Ok(Evidence {
+                decision: if cfg.heal.auto_recover && cfg.heal.enabled {
+                    wait
+                } else {
+                    Decision::Off(Box::new(wait))
+                },
+                my_id,
+                cluster_id,
+                holds_data: false,
+                client_urls: vec![],
+            });
+        }
+    };
+    to_ask.extend(
+        beyond
+            .iter()
+            .filter_map(|(who, addr)| Some((who.clone(), who.clone(), (*addr)?))),
     );
     // The store is compared only where the first-boot path would restore from it.
     let store = match &cfg.backup {
@@ -193,30 +215,8 @@ pub(crate) async fn gather(
         .iter()
         .filter(|a| matches!(a, Answer::Cluster(v) if v.cluster_id == cluster_id && v.leader != 0))
         .count();
-    let mine = super::reporter(cfg)().await;
-    let members: Vec<MemberAnswer> = record
-        .members
-        .iter()
-        .map(|m| {
-            let id = u64::from_str_radix(&m.id, 16).unwrap_or_default();
-            let who = m.peer_urls.first().cloned().unwrap_or_default();
-            let answer = if id == my_id {
-                answer_of(
-                    &mine
-                        .as_ref()
-                        .map(Clone::clone)
-                        .map_err(|e| format!("{e:#}")),
-                )
-            } else {
-                agents
-                    .iter()
-                    .find(|a| a.peer_url == who)
-                    .map(|a| answer_of(&a.report))
-                    .unwrap_or(HoldingAnswer::Missing("no peer URL to ask it at".into()))
-            };
-            MemberAnswer { id, who, answer }
-        })
-        .collect();
+    let mine = super::reporter(cfg)().await.map_err(|e| format!("{e:#}"));
+    let members = member_answers(&record, my_id, &mine, &agents, &beyond);
     let decision = quorum_recovery::decide(&quorum_recovery::Inputs {
         cluster_name: &cfg.cluster.name,
         cluster_id,
@@ -243,6 +243,89 @@ pub(crate) async fn gather(
     })
 }
 
+/// Each member's answer: those of the recorded membership (this one's from its own report),
+/// then the peers beyond it (`beyond_the_record`), whose member ID is the one their agent reports.
+fn member_answers(
+    record: &Record,
+    my_id: u64,
+    mine: &Result<crate::decide::bootstrap::AgentReport, String>,
+    agents: &[crate::decide::bootstrap::AgentAnswer],
+    beyond: &[(String, Option<std::net::SocketAddr>)],
+) -> Vec<MemberAnswer> {
+    let asked = |who: &str| agents.iter().find(|a| a.peer_url == who);
+    let recorded = record.members.iter().map(|m| {
+        let id = u64::from_str_radix(&m.id, 16).unwrap_or_default();
+        let who = m.peer_urls.first().cloned().unwrap_or_default();
+        let answer = if id == my_id {
+            answer_of(mine)
+        } else {
+            asked(&who)
+                .map(|a| answer_of(&a.report))
+                .unwrap_or(HoldingAnswer::Missing("no peer URL to ask it at".into()))
+        };
+        MemberAnswer { id, who, answer }
+    });
+    let discovered =
+        beyond.iter().map(|(who, _)| {
+            let answer = asked(who).map(|a| answer_of(&a.report)).unwrap_or(HoldingAnswer::Missing(
+            "listed by discovery, not in the recorded membership, and its name does not resolve"
+                .into(),
+        ));
+            let id = asked(who)
+                .and_then(|a| a.report.as_ref().ok())
+                .and_then(|r| r.held.member_id)
+                .unwrap_or(0);
+            MemberAnswer {
+                id,
+                who: who.clone(),
+                answer,
+            }
+        });
+    recorded.chain(discovered).collect()
+}
+
+/// The peers discovery lists that the recorded membership does not (as agents to ask). The
+/// record can lag behind etcd's membership (a member added within a heal tick before everything
+/// stopped): such a peer must answer too, and one holding data of this cluster counts as a
+/// member. Each with the address of its agent, `None` when its name does not resolve (then it
+/// counts as not answering). `Err`: discovery failed, which is a reason to wait.
+async fn beyond_the_record(
+    cfg: &crate::config::Config,
+    record: &Record,
+) -> Result<Vec<(String, Option<std::net::SocketAddr>)>, String> {
+    let sources = crate::discovery::sources(cfg).map_err(|e| format!("{e:#}"))?;
+    let found = crate::discovery::read_all(&sources).await.map_err(|e| {
+        format!(
+            "discovery failed ({e:#}): peers beyond the recorded membership cannot be ruled out"
+        )
+    })?;
+    Ok(found
+        .peers
+        .iter()
+        .filter(|p| {
+            // The same peer, whether the record names it by address or by name.
+            let url = p.peer_url.to_string();
+            !record.members.iter().any(|m| {
+                m.peer_urls.iter().any(|u| {
+                    *u == url
+                        || crate::model::url::EtcdUrl::parse(u)
+                            .ok()
+                            .and_then(|u| u.ip())
+                            .is_some_and(|ip| p.ips.contains(&ip))
+                })
+            })
+        })
+        .map(|p| {
+            let addr = p
+                .ips
+                .first()
+                .map(|ip| std::net::SocketAddr::new(*ip, cfg.member.agent_port));
+            (p.peer_url.to_string(), addr)
+        })
+        .chain(found.unresolved.iter().map(|name| (name.clone(), None)))
+        .collect())
+}
+
 /// What the caller does after a tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AutoStep {
@@ -251,6 +334,8 @@ pub(crate) enum AutoStep {
     /// This member's data is not that copy and the recovered member answers without it: move
     /// the data aside (the reason) and join.
     MoveAside(String),
+    /// `etcd-bootstrap recover` was run on this node by hand: `Agent::answer_recover_request`.
+    AnswerRecoverRequest,
 }
 
 impl Agent<'_> {

@@ -35,6 +35,14 @@ pub(crate) fn request_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{}.recover", data_dir.display()))
 }
 
+/// Whether `recover` left a request that no agent has answered yet.
+pub(crate) fn pending_request(data_dir: &std::path::Path) -> bool {
+    std::fs::read(request_path(data_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Request>(&b).ok())
+        .is_some_and(|r| r.state == "requested")
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct Request {
     pub requested: String,
@@ -43,7 +51,8 @@ pub(crate) struct Request {
 }
 
 impl Agent<'_> {
-    /// The heal loop found a `recover` request: carry it out and write the outcome into it.
+    /// The heal loop, or a member waiting for a quorum in `converge`, found a `recover`
+    /// request: carry it out and write the outcome into it.
     pub(crate) async fn answer_recover_request(&self, material: &ClientMaterial) {
         let path = request_path(&self.cfg.member.data_dir);
         let Some(mut request) = std::fs::read(&path)

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 const NO_QUORUM_HINT: &str = "etcd serves clients only once it has joined through raft, which needs a quorum of its members: start the members that are down, see `etcd-bootstrap status` and etcd's log";
 
 /// How often a member that is coming up is checked for having been removed.
-const REMOVED_CHECK: Duration = Duration::from_secs(2);
+const REMOVED_CHECK: Duration = Duration::from_secs(1);
 
 /// The identity record a decision rests on. A record that is absent is "no record" (a new node,
 /// or one an older version wrote): the default. One that exists but cannot be read (I/O error,
@@ -85,6 +85,11 @@ impl Agent<'_> {
                 let mut auto = super::auto_recover::AutoRecovery::default();
                 loop {
                     tokio::time::sleep(REMOVED_CHECK).await;
+                    // `recover` run by hand while this member waits for a quorum (after a
+                    // restart, the heal loop has not begun): carried out here.
+                    if super::recover::pending_request(&cfg.member.data_dir) {
+                        return AutoStep::AnswerRecoverRequest;
+                    }
                     if !progress::local_without_leader(cfg.member.metrics_port).await
                         && client::check_health(&local_endpoint(cfg), &material)
                             .await
@@ -121,6 +126,9 @@ impl Agent<'_> {
                     // Outside the select: `ready` would take the one-off etcd's health for
                     // the member's. Then the member starts again from its (recovered) data.
                     self.auto_recover_here(&material, &decision).await;
+                }
+                AutoStep::AnswerRecoverRequest => {
+                    self.answer_recover_request(&material).await;
                 }
                 AutoStep::MoveAside(reason) => {
                     tracing::warn!(%reason, round, "the member being started is no longer part of the cluster; moving its data aside and joining again");

@@ -88,7 +88,8 @@ impl Agent<'_> {
                 mem.state = State::Rejoining;
                 return Ok(());
             }
-            None => {}
+            // The heal tick answers a `recover` request itself, at its start.
+            Some(AutoStep::AnswerRecoverRequest) | None => {}
         }
         if mem
             .last_quorum_report
