@@ -285,9 +285,21 @@ interval = "2s"
         format!("https://{}:2379", self.ip(host))
     }
 
-    /// `etcdctl put` through host `host`, which must succeed.
+    /// `etcdctl put` through host `host`, which must succeed. A write that etcd drops while
+    /// leadership moves (an agent's defrag or rollout moves it; etcdctl does not retry "raft
+    /// proposal dropped") is written again, at most 5 times: these are the tests' setup
+    /// writes, not what they measure.
     pub fn put(&self, host: usize, key: &str, value: &str) {
-        let out = self.etcdctl(host, &self.client_url(host), &["put", key, value]);
+        let mut out = self.etcdctl(host, &self.client_url(host), &["put", key, value]);
+        for _ in 0..5 {
+            if out.status.success()
+                || !String::from_utf8_lossy(&out.stderr).contains("raft proposal dropped")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            out = self.etcdctl(host, &self.client_url(host), &["put", key, value]);
+        }
         assert!(
             out.status.success(),
             "put: {}",
