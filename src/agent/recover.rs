@@ -35,12 +35,17 @@ pub(crate) fn request_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{}.recover", data_dir.display()))
 }
 
-/// Whether `recover` left a request that no agent has answered yet.
-pub(crate) fn pending_request(data_dir: &std::path::Path) -> bool {
+/// The request `recover` left that no agent has answered yet, if any.
+fn read_pending(data_dir: &std::path::Path) -> Option<Request> {
     std::fs::read(request_path(data_dir))
         .ok()
         .and_then(|b| serde_json::from_slice::<Request>(&b).ok())
-        .is_some_and(|r| r.state == "requested")
+        .filter(|r| r.state == "requested")
+}
+
+/// Whether `recover` left a request that no agent has answered yet.
+pub(crate) fn pending_request(data_dir: &std::path::Path) -> bool {
+    read_pending(data_dir).is_some()
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -55,11 +60,7 @@ impl Agent<'_> {
     /// request: carry it out and write the outcome into it.
     pub(crate) async fn answer_recover_request(&self, material: &ClientMaterial) {
         let path = request_path(&self.cfg.member.data_dir);
-        let Some(mut request) = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Request>(&b).ok())
-            .filter(|r| r.state == "requested")
-        else {
+        let Some(mut request) = read_pending(&self.cfg.member.data_dir) else {
             return;
         };
         tracing::warn!(requested = %request.requested, "`etcd-bootstrap recover` asks this agent to recover the cluster");
