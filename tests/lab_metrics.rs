@@ -50,6 +50,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("etcd_bootstrap_discovery_peers", "gauge"),
     ("etcd_bootstrap_discovery_reads", "counter"),
     ("etcd_bootstrap_auto_recoveries", "counter"),
+    ("etcd_bootstrap_rollout_halted", "gauge"),
 ];
 
 /// One scrape of `url` from inside host `from`.

@@ -166,19 +166,98 @@ fn a_flags_change_reloaded_everywhere_at_once_is_rolled_leader_last_3_4() {
 }
 
 fn rolled_leader_last(id: u8, version: Version) {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let _g = serial();
     let mut lab = Lab::three(id, version, 3);
-    let started = Instant::now();
-    let leader = leader_host(&lab);
-    let before = pids(&lab);
     let flag = "ETCD_SNAPSHOT_COUNT=20000";
+    roll_under_writer(
+        &mut lab,
+        &|lab, h| {
+            let p = lab.config_path(h);
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, text + "\n[etcd.flags]\nsnapshot-count = 20000\n").unwrap();
+        },
+        &|pid| environ_has(pid, flag),
+    );
+    lab.stop_all();
+}
+
+/// The etcd binary process `pid` runs.
+fn exe(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// The cluster version as member `h`'s etcd reports it on its metrics listener
+/// (`etcd_cluster_version{cluster_version="3.5"} 1`).
+fn cluster_version(lab: &Lab, h: usize) -> Option<String> {
+    let script = "import urllib.request,sys\nprint(urllib.request.urlopen('http://127.0.0.1:2381/metrics',timeout=5).read().decode())";
+    let out = lab.exec(h, &common::S3::python(), &["-c", script]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.starts_with("etcd_cluster_version{") && l.trim_end().ends_with(" 1"))
+        .and_then(|l| l.split('"').nth(1).map(str::to_string))
+}
+
+/// etcd 3.4.23 -> 3.5.30 on a running fleet, the way a fleet changes it: every member's
+/// `etcd.binary` changed and every agent reloaded at the same instant, under a writer through
+/// all three client endpoints. The release step (3.4 -> 3.5, one minor up) is allowed, each
+/// member's new etcd passes its trial start, the members restart one at a time, the leader last,
+/// no write fails, and the cluster's version is 3.5 at the end.
+#[test]
+fn a_3_4_fleet_reloaded_onto_3_5_is_upgraded_one_member_at_a_time_leader_last() {
+    let _g = serial();
+    let mut lab = Lab::three(240, Version::V3_4, 3);
+    assert_eq!(cluster_version(&lab, 1).as_deref(), Some("3.4"));
+    let (old, new) = (
+        Version::V3_4.dir().join("etcd"),
+        Version::V3_5.dir().join("etcd"),
+    );
+    let (old_s, new_s) = (old.display().to_string(), new.display().to_string());
+    roll_under_writer(
+        &mut lab,
+        &|lab, h| {
+            lab.edit_config(
+                h,
+                &format!("binary = \"{old_s}\""),
+                &format!("binary = \"{new_s}\""),
+            )
+        },
+        &|pid| exe(pid).is_some_and(|e| e == new),
+    );
+    for h in 1..=3 {
+        let log = lab.log(h);
+        assert!(
+            log.contains("passed its trial start"),
+            "host {h}: no trial start logged"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster_version(&lab, 1).as_deref() != Some("3.5") {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster version is not 3.5 within 30 s of the last restart: {:?}",
+            cluster_version(&lab, 1)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    lab.stop_all();
+}
+
+/// The rollout of one change, under a writer through all three client endpoints: `change`
+/// edits host h's configuration, then every agent is reloaded at the same instant; `done`
+/// tells, from its PID, an etcd that runs the change. Asserts no failed write, at least two of
+/// three members healthy at every 0.5 s sample, every etcd restarted once and the leader last.
+fn roll_under_writer(lab: &mut Lab, change: &dyn Fn(&Lab, usize), done: &dyn Fn(u32) -> bool) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let version = lab.version;
+    let started = Instant::now();
+    let leader = leader_host(lab);
+    let before = pids(lab);
     let stop = AtomicBool::new(false);
     let (writes, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let mut errors = vec![];
     let mut samples: Vec<(usize, Vec<Option<u32>>)> = vec![];
+    let lab: &Lab = lab;
     std::thread::scope(|s| {
-        let lab = &lab;
         let writer = s.spawn(|| {
             let mut errors = vec![];
             let mut i = 0u64;
@@ -225,19 +304,17 @@ fn rolled_leader_last(id: u8, version: Version) {
         });
         std::thread::sleep(Duration::from_secs(2));
         for h in 1..=3 {
-            let p = lab.config_path(h);
-            let text = std::fs::read_to_string(&p).unwrap();
-            std::fs::write(&p, text + "\n[etcd.flags]\nsnapshot-count = 20000\n").unwrap();
+            change(lab, h);
         }
         for h in 1..=3 {
             reload(lab, h);
         }
-        let deadline = Instant::now() + Duration::from_secs(75);
-        while !(1..=3).all(|h| lab.etcd_pid(h).is_some_and(|p| environ_has(p, flag))) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !(1..=3).all(|h| lab.etcd_pid(h).is_some_and(done)) {
             if Instant::now() > deadline {
                 stop.store(true, Ordering::Relaxed);
                 lab.dump_logs();
-                panic!("not every etcd runs with {flag} within 75 s");
+                panic!("not every etcd runs the change within 90 s");
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -291,11 +368,171 @@ fn rolled_leader_last(id: u8, version: Version) {
     );
     for h in 1..=3 {
         let pid = lab.etcd_pid(h).unwrap();
-        assert!(environ_has(pid, flag), "host {h}");
+        assert!(done(pid), "host {h}");
     }
     // Afterwards the agents are at rest: nothing restarts again.
-    let after = pids(&lab);
+    let after = pids(lab);
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(pids(&lab), after, "etcd restarted again after the rollout");
+    assert_eq!(pids(lab), after, "etcd restarted again after the rollout");
+}
+
+/// An executable script at `path`.
+fn script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Releases that cannot run, rolled the way a fleet changes (every config, every agent
+/// reloaded at once):
+/// 1. one that answers `etcd --version` but never starts: the first member's trial start
+///    catches it, no etcd is touched, and the rollout halts (`doctor` exits 1 naming it);
+/// 2. one that starts on an empty data dir but not on a member's data (as a release with an
+///    incompatible data format): it passes the trial, one member tries it, is not healthy within
+///    `upgrade.member_timeout`, is put back on its previous etcd, the rollout halts, the other
+///    members are never touched, and no key is lost;
+/// 3. the configuration put back as it was: the halt is lifted, nothing restarts.
+#[test]
+fn a_release_that_cannot_run_is_tried_by_one_member_at_most_put_back_and_halted_3_5() {
+    let _g = serial();
+    let mut lab = Lab::three(241, Version::V3_5, 3);
+    for h in 1..=3 {
+        lab.edit_config(
+            h,
+            "[heal]\n",
+            "[upgrade]\nmember_timeout = \"20s\"\n\n[heal]\n",
+        );
+        reload(&lab, h);
+        wait_log(
+            &lab,
+            h,
+            "configuration reloaded",
+            0,
+            Duration::from_secs(10),
+        );
+    }
+    for i in 0..20 {
+        lab.put(1, &format!("before/{i}"), "v");
+    }
+    let real = Version::V3_5.dir().join("etcd");
+    let real_s = real.display().to_string();
+    let dead = lab.host_dir(1).join("etcd-dead");
+    script(
+        &dead,
+        &format!("#!/bin/sh\nif [ \"$1\" = --version ]; then exec {real_s} --version; fi\necho 'etcd-dead: this build cannot start' >&2\nexit 1\n"),
+    );
+    let picky = lab.host_dir(1).join("etcd-picky");
+    script(
+        &picky,
+        &format!("#!/bin/sh\nif [ -d \"$ETCD_DATA_DIR/member\" ]; then echo \"etcd-picky: cannot read the data in $ETCD_DATA_DIR\" >&2; exit 1; fi\nexec {real_s} \"$@\"\n"),
+    );
+    let roll = |lab: &Lab, from: &str, to: &str| {
+        for h in 1..=3 {
+            lab.edit_config(
+                h,
+                &format!("binary = \"{from}\""),
+                &format!("binary = \"{to}\""),
+            );
+        }
+        for h in 1..=3 {
+            reload(lab, h);
+        }
+    };
+    let halted_everywhere = |lab: &Lab, needle: &str, limit: Duration| {
+        let start = Instant::now();
+        loop {
+            let outs: Vec<(Option<i32>, String)> =
+                (1..=3).map(|h| command(lab, h, "doctor")).collect();
+            if outs.iter().all(|(code, out)| {
+                *code == Some(1)
+                    && out.contains("FAIL rollout: rollout halted")
+                    && out.contains(needle)
+            }) {
+                return outs;
+            }
+            if start.elapsed() > limit {
+                lab.dump_logs();
+                panic!("the rollout did not halt on every member within {limit:?}: {outs:?}");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    };
+
+    // 1. Never starts: caught by the trial start, nothing touched.
+    let before = pids(&lab);
+    roll(&lab, &real_s, &dead.display().to_string());
+    let outs = halted_everywhere(&lab, "this build cannot start", Duration::from_secs(60));
+    assert!(outs[0].1.contains("trial start"), "{}", outs[0].1);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        pids(&lab),
+        before,
+        "an etcd was restarted for a release that failed its trial start"
+    );
+    lab.wait_healthy(3, Duration::from_secs(10));
+
+    // 2. Fails on a member's data: one member tries it and is put back; the others untouched.
+    roll(
+        &lab,
+        &dead.display().to_string(),
+        &picky.display().to_string(),
+    );
+    let outs = halted_everywhere(
+        &lab,
+        "not healthy and caught up within upgrade.member_timeout",
+        Duration::from_secs(120),
+    );
+    eprintln!("doctor on host 1 after the halt:\n{}", outs[0].1);
+    lab.wait_healthy(3, Duration::from_secs(60));
+    let after = pids(&lab);
+    let changed: Vec<usize> = (1..=3).filter(|h| after[h - 1] != before[h - 1]).collect();
+    assert_eq!(
+        changed.len(),
+        1,
+        "exactly one member tried the release: {before:?} -> {after:?}"
+    );
+    for h in 1..=3 {
+        let pid = lab.etcd_pid(h).unwrap();
+        assert_eq!(
+            exe(pid),
+            Some(real.clone()),
+            "host {h} runs its previous etcd"
+        );
+    }
+    let tried = changed[0];
+    assert!(
+        lab.log(tried).contains("put back on what it ran before"),
+        "host {tried}"
+    );
+    let (code, out) = command(&lab, tried, "status");
+    assert!(out.contains("rollout halted: member"), "{code:?} {out}");
+    for i in 0..20 {
+        assert_eq!(
+            lab.get(2, &format!("before/{i}")).as_deref(),
+            Some("v"),
+            "before/{i}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(pids(&lab), after, "a halted rollout restarted another etcd");
+
+    // 3. The configuration as it was: the halt is lifted, and nothing needs a restart.
+    roll(&lab, &picky.display().to_string(), &real_s);
+    let start = Instant::now();
+    while !(1..=3).all(|h| command(&lab, h, "doctor").0 == Some(0)) {
+        if start.elapsed() > Duration::from_secs(30) {
+            lab.dump_logs();
+            panic!(
+                "the halt was not lifted within 30 s: {:?}",
+                command(&lab, 1, "doctor")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(
+        pids(&lab),
+        after,
+        "putting the configuration back restarted an etcd"
+    );
     lab.stop_all();
 }

@@ -139,6 +139,7 @@ struct Metrics {
     discovery_reads: Family<Label<&'static str>, Counter>,
     auto_recoveries: Family<Label<&'static str>, Counter>,
     auto_recovery_lost: Unknown,
+    rollout_halted: Gauge,
     cert_expiry: Family<Label<String>, Gauge>,
     /// Held while `member_state`'s three series change together, while the certificate series
     /// are replaced and while the registry is rendered: a scrape never sees either half-way.
@@ -173,6 +174,7 @@ impl Metrics {
             discovery_reads: Default::default(),
             auto_recoveries: Default::default(),
             auto_recovery_lost: Default::default(),
+            rollout_halted: Default::default(),
             cert_expiry: Default::default(),
             consistent: Mutex::new(()),
         };
@@ -265,6 +267,11 @@ impl Metrics {
             "Bytes given back by defragmentation, by member",
             Unit::Bytes,
             self.defrag_reclaimed.clone(),
+        );
+        self.registry.register(
+            "rollout_halted",
+            "1 while the rollout of this member's configuration change is halted cluster-wide (a member was not healthy on the new etcd and was put back; `doctor` names it), else 0",
+            self.rollout_halted.clone(),
         );
     }
 
@@ -437,6 +444,11 @@ pub(crate) fn heal_action(action: HealAction) {
 /// the epoch and its stored size. An older one than already known changes nothing.
 pub(crate) fn snapshot_stored(unix_time: i64, bytes: u64) {
     metrics().snapshot_stored(unix_time, bytes);
+}
+
+/// Whether the rollout of this member's configuration change is halted cluster-wide.
+pub(crate) fn rollout_halted(halted: bool) {
+    metrics().rollout_halted.set(halted as i64);
 }
 
 /// How many untrusted objects the last listing of the store found.
@@ -631,7 +643,7 @@ mod tests {
             .map(|(_, v)| *v)
     }
 
-    const FAMILIES: [(&str, &str); 21] = [
+    const FAMILIES: [(&str, &str); 22] = [
         (
             "etcd_bootstrap_certificate_expiry_timestamp_seconds",
             "gauge",
@@ -661,6 +673,7 @@ mod tests {
         ("etcd_bootstrap_discovery_reads_total", "counter"),
         ("etcd_bootstrap_auto_recoveries_total", "counter"),
         ("etcd_bootstrap_auto_recovery_revisions_lost", "gauge"),
+        ("etcd_bootstrap_rollout_halted", "gauge"),
         // Not a family: makes the count a compile-time check of this list's length.
         ("", ""),
     ];
@@ -732,6 +745,7 @@ mod tests {
                 "etcd_bootstrap_discovery_reads_total",
                 "etcd_bootstrap_heal_actions_total",
                 "etcd_bootstrap_member_state",
+                "etcd_bootstrap_rollout_halted",
                 "etcd_bootstrap_snapshot_failures_total",
             ]
         );
@@ -878,6 +892,7 @@ mod tests {
             raft_term: 2,
             revision: 5,
             errors: vec![],
+            version: "3.5.30".into(),
         }));
         let f = parse(&m.render(&[]));
         let states: Vec<f64> = ["voter", "learner", "down"]

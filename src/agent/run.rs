@@ -112,6 +112,17 @@ pub(crate) async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Resul
 /// etcd binary there (unless the image brings it); not a node that left; `/metrics` served (the
 /// member's state is visible while it comes up); a warning for unencrypted snapshots.
 async fn before_start(cfg: &Config) -> Result<()> {
+    if crate::etcd::install::another_release_configured(cfg) {
+        // etcd may run the installed release: a new one is installed by the rollout, under its
+        // lock, one member at a time (`agent::rollout`), never at an agent's start.
+        tracing::info!(url = cfg.etcd.download_url.as_deref().unwrap_or(""), "etcd.download_url names another release than the one installed: it is installed and rolled one member at a time");
+    } else {
+        install_now(cfg).await?;
+    }
+    before_start_checks(cfg).await
+}
+
+async fn install_now(cfg: &Config) -> Result<()> {
     match crate::etcd::install::ensure(cfg).await? {
         crate::etcd::install::Outcome::NotConfigured => {}
         crate::etcd::install::Outcome::AlreadyInstalled(why) => {
@@ -122,6 +133,10 @@ async fn before_start(cfg: &Config) -> Result<()> {
             "installed etcd"
         ),
     }
+    Ok(())
+}
+
+async fn before_start_checks(cfg: &Config) -> Result<()> {
     // With an image, etcd is in the image; etcd.binary (and the snapshot tools beside it) on the
     // host are needed only to verify and restore snapshots, which say so themselves.
     if !cfg.etcd.service_manager.runs_image() && !cfg.etcd.binary.is_file() {

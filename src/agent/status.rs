@@ -38,6 +38,10 @@ pub(crate) struct Status {
     /// Why the running agent refused the configuration it was last asked to reload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_rejected: Option<String>,
+    /// The rollout of this member's configuration change, halted cluster-wide: who failed, on
+    /// which release, why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_halted: Option<String>,
     /// The newest verified snapshot in the store of `[backup]`, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_snapshot: Option<LastSnapshot>,
@@ -151,6 +155,7 @@ pub(crate) async fn collect(cfg: &Config, endpoints: &[String]) -> Result<Status
             .filter(|p| p.exists())
             .map(|p| p.display().to_string()),
         config_rejected: crate::etcd::datadir::config_rejected(&cfg.member.data_dir),
+        rollout_halted: crate::etcd::datadir::rollout_halted(&cfg.member.data_dir),
         last_snapshot: last_snapshot(cfg, &store).await,
         quorum_lost: quorum_lost.as_ref().map(|q| q.to_string()),
         auto_recovery: match quorum_lost {

@@ -92,6 +92,9 @@ fn notes(s: &Status) -> String {
             "config rejected: {why} (the agent runs on the configuration it last accepted)\n"
         ));
     }
+    if let Some(h) = &s.rollout_halted {
+        out.push_str(&format!("{h}\n"));
+    }
     if let Some(p) = &s.paused_by {
         out.push_str(&format!(
             "heal loop PAUSED by {p}: no member is added, removed or moved until it is deleted\n"

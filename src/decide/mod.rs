@@ -19,5 +19,6 @@ pub(crate) mod quorum_recovery;
 pub(crate) mod recover;
 pub(crate) mod removed;
 pub(crate) mod restore;
+pub(crate) mod version_step;
 
 pub(crate) use restore::Snapshots;

@@ -148,6 +148,8 @@ pub(crate) struct Whoami {
     pub revision: i64,
     /// "etcdserver: no leader", alarms, ...
     pub errors: Vec<String>,
+    /// The release it runs ("3.5.30").
+    pub version: String,
 }
 
 /// Whether member `member_id`, which reports `leader` as its leader, leads its cluster: the one
@@ -178,6 +180,7 @@ pub(crate) async fn who_is(endpoint: &str, tls: &ClientMaterial) -> Result<(Clie
         raft_term: status.raft_term(),
         revision: header.revision(),
         errors: status.errors().to_vec(),
+        version: status.version().to_string(),
     };
     Ok((client, me))
 }

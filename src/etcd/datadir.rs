@@ -40,6 +40,20 @@ pub(crate) fn config_rejected(data_dir: &Path) -> Option<String> {
     Some(line)
 }
 
+/// Why a rollout of this member's change halted cluster-wide (a member was not healthy on the
+/// new etcd and was put back), one line, while it stands: `status`, `doctor` and `/metrics`
+/// show it; the agent removes it when the halt is lifted (a new change).
+pub(crate) fn rollout_halted_marker(data_dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.rollout-halted", data_dir.display()))
+}
+
+/// What `rollout_halted_marker` holds, if it exists (bounded read; one line).
+pub(crate) fn rollout_halted(data_dir: &Path) -> Option<String> {
+    let text =
+        crate::util::fs::read_bounded_text(&rollout_halted_marker(data_dir), 16 * 1024).ok()?;
+    Some(text.lines().next().unwrap_or("").trim().to_string())
+}
+
 /// The fingerprint of what etcd runs with (its files, binary, release, image: written when the
 /// agent starts or restarts it). A configuration whose fingerprint differs is rolled.
 pub(crate) fn applied_path(data_dir: &Path) -> PathBuf {

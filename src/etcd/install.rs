@@ -52,30 +52,46 @@ fn installed_version(binary: &Path) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-/// Install etcd when the configuration asks for it and it is not there yet.
+/// Why the configured release is the one installed (None: it is not, or none is configured).
+fn installed_why(cfg: &Config) -> Option<String> {
+    let (Some(url), Some(sum)) = (&cfg.etcd.download_url, &cfg.etcd.sha256) else {
+        return None;
+    };
+    let dir = &cfg.etcd.install_dir;
+    let etcd = dir.join("etcd");
+    if !etcd.is_file() {
+        return None;
+    }
+    if std::fs::read_to_string(marker(dir)).is_ok_and(|m| m.split_whitespace().next() == Some(sum))
+    {
+        return Some(format!("{} matches etcd.sha256", marker(dir).display()));
+    }
+    match (version_in_url(url), installed_version(&etcd)) {
+        (Some(want), Some(have)) if want == have => {
+            Some(format!("{} is version {have}", etcd.display()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `etcd.download_url` asks for another release than the one installed in
+/// `etcd.install_dir` (which etcd may be running): installing it is the rollout's to do, one
+/// member at a time.
+pub(crate) fn another_release_configured(cfg: &Config) -> bool {
+    cfg.etcd.download_url.is_some()
+        && cfg.etcd.install_dir.join("etcd").is_file()
+        && installed_why(cfg).is_none()
+}
+
+/// Install etcd when the configuration asks for it and it is not there yet. The binaries it
+/// replaces are kept beside them (`etcd.previous`, ...) for `put_back_previous`.
 pub(crate) async fn ensure(cfg: &Config) -> Result<Outcome> {
     let (Some(url), Some(sum)) = (&cfg.etcd.download_url, &cfg.etcd.sha256) else {
         return Ok(Outcome::NotConfigured);
     };
     let dir = &cfg.etcd.install_dir;
-    let etcd = dir.join("etcd");
-    if etcd.is_file() {
-        if std::fs::read_to_string(marker(dir))
-            .is_ok_and(|m| m.split_whitespace().next() == Some(sum))
-        {
-            return Ok(Outcome::AlreadyInstalled(format!(
-                "{} matches etcd.sha256",
-                marker(dir).display()
-            )));
-        }
-        if let (Some(want), Some(have)) = (version_in_url(url), installed_version(&etcd)) {
-            if want == have {
-                return Ok(Outcome::AlreadyInstalled(format!(
-                    "{} is version {have}",
-                    etcd.display()
-                )));
-            }
-        }
+    if let Some(why) = installed_why(cfg) {
+        return Ok(Outcome::AlreadyInstalled(why));
     }
     tracing::info!(%url, dir = %dir.display(), "installing etcd from its release tarball");
     let http = crate::util::http::client(cfg.tls.signer_ca.as_deref(), Duration::from_secs(300))?;
@@ -92,8 +108,58 @@ pub(crate) async fn ensure(cfg: &Config) -> Result<Outcome> {
         .into());
     }
     let installed = unpack(&tarball, dir).with_context(|| format!("unpacking {url}"))?;
+    keep_previous(&marker(dir))?;
     fs::write_atomic(&marker(dir), format!("{sum} {url}\n").as_bytes(), 0o644)?;
     Ok(Outcome::Installed(installed))
+}
+
+fn previous(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".previous");
+    path.with_file_name(name)
+}
+
+/// A second name for the file at `path` (`<path>.previous`, a hard link: the same bytes, no
+/// copy), made before it is replaced.
+fn keep_previous(path: &Path) -> Result<()> {
+    let prev = previous(path);
+    match std::fs::remove_file(&prev) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", prev.display())),
+    }
+    if path.exists() {
+        std::fs::hard_link(path, &prev)
+            .with_context(|| format!("keeping {} as {}", path.display(), prev.display()))?;
+    }
+    Ok(())
+}
+
+/// A rollback: the binaries (and the marker) the last install replaced back in place. False
+/// when there was nothing to put back.
+pub(crate) fn put_back_previous(cfg: &Config) -> Result<bool> {
+    let dir = &cfg.etcd.install_dir;
+    let mut any = false;
+    for path in BINARIES.iter().map(|b| dir.join(b)).chain([marker(dir)]) {
+        let prev = previous(&path);
+        if prev.exists() {
+            std::fs::rename(&prev, &path)
+                .with_context(|| format!("putting {} back", prev.display()))?;
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// The rollout of this member's release is over: the previous binaries are not needed.
+pub(crate) fn drop_previous(cfg: &Config) {
+    for path in BINARIES
+        .iter()
+        .map(|b| cfg.etcd.install_dir.join(b))
+        .chain([marker(&cfg.etcd.install_dir)])
+    {
+        let _ = std::fs::remove_file(previous(&path));
+    }
 }
 
 /// Write the release's binaries into `dir`: all of them read and checked first, then each
@@ -134,6 +200,7 @@ fn unpack(tarball: &[u8], dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for (name, data) in found {
         let path = dir.join(name);
+        keep_previous(&path)?;
         fs::write_atomic(&path, &data, 0o755)
             .with_context(|| format!("installing {}", path.display()))?;
         out.push(path);

@@ -9,5 +9,6 @@ pub(crate) mod maintenance;
 pub(crate) mod membership;
 pub(crate) mod progress;
 pub mod render;
+pub(crate) mod trial;
 pub(crate) mod user;
 pub(crate) mod version;

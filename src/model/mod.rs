@@ -3,6 +3,7 @@
 
 pub(crate) mod cluster;
 pub(crate) mod datadir;
+pub(crate) mod etcd_version;
 pub(crate) mod held;
 pub(crate) mod ids;
 pub(crate) mod local;

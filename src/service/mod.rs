@@ -306,7 +306,15 @@ mod tests {
         let (_d, cfg) = config("[etcd]\nservice_manager = \"process\"\n");
         let process = manager(&cfg).render(&spec).unwrap();
         assert_eq!(paths(&process), [("/etc/etcd/etcd.env".to_string(), 0o644)]);
-        assert_eq!(process[0].content, spec.env_text());
+        // The environment, and the binary it is run with (a rollback puts both back).
+        assert_eq!(
+            process[0].content,
+            format!("{}# etcd binary: /usr/bin/etcd\n", spec.env_text())
+        );
+        assert_eq!(
+            process::binary_in(&process[0].content),
+            Some(std::path::PathBuf::from("/usr/bin/etcd"))
+        );
     }
 
     /// The environment as flags: each `ETCD_X_Y=v` is `--x-y=v`, in the same order.

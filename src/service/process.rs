@@ -20,6 +20,17 @@ use tokio::task::JoinHandle;
 const STOP_GRACE: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The environment file's comment that names the binary (`render`).
+const BINARY_LINE: &str = "# etcd binary: ";
+
+/// The binary an environment file written by `render` names.
+pub(super) fn binary_in(env_text: &str) -> Option<PathBuf> {
+    env_text
+        .lines()
+        .find_map(|l| l.strip_prefix(BINARY_LINE))
+        .map(|p| PathBuf::from(p.trim_end()))
+}
+
 pub(crate) struct Process {
     binary: PathBuf,
     env_path: PathBuf,
@@ -124,8 +135,21 @@ impl ServiceManager for Process {
         format!("supervised process {}", self.binary.display())
     }
 
+    /// The environment file, with the binary it is run with in a comment: the file says all
+    /// that etcd runs with, so that putting back a previous file (a rollout's rollback) puts
+    /// back the previous binary too.
     fn render(&self, spec: &EtcdSpec) -> Result<Vec<Artifact>, ConfigError> {
-        Ok(vec![Artifact::new(&self.env_path, 0o644, spec.env_text())])
+        render::one_line(
+            "etcd.binary",
+            &self.binary.display().to_string(),
+            &self.env_path,
+        )?;
+        let text = format!(
+            "{}{BINARY_LINE}{}\n",
+            spec.env_text(),
+            self.binary.display()
+        );
+        Ok(vec![Artifact::new(&self.env_path, 0o644, text)])
     }
 
     fn start(&self, changed: bool) -> BoxFuture<'_, Result<()>> {
@@ -143,6 +167,7 @@ impl ServiceManager for Process {
             let text = std::fs::read_to_string(&self.env_path)
                 .with_context(|| format!("reading {}", self.env_path.display()))?;
             let env = render::parse_env(&text);
+            let binary = binary_in(&text).unwrap_or_else(|| self.binary.clone());
             let ids = self.owner.prepare()?;
             let mut task = self.task.lock().expect("poisoned");
             if task.as_ref().is_some_and(|t| !t.is_finished()) {
@@ -150,7 +175,7 @@ impl ServiceManager for Process {
             }
             self.stop_tx.send_replace(false);
             *task = Some(tokio::spawn(supervise(
-                self.binary.clone(),
+                binary,
                 env,
                 ids,
                 self.stop_tx.subscribe(),

@@ -696,10 +696,16 @@ interval = "2s"
         }
     }
 
+    /// The last 40 lines of each host's log (every line with `LAB_DUMP=1`).
     pub fn dump_logs(&self) {
+        let all = std::env::var("LAB_DUMP").is_ok_and(|v| v == "1");
         for h in 1..=self.hosts {
             let log = self.log(h);
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(if all { usize::MAX } else { 40 })
+                .collect();
             eprintln!("---- host {h} bootstrap.log (last 40 lines) ----");
             for l in tail.iter().rev() {
                 eprintln!("{l}");

@@ -115,6 +115,7 @@ pub(crate) async fn observe(cfg: &Config) -> Result<DoctorInput> {
             )
         }),
         config_rejected: crate::etcd::datadir::config_rejected(&cfg.member.data_dir),
+        rollout_halted: crate::etcd::datadir::rollout_halted(&cfg.member.data_dir),
     })
 }
 

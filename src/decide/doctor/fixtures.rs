@@ -140,6 +140,7 @@ pub(crate) fn healthy() -> DoctorInput {
         auto_recovery: None,
         last_auto_recovery: None,
         config_rejected: None,
+        rollout_halted: None,
     }
 }
 

@@ -110,6 +110,8 @@ pub(crate) struct DoctorInput {
     /// Why the running agent refused the configuration it was last asked to reload (it runs on
     /// the one before); `None` when the configuration in force was accepted.
     pub config_rejected: Option<String>,
+    /// The rollout of this member's configuration change, halted cluster-wide (one line).
+    pub rollout_halted: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +246,7 @@ pub(crate) fn check(o: &DoctorInput) -> Vec<Finding> {
     out.extend(clock(o));
     out.extend(snapshot(o));
     out.extend(config(o));
+    out.extend(rollout(o));
     out.extend(deltas(o));
     out
 }
@@ -257,6 +260,19 @@ pub(crate) fn config(o: &DoctorInput) -> Vec<Finding> {
             "config",
             format!("config rejected: {why}"),
             "the agent keeps running on the configuration it last accepted: correct the configuration (`etcd-bootstrap check-config`), then `systemctl reload etcd-bootstrap`",
+        )],
+    }
+}
+
+/// A rollout halted cluster-wide: one member failed on the new etcd and runs its previous one
+/// again; the others were not touched and will not be for this change.
+pub(crate) fn rollout(o: &DoctorInput) -> Vec<Finding> {
+    match &o.rollout_halted {
+        None => vec![Finding::ok("rollout", "no rollout is halted")],
+        Some(line) => vec![Finding::fail(
+            "rollout",
+            line.clone(),
+            "read that member's agent log (`journalctl -u etcd-bootstrap`) for why its etcd failed; fix the release, image or flags in the configuration, then `systemctl reload etcd-bootstrap` on every member: a new change lifts the halt and rolls again",
         )],
     }
 }
@@ -286,6 +302,22 @@ mod tests {
     }
 
     #[test]
+    fn a_halted_rollout_fails_and_names_the_member() {
+        let rows: Vec<Row> = vec![
+            ("rollout: none halted", |_| {}, None),
+            (
+                "rollout: halted",
+                |o| o.rollout_halted = Some("rollout halted: member m2 was not healthy on etcd 3.5.30".into()),
+                Some((
+                    "rollout halted: member m2 was not healthy on etcd 3.5.30",
+                    "read that member's agent log (`journalctl -u etcd-bootstrap`) for why its etcd failed; fix the release, image or flags in the configuration, then `systemctl reload etcd-bootstrap` on every member: a new change lifts the halt and rolls again".into(),
+                )),
+            ),
+        ];
+        run_table(rollout, rows);
+    }
+
+    #[test]
     fn a_healthy_cluster_is_all_ok_and_every_check_speaks() {
         let got = check(&healthy());
         assert!(got.iter().all(|f| f.ok), "{got:#?}");
@@ -304,6 +336,7 @@ mod tests {
                 "clock",
                 "snapshot",
                 "config",
+                "rollout",
                 "delta"
             ]
         );

@@ -8,15 +8,25 @@
 //! - the leader last: it waits while another member says its roll is pending, then hands its
 //!   leadership to a healthy voter (MoveLeader) before it stops, so that no election is lost;
 //! - and it keeps the lock until its etcd is healthy and caught up with the leader (raft index
-//!   within `CAUGHT_UP`), at most `upgrade.member_timeout`. A member that does not come back
-//!   keeps every other member from starting (they are not all healthy): the rollout stops there.
+//!   within `CAUGHT_UP`), at most `upgrade.member_timeout`.
+//!
+//! Before a member stops (`guard`): the release step must be one etcd allows from what every
+//! member runs, the new etcd passes a trial start, and with `[backup]` a verified snapshot is
+//! stored once per rollout. A member that is not healthy on the new etcd within the timeout is
+//! put back on its previous files and binaries, and the rollout halts cluster-wide (`halt`) until
+//! the configuration asks for another change.
+
+mod guard;
+pub(crate) mod halt;
 
 use super::{local_endpoint, Agent};
+use crate::decide::version_step;
 use crate::etcd::client::{self, Whoami};
 use crate::etcd::datadir;
 use crate::etcd::lock;
 use crate::etcd::membership;
 use crate::etcd::render::{self, ClusterState};
+use crate::etcd::version::EtcdVersion;
 use crate::tls::ClientMaterial;
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
@@ -33,6 +43,8 @@ const MOVE_LIMIT: Duration = Duration::from_secs(15);
 pub(crate) struct Rollout {
     /// Since when this member's roll has been pending.
     pending_since: Option<Instant>,
+    /// The fingerprint whose release step was refused (logged once).
+    refused: Option<String>,
 }
 
 fn base(cluster: &str) -> String {
@@ -58,6 +70,14 @@ impl Agent<'_> {
         let applied = datadir::read_applied(data_dir);
         let pending_key = format!("{}/pending/{:x}", base(&cfg.cluster.name), me.member_id);
         if applied.as_deref() == Some(desired.as_str()) {
+            if datadir::rollout_halted(data_dir).is_some() {
+                // This member showed a halt: its configuration no longer asks for that change
+                // (put back, or another one that is applied): lift it.
+                let mut c =
+                    client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT)
+                        .await?;
+                halt::in_force(&mut c, cfg).await?;
+            }
             if st.pending_since.take().is_some() {
                 let mut c =
                     client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT)
@@ -82,7 +102,9 @@ impl Agent<'_> {
             c.put(pending_key.as_str(), now_secs().to_string(), None),
         )
         .await?;
-        if me.is_learner {
+        // Before anything else: a halted rollout of this change waits for another change,
+        // whatever the members' health (the member that failed may still be coming back).
+        if halt::in_force(&mut c, cfg).await?.is_some() || me.is_learner {
             return Ok(());
         }
         let members = membership::list(&mut c).await?;
@@ -103,6 +125,19 @@ impl Agent<'_> {
             tracing::info!(member = %format!("{id:x}"), error = %format!("{e:#}"), "etcd must be restarted for the configuration in force; waiting: not every member is healthy");
             return Ok(());
         }
+        let (step, to) = guard::step(cfg, &health);
+        if let version_step::Step::Refused { why, path } = &step {
+            let line = format!("etcd release change refused: {why}; allowed: {path}");
+            if st.refused.as_deref() != Some(desired.as_str()) {
+                tracing::error!(reason = %line, "etcd is not restarted for the configuration in force");
+                super::reload::note_rejected(cfg, &line);
+                st.refused = Some(desired.clone());
+            }
+            return Ok(());
+        }
+        if st.refused.take().is_some() {
+            super::reload::clear_rejected(cfg);
+        }
         if me.is_leader() && self.leader_waits(&mut c, &pending_key, since).await? {
             return Ok(());
         }
@@ -120,7 +155,9 @@ impl Agent<'_> {
         else {
             return Ok(());
         };
-        let result = self.restart_member(material, &urls, &desired).await;
+        let result = self
+            .restart_member(material, &mut c, &urls, &desired, to)
+            .await;
         if result.is_ok() {
             st.pending_since = None;
             let _ = client::bounded(
@@ -129,6 +166,7 @@ impl Agent<'_> {
                 c.delete(pending_key.as_str(), None),
             )
             .await;
+            self.end_when_none_pending(&mut c).await;
         }
         held.release().await;
         result
@@ -179,44 +217,100 @@ impl Agent<'_> {
         Ok(false)
     }
 
-    /// Under the lock: hand leadership over if this member has it, restart etcd with the files
-    /// of the configuration in force, and wait until it is healthy and caught up.
+    /// The last member of a rollout is done (no pending entry left): the next rollout takes
+    /// its own snapshot first.
+    async fn end_when_none_pending(&self, c: &mut etcd_client::Client) {
+        let prefix = format!("{}/pending/", base(&self.cfg.cluster.name));
+        let left = client::bounded(
+            "Range",
+            client::PROBE_TIMEOUT,
+            c.get(
+                prefix.as_str(),
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_count_only(),
+                ),
+            ),
+        )
+        .await;
+        if left.is_ok_and(|r| r.count() == 0) {
+            tracing::info!("no member's roll is pending any more: the rollout is over");
+            let _ = guard::forget_snapshot(c, self.cfg).await;
+        }
+    }
+
+    /// Under the lock: the snapshot first, the new release installed and tried, leadership
+    /// handed over if this member has it, etcd restarted with the files of the configuration in
+    /// force; then it must be healthy and caught up, else it is put back and the rollout halts.
     async fn restart_member(
         &self,
         material: &ClientMaterial,
+        c: &mut etcd_client::Client,
         urls: &[(u64, String)],
         desired: &str,
+        to: Option<EtcdVersion>,
     ) -> Result<()> {
         let cfg = self.cfg;
         let local = local_endpoint(cfg);
         // Under the lock, again: the member that held it before may have just let it go.
         let me = client::check_health(&local, material).await?;
+        self.snapshot_first(c, &local).await?;
+        let member = super::converge::current_member(cfg)?;
+        let spec = render::spec(cfg, &member, &ClusterState::FromDisk)?;
+        let saved = halt::Saved::take(self.manager.as_ref(), &spec, cfg)?;
+        let version = to.map_or("unknown".to_string(), |v| v.to_string());
+        let halted = |reason: String| halt::Halted {
+            member: member.name.clone(),
+            version: version.clone(),
+            reason,
+            change: halt::change_id(cfg),
+            at: now_secs(),
+        };
+        let endpoints: Vec<String> = urls.iter().map(|(_, u)| u.clone()).collect();
+        if let Err(e) = self.install_and_try(&spec).await {
+            saved.put_back(cfg)?;
+            let h = halted(format!("{e:#}"));
+            halt::halt(&endpoints, material, &cfg.cluster.name, &h).await?;
+            bail!("{}", h.line());
+        }
         if me.is_leader() {
             self.hand_over_leadership(material, &me, urls).await?;
         }
         let started = Instant::now();
-        let member = super::converge::current_member(cfg)?;
-        let spec = render::spec(cfg, &member, &ClusterState::FromDisk)?;
-        tracing::info!(manager = %self.manager.describe(), "rolling the configuration in force: restarting this member's etcd (the rollout lock is held)");
+        tracing::info!(manager = %self.manager.describe(), release = %version, "rolling the configuration in force: restarting this member's etcd (the rollout lock is held)");
         self.manager.install(&spec)?;
         self.manager.start(true).await?;
         datadir::write_applied(&cfg.member.data_dir, desired)?;
-        let deadline = started + cfg.upgrade.member_timeout;
-        loop {
-            let last = match caught_up(&local, material, urls).await {
-                Ok(()) => break,
-                Err(e) => format!("{e:#}"),
-            };
-            if Instant::now() >= deadline {
-                bail!(
-                    "this member's etcd was not healthy and caught up within upgrade.member_timeout ({}) after its restart (last: {last}); the rollout stops here: no other member restarts while one is unhealthy",
-                    crate::util::time::format_duration(cfg.upgrade.member_timeout)
-                );
+        if let Err(last) = wait_caught_up(&local, material, urls, cfg.upgrade.member_timeout).await
+        {
+            let reason = format!(
+                "not healthy and caught up within upgrade.member_timeout ({}) after its restart (last: {last})",
+                crate::util::time::format_duration(cfg.upgrade.member_timeout)
+            );
+            tracing::error!(%reason, "this member's etcd is put back on what it ran before; the rollout halts cluster-wide");
+            saved.put_back(cfg)?;
+            self.manager.start(true).await?;
+            let h = halted(reason);
+            halt::halt(&endpoints, material, &cfg.cluster.name, &h).await?;
+            if let Err(e) = wait_caught_up(&local, material, urls, cfg.upgrade.member_timeout).await
+            {
+                tracing::error!(error = %e, "this member's etcd is not healthy on its previous files either");
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            bail!("{}", h.line());
         }
+        crate::etcd::install::drop_previous(cfg);
         tracing::info!(took = ?started.elapsed(), "etcd restarted with the configuration in force: healthy and caught up; the rollout lock passes on");
         Ok(())
+    }
+
+    /// The release `etcd.download_url` names installed (the binaries it replaces kept), and the
+    /// trial start of what etcd will run.
+    async fn install_and_try(&self, spec: &crate::etcd::render::EtcdSpec) -> Result<()> {
+        if crate::etcd::install::another_release_configured(self.cfg) {
+            crate::etcd::install::ensure(self.cfg).await?;
+        }
+        self.trial_start(spec).await
     }
 
     /// MoveLeader to the healthy voter furthest ahead, and wait until it leads.
@@ -258,6 +352,26 @@ impl Agent<'_> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// Wait until `caught_up`, at most `limit`: the last reason it was not, else.
+async fn wait_caught_up(
+    local: &str,
+    material: &ClientMaterial,
+    urls: &[(u64, String)],
+    limit: Duration,
+) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match caught_up(local, material, urls).await {
+            Ok(()) => return Ok(()),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
