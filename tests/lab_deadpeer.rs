@@ -97,6 +97,13 @@ fn dead_voter_is_removed_to_make_room_for_a_joiner_etcd_3_4() {
 /// cluster, with every key written along the way. The joiner that waits on the dead member says
 /// which member blocks it and the command that unblocks it.
 fn rolling_replacement(id: u8, version: Version) {
+    rolling_replacement_onto(id, version, version);
+}
+
+/// `rolling_replacement` where the new VMs run `new_version` (an immutable fleet's upgrade: the
+/// new image has the newer etcd): each joins the older cluster, and the cluster ends on the new
+/// release, its cluster version too.
+fn rolling_replacement_onto(id: u8, version: Version, new_version: Version) {
     let _g = serial();
     let mut lab = Lab::up(
         id,
@@ -109,6 +116,14 @@ fn rolling_replacement(id: u8, version: Version) {
     );
     lab.configure_srv(3);
     heal_setting(&lab, 1..=6, "remove_dead_after = \"20s\"");
+    for h in 4..=6 {
+        let (from, to) = (version.dir().join("etcd"), new_version.dir().join("etcd"));
+        lab.edit_config(
+            h,
+            &format!("binary = \"{}\"", from.display()),
+            &format!("binary = \"{}\"", to.display()),
+        );
+    }
     lab.start(&[1, 2, 3]);
     lab.wait_voters(1, &[1, 2, 3], WITHIN);
     let cluster_id = lab.member_list(1).unwrap()["header"]["cluster_id"].clone();
@@ -166,6 +181,28 @@ fn rolling_replacement(id: u8, version: Version) {
             );
         }
     }
+    if new_version != version {
+        for h in 4..=6 {
+            let pid = lab.etcd_pid(h).expect("etcd runs");
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+            assert_eq!(exe, new_version.dir().join("etcd"), "host {h}");
+        }
+        let want = &new_version.as_str()[..3];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lab.cluster_version(6).as_deref() != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "cluster version {:?}, not {want}, 30 s after the last replacement",
+                lab.cluster_version(6)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!(
+            "{} -> {}: cluster version {want}",
+            version.as_str(),
+            new_version.as_str()
+        );
+    }
     if version == Version::V3_4 {
         // etcd 3.4 refuses the add while the dead voter is listed: the joiner said who blocks it.
         let joiners: String = (4..=6).map(|h| lab.log(h)).collect();
@@ -185,4 +222,11 @@ fn rolling_replacement_three_rounds_etcd_3_4() {
 #[test]
 fn rolling_replacement_three_rounds_etcd_3_5() {
     rolling_replacement(86, Version::V3_5);
+}
+
+/// The immutable fleet's upgrade (issue 23): 3 members of etcd 3.4.23 replaced one at a time by
+/// VMs with etcd 3.5.30, under the same rules.
+#[test]
+fn rolling_replacement_onto_newer_vms_upgrades_etcd_3_4_to_3_5() {
+    rolling_replacement_onto(242, Version::V3_4, Version::V3_5);
 }

@@ -186,17 +186,6 @@ fn exe(pid: u32) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
-/// The cluster version as member `h`'s etcd reports it on its metrics listener
-/// (`etcd_cluster_version{cluster_version="3.5"} 1`).
-fn cluster_version(lab: &Lab, h: usize) -> Option<String> {
-    let script = "import urllib.request,sys\nprint(urllib.request.urlopen('http://127.0.0.1:2381/metrics',timeout=5).read().decode())";
-    let out = lab.exec(h, &common::S3::python(), &["-c", script]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines()
-        .find(|l| l.starts_with("etcd_cluster_version{") && l.trim_end().ends_with(" 1"))
-        .and_then(|l| l.split('"').nth(1).map(str::to_string))
-}
-
 /// etcd 3.4.23 -> 3.5.30 on a running fleet, the way a fleet changes it: every member's
 /// `etcd.binary` changed and every agent reloaded at the same instant, under a writer through
 /// all three client endpoints. The release step (3.4 -> 3.5, one minor up) is allowed, each
@@ -206,7 +195,7 @@ fn cluster_version(lab: &Lab, h: usize) -> Option<String> {
 fn a_3_4_fleet_reloaded_onto_3_5_is_upgraded_one_member_at_a_time_leader_last() {
     let _g = serial();
     let mut lab = Lab::three(240, Version::V3_4, 3);
-    assert_eq!(cluster_version(&lab, 1).as_deref(), Some("3.4"));
+    assert_eq!(lab.cluster_version(1).as_deref(), Some("3.4"));
     let (old, new) = (
         Version::V3_4.dir().join("etcd"),
         Version::V3_5.dir().join("etcd"),
@@ -231,11 +220,11 @@ fn a_3_4_fleet_reloaded_onto_3_5_is_upgraded_one_member_at_a_time_leader_last() 
         );
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while cluster_version(&lab, 1).as_deref() != Some("3.5") {
+    while lab.cluster_version(1).as_deref() != Some("3.5") {
         assert!(
             Instant::now() < deadline,
             "the cluster version is not 3.5 within 30 s of the last restart: {:?}",
-            cluster_version(&lab, 1)
+            lab.cluster_version(1)
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -534,5 +523,70 @@ fn a_release_that_cannot_run_is_tried_by_one_member_at_most_put_back_and_halted_
         after,
         "putting the configuration back restarted an etcd"
     );
+    lab.stop_all();
+}
+
+/// The agent that holds the rollout lock is killed (SIGKILL) in the middle of its member's
+/// restart, and started again, as systemd's `Restart=always` would: the rollout finishes (its
+/// lock's lease expires, the others go on), every etcd ends on the change, every member is
+/// healthy and no key is lost.
+#[test]
+fn the_rollout_finishes_when_the_lock_holder_is_killed_mid_restart_3_5() {
+    let _g = serial();
+    let mut lab = Lab::three(243, Version::V3_5, 3);
+    for i in 0..20 {
+        lab.put(1, &format!("before/{i}"), "v");
+    }
+    let flag = "ETCD_SNAPSHOT_COUNT=20000";
+    for h in 1..=3 {
+        let p = lab.config_path(h);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text + "\n[etcd.flags]\nsnapshot-count = 20000\n").unwrap();
+    }
+    for h in 1..=3 {
+        reload(&lab, h);
+    }
+    let needle = "restarting this member's etcd (the rollout lock is held)";
+    let start = Instant::now();
+    let holder = loop {
+        if let Some(h) = (1..=3).find(|h| lab.log(*h).contains(needle)) {
+            break h;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            lab.dump_logs();
+            panic!("no member started its roll within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid = lab.agent_pid(holder).unwrap();
+    // SAFETY: kill(2) on the agent this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    assert_eq!(lab.wait_exit(holder, Duration::from_secs(10)), None);
+    eprintln!(
+        "killed the agent of host {holder} (the lock holder) after {:?}",
+        start.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    lab.start(&[holder]);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while !(1..=3).all(|h| lab.etcd_pid(h).is_some_and(|p| environ_has(p, flag))) {
+        if Instant::now() > deadline {
+            lab.dump_logs();
+            panic!("the rollout did not finish within 150 s of the kill");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("rollout finished {:?} after the start", start.elapsed());
+    lab.wait_healthy(3, Duration::from_secs(30));
+    for i in 0..20 {
+        assert_eq!(
+            lab.get(3, &format!("before/{i}")).as_deref(),
+            Some("v"),
+            "before/{i}"
+        );
+    }
+    let after = pids(&lab);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(pids(&lab), after, "etcd restarted again after the rollout");
     lab.stop_all();
 }

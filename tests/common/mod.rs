@@ -696,6 +696,17 @@ interval = "2s"
         }
     }
 
+    /// The cluster version as host `h`'s etcd reports it on its metrics listener
+    /// (`etcd_cluster_version{cluster_version="3.5"} 1`).
+    pub fn cluster_version(&self, h: usize) -> Option<String> {
+        let script = "import urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:2381/metrics',timeout=5).read().decode())";
+        let out = self.exec(h, &S3::python(), &["-c", script]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find(|l| l.starts_with("etcd_cluster_version{") && l.trim_end().ends_with(" 1"))
+            .and_then(|l| l.split('"').nth(1).map(str::to_string))
+    }
+
     /// The last 40 lines of each host's log (every line with `LAB_DUMP=1`).
     pub fn dump_logs(&self) {
         let all = std::env::var("LAB_DUMP").is_ok_and(|v| v == "1");

@@ -45,6 +45,9 @@ pub(crate) struct Rollout {
     pending_since: Option<Instant>,
     /// The fingerprint whose release step was refused (logged once).
     refused: Option<String>,
+    /// This agent's first tick is done: a pending entry left by an agent killed in its roll
+    /// (this member's, before a restart) has been removed.
+    started: bool,
 }
 
 fn base(cluster: &str) -> String {
@@ -78,7 +81,7 @@ impl Agent<'_> {
                         .await?;
                 halt::in_force(&mut c, cfg).await?;
             }
-            if st.pending_since.take().is_some() {
+            if st.pending_since.take().is_some() || !std::mem::replace(&mut st.started, true) {
                 let mut c =
                     client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT)
                         .await?;
