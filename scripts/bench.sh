@@ -3,7 +3,7 @@
 #
 # Usage: scripts/bench.sh [--runs 5] [--versions "3.4 3.5"] [--rss-seconds 180]
 #                         [--keep-logs DIR] [--skip-start] [--skip-snapshot] [--skip-restore]
-#                         [--skip-defrag] [--skip-quorum]
+#                         [--skip-defrag] [--skip-quorum] [--skip-rollout]
 #                         [--only "leader_removed leader_wiped"] (figures of part 2 to run)
 #
 # 1. start-to-healthy, 3 and 5 members started at the same instant: etcd-bootstrap (SRV
@@ -23,6 +23,10 @@
 #    the agents' automatic recovery against `etcd-bootstrap recover` run by hand at once, from the
 #    last agent answering to 3 healthy voters, per version: scripts/bench-quorum.sh (lab
 #    ebbenchq, 10.200.249). --skip-quorum leaves it out.
+# 1f. a rolling upgrade, etcd 3.4.23 -> 3.5.30 on 3 members, every agent reloaded at once,
+#    against the same change by restarting every agent at once: the time to all on 3.5.30 and the
+#    longest write stall: scripts/bench-rollout.sh (lab ebbenchu, 10.200.250), in the 3.5
+#    column. --skip-rollout leaves it out.
 # 2. per version, in one lab (ebbenchj, 10.200.244, 4 hosts) whose hosts 1-3 run a cluster
 #    formed by `etcd-bootstrap run` (heal.interval 1 s, etcd.binary a wrapper that records
 #    the instant etcd is exec'd, then execs the real etcd), --runs rounds of:
@@ -63,7 +67,7 @@ RSS_S=180
 KEEP=""
 SKIP_START=0
 SKIP_SNAPSHOT=0
-SKIP_RESTORE=0 SKIP_DEFRAG=0 SKIP_QUORUM=0
+SKIP_RESTORE=0 SKIP_DEFRAG=0 SKIP_QUORUM=0 SKIP_ROLLOUT=0
 FIGURES="manual_join bootstrap_join wiped removed restart leader_removed leader_wiped"
 ONLY=""
 readonly NAME=ebbenchj SUBNET=10.200.244 DOMAIN=lab.test
@@ -91,6 +95,7 @@ while (($#)); do
     --skip-restore) SKIP_RESTORE=1 ;;
     --skip-defrag) SKIP_DEFRAG=1 ;;
     --skip-quorum) SKIP_QUORUM=1 ;;
+    --skip-rollout) SKIP_ROLLOUT=1 ;;
     --only) ONLY=${2:-}; shift ;;
     -h | --help) sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -180,6 +185,16 @@ if ((!SKIP_QUORUM)); then
         "$HERE/bench-quorum.sh" --runs "$RUNS" --version "$v" --summary "$WORK/quorum" >&2
     done
     while read -r v mo mt ao at; do QUORUM[$v]="$mo $mt $ao $at"; done <"$WORK/quorum"
+fi
+
+# ---------------------------------------------------------------------------
+# 1f. a rolling upgrade 3.4.23 -> 3.5.30 (scripts/bench-rollout.sh)
+# ---------------------------------------------------------------------------
+ROLLOUT=""
+if ((!SKIP_ROLLOUT)); then
+    note "rolling upgrade 3.4.23 -> 3.5.30 (scripts/bench-rollout.sh --runs $RUNS)"
+    "$HERE/bench-rollout.sh" --runs "$RUNS" --summary "$WORK/rollout" >&2
+    ROLLOUT=$(cat "$WORK/rollout")
 fi
 
 # ---------------------------------------------------------------------------
@@ -588,6 +603,23 @@ if ((${#QUORUM[@]})); then
     row "quorum lost, 2 of 3 wiped, every agent answering: recover by hand at once + joins, to 3 voters" "" "${cells_m[@]}"
     row "the same: automatic recovery, last agent answering to 3 healthy voters" "<= 10 s" "${cells_a[@]}"
     row "the same: automatic, last agent answering to the recovered member healthy" "" "${cells_o[@]}"
+fi
+if [[ -n $ROLLOUT ]]; then
+    read -r rt rs ro at as <<<"$ROLLOUT"
+    goal=$((3 * ro + 10000))
+    cells_t=() cells_s=() cells_at=() cells_as=()
+    for v in $VERSIONS; do
+        if [[ $v == 3.5 ]]; then
+            cells_t+=("$(sec "$rt") ($(verdict "$rt" "$goal"): one member $(sec "$ro"))") cells_s+=("$rs ms ($(verdict "$rs" 1000))")
+            cells_at+=("$(sec "$at")") cells_as+=("$as ms")
+        else
+            cells_t+=("-") cells_s+=("-") cells_at+=("-") cells_as+=("-")
+        fi
+    done
+    row "rolling upgrade 3.4.23 -> 3.5.30 of 3 members, reload to all on 3.5.30" "<= 3 x one member + 10 s" "${cells_t[@]}"
+    row "the same: longest write stall, a client with all endpoints" "<= 1 s" "${cells_s[@]}"
+    row "the same change by restarting every agent at once: to all on 3.5.30" "" "${cells_at[@]}"
+    row "the same change by restarting every agent at once: longest write stall" "" "${cells_as[@]}"
 fi
 mib=$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }')
 cells=()
