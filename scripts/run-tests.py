@@ -43,7 +43,7 @@ EXPECTED_S = {
     "lab_store_attacks": 150,
     "lab_tls": 120,
     "lab_campaign": 100,
-    "lab_reload": 260,
+    "lab_reload": 250,
     "lab_doctor": 80,
     "lab_deltas": 65,
     "lab_endpoint": 70,

@@ -3,15 +3,16 @@
 //! etcd's rules: within a minor release, any patch may replace any other (the data format does
 //! not change). Across minors, a cluster goes up one minor at a time, each member in turn, and
 //! the cluster's version moves up once every member runs the new minor; a skipped minor is not
-//! supported. 3.5 -> 3.6 additionally needs every member on a recent 3.5 patch first (the earlier
-//! patches lack fixes for upgrade blockers such as "too many learner members"). Going down a
+//! supported. 3.5 -> 3.6 additionally needs every member on a recent 3.5 patch first (3.5.32: the
+//! earlier patches lack fixes for upgrade blockers such as "too many learner members" and members
+//! that come back after their removal). Going down a
 //! minor is possible only through etcd's downgrade API (3.6 -> 3.5), which etcd-bootstrap does
 //! not drive: it is refused, with the way to do it.
 
 use crate::model::etcd_version::EtcdVersion;
 
 /// The oldest 3.5 patch a member may go to 3.6 from.
-pub(crate) const MIN_3_5_FOR_3_6: EtcdVersion = EtcdVersion::new(3, 5, 26);
+pub(crate) const MIN_3_5_FOR_3_6: EtcdVersion = EtcdVersion::new(3, 5, 32);
 
 /// What going from the releases the members run to `to` is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,12 +118,13 @@ mod tests {
             (&["3.4.23", "3.4.23"], Some("3.5.30"), Is(MinorUp)),
             // Half-way through a rollout: the members already on it count as the same.
             (&["3.5.30", "3.4.23", "3.4.23"], Some("3.5.30"), Is(MinorUp)),
-            (&["3.5.30"], Some("3.6.6"), Is(MinorUp)),
-            (&["3.5.26"], Some("3.6.0"), Is(MinorUp)),
+            (&["3.5.32"], Some("3.6.6"), Is(MinorUp)),
+            (&["3.5.33", "3.5.32"], Some("3.6.0"), Is(MinorUp)),
+            // 3.5.30, this lab's newest 3.5, is not recent enough for 3.6.
             (
-                &["3.5.30", "3.5.17"],
+                &["3.5.32", "3.5.30"],
                 Some("3.6.6"),
-                RefusedFor("only from 3.5.26"),
+                RefusedFor("only from 3.5.32"),
             ),
             (&["3.4.23"], Some("3.6.6"), RefusedFor("skips a minor")),
             (
@@ -153,10 +155,10 @@ mod tests {
             panic!()
         };
         assert!(path.contains("latest 3.5 patch"), "{path}");
-        let Step::Refused { path, .. } = check(&[v("3.5.17")], Some(v("3.6.6"))) else {
+        let Step::Refused { path, .. } = check(&[v("3.5.30")], Some(v("3.6.6"))) else {
             panic!()
         };
-        assert!(path.contains("3.5.26 or a later 3.5 patch"), "{path}");
+        assert!(path.contains("3.5.32 or a later 3.5 patch"), "{path}");
         assert!(matches!(
             check(&[v("3.6.6")], Some(v("3.5.30"))),
             Step::Refused { .. }

@@ -38,12 +38,15 @@ pub(super) struct Pruning {
 impl Agent<'_> {
     /// Every job of a healthy tick, each on its own: one that fails is logged and tried again at
     /// the next tick, and never keeps the others from running.
+    /// False when SIGTERM or SIGINT came while a rollout restarted etcd (which can take up to
+    /// upgrade.member_timeout): the caller stops.
     pub(super) async fn maintain(
         &self,
         mem: &mut Memory,
         store: Option<&Store>,
         me: &client::Whoami,
-    ) {
+        shutdown: &mut super::Shutdown,
+    ) -> bool {
         let cfg = self.cfg;
         mem.last_index = Some(me.raft_index);
         if let Err(e) = self.refresh_record(&mem.material, me).await {
@@ -51,9 +54,12 @@ impl Agent<'_> {
         }
         // A restart of etcd for the configuration in force, when it is this member's turn;
         // bounded by upgrade.member_timeout, which can outlast WatchdogSec.
+        // A stop asked for meanwhile is not held up by it: the roll is left where it is (its
+        // lock's lease expires; the next start of the agent goes on with it).
         let rolled = tokio::select! {
             r = self.rollout_tick(&mem.material, me, &mut mem.rollout) => r,
             never = keep_watchdog_fed(cfg.heal.interval) => match never {},
+            _ = shutdown.wait() => return false,
         };
         if let Err(e) = rolled {
             tracing::warn!(error = %format!("{e:#}"), "rolling the configuration in force; trying again at the next tick");
@@ -76,6 +82,7 @@ impl Agent<'_> {
         {
             tracing::warn!(error = %format!("{e:#}"), "dead-member check failed");
         }
+        true
     }
 
     /// At a healthy tick: prune moved-aside copies (`decide::prune`). The store is listed only

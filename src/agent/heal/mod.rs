@@ -265,7 +265,12 @@ impl Agent<'_> {
             Step::Idle => false,
             Step::Maintain => {
                 if let Ok(me) = health {
-                    self.maintain(mem, store, &me).await;
+                    if !self.maintain(mem, store, &me, shutdown).await {
+                        tracing::info!("signal received during a rollout's restart; stopping etcd (the rollout goes on at the agent's next start)");
+                        notify(&[sd_notify::NotifyState::Stopping]);
+                        self.manager.stop().await?;
+                        return Ok(Some(HealExit::Stopped));
+                    }
                 }
                 false
             }
