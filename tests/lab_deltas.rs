@@ -282,6 +282,42 @@ fn writes_reach_the_store_within_the_interval(id: u8, version: Version) {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{}", stdout.trim());
+    // `snapshot list` shows each full snapshot's chain, the same one the independent client
+    // walked (at least as long: the uploader goes on).
+    let out = lab.exec(
+        2,
+        Path::new(&common::bin()),
+        &[
+            "snapshot",
+            "list",
+            "--output",
+            "json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let newest = &listed[0];
+    assert!(
+        newest["trusted"] == true
+            && newest["chain"]["segments"].as_u64().unwrap_or(0)
+                >= chain["segments"].as_u64().unwrap()
+            && newest["chain"]["last_revision"].as_i64().unwrap_or(0)
+                > newest["chain"]["first_revision"].as_i64().unwrap(),
+        "{newest}"
+    );
+    let out = lab.exec(
+        2,
+        Path::new(&common::bin()),
+        &["snapshot", "list", "--config", cfg.to_str().unwrap()],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(" segments, ") && table.contains(" events, revisions "),
+        "{table}"
+    );
+    eprintln!("{}", table.trim());
 
     // Visible: `status`, `doctor` and /metrics show the chain and its newest segment's age.
     let out = lab.exec(
