@@ -40,7 +40,7 @@ EXPECTED_S = {
     "lab_join": 220,
     "lab_maintenance": 193,
     "lab_backup": 161,
-    "lab_store_attacks": 150,
+    "lab_store_attacks": 190,
     "lab_tls": 120,
     "lab_campaign": 100,
     "lab_reload": 250,

@@ -89,6 +89,20 @@ elif op == "manifest":
     put(dir_ + new_id + ".json", body.encode())
     if copy_data == "copy":
         put(dir_ + m["object"], get(dir_ + real_id + (".db.age" if m["encrypted"] else ".db")))
+elif op == "segment":
+    # A delta segment of the attacker's in a chain's directory, copied from a real one (its data
+    # too) and claiming revisions FIRST-LAST.
+    dir_, real_id, first, last, signed, work = rest
+    sealed = json.loads(get(dir_ + real_id + ".json"))
+    m = sealed["payload"]
+    suffix = ".seg.age" if m["encrypted"] else ".seg"
+    new_id = "%s-r%s-%s" % (real_id.split("-r")[0], first, last)
+    m.update({"id": new_id, "first_revision": int(first), "last_revision": int(last),
+              "object": new_id + suffix})
+    payload = json.dumps(m, indent=2)
+    body = attacker_signed("segment-manifest", payload, m["taken_by"], work) if signed == "signed" else payload
+    put(dir_ + new_id + ".json", body.encode())
+    put(dir_ + m["object"], get(dir_ + real_id + suffix))
 elif op == "junk":
     key, mib = rest
     put(key, os.urandom(1024 * 1024) * int(mib))
@@ -489,4 +503,127 @@ fn racing_restore_requests_do_not_split_the_fleet_etcd_3_5() {
     assert_eq!(lab.get(3, "/before").as_deref(), Some("kept"));
     // (etcdctl prints nothing for a key that is not there)
     assert_eq!(lab.get(3, "/after").as_deref(), Some(""));
+}
+
+/// The segments of the newest chain in the store, as (chain directory, id, first, last revision),
+/// by their names, oldest first.
+fn segments(s3: &S3) -> Vec<(String, String, i64, i64)> {
+    let mut out: Vec<(String, String, i64, i64)> = s3
+        .list("fleet/lab/segments/")
+        .iter()
+        .filter_map(|(k, _)| {
+            let (dir, name) = k.rsplit_once('/')?;
+            let id = name.strip_suffix(".json")?;
+            let (head, last) = id.rsplit_once('-')?;
+            let first = head.rsplit_once("-r")?.1;
+            Some((
+                format!("{dir}/"),
+                id.to_string(),
+                first.parse().ok()?,
+                last.parse().ok()?,
+            ))
+        })
+        .collect();
+    out.sort_by_key(|s| (s.0.clone(), s.3));
+    if let Some(newest_dir) = out.iter().map(|s| s.0.clone()).max() {
+        out.retain(|s| s.0 == newest_dir);
+    }
+    out
+}
+
+/// Delta segments are signed like everything else in the store. An attacker with the bucket's
+/// credentials adds segments to the newest chain that claim revisions far ahead of the cluster's
+/// (one unsigned, one signed under a CA of its own), with a real segment's data: the uploader is
+/// not steered by them (the next genuine segment starts right after the last genuine one: no
+/// hole), `snapshot list` counts only the genuine chain, `snapshot verify` names a forged
+/// segment, and every key and the cluster ID are kept.
+#[test]
+fn forged_delta_segments_neither_steer_nor_break_the_chain_etcd_3_5() {
+    let _g = serial();
+    let (mut lab, s3, keys_dir) = lab_with_store(245, Version::V3_5);
+    let work = keys_dir.path().join("attacker");
+    let work = work.to_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut i = 0;
+    while segments(&s3).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no two delta segments within 90 s: {:?}",
+            segments(&s3)
+        );
+        i += 1;
+        lab.put(1, &format!("/d/{i}"), "genuine");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let cluster = cluster_id(&lab);
+    let genuine = segments(&s3);
+    let (dir, newest, _, last) = genuine.last().unwrap().clone();
+    let next = last + 1;
+    let far = [(next + 1_000_000, "unsigned"), (next + 2_000_000, "signed")];
+    for (to, signed) in far {
+        attack(
+            &s3,
+            &[
+                "segment",
+                &dir,
+                &newest,
+                &next.to_string(),
+                &to.to_string(),
+                signed,
+                work,
+            ],
+        );
+    }
+    let forged: Vec<String> = far
+        .iter()
+        .map(|(to, _)| format!("{}-r{next}-{to}", newest.split("-r").next().unwrap()))
+        .collect();
+    // More writes: the uploader goes on from the last genuine segment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        i += 1;
+        lab.put(2, &format!("/e/{i}"), "after the forgery");
+        let after = segments(&s3);
+        if let Some(s) = after.iter().find(|s| s.2 == next && s.3 < next + 1000) {
+            eprintln!("the next genuine segment: {}", s.1);
+            break;
+        }
+        assert!(
+            !after.iter().any(|s| s.2 > next + 1000),
+            "a segment was chained after a forged one: {after:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no genuine segment from revision {next} within 60 s: {after:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let logs: String = (1..=3).map(|h| lab.log(h)).collect();
+    assert!(
+        forged.iter().all(|f| logs.contains(f.as_str())),
+        "the agents did not report both forged segments as untrusted"
+    );
+    let out = command(&lab, 2, &["snapshot", "list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let last_listed = listed[0]["chain"]["last_revision"]
+        .as_i64()
+        .unwrap_or(i64::MAX);
+    assert!(
+        last_listed >= next && last_listed < next + 1000,
+        "{}",
+        listed[0]
+    );
+    let out = command(&lab, 2, &["snapshot", "verify"]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("verify: {}", said.trim());
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(forged.iter().any(|f| said.contains(f.as_str())), "{said}");
+    assert_eq!(cluster_id(&lab), cluster);
+    let keys = all_keys(&lab);
+    assert!(
+        keys.iter().any(|k| k.starts_with("/e/")) && keys.iter().any(|k| k.starts_with("/d/")),
+        "{keys:?}"
+    );
+    lab.stop_all();
 }
