@@ -45,7 +45,7 @@ EXPECTED_S = {
     "lab_campaign": 100,
     "lab_reload": 250,
     "lab_doctor": 80,
-    "lab_deltas": 130,
+    "lab_deltas": 215,
     "lab_endpoint": 70,
     "lab_metrics": 60,
     "lab_cluster": 60,

@@ -445,3 +445,165 @@ fn writes_reach_the_store_within_the_delta_interval_etcd_3_5() {
 fn writes_reach_the_store_within_the_delta_interval_etcd_3_4() {
     writes_reach_the_store_within_the_interval(244, Version::V3_4);
 }
+
+/// The host whose agent holds the delta claim (its value is the holder's member name, etcdN).
+fn claim_holder(lab: &Lab) -> Option<usize> {
+    let out = lab.etcdctl(
+        1,
+        &lab.endpoints(),
+        &[
+            "get",
+            "/etcd-bootstrap/snapshots/lab/delta-claim",
+            "--print-value-only",
+        ],
+    );
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    name.strip_prefix("etcd")?.parse().ok()
+}
+
+/// No gap, no overlap: while keys are written, the agent holding the delta claim and its etcd are
+/// killed with SIGKILL at a random moment of the segment it is filling, twice (each time started
+/// again, as systemd would). Another agent takes the claim and goes on from what the store says
+/// was uploaded last: the chain verifies end to end (the agent's `snapshot verify` and the
+/// independent client's walk) and reaches the cluster's revision after the last write.
+#[test]
+fn the_chain_has_no_gap_when_the_uploader_is_killed_mid_segment_twice_etcd_3_5() {
+    let _g = serial();
+    let mut lab = Lab::up(246, Version::V3_5, LabOptions::srv(3));
+    lab.configure_srv(3);
+    let s3 = S3::up(&lab);
+    let _keys = common::with_encrypted_backup(&lab, &s3, "fleet");
+    lab.start(&[1, 2, 3]);
+    lab.wait_voters(1, &[1, 2, 3], Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while claim_holder(&lab).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "nobody holds the delta claim within 40 s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut n = 0;
+    let mut write = |lab: &Lab, count: usize| {
+        for _ in 0..count {
+            n += 1;
+            // A member was just killed (maybe the leader): a put may meet the election.
+            let ok = (0..5).any(|_| {
+                let out = lab.etcdctl(1, &lab.endpoints(), &["put", &format!("/w/{n}"), "v"]);
+                out.status.success() || {
+                    std::thread::sleep(Duration::from_millis(500));
+                    false
+                }
+            });
+            assert!(ok, "put /w/{n} failed 5 times");
+        }
+    };
+    let chain_segments = |lab: &Lab| -> u64 {
+        let cfg = lab.config_path(2);
+        let out = lab.exec(
+            2,
+            Path::new(&common::bin()),
+            &[
+                "snapshot",
+                "list",
+                "--output",
+                "json",
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+        );
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        listed[0]["chain"]["segments"].as_u64().unwrap_or(0)
+    };
+    for round in 1..=2 {
+        // A segment is stored first: the next holder must go on from it, not from the base.
+        let before = chain_segments(&lab);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while chain_segments(&lab) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no new segment within 60 s"
+            );
+            write(&lab, 1);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        write(&lab, 10);
+        // A random moment of the segment being filled (delta_interval is 5 s).
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        std::thread::sleep(Duration::from_millis(u64::from(nanos % 4000)));
+        write(&lab, 5);
+        let h = claim_holder(&lab).expect("a claim holder");
+        let etcd = lab.etcd_pid(h).expect("its etcd");
+        let agent = lab.agent_pid(h).expect("its agent");
+        // SAFETY: kill(2) on processes this test started.
+        unsafe {
+            libc::kill(agent as i32, libc::SIGKILL);
+            libc::kill(etcd as i32, libc::SIGKILL);
+        }
+        eprintln!("round {round}: killed host {h}'s agent and etcd (SIGKILL)");
+        assert_eq!(lab.wait_exit(h, Duration::from_secs(10)), None);
+        write(&lab, 10);
+        lab.start(&[h]);
+        lab.wait_voters(1, &[1, 2, 3], Duration::from_secs(120));
+    }
+    write(&lab, 5);
+    let last_revision = lab.revision(1);
+    // The chain reaches the cluster's revision once the claim has moved on.
+    let cfg = lab.config_path(2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = lab.exec(
+            2,
+            Path::new(&common::bin()),
+            &[
+                "snapshot",
+                "list",
+                "--output",
+                "json",
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+        );
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let reached = listed[0]["chain"]["last_revision"].as_i64().unwrap_or(0);
+        if reached >= last_revision {
+            eprintln!("the chain reaches revision {reached} (the cluster's after the last write: {last_revision})");
+            break;
+        }
+        if Instant::now() > deadline {
+            lab.dump_logs();
+            panic!(
+                "the chain reached revision {reached}, not {last_revision}, within 60 s: {listed}"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let out = lab.exec(
+        2,
+        Path::new(&common::bin()),
+        &["snapshot", "verify", "--config", cfg.to_str().unwrap()],
+    );
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("chain ok: "),
+        "verify: {said}"
+    );
+    eprintln!("{}", said.trim());
+    assert!(chain_segments(&lab) >= 3, "{said}");
+    let out = s3.python_with_bucket(SCRIPT, &["chain", "fleet/lab/"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chain: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        chain["last_revision"].as_i64().unwrap_or(0) >= last_revision,
+        "{chain}"
+    );
+    lab.stop_all();
+}
