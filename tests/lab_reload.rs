@@ -527,9 +527,10 @@ fn a_release_that_cannot_run_is_tried_by_one_member_at_most_put_back_and_halted_
 }
 
 /// The agent that holds the rollout lock is killed (SIGKILL) in the middle of its member's
-/// restart, and started again, as systemd's `Restart=always` would: the rollout finishes (its
-/// lock's lease expires, the others go on), every etcd ends on the change, every member is
-/// healthy and no key is lost.
+/// restart, and started again, as systemd's `Restart=always` would: it puts its member back on
+/// the previous files (the restart it did not see through), and the rollout finishes (its lock's
+/// lease expires, the others go on, the member is rolled again), every etcd ends on the change,
+/// every member is healthy and no key is lost.
 #[test]
 fn the_rollout_finishes_when_the_lock_holder_is_killed_mid_restart_3_5() {
     let _g = serial();
@@ -577,6 +578,12 @@ fn the_rollout_finishes_when_the_lock_holder_is_killed_mid_restart_3_5() {
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!("rollout finished {:?} after the start", start.elapsed());
+    // The killed agent's restart was undone at its next start, then rolled again by the rules.
+    assert!(
+        lab.log(holder)
+            .contains("this agent stopped in the middle of a rollout's restart of etcd"),
+        "host {holder}: the interrupted restart was not put back"
+    );
     lab.wait_healthy(3, Duration::from_secs(30));
     for i in 0..20 {
         assert_eq!(

@@ -112,6 +112,7 @@ pub(crate) async fn run(cfg: &Config, once: bool, source: ConfigSource) -> Resul
 /// etcd binary there (unless the image brings it); not a node that left; `/metrics` served (the
 /// member's state is visible while it comes up); a warning for unencrypted snapshots.
 async fn before_start(cfg: &Config) -> Result<()> {
+    super::rollout::halt::Saved::put_back_interrupted(cfg)?;
     if crate::etcd::install::another_release_configured(cfg) {
         // etcd may run the installed release: a new one is installed by the rollout, under its
         // lock, one member at a time (`agent::rollout`), never at an agent's start.

@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use std::path::PathBuf;
 
 /// A file a manager writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Artifact {
     pub path: PathBuf,
     pub mode: u32,
@@ -26,7 +26,7 @@ pub struct Artifact {
 }
 
 impl Artifact {
-    fn new(path: &std::path::Path, mode: u32, content: String) -> Artifact {
+    pub(crate) fn new(path: &std::path::Path, mode: u32, content: String) -> Artifact {
         Artifact {
             path: path.to_path_buf(),
             mode,

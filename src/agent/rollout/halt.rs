@@ -133,7 +133,10 @@ pub(crate) async fn halt(
     Err(last)
 }
 
-/// etcd's files as they were before a restart: written back by a rollback.
+/// etcd's files as they were before a restart: written back by a rollback. Kept on disk while
+/// the restart runs (`persist`): an agent stopped or killed in the middle of it puts them back at
+/// its next start (`put_back_interrupted`), and the roll is tried again under the rollout's rules.
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Saved {
     files: Vec<(Artifact, Option<Vec<u8>>)>,
     applied: Option<String>,
@@ -160,6 +163,46 @@ impl Saved {
         })
     }
 
+    fn path(cfg: &Config) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!(
+            "{}.rollout-saved.json",
+            cfg.member.data_dir.display()
+        ))
+    }
+
+    /// Keep them on disk until the restart is over (`forget`).
+    pub(crate) fn persist(&self, cfg: &Config) -> Result<()> {
+        let text = serde_json::to_vec(self)?;
+        crate::util::fs::write_atomic(&Self::path(cfg), &text, 0o600)?;
+        Ok(())
+    }
+
+    /// The restart is over (healthy, or put back).
+    pub(crate) fn forget(cfg: &Config) {
+        let _ = std::fs::remove_file(Self::path(cfg));
+    }
+
+    /// At the agent's start: a restart of a rollout that its agent did not see through (stopped
+    /// or killed meanwhile) is undone, so that etcd starts on what it ran before; the rollout
+    /// tries it again at a healthy tick, with its checks, its wait and its rollback.
+    pub(crate) fn put_back_interrupted(cfg: &Config) -> Result<()> {
+        let path = Self::path(cfg);
+        let Ok(text) = crate::util::fs::read_bounded_text(&path, 4 << 20) else {
+            return Ok(());
+        };
+        match serde_json::from_str::<Saved>(&text) {
+            Ok(saved) => {
+                tracing::warn!(file = %path.display(), "this agent stopped in the middle of a rollout's restart of etcd: etcd's previous files are put back; the rollout tries this member again once every member is healthy");
+                saved.put_back(cfg)?;
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read what a rollout's interrupted restart saved; left as it is");
+            }
+        }
+        Self::forget(cfg);
+        Ok(())
+    }
+
     /// Write them back (a file that did not exist is removed) with the binaries an install
     /// replaced, and the fingerprint of what etcd ran with.
     pub(crate) fn put_back(&self, cfg: &Config) -> Result<()> {
@@ -183,5 +226,56 @@ impl Saved {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_restart_is_put_back_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[cluster]\nname = \"t\"\n[member]\ndata_dir = \"{d}/data\"\n[discovery]\npeers = [\"a=https://10.0.0.1:2380\"]\n\
+                 [tls]\nmode = \"cfssl\"\ncfssl_url = \"https://10.0.0.9:8888\"\n[etcd]\ninstall_dir = \"{d}/bin\"\n",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p), &[]).unwrap();
+        let env = dir.path().join("etcd.env");
+        let unit = dir.path().join("etcd.service");
+        std::fs::write(&env, "ETCD_NAME=old\n").unwrap();
+        datadir::write_applied(&cfg.member.data_dir, "old-fingerprint").unwrap();
+        let saved = Saved {
+            files: vec![
+                (
+                    Artifact::new(&env, 0o644, "ETCD_NAME=new\n".into()),
+                    Some(b"ETCD_NAME=old\n".to_vec()),
+                ),
+                (Artifact::new(&unit, 0o644, "[Unit]\n".into()), None),
+            ],
+            applied: datadir::read_applied(&cfg.member.data_dir),
+        };
+        saved.persist(&cfg).unwrap();
+        // The restart wrote the new files, then the agent was killed.
+        std::fs::write(&env, "ETCD_NAME=new\n").unwrap();
+        std::fs::write(&unit, "[Unit]\n").unwrap();
+        datadir::write_applied(&cfg.member.data_dir, "new-fingerprint").unwrap();
+        Saved::put_back_interrupted(&cfg).unwrap();
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), "ETCD_NAME=old\n");
+        assert!(!unit.exists(), "a file the restart created is removed");
+        assert_eq!(
+            datadir::read_applied(&cfg.member.data_dir).as_deref(),
+            Some("old-fingerprint")
+        );
+        assert!(!Saved::path(&cfg).exists());
+        // Nothing saved: nothing done.
+        Saved::put_back_interrupted(&cfg).unwrap();
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), "ETCD_NAME=old\n");
     }
 }

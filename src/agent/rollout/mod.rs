@@ -277,8 +277,12 @@ impl Agent<'_> {
             halt::halt(&endpoints, material, &cfg.cluster.name, &h).await?;
             bail!("{}", h.line());
         }
+        saved.persist(cfg)?;
         if me.is_leader() {
-            self.hand_over_leadership(material, &me, urls).await?;
+            if let Err(e) = self.hand_over_leadership(material, &me, urls).await {
+                halt::Saved::forget(cfg);
+                return Err(e);
+            }
         }
         let started = Instant::now();
         tracing::info!(manager = %self.manager.describe(), release = %version, "rolling the configuration in force: restarting this member's etcd (the rollout lock is held)");
@@ -293,6 +297,7 @@ impl Agent<'_> {
             );
             tracing::error!(%reason, "this member's etcd is put back on what it ran before; the rollout halts cluster-wide");
             saved.put_back(cfg)?;
+            halt::Saved::forget(cfg);
             self.manager.start(true).await?;
             let h = halted(reason);
             halt::halt(&endpoints, material, &cfg.cluster.name, &h).await?;
@@ -302,6 +307,7 @@ impl Agent<'_> {
             }
             bail!("{}", h.line());
         }
+        halt::Saved::forget(cfg);
         crate::etcd::install::drop_previous(cfg);
         tracing::info!(took = ?started.elapsed(), "etcd restarted with the configuration in force: healthy and caught up; the rollout lock passes on");
         Ok(())
