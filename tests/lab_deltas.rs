@@ -446,6 +446,26 @@ fn writes_reach_the_store_within_the_delta_interval_etcd_3_4() {
     writes_reach_the_store_within_the_interval(244, Version::V3_4);
 }
 
+/// The newest snapshot as `snapshot list --output json` on host 2 shows it, with its chain
+/// (`Null` when the command gave nothing to parse).
+fn newest_listed(lab: &Lab) -> Value {
+    let cfg = lab.config_path(2);
+    let out = lab.exec(
+        2,
+        Path::new(&common::bin()),
+        &[
+            "snapshot",
+            "list",
+            "--output",
+            "json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    listed[0].clone()
+}
+
 /// The host whose agent holds the delta claim (its value is the holder's member name, etcdN).
 fn claim_holder(lab: &Lab) -> Option<usize> {
     let out = lab.etcdctl(
@@ -498,22 +518,10 @@ fn the_chain_has_no_gap_when_the_uploader_is_killed_mid_segment_twice_etcd_3_5()
             assert!(ok, "put /w/{n} failed 5 times");
         }
     };
-    let chain_segments = |lab: &Lab| -> u64 {
-        let cfg = lab.config_path(2);
-        let out = lab.exec(
-            2,
-            Path::new(&common::bin()),
-            &[
-                "snapshot",
-                "list",
-                "--output",
-                "json",
-                "--config",
-                cfg.to_str().unwrap(),
-            ],
-        );
-        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        listed[0]["chain"]["segments"].as_u64().unwrap_or(0)
+    let chain_segments = |lab: &Lab| {
+        newest_listed(lab)["chain"]["segments"]
+            .as_u64()
+            .unwrap_or(0)
     };
     for round in 1..=2 {
         // A segment is stored first: the next holder must go on from it, not from the base.
@@ -555,20 +563,8 @@ fn the_chain_has_no_gap_when_the_uploader_is_killed_mid_segment_twice_etcd_3_5()
     let cfg = lab.config_path(2);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = lab.exec(
-            2,
-            Path::new(&common::bin()),
-            &[
-                "snapshot",
-                "list",
-                "--output",
-                "json",
-                "--config",
-                cfg.to_str().unwrap(),
-            ],
-        );
-        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let reached = listed[0]["chain"]["last_revision"].as_i64().unwrap_or(0);
+        let listed = newest_listed(&lab);
+        let reached = listed["chain"]["last_revision"].as_i64().unwrap_or(0);
         if reached >= last_revision {
             eprintln!("the chain reaches revision {reached} (the cluster's after the last write: {last_revision})");
             break;

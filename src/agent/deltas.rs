@@ -177,47 +177,41 @@ impl Agent<'_> {
             .await?;
             return Ok(Round::Watched);
         }
-        if history_compacted(c.client(), link.next_revision).await? {
-            self.full_snapshot_now(
-                store,
-                FullReason::Compacted,
-                &format!(
-                    "the chain of {} ends at revision {}, but etcd compacted its history past it: the events since are gone",
-                    link.base,
-                    link.next_revision - 1
-                ),
-            )
-            .await?;
-            return Ok(Round::Watched);
-        }
-        let deadline = tokio::time::Instant::from_std(started + interval);
-        let watched =
-            watch_keyspace(c.client(), link.next_revision, deadline, b.delta_max_bytes).await?;
-        if let Some(compact) = watched.compacted {
-            self.full_snapshot_now(
-                store,
-                FullReason::Compacted,
-                &format!(
-                    "the chain of {} ends at revision {}, but etcd compacted its history up to {compact}: the events since are gone",
-                    link.base,
-                    link.next_revision - 1
-                ),
-            )
-            .await?;
-            return Ok(Round::Watched);
-        }
-        if watched.events.is_empty() {
-            return Ok(Round::Watched);
-        }
-        self.store_segment(
+        // etcd 3.4's watch from a compacted revision says nothing: a read at it does.
+        let how = if history_compacted(c.client(), link.next_revision).await? {
+            "past it".to_string()
+        } else {
+            let deadline = tokio::time::Instant::from_std(started + interval);
+            let watched =
+                watch_keyspace(c.client(), link.next_revision, deadline, b.delta_max_bytes).await?;
+            match watched.compacted {
+                Some(compact) => format!("up to {compact}"),
+                None if watched.events.is_empty() => return Ok(Round::Watched),
+                None => {
+                    return self
+                        .store_segment(
+                            store,
+                            claim,
+                            &base.manifest,
+                            &link,
+                            &b.age_recipients,
+                            watched.events,
+                        )
+                        .await
+                }
+            }
+        };
+        self.full_snapshot_now(
             store,
-            claim,
-            &base.manifest,
-            &link,
-            &b.age_recipients,
-            watched.events,
+            FullReason::Compacted,
+            &format!(
+                "the chain of {} ends at revision {}, but etcd compacted its history {how}: the events since are gone",
+                link.base,
+                link.next_revision - 1
+            ),
         )
-        .await
+        .await?;
+        Ok(Round::Watched)
     }
 
     /// Upload `events` as the next segment of the chain that ends at `link`, if this agent still
