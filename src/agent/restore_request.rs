@@ -102,7 +102,7 @@ pub(crate) async fn prepare(
     }
     // Checked here first (hashes, decryption, a trial restore), so that no member stops for a
     // snapshot that cannot be restored.
-    let scratch = verify::temp_scratch("etcd-bootstrap-restore-check")?;
+    let scratch = crate::util::fs::temp_scratch("etcd-bootstrap-restore-check")?;
     let checked = verify::verify_then_remove(
         &store,
         &entry,

@@ -35,20 +35,6 @@ pub(crate) async fn verify(
     restore(&plain, etcd_binary, scratch, &entry.manifest.id)
 }
 
-/// A scratch dir of its own for `verify`, made under the system's temporary directory with a
-/// random name (`<prefix>-<random>`: nothing read from the store goes into it), mode 0700,
-/// created exclusively: an existing directory or a symlink planted at that name is an error,
-/// never followed or reused.
-pub(crate) fn temp_scratch(prefix: &str) -> Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let scratch = std::env::temp_dir().join(format!("{prefix}-{}", crate::util::hex::random_hex()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&scratch)
-        .with_context(|| format!("creating the scratch directory {}", scratch.display()))?;
-    Ok(scratch)
-}
-
 /// A new file in a scratch dir: created exclusively (never through a symlink, never over a
 /// file that is there), 0600.
 fn create_new(path: &Path) -> Result<std::fs::File> {

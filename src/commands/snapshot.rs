@@ -120,7 +120,7 @@ async fn chain_of(
 pub(crate) async fn verify(cfg: &Config, which: &str, json: bool) -> Result<()> {
     let (store, b) = open(cfg)?;
     let entry = catalog::find(&store, which).await?;
-    let scratch = backup::verify::temp_scratch("etcd-bootstrap-verify")?;
+    let scratch = crate::util::fs::temp_scratch("etcd-bootstrap-verify")?;
     let report = backup::verify::verify_then_remove(
         &store,
         &entry,

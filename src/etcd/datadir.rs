@@ -32,12 +32,15 @@ pub(crate) fn config_rejected_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.config-rejected", data_dir.display()))
 }
 
-/// What `config_rejected_marker` holds, if it exists (bounded read; one line).
+/// The first line of a one-line note beside the data dir, if it exists (bounded read).
+fn note_line(path: &Path) -> Option<String> {
+    let text = crate::util::fs::read_bounded_text(path, 16 * 1024).ok()?;
+    Some(text.lines().next().unwrap_or("").trim().to_string())
+}
+
+/// What `config_rejected_marker` holds, if it exists.
 pub(crate) fn config_rejected(data_dir: &Path) -> Option<String> {
-    let text =
-        crate::util::fs::read_bounded_text(&config_rejected_marker(data_dir), 16 * 1024).ok()?;
-    let line = text.lines().next().unwrap_or("").trim().to_string();
-    Some(line)
+    note_line(&config_rejected_marker(data_dir))
 }
 
 /// Why a rollout of this member's change halted cluster-wide (a member was not healthy on the
@@ -47,11 +50,9 @@ pub(crate) fn rollout_halted_marker(data_dir: &Path) -> PathBuf {
     PathBuf::from(format!("{}.rollout-halted", data_dir.display()))
 }
 
-/// What `rollout_halted_marker` holds, if it exists (bounded read; one line).
+/// What `rollout_halted_marker` holds, if it exists.
 pub(crate) fn rollout_halted(data_dir: &Path) -> Option<String> {
-    let text =
-        crate::util::fs::read_bounded_text(&rollout_halted_marker(data_dir), 16 * 1024).ok()?;
-    Some(text.lines().next().unwrap_or("").trim().to_string())
+    note_line(&rollout_halted_marker(data_dir))
 }
 
 /// The fingerprint of what etcd runs with (its files, binary, release, image: written when the

@@ -30,21 +30,9 @@ struct Scratch(std::path::PathBuf);
 
 impl Scratch {
     fn new() -> Result<Scratch> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "etcd-bootstrap-trial.{}.{nanos}",
-            std::process::id()
-        ));
-        crate::util::fs::ensure_dir(&path, 0o700).with_context(|| {
-            format!(
-                "making the trial start's scratch directory {}",
-                path.display()
-            )
-        })?;
-        Ok(Scratch(path))
+        Ok(Scratch(crate::util::fs::temp_scratch(
+            "etcd-bootstrap-trial",
+        )?))
     }
 
     fn path(&self) -> &Path {

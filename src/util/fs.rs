@@ -199,6 +199,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
+/// A scratch dir of its own (snapshot verify, restore checks, the trial start of a new etcd), made under the system's temporary directory with a
+/// random name (`<prefix>-<random>`: nothing read from the store goes into it), mode 0700,
+/// created exclusively: an existing directory or a symlink planted at that name is an error,
+/// never followed or reused.
+pub(crate) fn temp_scratch(prefix: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let scratch = std::env::temp_dir().join(format!("{prefix}-{}", super::hex::random_hex()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&scratch)
+        .with_context(|| format!("creating the scratch directory {}", scratch.display()))?;
+    Ok(scratch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

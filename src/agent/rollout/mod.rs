@@ -73,18 +73,18 @@ impl Agent<'_> {
         let applied = datadir::read_applied(data_dir);
         let pending_key = format!("{}/pending/{:x}", base(&cfg.cluster.name), me.member_id);
         if applied.as_deref() == Some(desired.as_str()) {
-            if datadir::rollout_halted(data_dir).is_some() {
+            let showed_halt = datadir::rollout_halted(data_dir).is_some();
+            if !showed_halt && st.pending_since.is_none() && st.started {
+                return Ok(());
+            }
+            let mut c =
+                client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT).await?;
+            if showed_halt {
                 // This member showed a halt: its configuration no longer asks for that change
                 // (put back, or another one that is applied): lift it.
-                let mut c =
-                    client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT)
-                        .await?;
                 halt::in_force(&mut c, cfg).await?;
             }
             if st.pending_since.take().is_some() || !std::mem::replace(&mut st.started, true) {
-                let mut c =
-                    client::connect(&[local_endpoint(cfg)], material, client::PROBE_TIMEOUT)
-                        .await?;
                 client::bounded(
                     "Delete",
                     client::PROBE_TIMEOUT,
